@@ -1,0 +1,1 @@
+"""Generation backends, registered by name (hf, vllm)."""

@@ -1,0 +1,67 @@
+"""`bench` command line. Each subcommand lives in its own ``bench/commands/<name>.py`` module exposing
+``add_arguments(parser)`` and ``run(args) -> int``; expected errors become one line on stderr and exit 2."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from sftmix.errors import UserError
+
+# name -> one-line help; module bench.commands.<name>
+COMMANDS = {
+    "run": "train every variant, generate, judge, score and print the comparison table",
+    "train": "fine-tune a model with one variant (ntp, sftmix, ...)",
+    "dynamics": "reference NTP run + per-example confidence table + median split",
+    "generate": "generate answers for tasks with a model (hf or vllm backend)",
+    "judge": "judge/score generations (LLM judge, reference judge, mcq, exact)",
+    "table": "tables in the paper's layouts from run directories",
+    "variants": "list the training variants",
+    "tasks": "list the evaluation tasks",
+    "perf": "benchmarks: step time, memory, throughput ratios",
+}
+
+
+def _load(name: str):
+    return importlib.import_module(f"bench.commands.{name.replace('-', '_')}")
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description="SFTMix Bench: train, generate, judge, tabulate.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    argv = sys.argv[1:] if argv is None else argv
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, help_ in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        # Import only the chosen subcommand: `bench variants` should not pay for torch's import.
+        if name == wanted:
+            _load(name).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        argv = ["run"]  # the embedded default
+    parser = build_parser(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    mod = _load(args.command)
+    if extra and not getattr(mod, "ACCEPTS_OVERRIDES", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
+    try:
+        return int(mod.run(args) or 0)
+    except UserError as e:
+        print(f"bench {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bench {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
