@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     mod = _load(args.command)
     if extra and not getattr(mod, "ACCEPTS_OVERRIDES", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.overrides = extra
+    args.extra = extra
     try:
         return int(mod.run(args) or 0)
     except UserError as e:

@@ -1,0 +1,180 @@
+"""Training dynamics: per-example confidence from a reference NTP run, and the median split.
+
+At each of C checkpoints of a one-epoch reference run, every example's response perplexity given its
+instruction is computed, Perp_c = exp(mean NLL over response tokens); Conf = -(1/C) Σ_c Perp_c.
+The upper half by confidence is "confident" (D^c), the lower half "unconfident" (D^u).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import TrainerCallback
+
+from .errors import UserError
+from .io import atomic_path
+
+log = logging.getLogger("sftmix")
+
+CONFIDENT, UNCONFIDENT = "confident", "unconfident"
+
+
+@torch.no_grad()
+def response_nll(model, examples: Sequence[dict], collate: Callable, batch_size: int = 16, indices=None) -> np.ndarray:
+    """Mean NLL over each example's response tokens (label != -100), no-grad, in length-sorted batches.
+
+    Only response positions go through the LM head. Returns an array aligned with ``indices``
+    (default: all examples).
+    """
+    indices = list(range(len(examples))) if indices is None else list(indices)
+    order = sorted(range(len(indices)), key=lambda j: len(examples[indices[j]]["input_ids"]))
+    out = np.full(len(indices), np.nan, dtype=np.float64)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    head = model.get_output_embeddings()
+    try:
+        for start in range(0, len(order), batch_size):
+            js = order[start : start + batch_size]
+            batch = collate([{"input_ids": examples[indices[j]]["input_ids"], "labels": examples[indices[j]]["labels"]} for j in js])
+            ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
+            hidden = model(
+                input_ids=ids, attention_mask=batch["attention_mask"].to(device),
+                output_hidden_states=True, logits_to_keep=1, use_cache=False,
+            ).hidden_states[-1]
+            tgt = labels[:, 1:]
+            mask = tgt != -100
+            rows = torch.nonzero(mask)[:, 0]
+            logits = head(hidden[:, :-1][mask]).float()
+            nll = torch.nn.functional.cross_entropy(logits, tgt[mask], reduction="none")
+            sums = torch.zeros(len(js), device=device, dtype=torch.float64).index_add_(0, rows, nll.double())
+            counts = mask.sum(1).clamp(min=1)
+            out[js] = (sums / counts).cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def checkpoint_steps(total_steps: int, num_checkpoints: int) -> list[int]:
+    """C steps evenly spaced over the run, the last one at its end (fewer if the run is shorter than C)."""
+    if total_steps <= 0 or num_checkpoints <= 0:
+        raise UserError("the reference run has no training steps: is the data set smaller than one batch?")
+    return sorted({max(1, round(total_steps * k / num_checkpoints)) for k in range(1, num_checkpoints + 1)})
+
+
+class ScoreCallback(TrainerCallback):
+    """Scores every example's response perplexity at the chosen steps of the reference run.
+
+    Under data parallelism each rank scores its share and the shares are gathered, so all ranks end with the same table.
+    """
+
+    def __init__(self, examples: Sequence[dict], collate: Callable, num_checkpoints: int, batch_size: int, save: bool = False):
+        self.examples, self.collate = examples, collate
+        self.num_checkpoints, self.batch_size, self.save = num_checkpoints, batch_size, save
+        self.steps: list[int] = []
+        self.perplexities: dict[int, np.ndarray] = {}
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.steps = checkpoint_steps(state.max_steps, self.num_checkpoints)
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if state.global_step in self.steps and state.global_step not in self.perplexities:
+            n = len(self.examples)
+            rank, world = args.process_index, args.world_size
+            mine = list(range(rank, n, world))
+            nll = response_nll(model, self.examples, self.collate, self.batch_size, indices=mine)
+            if world > 1:
+                from accelerate.utils import gather_object
+
+                pairs = gather_object(list(zip(mine, nll.tolist())))
+            else:
+                pairs = list(zip(mine, nll.tolist()))
+            full = np.empty(n)
+            for i, v in pairs:
+                full[i] = v
+            self.perplexities[state.global_step] = np.exp(full)
+            control.should_save = control.should_save or self.save
+        return control
+
+
+def confidence_table(ids: Sequence[str], hashes: Sequence[str], perplexities: dict[int, np.ndarray]) -> pd.DataFrame:
+    """The confidence table: id, hash, ppl_step_<s> per checkpoint, confidence, split (median cut)."""
+    if not perplexities:
+        raise ValueError("no checkpoint was scored")
+    df = pd.DataFrame({"id": list(ids), "hash": list(hashes)})
+    for step in sorted(perplexities):
+        df[f"ppl_step_{step}"] = perplexities[step]
+    ppl = np.stack([perplexities[s] for s in sorted(perplexities)], axis=1)
+    df["confidence"] = -ppl.mean(axis=1)
+    df["split"] = median_split(df["confidence"].to_numpy())
+    return df
+
+
+def median_split(confidence: np.ndarray) -> list[str]:
+    """Upper half by confidence -> confident, lower half -> unconfident.
+
+    Ranked rather than thresholded so the halves are equal even with ties; with an odd count the middle example
+    goes to the unconfident half. Ties are broken by position (stable sort), so the split is deterministic.
+    """
+    n = len(confidence)
+    order = np.argsort(-np.asarray(confidence), kind="stable")
+    labels = np.array([UNCONFIDENT] * n, dtype=object)
+    labels[order[: n // 2]] = CONFIDENT
+    return labels.tolist()
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    try:
+        df = pd.read_parquet(path)
+    except FileNotFoundError:
+        raise UserError(f"confidence file not found: {path}") from None
+    except Exception as e:  # pyarrow raises several types for a file that is not parquet
+        raise UserError(f"{path}: not a readable parquet confidence table ({type(e).__name__})") from None
+    missing = {"id", "hash", "confidence", "split"} - set(df.columns)
+    if missing:
+        raise UserError(f"{path}: not a confidence table (missing columns {', '.join(sorted(missing))})")
+    return df
+
+
+def labels_for(df: pd.DataFrame, examples: Sequence[dict], path: str | Path = "confidence table") -> list[str]:
+    """Split labels aligned with ``examples``; refuses a table made from different data (hash mismatch)."""
+    by_id = dict(zip(df["id"].astype(str), zip(df["hash"], df["split"])))
+    bad = [ex["id"] for ex in examples if ex["id"] not in by_id or by_id[ex["id"]][0] != ex["hash"]]
+    if bad or len(by_id) != len(examples):
+        extra = len(by_id) - (len(examples) - len(bad))
+        raise UserError(
+            f"{path} does not match the training data: {len(bad)} example(s) missing or changed "
+            f"(first: {bad[0] if bad else '-'}), {max(extra, 0)} unknown; recompute it with `bench dynamics`"
+        )
+    return [by_id[ex["id"]][1] for ex in examples]
+
+
+def plot_histogram(df: pd.DataFrame, path: str | Path, title: str = "") -> None:
+    """PNG histogram of confidence with the median split marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conf = df["confidence"].to_numpy()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for split, color in ((CONFIDENT, "tab:blue"), (UNCONFIDENT, "tab:orange")):
+        ax.hist(conf[df["split"].to_numpy() == split], bins=30, alpha=0.7, color=color, label=split)
+    ax.axvline(float(np.median(conf)), color="k", linestyle="--", label="median")
+    ax.set_xlabel("confidence = -mean perplexity over checkpoints")
+    ax.set_ylabel("examples")
+    ax.set_title(title or f"Training dynamics ({len(conf)} examples)")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

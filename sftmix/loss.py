@@ -1,0 +1,310 @@
+"""Losses: next-token prediction and the SFTMix Mixup regulariser, with a memory-lean linear cross-entropy.
+
+Both losses send only the positions that predict a response token through the LM head, and by default compute
+the head and the cross-entropy together in token chunks (:func:`linear_cross_entropy`), so the full
+``[tokens, vocab]`` logits tensor never exists.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import UserError
+
+IGNORE_INDEX = -100
+# Elements of one chunk's fp32 logits (4M -> 16 MB); big enough that the matmuls stay efficient.
+_CHUNK_LOGIT_ELEMS = 1 << 22
+
+__all__ = ["linear_cross_entropy", "ntp_loss", "mixup_loss", "sample_lambda", "IGNORE_INDEX"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Chunked linear cross-entropy
+# --------------------------------------------------------------------------------------------------------------
+def auto_chunk_size(vocab_size: int) -> int:
+    """Tokens per chunk so that one chunk's logits hold about ``_CHUNK_LOGIT_ELEMS`` elements."""
+    return max(1, _CHUNK_LOGIT_ELEMS // max(1, vocab_size))
+
+
+def _acc_mm(acc: Tensor, a: Tensor, b: Tensor) -> None:
+    """acc += a @ b, in place when dtypes allow (saves a [V, D] temporary per chunk)."""
+    if a.dtype == b.dtype == acc.dtype:
+        acc.addmm_(a, b)
+    else:
+        acc.add_(a @ b)
+
+
+def _lce_forward(z, weight, bias, target_a, target_b, coef, token_weight, chunk_size, need_z, need_w, need_b):
+    """Loss (and, if asked, its gradients) chunk by chunk; returns (loss, grad_z, grad_w, grad_b)."""
+    n = z.shape[0]
+    acc_dtype = torch.promote_types(z.dtype, torch.float32)
+    grad_z = torch.empty_like(z) if need_z else None
+    grad_w = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device) if need_w else None
+    grad_b = torch.zeros(bias.shape, dtype=acc_dtype, device=bias.device) if need_b else None
+    loss = torch.zeros((), dtype=acc_dtype, device=z.device)
+    wt = weight.t()
+    for s in range(0, n, chunk_size):
+        e = min(n, s + chunk_size)
+        zc = z[s:e]
+        # Matmul in the input dtype (as F.linear would), softmax statistics in fp32 or better.
+        logits = (torch.addmm(bias, zc, wt) if bias is not None else zc @ wt).to(acc_dtype)
+        lse = torch.logsumexp(logits, dim=-1)
+        tw = token_weight[s:e]
+        ya = target_a[s:e, None]
+        la = logits.gather(1, ya).squeeze(1)
+        if target_b is None:
+            tok_loss = lse - la
+        else:
+            yb = target_b[s:e, None]
+            lb = logits.gather(1, yb).squeeze(1)
+            c = coef[s:e]
+            tok_loss = lse - c * la - (1 - c) * lb
+        loss += (tw * tok_loss).sum()
+        if not (need_z or need_w or need_b):
+            continue
+        # d loss / d logits = tw * (softmax - coef*onehot(a) - (1-coef)*onehot(b)), built in place over logits.
+        g = logits.sub_(lse[:, None]).exp_().mul_(tw[:, None])
+        if target_b is None:
+            g.scatter_add_(1, ya, -tw[:, None])
+        else:
+            g.scatter_add_(1, ya, -(tw * c)[:, None])
+            g.scatter_add_(1, yb, -(tw * (1 - c))[:, None])
+        if need_b:
+            grad_b += g.sum(0)
+        g = g.to(z.dtype)
+        if need_z:
+            if g.dtype == weight.dtype:
+                torch.mm(g, weight, out=grad_z[s:e])
+            else:
+                grad_z[s:e] = g @ weight
+        if need_w:
+            _acc_mm(grad_w, g.t(), zc)
+    return loss, grad_z, grad_w, grad_b
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Liger-style: gradients are computed during forward, chunk by chunk; backward only scales them."""
+
+    @staticmethod
+    def forward(ctx, z, weight, bias, target_a, target_b, coef, token_weight, chunk_size):
+        need_z, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_b = bias is not None and ctx.needs_input_grad[2]
+        loss, gz, gw, gb = _lce_forward(
+            z, weight, bias, target_a, target_b, coef, token_weight, chunk_size, need_z, need_w, need_b
+        )
+        ctx.save_for_backward(gz, gw, gb)
+        ctx.dtypes = (z.dtype, weight.dtype, None if bias is None else bias.dtype)
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        gz, gw, gb = ctx.saved_tensors
+        zd, wd, bd = ctx.dtypes
+        out = []
+        for g, dt in ((gz, zd), (gw, wd), (gb, bd)):
+            out.append(None if g is None else (g * grad_out.to(g.dtype)).to(dt))
+        return (*out, None, None, None, None, None)
+
+
+def linear_cross_entropy(
+    z: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    target_a: Tensor,
+    target_b: Optional[Tensor] = None,
+    coef: Optional[Tensor] = None,
+    token_weight: Optional[Tensor] = None,
+    *,
+    chunk_size: Optional[int] = None,
+) -> Tensor:
+    """``sum_t w_t * (c_t * CE(W z_t + b, a_t) + (1 - c_t) * CE(W z_t + b, b_t))`` without full logits.
+
+    ``z`` is ``[N, D]``, ``weight`` ``[V, D]``, ``bias`` ``[V]`` or None, targets ``[N]`` (all valid, no
+    ignore index), ``coef`` ``[N]`` (None = 1, i.e. plain CE on ``target_a``), ``token_weight`` ``[N]``
+    (None = 1/N, a token mean). Tokens are processed in chunks of ``chunk_size`` (default from the vocabulary
+    size); the gradients wrt ``z``, ``weight`` and ``bias`` are computed in the same pass (weight/bias
+    gradients accumulated in fp32 or better), so only ``[chunk, V]`` logits live at any time. Not twice
+    differentiable.
+    """
+    n, v = z.shape[0], weight.shape[0]
+    acc_dtype = torch.promote_types(z.dtype, torch.float32)
+    if token_weight is None:
+        token_weight = torch.full((n,), 1.0 / max(n, 1), dtype=acc_dtype, device=z.device)
+    else:
+        token_weight = token_weight.detach().to(device=z.device, dtype=acc_dtype)
+    if target_b is not None:
+        coef = (
+            torch.ones(n, dtype=acc_dtype, device=z.device)
+            if coef is None
+            else coef.detach().to(device=z.device, dtype=acc_dtype).expand(n)
+        )
+    if n == 0:
+        return z.sum() * 0.0 + weight.sum() * 0.0
+    chunk = max(1, int(chunk_size) if chunk_size else auto_chunk_size(v))
+    if not torch.is_grad_enabled():  # e.g. scoring under no_grad: skip the gradient work entirely
+        return _lce_forward(z, weight, bias, target_a, target_b, coef, token_weight, chunk, False, False, False)[0]
+    return _LinearCrossEntropy.apply(z, weight, bias, target_a, target_b, coef, token_weight, chunk)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# LM-head plumbing
+# --------------------------------------------------------------------------------------------------------------
+def _linear_params(lm_head) -> Optional[tuple]:
+    """(weight, bias) when ``lm_head`` is a plain, materialised nn.Linear we may bypass; else None.
+
+    Hooks (accelerate offload, FSDP), ZeRO-3 partitioned (empty) weights, DTensors and wrappers like a peft
+    LoRA layer (not an nn.Linear) must go through ``lm_head(...)`` itself.
+    """
+    if not isinstance(lm_head, nn.Linear) or lm_head._forward_hooks or lm_head._forward_pre_hooks:
+        return None
+    w, b = lm_head.weight, lm_head.bias
+    if type(w) not in (torch.Tensor, nn.Parameter) or w.dim() != 2 or w.numel() == 0:
+        return None
+    return w, b
+
+
+def _shifted(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Targets for positions 0..T-2 (HF convention: position t predicts labels[t+1]) and their validity mask."""
+    targets = labels[:, 1:]
+    return targets, targets != IGNORE_INDEX
+
+
+def ntp_loss(
+    hidden: Tensor,
+    labels: Tensor,
+    lm_head: Union[nn.Module, Callable[[Tensor], Tensor]],
+    *,
+    num_items: Optional[Union[int, Tensor]] = None,
+    lean: bool = True,
+) -> Tensor:
+    """Next-token CE as Hugging Face computes it for causal LMs, from the LM-head input.
+
+    ``hidden`` is ``[B, T, D]``, ``labels`` ``[B, T]`` aligned with ``input_ids`` (-100 = ignored; shifted here).
+    Token mean over the batch's valid positions, or the sum divided by ``num_items`` when given (HF Trainer's
+    ``num_items_in_batch`` under gradient accumulation). Only valid positions go through the head; with
+    ``lean`` and an ``nn.Linear`` head they go through :func:`linear_cross_entropy`.
+    """
+    targets, mask = _shifted(labels)
+    z = hidden[:, :-1][mask]
+    y = targets[mask]
+    n = y.shape[0]
+    if n == 0:
+        return hidden.sum() * 0.0
+    divisor = n if num_items is None else num_items
+    if isinstance(divisor, Tensor):
+        divisor = divisor.to(device=hidden.device)
+    params = _linear_params(lm_head) if lean else None
+    if params is None:
+        return F.cross_entropy(lm_head(z).float(), y, reduction="sum") / divisor
+    acc_dtype = torch.promote_types(z.dtype, torch.float32)
+    tw = torch.ones(n, dtype=acc_dtype, device=z.device) / divisor
+    return linear_cross_entropy(z, params[0], params[1], y, token_weight=tw)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Mixup
+# --------------------------------------------------------------------------------------------------------------
+def sample_lambda(n: int, alpha: float, generator: Optional[torch.Generator] = None) -> Tensor:
+    """``n`` draws of λ ~ Beta(α, α) as a float32 tensor; reproducible under ``torch.manual_seed`` or ``generator``.
+
+    Uses the Dirichlet sampler behind ``torch.distributions.Beta`` (numerically safe for small α), which,
+    unlike ``Beta.sample``, accepts a generator.
+    """
+    if not alpha > 0:
+        raise UserError(f"alpha must be > 0 for Beta(alpha, alpha), got {alpha!r}")
+    conc = torch.full((n, 2), float(alpha), dtype=torch.float32)
+    return torch._sample_dirichlet(conc, generator=generator)[:, 0]
+
+
+def _lam_vector(lam: Union[float, Tensor], batch: int, device) -> Tensor:
+    lam = torch.as_tensor(lam, device=device).detach()
+    if lam.dim() == 0:
+        return lam.expand(batch)
+    if lam.shape != (batch,):
+        raise ValueError(f"mixup_loss: lam must be a float or a [{batch}] tensor, got shape {tuple(lam.shape)}")
+    return lam
+
+
+def mixup_loss(
+    hidden_a: Tensor,
+    hidden_b: Tensor,
+    labels_a: Tensor,
+    labels_b: Tensor,
+    lm_head: Union[nn.Module, Callable[[Tensor], Tensor]],
+    lam: Union[float, Tensor],
+    *,
+    lean: bool = True,
+) -> Tensor:
+    """SFTMix Mixup loss on last-layer hidden states of paired examples.
+
+    ``hidden_*`` are ``[B, T_a|T_b, D]`` LM-head inputs, ``labels_*`` ``[B, T]`` in the HF convention (-100 =
+    ignored; shifted here), ``lam`` a float or a ``[B]`` tensor. For pair i the first ``N_i = min(N_a, N_b)``
+    response-predicting positions of a and b are mixed, ``z = λ_i h_a + (1-λ_i) h_b``; the pair loss is the mean
+    over them of ``λ_i CE(head(z), y_a) + (1-λ_i) CE(head(z), y_b)``. Returns the mean over pairs with
+    ``N_i > 0`` (a zero with a gradient path if none). ``lean=False`` is the naive full-logits reference.
+    """
+    if hidden_a.shape[0] != hidden_b.shape[0] or hidden_a.shape[-1] != hidden_b.shape[-1]:
+        raise ValueError(
+            f"mixup_loss: hidden_a {tuple(hidden_a.shape)} and hidden_b {tuple(hidden_b.shape)} "
+            "must share batch size and hidden size"
+        )
+    for h, lab, name in ((hidden_a, labels_a, "a"), (hidden_b, labels_b, "b")):
+        if lab.shape != h.shape[:2]:
+            raise ValueError(f"mixup_loss: labels_{name} {tuple(lab.shape)} does not match hidden_{name} [B, T]")
+    batch = hidden_a.shape[0]
+    lam = _lam_vector(lam, batch, hidden_a.device)
+    ta, ma = _shifted(labels_a)
+    tb, mb = _shifted(labels_b)
+    # Rank of each response-predicting position within its sequence; keep ranks < N_i in both sequences.
+    ra, rb = ma.cumsum(1) - 1, mb.cumsum(1) - 1
+    n_pair = torch.minimum(ma.sum(1), mb.sum(1))  # [B]
+    keep_a = ma & (ra < n_pair[:, None])
+    keep_b = mb & (rb < n_pair[:, None])
+    n_valid = (n_pair > 0).sum()
+    zero = (hidden_a.sum() + hidden_b.sum()) * 0.0
+    if not lean:
+        return _mixup_naive(hidden_a, hidden_b, ta, tb, keep_a, keep_b, ra, rb, n_pair, n_valid, lm_head, lam, zero)
+    if int(n_valid) == 0:
+        return zero
+    # Boolean indexing is row-major, so both selections list pair 0's ranks 0..N_0-1, then pair 1's, ...
+    za, zb = hidden_a[:, :-1][keep_a], hidden_b[:, :-1][keep_b]
+    ya, yb = ta[keep_a], tb[keep_b]
+    lam_tok = lam[:, None].expand_as(keep_a)[keep_a]
+    acc_dtype = torch.promote_types(za.dtype, torch.float32)
+    per_pair_w = 1.0 / (n_pair.clamp(min=1).to(acc_dtype) * n_valid.to(acc_dtype))
+    tw = per_pair_w[:, None].expand_as(keep_a)[keep_a]
+    lam_h = lam_tok.to(za.dtype)[:, None]
+    z = lam_h * za + (1 - lam_h) * zb
+    params = _linear_params(lm_head)
+    coef = lam_tok.to(acc_dtype)
+    if params is not None:
+        return linear_cross_entropy(z, params[0], params[1], ya, yb, coef=coef, token_weight=tw)
+    logp = F.log_softmax(lm_head(z).float(), dim=-1)
+    tok = -(coef * logp.gather(1, ya[:, None]).squeeze(1) + (1 - coef) * logp.gather(1, yb[:, None]).squeeze(1))
+    return (tw * tok).sum()
+
+
+def _mixup_naive(hidden_a, hidden_b, ta, tb, keep_a, keep_b, ra, rb, n_pair, n_valid, lm_head, lam, zero):
+    """Reference/baseline: align whole padded sequences by response index and run the head on all of them."""
+    batch, d = hidden_a.shape[0], hidden_a.shape[-1]
+    length = max(hidden_a.shape[1], hidden_b.shape[1]) - 1
+    if length <= 0 or int(n_valid) == 0:
+        return zero
+    rows_a, rows_b = keep_a.nonzero(as_tuple=True)[0], keep_b.nonzero(as_tuple=True)[0]
+    pad_a = hidden_a.new_zeros(batch, length, d).index_put((rows_a, ra[keep_a]), hidden_a[:, :-1][keep_a])
+    pad_b = hidden_b.new_zeros(batch, length, d).index_put((rows_b, rb[keep_b]), hidden_b[:, :-1][keep_b])
+    ya = torch.full((batch, length), IGNORE_INDEX, dtype=ta.dtype, device=ta.device)
+    yb = ya.clone()
+    ya[rows_a, ra[keep_a]] = ta[keep_a]
+    yb[rows_b, rb[keep_b]] = tb[keep_b]
+    lam_h = lam.to(hidden_a.dtype)[:, None, None]
+    logits = lm_head(lam_h * pad_a + (1 - lam_h) * pad_b).float()  # [B, L, V], the memory hog
+    ce_a = F.cross_entropy(logits.transpose(1, 2), ya, reduction="none")  # 0 where ignored
+    ce_b = F.cross_entropy(logits.transpose(1, 2), yb, reduction="none")
+    lam_f = lam.to(ce_a.dtype)[:, None]
+    per_pair = (lam_f * ce_a + (1 - lam_f) * ce_b).sum(1) / n_pair.clamp(min=1)
+    return per_pair.sum() / n_valid

@@ -1,0 +1,267 @@
+"""The recipe end to end: load model and data, (training dynamics,) train a variant, save the model.
+
+``run_dynamics`` and ``finetune`` are what ``bench dynamics`` / ``bench train`` call; they are plain functions so a
+researcher can call them from Python too.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import TrainConfig
+from .errors import UserError
+from .io import write_json
+from .variants import Variant, get_variant
+
+log = logging.getLogger("sftmix")
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+def resolve_data(data: str) -> str:
+    """``toy`` -> the bundled toy training set; anything else is a hub id or a local file."""
+    return str(ASSETS / "toy_train.jsonl") if data == "toy" else data
+
+
+def load_tokenizer(model_path: str, template: str | None = None):
+    from transformers import AutoTokenizer
+
+    from .templates import apply_template
+
+    tok = _from_pretrained(AutoTokenizer, model_path)
+    apply_template(tok, template)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _from_pretrained(cls, model_path: str, **kw):
+    try:
+        return cls.from_pretrained(model_path, **kw)
+    except OSError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load model {model_path!r}: {first}") from None
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                "float16": torch.float16, "fp16": torch.float16}[name]
+    except KeyError:
+        raise UserError(f"unknown dtype {name!r}: use auto, float32, bfloat16 or float16") from None
+
+
+def load_model(model_path: str, cfg: TrainConfig, seed: int | None = None):
+    """The causal LM to train, with LoRA adapters when ``cfg.model.lora``."""
+    from transformers import AutoModelForCausalLM
+
+    model = _from_pretrained(AutoModelForCausalLM, model_path, dtype=torch_dtype(cfg.model.dtype))
+    if cfg.train.gradient_checkpointing:
+        model.config.use_cache = False
+    if cfg.model.lora:
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError:
+            raise UserError("lora=true needs peft: pip install 'sftmix-bench[lora]'") from None
+        model = get_peft_model(model, LoraConfig(
+            r=cfg.model.lora_r, lora_alpha=cfg.model.lora_alpha, lora_dropout=cfg.model.lora_dropout,
+            target_modules="all-linear", task_type="CAUSAL_LM",
+        ))
+    return model
+
+
+def load_examples(cfg: TrainConfig, tokenizer) -> tuple[list[dict], Any]:
+    from .data import build_examples
+
+    examples, stats = build_examples(
+        resolve_data(cfg.data.data), tokenizer, max_length=cfg.data.max_length, split=cfg.data.split,
+        limit=cfg.data.limit,
+    )
+    if len(examples) < 2:
+        raise UserError(f"{cfg.data.data}: need at least 2 usable examples, found {len(examples)}")
+    return examples, stats
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def training_arguments(cfg: TrainConfig, output_dir: str | Path, *, epochs: float | None = None, save: bool = True):
+    from transformers import TrainingArguments
+
+    from .trainer import gradient_accumulation
+
+    t = cfg.train
+    on_gpu = torch.cuda.is_available()
+    bf16 = {"auto": on_gpu and torch.cuda.is_bf16_supported(), "true": True, "false": False}[str(t.bf16).lower()]
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=gradient_accumulation(t.global_batch_size, t.per_device_batch_size, _world_size()),
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_ratio,  # < 1: a ratio of the total steps
+        num_train_epochs=epochs if epochs is not None else t.num_train_epochs,
+        max_steps=t.max_steps,
+        optim="adamw_torch",
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=bf16,
+        gradient_checkpointing=t.gradient_checkpointing,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_strategy=("steps" if t.save_steps > 0 else "epoch") if save else "no",
+        save_steps=t.save_steps if t.save_steps > 0 else 500,
+        save_total_limit=t.save_total_limit,
+        report_to=[] if t.report_to in ("none", "", None) else t.report_to.split(","),
+        remove_unused_columns=False,
+        use_cpu=not on_gpu,
+        dataloader_num_workers=0,
+        disable_tqdm=None,
+    )
+
+
+def _collator(tokenizer):
+    from .data import PaddedCollator
+
+    return PaddedCollator(tokenizer.pad_token_id)
+
+
+@dataclass
+class Prepared:
+    """Model path, tokenizer and rendered examples for one config (shared by dynamics and training)."""
+
+    model_path: str
+    tokenizer: Any
+    examples: list[dict]
+    stats: Any
+
+
+def prepare(cfg: TrainConfig, model: str | None = None) -> Prepared:
+    from .presets import resolve_model
+
+    path = resolve_model(model or cfg.model.model)
+    tok = load_tokenizer(path, cfg.model.template)
+    examples, stats = load_examples(cfg, tok)
+    return Prepared(path, tok, examples, stats)
+
+
+def run_dynamics(cfg: TrainConfig, out_dir: str | Path, reference_model: str | None = None, prepared: Prepared | None = None):
+    """Reference NTP run for one epoch; score every example at C checkpoints; write the confidence table.
+
+    Writes ``confidence.parquet`` and ``confidence.png`` into ``out_dir`` and returns the table (a DataFrame).
+    """
+    from .dynamics import ScoreCallback, confidence_table, plot_histogram, write_table
+    from .trainer import ExampleDataset, SFTMixTrainer
+
+    out_dir = Path(out_dir)
+    ref = reference_model or cfg.model.model
+    prep = prepared if prepared is not None and reference_model in (None, cfg.model.model) else prepare(cfg, ref)
+    torch.manual_seed(cfg.train.seed)
+    model = load_model(prep.model_path, cfg)
+    collate = _collator(prep.tokenizer)
+    cb = ScoreCallback(prep.examples, collate, cfg.dynamics.num_checkpoints, cfg.dynamics.score_batch_size,
+                       save=cfg.dynamics.save_checkpoints)
+    args = training_arguments(cfg, out_dir / "reference", epochs=cfg.dynamics.reference_epochs, save=False)
+    trainer = SFTMixTrainer(
+        model=model, args=args, train_dataset=ExampleDataset(prep.examples), data_collator=collate,
+        variant=get_variant("ntp"), lean_loss=cfg.train.lean_loss, callbacks=[cb],
+    )
+    trainer.train()
+    df = confidence_table([e["id"] for e in prep.examples], [e["hash"] for e in prep.examples], cb.perplexities)
+    if trainer.is_world_process_zero():
+        write_table(df, out_dir / "confidence.parquet")
+        plot_histogram(df, out_dir / "confidence.png", title=f"Training dynamics: {ref} ({len(df)} examples)")
+        write_json(out_dir / "dynamics.json", {
+            "reference_model": ref, "checkpoint_steps": sorted(cb.perplexities), "n_examples": len(df),
+            "n_confident": int((df["split"] == "confident").sum()), "config": cfg.to_dict(),
+            "data_stats": _stats_dict(prep.stats),
+        })
+    return df
+
+
+def _stats_dict(stats) -> dict:
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(stats) if is_dataclass(stats) else dict(stats or {})
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    log_history: list[dict]
+    metrics: dict
+
+
+def finetune(
+    variant: Variant, cfg: TrainConfig, out_dir: str | Path, *, confidence: str | Path | None = None,
+    resume: bool = True,
+) -> TrainResult:
+    """Train ``variant`` and save the final model (full weights; LoRA adapters merged) to ``out_dir/model``.
+
+    SFTMix variants with confidence-based pairing need the confidence table: given as ``confidence``, or computed
+    here first (into ``out_dir/dynamics``). Re-running resumes from the last checkpoint in ``out_dir/checkpoints``.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from .dynamics import labels_for, read_table
+    from .trainer import ExampleDataset, SFTMixTrainer
+
+    out_dir = Path(out_dir)
+    prep = prepare(cfg)
+    split_labels = None
+    if variant.needs_confidence:
+        if confidence is None:
+            df = run_dynamics(cfg, out_dir / "dynamics", variant.reference_model, prepared=prep)
+            confidence = out_dir / "dynamics" / "confidence.parquet"
+        else:
+            df = read_table(confidence)
+        split_labels = labels_for(df, prep.examples, confidence)
+    torch.manual_seed(cfg.train.seed)
+    model = load_model(prep.model_path, cfg)
+    collate = _collator(prep.tokenizer)
+    ckpt_dir = out_dir / "checkpoints"
+    args = training_arguments(cfg, ckpt_dir)
+    trainer = SFTMixTrainer(
+        model=model, args=args, train_dataset=ExampleDataset(prep.examples), data_collator=collate,
+        variant=variant, split_labels=split_labels, lean_loss=cfg.train.lean_loss, lambda_per=cfg.train.lambda_per,
+    )
+    last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
+    if last:
+        log.info("resuming from %s", last)
+    result = trainer.train(resume_from_checkpoint=last)
+    model_dir = out_dir / "model"
+    if trainer.is_world_process_zero():
+        save_model(trainer.model, prep.tokenizer, model_dir)
+        write_json(out_dir / "train.json", {
+            "variant": variant.to_dict(), "config": cfg.to_dict(), "model_path": prep.model_path,
+            "confidence": str(confidence) if confidence else None, "metrics": result.metrics,
+            "data_stats": _stats_dict(prep.stats), "log_history": trainer.state.log_history,
+        })
+    return TrainResult(model_dir, trainer.state.log_history, result.metrics)
+
+
+def save_model(model, tokenizer, model_dir: Path) -> None:
+    """Save a plain HF folder (LoRA merged), written beside and renamed in, so a crash never leaves half a model."""
+    import shutil
+
+    model = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    tmp = model_dir.with_name(model_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(model_dir, ignore_errors=True)
+    os.replace(tmp, model_dir)
+
+
+def read_log_history(out_dir: str | Path) -> list[dict]:
+    return json.loads((Path(out_dir) / "train.json").read_text())["log_history"]

@@ -1,0 +1,176 @@
+"""SFTMix training on top of ``transformers.Trainer``.
+
+Everything generic (accelerate/DDP/FSDP/DeepSpeed, gradient accumulation, mixed precision, checkpoints and resume,
+``report_to`` logging, progress bars) is the Trainer's. We change two things:
+
+* ``compute_loss``: one forward pass gives the last hidden states (the LM-head input); the loss is
+  ``ntp_weight * NTP(all examples) + mu * Mixup(pairs)`` with λ ~ Beta(α, α) per pair;
+* ``get_train_dataloader``: batches come from :class:`sftmix.pairing.PairedBatchSampler`, so every micro-batch
+  (and so every rank and accumulation step) holds its pairs: rows ``k`` and ``k + B/2``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from transformers import Trainer
+
+from .loss import mixup_loss, ntp_loss, sample_lambda
+from .pairing import PairedBatchSampler
+from .variants import Variant
+
+log = logging.getLogger("sftmix")
+
+CONFIDENT = "confident"
+
+
+class ExampleDataset(Dataset):
+    """Rendered examples (``input_ids``, ``labels``) plus their position, so the trainer can look up the split."""
+
+    def __init__(self, examples: Sequence[dict]):
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict:
+        ex = self.examples[i]
+        return {"input_ids": ex["input_ids"], "labels": ex["labels"], "idx": i}
+
+
+def _pair_mixes(pairing: str, conf_a: torch.Tensor, conf_b: torch.Tensor) -> torch.Tensor:
+    """Which pairs of a batch take part in the Mixup term, given each side's confidence label."""
+    if pairing == "conf_conf":
+        return conf_a & conf_b
+    if pairing == "unconf_unconf":
+        return ~conf_a & ~conf_b
+    return torch.ones_like(conf_a)
+
+
+class SFTMixTrainer(Trainer):
+    """``transformers.Trainer`` whose loss is NTP + μ·Mixup (see module docstring).
+
+    ``split_labels``: per training example, "confident" / "unconfident" (needed by confidence-based pairings).
+    """
+
+    # compute_loss below scales for gradient accumulation itself (exactly like HF's causal-LM loss does).
+    loss_is_scaled_for_ga = True
+
+    def __init__(
+        self,
+        *args: Any,
+        variant: Variant,
+        split_labels: Sequence[str] | None = None,
+        lean_loss: bool = True,
+        lambda_per: str = "pair",
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.variant = variant
+        self.lean_loss = lean_loss
+        self.lambda_per = lambda_per
+        if variant.needs_confidence and split_labels is None:
+            raise ValueError(f"variant {variant.name!r} pairs by confidence: pass split_labels")
+        n = len(self.train_dataset) if self.train_dataset is not None else 0
+        labels = split_labels if split_labels is not None else [CONFIDENT] * n
+        self.is_confident = torch.tensor([lab == CONFIDENT for lab in labels], dtype=torch.bool)
+        self._loss_parts: dict[str, list[float]] = {}
+        self._lam_step = (-1, 0)  # (global_step, micro-step within it): seeds λ so that resume replays it
+
+    # ---- data -------------------------------------------------------------------------------------------------
+    def get_train_dataloader(self) -> DataLoader:
+        if not self.variant.uses_mixup:
+            return super().get_train_dataloader()
+        sampler = PairedBatchSampler(
+            ["confident" if c else "unconfident" for c in self.is_confident.tolist()],
+            batch_size=self.args.per_device_train_batch_size,
+            mode=self.variant.pairing,
+            seed=self.args.seed,
+        )
+        dl = DataLoader(
+            self.train_dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        return self.accelerator.prepare(dl)
+
+    # ---- loss -------------------------------------------------------------------------------------------------
+    def _lambda_generator(self) -> torch.Generator:
+        step, micro = self._lam_step
+        micro = micro + 1 if step == self.state.global_step else 0
+        self._lam_step = (self.state.global_step, micro)
+        seed = (self.args.seed * 1_000_003 + self.state.global_step * 1_009 + micro * 97 + self.args.process_index)
+        return torch.Generator().manual_seed(seed % (2**63))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"]
+        idx = inputs.get("idx")
+        outputs = model(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs.get("attention_mask"),
+            output_hidden_states=True,
+            logits_to_keep=1,  # the loss below uses the hidden states: skip HF's full-vocabulary logits
+            use_cache=False,
+        )
+        hidden = outputs.hidden_states[-1]
+        head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        v = self.variant
+        loss = hidden.new_zeros(())
+
+        if v.ntp_weight > 0:
+            if num_items_in_batch is not None:
+                ntp = ntp_loss(hidden, labels, head, num_items=num_items_in_batch, lean=self.lean_loss)
+                if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+                    ntp = ntp * self.accelerator.num_processes  # DDP averages gradients over ranks
+            else:
+                ntp = ntp_loss(hidden, labels, head, lean=self.lean_loss) / self.current_gradient_accumulation_steps
+            loss = loss + v.ntp_weight * ntp
+            self._record("ntp_loss", ntp.detach() * self.current_gradient_accumulation_steps)
+
+        if v.uses_mixup and model.training:
+            k = hidden.shape[0] // 2
+            sel = torch.ones(k, dtype=torch.bool, device=hidden.device)
+            if idx is not None and v.pairing in ("conf_conf", "unconf_unconf"):
+                conf = self.is_confident[idx.cpu()]
+                sel = _pair_mixes(v.pairing, conf[:k], conf[k : 2 * k]).to(hidden.device)
+            a = torch.nonzero(sel).flatten()
+            gen = self._lambda_generator()
+            n_lam = 1 if self.lambda_per == "batch" else int(a.numel())
+            lam = sample_lambda(n_lam, v.alpha, generator=gen).to(hidden.device, torch.float32)
+            lam = lam.expand(a.numel()) if n_lam == 1 else lam
+            mix = mixup_loss(hidden[a], hidden[a + k], labels[a], labels[a + k], head, lam, lean=self.lean_loss)
+            mix = mix / self.current_gradient_accumulation_steps
+            loss = loss + v.mu * mix
+            self._record("mixup_loss", mix.detach() * self.current_gradient_accumulation_steps)
+
+        return (loss, outputs) if return_outputs else loss
+
+    # ---- logging ----------------------------------------------------------------------------------------------
+    def _record(self, name: str, value: torch.Tensor) -> None:
+        self._loss_parts.setdefault(name, []).append(float(value))
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        # Add the mean NTP and Mixup terms since the last log line, so loss curves can show both.
+        if "loss" in logs:
+            for name, vals in self._loss_parts.items():
+                if vals:
+                    logs[name] = round(sum(vals) / len(vals), 6)
+            self._loss_parts = {}
+        super().log(logs, *args, **kwargs)
+
+
+def gradient_accumulation(global_batch: int, per_device: int, world_size: int) -> int:
+    """Accumulation steps so that per_device × world × steps == global batch (which must divide evenly)."""
+    per_step = per_device * world_size
+    steps = max(1, math.ceil(global_batch / per_step))
+    if steps * per_step != global_batch:
+        log.warning(
+            "global batch %d is not a multiple of per-device batch %d x %d ranks: using %d",
+            global_batch, per_device, world_size, steps * per_step,
+        )
+    return steps

@@ -1,0 +1,77 @@
+"""Training variants: NTP and the SFTMix family, as small frozen records in one registry.
+
+A variant is fully described by how much NTP and Mixup loss it uses and how batches are paired;
+adding one is one ``VARIANTS.add(...)`` line. Every field can be overridden per run (``alpha=1.0`` ...).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from .errors import UserError
+from .registry import Registry, nearest
+
+PAIRINGS = ("conf_unconf", "random", "conf_conf", "unconf_unconf")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    description: str
+    ntp_weight: float = 1.0  # weight of the NTP loss over all examples of the batch
+    mu: float = 0.0  # weight of the Mixup loss (0 = plain NTP)
+    alpha: float = 0.5  # λ ~ Beta(alpha, alpha)
+    pairing: str = "conf_unconf"
+    reference_model: str | None = None  # None = the target base model (weak-to-strong: name another)
+
+    @property
+    def uses_mixup(self) -> bool:
+        return self.mu > 0
+
+    @property
+    def needs_confidence(self) -> bool:
+        """Whether training needs the confidence split (any confidence-based pairing with Mixup)."""
+        return self.uses_mixup and self.pairing != "random"
+
+    def with_overrides(self, **overrides) -> "Variant":
+        """Return a copy with user overrides; unknown keys or bad values are a UserError."""
+        allowed = {f.name for f in fields(self)} - {"name", "description"}
+        for k in overrides:
+            if k not in allowed:
+                raise UserError(f"unknown variant option {k!r}{nearest(k, allowed)}; options: {', '.join(sorted(allowed))}")
+        v = replace(self, **overrides)
+        v.validate()
+        return v
+
+    def validate(self) -> None:
+        if self.pairing not in PAIRINGS:
+            raise UserError(f"unknown pairing {self.pairing!r}{nearest(self.pairing, PAIRINGS)}; choose from {', '.join(PAIRINGS)}")
+        if self.alpha <= 0:
+            raise UserError(f"alpha must be > 0, got {self.alpha}")
+        if self.mu < 0 or self.ntp_weight < 0 or (self.mu == 0 and self.ntp_weight == 0):
+            raise UserError(f"variant {self.name!r}: weights must be >= 0 and not both 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+VARIANTS: Registry[Variant] = Registry("variant")
+
+
+def _add(v: Variant) -> None:
+    v.validate()
+    VARIANTS.add(v.name, v, v.description)
+
+
+_add(Variant("ntp", "plain next-token prediction (the baseline)", mu=0.0))
+_add(Variant("sftmix", "NTP + 0.2 x Mixup of confident/unconfident pairs, alpha 0.5 (the paper's recipe)", mu=0.2))
+_add(Variant("sftmix-random", "SFTMix with random pairs instead of confident/unconfident", mu=0.2, pairing="random"))
+_add(Variant("sftmix-cc", "SFTMix mixing confident with confident examples only", mu=0.2, pairing="conf_conf"))
+_add(Variant("sftmix-uu", "SFTMix mixing unconfident with unconfident examples only", mu=0.2, pairing="unconf_unconf"))
+_add(Variant("mixup-equal", "NTP + 1.0 x Mixup (Mixup as an equal-weight loss)", mu=1.0))
+_add(Variant("mixup-only", "Mixup loss alone, no NTP term", ntp_weight=0.0, mu=1.0))
+
+
+def get_variant(name: str, **overrides) -> Variant:
+    """Look up a registered variant and apply overrides (``alpha``, ``mu``, ``pairing``, ``reference_model``...)."""
+    v = VARIANTS.get(name)
+    return v.with_overrides(**overrides) if overrides else v
