@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer
 
 from .loss import mixup_loss, ntp_loss, sample_lambda
-from .pairing import PairedBatchSampler
+from .pairing import PairedBatchSampler, epoch_callback, mix_pair_mask
 from .variants import Variant
 
 log = logging.getLogger("sftmix")
@@ -39,15 +39,6 @@ class ExampleDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         ex = self.examples[i]
         return {"input_ids": ex["input_ids"], "labels": ex["labels"], "idx": i}
-
-
-def _pair_mixes(pairing: str, conf_a: torch.Tensor, conf_b: torch.Tensor) -> torch.Tensor:
-    """Which pairs of a batch take part in the Mixup term, given each side's confidence label."""
-    if pairing == "conf_conf":
-        return conf_a & conf_b
-    if pairing == "unconf_unconf":
-        return ~conf_a & ~conf_b
-    return torch.ones_like(conf_a)
 
 
 class SFTMixTrainer(Trainer):
@@ -78,6 +69,7 @@ class SFTMixTrainer(Trainer):
         labels = split_labels if split_labels is not None else [CONFIDENT] * n
         self.is_confident = torch.tensor([lab == CONFIDENT for lab in labels], dtype=torch.bool)
         self._loss_parts: dict[str, list[float]] = {}
+        self._sampler_callback = None
         self._lam_step = (-1, 0)  # (global_step, micro-step within it): seeds λ so that resume replays it
 
     # ---- data -------------------------------------------------------------------------------------------------
@@ -90,6 +82,11 @@ class SFTMixTrainer(Trainer):
             mode=self.variant.pairing,
             seed=self.args.seed,
         )
+        # On resume with 2+ ranks, accelerate's wrappers hide the sampler from the Trainer's set_epoch.
+        if self._sampler_callback is not None:
+            self.remove_callback(self._sampler_callback)
+        self._sampler_callback = epoch_callback(sampler)
+        self.add_callback(self._sampler_callback)
         dl = DataLoader(
             self.train_dataset,
             batch_sampler=sampler,
@@ -136,8 +133,7 @@ class SFTMixTrainer(Trainer):
             k = hidden.shape[0] // 2
             sel = torch.ones(k, dtype=torch.bool, device=hidden.device)
             if idx is not None and v.pairing in ("conf_conf", "unconf_unconf"):
-                conf = self.is_confident[idx.cpu()]
-                sel = _pair_mixes(v.pairing, conf[:k], conf[k : 2 * k]).to(hidden.device)
+                sel = mix_pair_mask(self.is_confident[idx.cpu()], v.pairing).to(hidden.device)
             a = torch.nonzero(sel).flatten()
             gen = self._lambda_generator()
             n_lam = 1 if self.lambda_per == "batch" else int(a.numel())
