@@ -31,7 +31,7 @@ class DataArgs:
     data: str = "toy"  # "toy" = bundled toy set; hub id or local json/jsonl/parquet
     split: str = "train"
     max_length: int = 2048
-    limit: int | None = None  # first N rows only (smoke runs)
+    max_examples: int | None = None  # first N rows only (smoke runs)
 
 
 @dataclass

@@ -15,8 +15,8 @@ from torch import Tensor, nn
 from .errors import UserError
 
 IGNORE_INDEX = -100
-# Elements of one chunk's fp32 logits (4M -> 16 MB); big enough that the matmuls stay efficient.
-_CHUNK_LOGIT_ELEMS = 1 << 22
+# Elements of one chunk's fp32 logits (8M -> 32 MB); big enough that the matmuls stay efficient.
+_CHUNK_LOGIT_ELEMS = 1 << 23
 
 __all__ = ["linear_cross_entropy", "ntp_loss", "mixup_loss", "sample_lambda", "IGNORE_INDEX"]
 
@@ -48,40 +48,39 @@ def _lce_forward(z, weight, bias, target_a, target_b, coef, token_weight, chunk_
     wt = weight.t()
     for s in range(0, n, chunk_size):
         e = min(n, s + chunk_size)
-        zc = z[s:e]
-        # Matmul in the input dtype (as F.linear would), softmax statistics in fp32 or better.
-        logits = (torch.addmm(bias, zc, wt) if bias is not None else zc @ wt).to(acc_dtype)
-        lse = torch.logsumexp(logits, dim=-1)
-        tw = token_weight[s:e]
-        ya = target_a[s:e, None]
-        la = logits.gather(1, ya).squeeze(1)
+        zc, tw, ya = z[s:e], token_weight[s:e], target_a[s:e, None]
+        # Matmul in the input dtype (as F.linear would); the fused log_softmax upcasts to fp32 (or fp64).
+        logits = torch.addmm(bias, zc, wt) if bias is not None else zc @ wt
+        logp = F.log_softmax(logits, dim=-1, dtype=acc_dtype)
+        del logits
         if target_b is None:
-            tok_loss = lse - la
+            tok_loss = -logp.gather(1, ya).squeeze(1)
         else:
-            yb = target_b[s:e, None]
-            lb = logits.gather(1, yb).squeeze(1)
-            c = coef[s:e]
-            tok_loss = lse - c * la - (1 - c) * lb
+            c, yb = coef[s:e], target_b[s:e, None]
+            tok_loss = -(c * logp.gather(1, ya).squeeze(1) + (1 - c) * logp.gather(1, yb).squeeze(1))
         loss += (tw * tok_loss).sum()
         if not (need_z or need_w or need_b):
             continue
-        # d loss / d logits = tw * (softmax - coef*onehot(a) - (1-coef)*onehot(b)), built in place over logits.
-        g = logits.sub_(lse[:, None]).exp_().mul_(tw[:, None])
+        # d loss / d logits = tw * (softmax - c*onehot(a) - (1-c)*onehot(b)). The [chunk, V] part is built in
+        # place over logp without tw; tw scales the small [chunk, D] operands instead (one fewer pass over V).
+        g = logp.exp_()
         if target_b is None:
-            g.scatter_add_(1, ya, -tw[:, None])
+            g.scatter_add_(1, ya, torch.full_like(tw, -1.0)[:, None])
         else:
-            g.scatter_add_(1, ya, -(tw * c)[:, None])
-            g.scatter_add_(1, yb, -(tw * (1 - c))[:, None])
+            g.scatter_add_(1, ya, -c[:, None])
+            g.scatter_add_(1, yb, -(1 - c)[:, None])
         if need_b:
-            grad_b += g.sum(0)
+            grad_b += tw @ g
         g = g.to(z.dtype)
         if need_z:
+            gz = grad_z[s:e]
             if g.dtype == weight.dtype:
-                torch.mm(g, weight, out=grad_z[s:e])
+                torch.mm(g, weight, out=gz)
             else:
-                grad_z[s:e] = g @ weight
+                gz.copy_(g @ weight)
+            gz.mul_(tw[:, None])
         if need_w:
-            _acc_mm(grad_w, g.t(), zc)
+            _acc_mm(grad_w, g.t(), zc * tw[:, None].to(zc.dtype))
     return loss, grad_z, grad_w, grad_b
 
 
@@ -167,6 +166,11 @@ def _linear_params(lm_head) -> Optional[tuple]:
     return w, b
 
 
+def _upcast(t: Tensor) -> Tensor:
+    """At least fp32 for the softmax (like HF's ``logits.float()``), but keep fp64 as fp64."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def _shifted(labels: Tensor) -> tuple[Tensor, Tensor]:
     """Targets for positions 0..T-2 (HF convention: position t predicts labels[t+1]) and their validity mask."""
     targets = labels[:, 1:]
@@ -199,7 +203,7 @@ def ntp_loss(
         divisor = divisor.to(device=hidden.device)
     params = _linear_params(lm_head) if lean else None
     if params is None:
-        return F.cross_entropy(lm_head(z).float(), y, reduction="sum") / divisor
+        return F.cross_entropy(_upcast(lm_head(z)), y, reduction="sum") / divisor
     acc_dtype = torch.promote_types(z.dtype, torch.float32)
     tw = torch.ones(n, dtype=acc_dtype, device=z.device) / divisor
     return linear_cross_entropy(z, params[0], params[1], y, token_weight=tw)
@@ -283,7 +287,7 @@ def mixup_loss(
     coef = lam_tok.to(acc_dtype)
     if params is not None:
         return linear_cross_entropy(z, params[0], params[1], ya, yb, coef=coef, token_weight=tw)
-    logp = F.log_softmax(lm_head(z).float(), dim=-1)
+    logp = F.log_softmax(_upcast(lm_head(z)), dim=-1)
     tok = -(coef * logp.gather(1, ya[:, None]).squeeze(1) + (1 - coef) * logp.gather(1, yb[:, None]).squeeze(1))
     return (tw * tok).sum()
 
@@ -302,7 +306,7 @@ def _mixup_naive(hidden_a, hidden_b, ta, tb, keep_a, keep_b, ra, rb, n_pair, n_v
     ya[rows_a, ra[keep_a]] = ta[keep_a]
     yb[rows_b, rb[keep_b]] = tb[keep_b]
     lam_h = lam.to(hidden_a.dtype)[:, None, None]
-    logits = lm_head(lam_h * pad_a + (1 - lam_h) * pad_b).float()  # [B, L, V], the memory hog
+    logits = _upcast(lm_head(lam_h * pad_a + (1 - lam_h) * pad_b))  # [B, L, V], the memory hog
     ce_a = F.cross_entropy(logits.transpose(1, 2), ya, reduction="none")  # 0 where ignored
     ce_b = F.cross_entropy(logits.transpose(1, 2), yb, reduction="none")
     lam_f = lam.to(ce_a.dtype)[:, None]

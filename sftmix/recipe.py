@@ -21,14 +21,6 @@ from .variants import Variant, get_variant
 
 log = logging.getLogger("sftmix")
 
-ASSETS = Path(__file__).parent / "assets"
-
-
-def resolve_data(data: str) -> str:
-    """``toy`` -> the bundled toy training set; anything else is a hub id or a local file."""
-    return str(ASSETS / "toy_train.jsonl") if data == "toy" else data
-
-
 def load_tokenizer(model_path: str, template: str | None = None):
     from transformers import AutoTokenizer
 
@@ -82,8 +74,8 @@ def load_examples(cfg: TrainConfig, tokenizer) -> tuple[list[dict], Any]:
     from .data import build_examples
 
     examples, stats = build_examples(
-        resolve_data(cfg.data.data), tokenizer, max_length=cfg.data.max_length, split=cfg.data.split,
-        limit=cfg.data.limit,
+        cfg.data.data, tokenizer, max_length=cfg.data.max_length, split=cfg.data.split,
+        limit=cfg.data.max_examples,
     )
     if len(examples) < 2:
         raise UserError(f"{cfg.data.data}: need at least 2 usable examples, found {len(examples)}")
@@ -116,7 +108,7 @@ def training_arguments(cfg: TrainConfig, output_dir: str | Path, *, epochs: floa
         seed=t.seed,
         data_seed=t.seed,
         bf16=bf16,
-        gradient_checkpointing=t.gradient_checkpointing,
+        **({"gradient_checkpointing": True} if t.gradient_checkpointing else {}),
         logging_steps=t.logging_steps,
         logging_first_step=True,
         save_strategy=("steps" if t.save_steps > 0 else "epoch") if save else "no",
@@ -204,7 +196,7 @@ class TrainResult:
 
 def finetune(
     variant: Variant, cfg: TrainConfig, out_dir: str | Path, *, confidence: str | Path | None = None,
-    resume: bool = True,
+    resume: bool = True, callbacks: list | None = None,
 ) -> TrainResult:
     """Train ``variant`` and save the final model (full weights; LoRA adapters merged) to ``out_dir/model``.
 
@@ -234,6 +226,7 @@ def finetune(
     trainer = SFTMixTrainer(
         model=model, args=args, train_dataset=ExampleDataset(prep.examples), data_collator=collate,
         variant=variant, split_labels=split_labels, lean_loss=cfg.train.lean_loss, lambda_per=cfg.train.lambda_per,
+        callbacks=callbacks,
     )
     last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
     if last:

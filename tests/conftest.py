@@ -1,0 +1,46 @@
+"""Shared fixtures: everything offline, presets built once per session into a temporary SFTMIX_HOME."""
+import os
+from pathlib import Path
+
+import pytest
+
+# Before anything imports transformers/datasets: the suite never touches the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+ASSETS = Path(__file__).resolve().parents[1] / "sftmix" / "assets"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sftmix_home(tmp_path_factory):
+    """A per-session SFTMIX_HOME so preset builds never land in ~/.cache (subprocesses inherit it)."""
+    old = os.environ.get("SFTMIX_HOME")
+    home = tmp_path_factory.mktemp("sftmix_home")
+    os.environ["SFTMIX_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("SFTMIX_HOME", None)
+    else:
+        os.environ["SFTMIX_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(sftmix_home) -> str:
+    """Folder of the tiny-llama preset (built once per session)."""
+    from sftmix.presets import resolve_model
+
+    return resolve_model("tiny-llama")
+
+
+@pytest.fixture
+def tiny_tokenizer(tiny_model_dir):
+    """A fresh tiny-llama tokenizer per test (tests may change its chat template)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def toy_train_path() -> Path:
+    return ASSETS / "toy_train.jsonl"
