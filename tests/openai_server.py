@@ -1,0 +1,137 @@
+"""A real OpenAI-compatible HTTP server on 127.0.0.1 for judge tests, with scriptable faults.
+
+Speaks ``POST /v1/chat/completions`` and ``GET /v1/models``. Replies are deterministic: by default a rating derived
+from a hash of the prompt (:func:`hash_rating`), or whatever ``reply(messages)`` returns. ``fault(n, k, messages)``
+is called for every chat request with ``n`` the request number (1-based, all prompts) and ``k`` the request number
+for this distinct prompt; it returns None (answer normally) or a dict:
+
+- ``{"status": 429, "retry_after": 0.01}`` / ``{"status": 500}`` / ``{"status": 400, "message": "..."}``;
+- ``{"sleep": 1.0}``: answer normally but only after sleeping (beyond the client's timeout);
+- ``{"reply": "text"}``: answer with this text (e.g. an unparsable verdict).
+
+A model not in ``models`` gets a 404, as from vLLM. Counters: ``total``, ``per_prompt`` (requests per distinct
+prompt), ``served`` (normal answers per prompt), ``max_in_flight``, ``auth_headers``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+
+def prompt_key(messages: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def hash_rating(messages: list[dict]) -> int:
+    """A rating 1..10 that depends only on the prompt."""
+    return int(prompt_key(messages), 16) % 10 + 1
+
+
+def default_reply(messages: list[dict]) -> str:
+    return f"The answer is fine. Rating: [[{hash_rating(messages)}]]"
+
+
+class FakeOpenAIServer:
+    def __init__(self, reply: Callable[[list[dict]], str] = default_reply,
+                 fault: Callable[[int, int, list[dict]], dict | None] | None = None,
+                 delay: float = 0.0, models: tuple[str, ...] = ("judge-model",)):
+        self.reply, self.fault, self.delay, self.models = reply, fault, delay, models
+        self.total = 0
+        self.per_prompt: Counter = Counter()
+        self.served: Counter = Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.auth_headers: list[str] = []
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> "FakeOpenAIServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
+                data = json.dumps(body).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for k, v in (headers or {}).items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout): expected in slow-reply tests
+
+            def do_GET(self):
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(200, {"object": "list", "data": [
+                        {"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in server.models]})
+                else:
+                    self._send(404, {"error": {"message": "not found"}})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                messages = body.get("messages", [])
+                if body.get("model") not in server.models:  # as vLLM does for a model it does not serve
+                    self._send(404, {"error": {"message": f"The model `{body.get('model')}` does not exist."}})
+                    return
+                key = prompt_key(messages)
+                with server._lock:
+                    server.total += 1
+                    server.per_prompt[key] += 1
+                    n, k = server.total, server.per_prompt[key]
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                    server.auth_headers.append(self.headers.get("Authorization", ""))
+                try:
+                    fault = server.fault(n, k, messages) if server.fault else None
+                    if server.delay:
+                        time.sleep(server.delay)
+                    fault = fault or {}
+                    if "status" in fault:
+                        headers = {"retry-after": str(fault["retry_after"])} if "retry_after" in fault else {}
+                        msg = fault.get("message", f"injected {fault['status']}")
+                        self._send(fault["status"], {"error": {"message": msg, "type": "test"}}, headers)
+                        return
+                    if "sleep" in fault:
+                        time.sleep(fault["sleep"])
+                    text = fault["reply"] if "reply" in fault else server.reply(messages)
+                    if not fault:
+                        with server._lock:
+                            server.served[key] += 1
+                    prompt_tokens = sum(len(m.get("content", "").split()) for m in messages)
+                    self._send(200, {
+                        "id": f"cmpl-{n}", "object": "chat.completion", "created": int(time.time()),
+                        "model": body.get("model"),
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": text}}],
+                        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
+                                  "total_tokens": prompt_tokens + len(text.split())},
+                    })
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+        return Handler
