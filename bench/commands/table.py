@@ -1,0 +1,32 @@
+"""`bench table RUN [RUN...]`: comparison tables in the paper's layouts, with paired-bootstrap CIs vs NTP."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from bench.tables import FORMATS, LAYOUTS
+
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="bench run result directories")
+    parser.add_argument("--layout", default="default", choices=LAYOUTS,
+                        help="table layout (default: every task's headline metric; auto: pick from the tasks)")
+    parser.add_argument("--format", dest="fmt", default="md", choices=FORMATS + ("tex",), help="output format")
+    parser.add_argument("--paper", action="store_true",
+                        help="add the paper's reported numbers (Xiao et al. 2024) as separately marked rows")
+    parser.add_argument("--out", metavar="FILE", help="write the table to FILE (atomically) instead of stdout")
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+
+
+def run(args) -> int:
+    from bench.tables import render_table
+    from sftmix.io import write_text
+
+    text = render_table(args.runs, args.layout, args.fmt, paper=args.paper, n_resamples=args.resamples,
+                        seed=args.seed)
+    if args.out:
+        write_text(args.out, text)
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
+    return 0

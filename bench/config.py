@@ -1,0 +1,149 @@
+"""`bench run` configuration: the training sections of :mod:`sftmix.config` plus run, generation and judge.
+
+A config file is YAML with one mapping per section; ``key=value`` overrides on the command line name a field
+(``limit=5``) or ``section.field`` (``judge.repeats=3``) and fail loudly on unknown keys, suggesting the nearest.
+The hash of the resolved config keys the results directory.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sftmix.config import DataArgs, DynamicsArgs, ModelArgs, TrainArgs, _coerce, load_config_file
+from sftmix.errors import UserError
+from sftmix.io import hash_obj
+from sftmix.registry import nearest
+
+
+@dataclass
+class RunArgs:
+    name: str = "default"  # label of this experiment in tables
+    train_data_name: str = "toy"  # how tables name the training set (Alpaca-52K, MedAlpaca, ...)
+    model_name: str = ""  # how tables name the model ("" = the model id)
+    variants: list = field(default_factory=lambda: ["ntp", "sftmix"])  # names, or {name, base, **overrides}
+    tasks: list = field(default_factory=lambda: ["toy_open", "toy_mcq", "toy_exact"])
+    out: str = "runs/default"
+    limit: int | None = None  # first N items of each task
+    layout: str = "default"  # table printed at the end
+    num_gpus: int = 0  # > 1: train with `accelerate launch` (recorded; used by the paper configs)
+
+
+@dataclass
+class GenerationArgs:
+    backend: str = "hf"  # hf | vllm
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    batch_size: int = 16
+    mt_bench_category_temperatures: bool = False  # FastChat's per-category temperatures instead of greedy
+    tensor_parallel_size: int = 1
+
+
+@dataclass
+class JudgeArgs:
+    model: str | None = None  # None: the reference-based rubric (offline); else an LLM judge model name
+    base_url: str | None = None  # OpenAI-compatible endpoint (None = OpenAI)
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never stored
+    local: str | None = None  # a local transformers model as in-process judge
+    repeats: int = 1
+    concurrency: int = 8
+    timeout: float = 120.0
+    max_retries: int = 6
+    prices: dict = field(default_factory=lambda: {
+        # $ per 1M tokens (input, output); used for the cost ledger and --dry-run estimates
+        "gpt-4o-2024-08-06": [2.5, 10.0], "gpt-4-0613": [30.0, 60.0], "gpt-4-1106-preview": [10.0, 30.0],
+        "gpt-4o-mini": [0.15, 0.6],
+    })
+
+
+@dataclass
+class RunConfig:
+    run: RunArgs = field(default_factory=RunArgs)
+    model: ModelArgs = field(default_factory=ModelArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    train: TrainArgs = field(default_factory=TrainArgs)
+    dynamics: DynamicsArgs = field(default_factory=DynamicsArgs)
+    generation: GenerationArgs = field(default_factory=GenerationArgs)
+    judge: JudgeArgs = field(default_factory=JudgeArgs)
+
+    def sections(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def config_hash(self) -> str:
+        """Hash of everything that determines the results (the output folder name is not part of it)."""
+        d = self.to_dict()
+        d["run"] = {k: v for k, v in d["run"].items() if k not in ("out", "layout")}
+        d["judge"] = {k: v for k, v in d["judge"].items() if k not in ("concurrency", "timeout", "max_retries")}
+        return hash_obj(d)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def train_config(self):
+        """The sftmix TrainConfig view of this run's training sections."""
+        from sftmix.config import TrainConfig
+
+        return TrainConfig(model=self.model, data=self.data, train=self.train, dynamics=self.dynamics)
+
+
+def _index(cfg: RunConfig) -> dict[str, list[tuple[str, Any]]]:
+    idx: dict[str, list[tuple[str, Any]]] = {}
+    for sname, sec in cfg.sections().items():
+        for f in fields(sec):
+            idx.setdefault(f.name, []).append((sname, f))
+    return idx
+
+
+def set_option(cfg: RunConfig, key: str, value: Any) -> None:
+    """Set ``field`` or ``section.field``; unknown or ambiguous keys are a UserError naming the nearest."""
+    idx = _index(cfg)
+    section, _, name = key.rpartition(".")
+    cands = [(s, f) for s, f in idx.get(name, []) if not section or s == section]
+    if not cands:
+        known = [f"{s}.{n}" for n, lst in idx.items() for s, _ in lst] + list(idx)
+        raise UserError(f"unknown config key {key!r}{nearest(key, known)}")
+    if len(cands) > 1:
+        raise UserError(f"config key {key!r} is ambiguous: write one of {', '.join(f'{s}.{name}' for s, _ in cands)}")
+    sname, f = cands[0]
+    if f.name in ("variants", "tasks"):
+        value = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        if not isinstance(value, list):
+            raise UserError(f"{key}: expected a list or a comma-separated string")
+    elif f.name == "prices":
+        if not isinstance(value, dict):
+            raise UserError(f"{key}: expected a mapping model -> [input, output] $ per 1M tokens")
+    else:
+        value = _coerce(sname, f, value)
+    setattr(cfg.sections()[sname], f.name, value)
+
+
+def load_run_config(path: str | None, overrides: dict[str, Any]) -> RunConfig:
+    """Defaults < YAML file < overrides (already parsed ``key -> value``)."""
+    cfg = RunConfig()
+    merged: dict[str, Any] = {}
+    if path:
+        merged.update(load_config_file(path))
+    merged.update(overrides)
+    for k, v in merged.items():
+        set_option(cfg, k, v)
+    return cfg
+
+
+EXPERIMENTS = Path(__file__).parent / "experiments"
+
+
+def experiment_path(name_or_path: str) -> str:
+    """A config path, or the name of a bundled experiment in ``bench/experiments/``."""
+    p = Path(name_or_path)
+    if p.exists():
+        return str(p)
+    for cand in (EXPERIMENTS / name_or_path, EXPERIMENTS / f"{name_or_path}.yaml"):
+        if cand.exists():
+            return str(cand)
+    names = sorted(q.stem for q in EXPERIMENTS.glob("*.yaml"))
+    raise UserError(f"config not found: {name_or_path}{nearest(name_or_path, names)}; bundled: {', '.join(names)}")
