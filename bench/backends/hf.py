@@ -1,0 +1,179 @@
+"""The ``hf`` backend: ``transformers`` generate, batched with left padding; the CPU default.
+
+Prompts are the model's chat template (``apply_chat_template(add_generation_prompt=True)``), or a named template
+from :mod:`sftmix.templates` for base models. Requests are grouped by settings and sorted by length so a batch
+wastes little padding. ``completion_tokens`` excludes the EOS token. With sampling, ``torch.manual_seed(seed)``
+is set before each batch, so results repeat for the same requests and batch size.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from sftmix.errors import UserError
+
+from .base import Generation, GenRequest, GenSettings, LoglikRequest
+
+
+def _resolve_dtype(dtype: Any, device: str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        # bf16 only where the hardware has it: on CPU without native bf16 it is several times slower.
+        return torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                "float16": torch.float16, "fp16": torch.float16}[str(dtype)]
+    except KeyError:
+        raise UserError(f"unknown dtype {dtype!r} (auto, float32, bfloat16, float16)") from None
+
+
+class HFBackend:
+    """Chat generation and option log-likelihoods with a ``transformers`` causal LM."""
+
+    name = "hf"
+
+    def __init__(self, model_path: str, device: str | None = None, dtype: Any = None, batch_size: int = 8,
+                 template: str | None = None, progress: bool = True, model=None, tokenizer=None):
+        self.model_path = str(model_path)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.batch_size = int(batch_size)
+        self.progress = progress
+        self.template = template
+        try:
+            self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(self.model_path)
+            self.model = model or AutoModelForCausalLM.from_pretrained(
+                self.model_path, dtype=_resolve_dtype(dtype, self.device))
+            self.dtype = str(self.model.dtype).removeprefix("torch.")
+        except OSError as e:
+            raise UserError(f"cannot load model {self.model_path!r}: {str(e).splitlines()[0]}") from None
+        self.model.to(self.device).eval()
+        if template:
+            try:
+                from sftmix.templates import apply_template
+            except ImportError:
+                raise UserError(f"template {template!r} needs sftmix.templates, which is not available") from None
+            apply_template(self.tokenizer, template)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        eos = self.model.generation_config.eos_token_id
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        self.eos_ids = set(eos) | ({self.tokenizer.eos_token_id} - {None})
+
+    # ---------------------------------------------------------------- generation
+    def chat_prompt(self, messages: list[dict]) -> str:
+        """``messages`` rendered with the chat template, ending with the assistant's turn opening."""
+        if not self.tokenizer.chat_template:
+            raise UserError(f"{self.model_path} has no chat template; pass --template (alpaca, chatml, ...)")
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def generate(self, requests: list[GenRequest]) -> list[Generation]:
+        prompts = [self.chat_prompt(r.messages) for r in requests]
+        lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=False).input_ids]
+        groups: dict[GenSettings, list[int]] = defaultdict(list)
+        for i, r in enumerate(requests):
+            groups[r.settings].append(i)
+        out: list[Generation | None] = [None] * len(requests)
+        bar = tqdm(total=len(requests), desc="hf generate", disable=not self.progress, leave=False)
+        for settings, idx in groups.items():
+            idx.sort(key=lambda i: -lengths[i])  # similar lengths together: less padding per batch
+            for start in range(0, len(idx), self.batch_size):
+                batch = idx[start:start + self.batch_size]
+                for i, gen in zip(batch, self._generate_batch([prompts[i] for i in batch], settings)):
+                    out[i] = gen
+                bar.update(len(batch))
+        bar.close()
+        return out  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def _generate_batch(self, prompts: list[str], s: GenSettings) -> list[Generation]:
+        tok = self.tokenizer
+        tok.padding_side = "left"  # generation appends on the right, so prompts must end at the same column
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        kwargs: dict[str, Any] = dict(max_new_tokens=s.max_new_tokens, pad_token_id=tok.pad_token_id,
+                                      eos_token_id=sorted(self.eos_ids))
+        if s.temperature > 0:
+            torch.manual_seed(s.seed)
+            kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if s.stop:
+            kwargs.update(stop_strings=list(s.stop), tokenizer=tok)
+        seqs = self.model.generate(**enc, **kwargs)[:, enc.input_ids.shape[1]:].tolist()
+        results = []
+        for prompt_ids, ids in zip(enc.attention_mask.sum(1).tolist(), seqs):
+            n = next((k for k, t in enumerate(ids) if t in self.eos_ids), len(ids))
+            text = tok.decode(ids[:n], skip_special_tokens=True)
+            cut = min((p for p in (text.find(x) for x in s.stop) if p >= 0), default=-1)
+            if cut >= 0:
+                text = text[:cut]
+                n = len(tok(text, add_special_tokens=False).input_ids)
+            results.append(Generation(text=text, prompt_tokens=int(prompt_ids), completion_tokens=n))
+        return results
+
+    # ---------------------------------------------------------------- log-likelihood
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        # lm-eval's split: tokenize context+continuation together and take the continuation tokens as what
+        # follows the context's own tokens, so a merge across the boundary is scored as the model would see it.
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        tok = self.tokenizer
+        special = not (tok.bos_token and context.startswith(tok.bos_token))  # a chat-rendered context has its BOS
+        whole = tok(context + continuation, add_special_tokens=special).input_ids
+        ctx = tok(context, add_special_tokens=special).input_ids
+        if not ctx:  # nothing to condition on: start from BOS (or EOS), as lm-eval does
+            prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+            return [prefix], whole
+        return ctx, whole[len(ctx):]
+
+    @torch.no_grad()
+    def loglikelihood(self, requests: list[LoglikRequest]) -> list[list[float]]:
+        """Summed log-probability of each continuation's tokens given its context."""
+        pairs = []  # (request index, choice index, context ids, continuation ids)
+        for ri, r in enumerate(requests):
+            for ci, cont in enumerate(r.continuations):
+                ctx_ids, cont_ids = self._encode_pair(r.context, cont)
+                if not cont_ids:
+                    raise ValueError(f"{r.example_id}: continuation {cont!r} encodes to no tokens")
+                pairs.append((ri, ci, ctx_ids, cont_ids))
+        max_len = getattr(self.model.config, "max_position_embeddings", None) or 10**9
+        pairs.sort(key=lambda p: -(len(p[2]) + len(p[3])))
+        scores = [[0.0] * len(r.continuations) for r in requests]
+        bar = tqdm(total=len(pairs), desc="hf loglikelihood", disable=not self.progress, leave=False)
+        for start in range(0, len(pairs), self.batch_size):
+            batch = pairs[start:start + self.batch_size]
+            for (ri, ci, _, _), value in zip(batch, self._loglik_batch([(c, k) for _, _, c, k in batch], max_len)):
+                scores[ri][ci] = value
+            bar.update(len(batch))
+        bar.close()
+        return scores
+
+    def _loglik_batch(self, batch: list[tuple[list[int], list[int]]], max_len: int) -> list[float]:
+        # Left padding puts every continuation at the right edge, so only the last K positions' logits
+        # (K = longest continuation + 1) are needed: the full-vocabulary logits of long contexts never exist.
+        seqs = [(ctx + cont)[-max_len:] for ctx, cont in batch]
+        width = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=self.device)
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        keep = max(len(cont) for _, cont in batch) + 1
+        try:
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                logits_to_keep=keep).logits
+        except TypeError:  # an architecture without logits_to_keep
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -keep:]
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        out = []
+        for row, (_, cont) in enumerate(batch):
+            n = len(cont)
+            target = torch.tensor(cont, device=self.device)
+            # position keep-1 predicts the token after the sequence; positions keep-1-n .. keep-2 predict cont
+            lp = logprobs[row, keep - 1 - n: keep - 1].gather(-1, target[:, None]).squeeze(-1)
+            out.append(float(lp.sum()))
+        return out

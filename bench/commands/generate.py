@@ -1,0 +1,99 @@
+"""`bench generate`: answers for tasks with a model, into DIR/<task>.generations.jsonl (+ <task>.scores.json).
+
+Extra ``key=value`` arguments are backend options (e.g. ``tensor_parallel_size=2`` for vllm).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import yaml
+
+from sftmix.errors import UserError
+
+ACCEPTS_OVERRIDES = True
+DEFAULT_TASKS = "toy_open,toy_mcq,toy_exact"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model folder, hub id or preset name")
+    parser.add_argument("--tasks", default=DEFAULT_TASKS, help=f"comma-separated task names (default {DEFAULT_TASKS})")
+    parser.add_argument("--backend", default="hf", help="hf (default) or vllm")
+    parser.add_argument("--limit", type=int, default=None, help="first N items of each task")
+    parser.add_argument("--out", default=None, help="output folder (default runs/generate/<model name>)")
+    parser.add_argument("--data-path", action="append", default=[], metavar="TASK=PATH",
+                        help="local data file/folder for a task (repeatable); no hub access needed")
+    parser.add_argument("--cache", default=None, help="cache file (default <out>/cache.sqlite)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default=None, help="auto, float32, bfloat16, float16")
+    parser.add_argument("--template", default=None, help="named chat template for base models (sftmix.templates)")
+    parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--temperature", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--category-temperatures", action="store_true",
+                        help="MT-Bench: FastChat's per-category temperatures instead of greedy")
+    parser.add_argument("--mcq-mode", choices=("loglik", "generate"), default=None,
+                        help="mcq tasks: option log-likelihood (default) or generate-then-parse the letter")
+    parser.add_argument("--repeat", type=int, default=0, help="sample index (part of the cache key)")
+
+
+def _parse_pairs(pairs: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not value:
+            raise UserError(f"{what} must look like key=value, got {pair!r}")
+        out[key] = value
+    return out
+
+
+def _resolve_model(name: str) -> str:
+    try:
+        from sftmix.presets import resolve_model
+    except ImportError:
+        return name
+    return str(resolve_model(name))
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.backends import get_backend
+    from bench.cache import Cache
+    from bench.generate import generate_task, score_records
+    from bench.tasks import load_task
+    from sftmix.io import write_json
+
+    tasks = [load_task(n.strip()) for n in args.tasks.split(",") if n.strip()]
+    data_paths = _parse_pairs(args.data_path, "--data-path")
+    for name in data_paths:
+        if name not in {t.name for t in tasks}:
+            raise UserError(f"--data-path names task {name!r}, which is not in --tasks")
+    backend_opts = {k: yaml.safe_load(v) for k, v in _parse_pairs(getattr(args, "extra", None) or getattr(args, "overrides", None) or [], "backend option").items()}
+    override = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("temperature", args.temperature),
+                                  ("seed", args.seed), ("mcq_mode", args.mcq_mode)) if v is not None}
+    if args.category_temperatures:
+        override["greedy"] = False
+
+    model_path = _resolve_model(args.model)
+    out = Path(args.out or Path("runs") / "generate" / Path(args.model.rstrip("/")).name)
+    cache = Cache(args.cache or out / "cache.sqlite")
+    if args.backend == "hf":
+        backend_opts = {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype,
+                        "template": args.template, **backend_opts}
+    elif args.template:
+        backend_opts.setdefault("template", args.template)
+    backend = get_backend(args.backend, model_path, **backend_opts)
+
+    for task in tasks:
+        t0 = time.perf_counter()
+        records = generate_task(task, backend, args.model, out / f"{task.name}.generations.jsonl", cache,
+                                limit=args.limit, settings_override=override, local=data_paths.get(task.name),
+                                repeat=args.repeat)
+        line = f"{task.name}: {len(records)} records in {time.perf_counter() - t0:.1f}s"
+        scores = score_records(task, records)
+        if scores is not None:
+            write_json(out / f"{task.name}.scores.json", scores)
+            line += f"; {scores['primary']}={scores.get(scores['primary'], float('nan')):.4f}"
+        print(line + f" -> {out / (task.name + '.generations.jsonl')}")
+    return 0

