@@ -1,0 +1,74 @@
+"""`bench judge`: judge and score the generations `bench generate` wrote (DIR/<task>.generations.jsonl).
+
+Chat tasks go to the configured judge (an OpenAI-compatible LLM, a local model in-process, or by default the
+reference-based rubric, which says so in every score); mcq/exact tasks are scored from their records.
+Writes DIR/judgments/<label>/<task>.jsonl and DIR/scores/<label>/<task>.json (+ .items.jsonl).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from sftmix.errors import UserError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--generations", required=True, help="folder written by `bench generate`")
+    p.add_argument("--tasks", help="comma-separated tasks (default: every <task>.generations.jsonl in the folder)")
+    p.add_argument("--judge-model", help="LLM judge model (OpenAI-compatible)")
+    p.add_argument("--judge-base-url", help="judge endpoint (default OpenAI)")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    p.add_argument("--judge-local", help="a local transformers model as in-process judge")
+    p.add_argument("--repeats", type=int, default=1, help="judgments per item (median reported)")
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--label", help="name of this model in the scores (default: the folder name)")
+    p.add_argument("--data-path", action="append", default=[], metavar="TASK=PATH", help="local data for a task")
+    p.add_argument("--dry-run", action="store_true", help="print judge calls, tokens and cost; call nothing")
+
+
+def run(args) -> int:
+    from bench.cache import Cache
+    from bench.config import JudgeArgs
+    from bench.evaluate import judge_requests, make_judge, score_task
+    from bench.generate import read_jsonl
+    from bench.judge.ledger import CostLedger, estimate
+    from bench.tasks import load_task
+
+    gdir = Path(args.generations)
+    if not gdir.is_dir():
+        raise UserError(f"generations folder not found: {gdir}")
+    names = [n.strip() for n in args.tasks.split(",")] if args.tasks else sorted(
+        p.name.split(".")[0] for p in gdir.glob("*.generations.jsonl"))
+    if not names:
+        raise UserError(f"{gdir} holds no <task>.generations.jsonl files")
+    local = dict(pair.split("=", 1) for pair in args.data_path if "=" in pair)
+    jargs = JudgeArgs(model=args.judge_model, base_url=args.judge_base_url, api_key_env=args.api_key_env,
+                      local=args.judge_local, repeats=args.repeats, concurrency=args.concurrency)
+    cache = Cache(gdir / "cache.sqlite")
+    ledger = CostLedger(jargs.prices)
+    judge = make_judge(jargs, cache=cache, ledger=ledger, log_path=gdir / "judge_log.jsonl")
+    label = args.label or gdir.name
+    if args.judge_model and not args.dry_run:
+        judge.preflight()
+    for name in names:
+        task = load_task(name)
+        path = gdir / f"{name}.generations.jsonl"
+        if not path.exists():
+            raise UserError(f"no generations for task {name}: {path} is missing (run `bench generate` first)")
+        gens = read_jsonl(path)
+        items = task.load_records(local=local.get(name))
+        ids = {str(g["example_id"]) for g in gens}
+        items = [it for it in items if str(it["id"]) in ids]
+        if args.dry_run:
+            reqs = judge_requests(task, items, gens, judge)
+            est = estimate(reqs, judge.name, repeats=args.repeats, prices=jargs.prices, cache=cache)
+            print(f"{name}: {json.dumps(est)}")
+            continue
+        s = score_task(task, items, gens, judge if task.kind == "chat" else None, run_dir=gdir, variant=label,
+                       meta={"model": label})
+        shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in s["metrics"].items() if "/" not in k}
+        print(f"{name}: {shown}  judge={s['judge']}  failed={s['n_failed']}/{s['n_items']}")
+    if ledger.summary().get("calls"):
+        print(f"judge usage: {json.dumps(ledger.summary())}")
+    return 0

@@ -1,0 +1,60 @@
+"""`bench run`: train each variant, generate, judge and score, and print the comparison table.
+
+With no arguments it runs the embedded default: the tiny preset on the bundled toy data and tasks, offline.
+"""
+from __future__ import annotations
+
+import argparse
+
+ACCEPTS_OVERRIDES = True
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config, or the name of a bundled experiment (bench/experiments/)")
+    p.add_argument("--variants", help="comma-separated variants (see `bench variants`)")
+    p.add_argument("--model", help="preset, HF hub id or local folder")
+    p.add_argument("--train-data", help="training data: 'toy', a hub id or a local file")
+    p.add_argument("--tasks", help="comma-separated tasks (see `bench tasks`)")
+    p.add_argument("--backend", choices=["hf", "vllm"], help="generation backend")
+    p.add_argument("--judge-model", help="LLM judge model name (OpenAI-compatible endpoint)")
+    p.add_argument("--judge-base-url", help="judge endpoint, e.g. http://127.0.0.1:8000/v1 for `vllm serve`")
+    p.add_argument("--limit", type=int, help="first N items of each task")
+    p.add_argument("--out", help="results directory")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (stages, calls, tokens, cost) and stop")
+    p.add_argument("--force", action="store_true", help="reuse an output directory made by a different config")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="any config field, e.g. judge.repeats=3")
+
+
+def build_config(args):
+    from sftmix.config import split_overrides
+
+    from bench.config import experiment_path, load_run_config
+
+    flags = {"run.variants": args.variants, "model.model": args.model, "data.data": args.train_data,
+             "run.tasks": args.tasks, "generation.backend": args.backend, "judge.model": args.judge_model,
+             "judge.base_url": args.judge_base_url, "run.limit": args.limit, "run.out": args.out}
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    overrides.update(split_overrides(list(args.overrides or []) + list(getattr(args, "extra", None) or [])))
+    # no --config: the embedded default (tiny preset, bundled toy data and tasks)
+    return load_run_config(experiment_path(args.config or "default"), overrides)
+
+
+def run(args) -> int:
+    import logging
+
+    from bench.pipeline import run_pipeline
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    cfg = build_config(args)
+    summary = run_pipeline(cfg, dry_run=args.dry_run, force=args.force)
+    if args.dry_run:
+        return 0
+    print(summary["table"])
+    print(f"\nresults: {summary['out']}  (tables in {summary['out']}/tables, plots in {summary['out']}/plots, "
+          f"provenance in {summary['out']}/provenance.json)")
+    print(f"stages run: {len(summary['ran'])}, skipped (already done): {len(summary['skipped'])}; "
+          f"model requests: {summary['model_requests']}, judge requests: {summary['judge_requests']}; "
+          f"{summary['seconds']:.1f} s")
+    if summary.get("judge_cost") and summary["judge_cost"].get("cost_usd"):
+        print(f"judge cost: ${summary['judge_cost']['cost_usd']:.4f}")
+    return 0

