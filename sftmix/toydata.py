@@ -15,6 +15,7 @@ from pathlib import Path
 from .io import write_text
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+BUNDLED = {"toy": ASSETS_DIR / "toy_train.jsonl"}  # data names that resolve to a bundled file
 SEED = 1234
 FILES = ("toy_train.jsonl", "toy_open.jsonl", "toy_mcq.jsonl", "toy_exact.jsonl", "corpus.txt")
 

@@ -1,0 +1,95 @@
+"""CI regression on small models: re-run the `ci` experiment and compare its scores with a committed baseline.
+
+``results/ci/baseline.json`` holds, per (variant, task), the headline metrics of a `bench run --config ci`, plus each
+variant's final training loss, with the tolerances they are checked against. CPU training with fixed seeds is
+deterministic on a given torch build, so the tolerances only absorb floating-point drift across machines and
+library patch releases; a real change in the recipe or the harness moves the numbers well beyond them.
+
+Refresh the baseline deliberately, after a change that is meant to move the numbers, with
+``python -m bench.regression refresh`` and commit the new file with a note saying why.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from sftmix.io import write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE = ROOT / "results" / "ci" / "baseline.json"
+# Absolute tolerances per metric (rates in [0, 1], judge scores on 1-10, losses in nats).
+TOLERANCES = {"acc": 0.05, "acc_norm": 0.05, "exact_match": 0.05, "overall": 0.25, "turn1": 0.25, "turn2": 0.25,
+              "final_loss": 0.05, "answer_loglik": 0.05}
+
+
+def collect(run_dir: str | Path) -> dict:
+    """Headline metrics of a finished run: {variant: {task/metric: value, "final_loss": value}}, plus the
+    multiple-choice tasks' mean log-likelihood of the correct option."""
+    run_dir = Path(run_dir)
+    out: dict[str, dict] = {}
+    for path in sorted((run_dir / "scores").glob("*/*.json")):
+        s = json.loads(path.read_text())
+        for k, v in s["metrics"].items():
+            if k in TOLERANCES and v is not None:
+                out.setdefault(s["variant"], {})[f"{s['task']}/{k}"] = v
+    # A continuous metric that moves with any change to the model, even when accuracies sit at chance:
+    # the mean log-likelihood of the correct option over the multiple-choice items.
+    for path in sorted((run_dir / "generations").glob("*/*.jsonl")):
+        recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        lls = [r["logliks"][r["answer"]] for r in recs if "logliks" in r]
+        if lls:
+            out.setdefault(path.parent.name, {})[f"{path.stem}/answer_loglik"] = sum(lls) / len(lls)
+    for train in sorted((run_dir / "variants").glob("*/train.json")):
+        hist = json.loads(train.read_text())["log_history"]
+        losses = [h["loss"] for h in hist if "loss" in h]
+        if losses:
+            out.setdefault(train.parent.name, {})["final_loss"] = losses[-1]
+    return out
+
+
+def compare(current: dict, baseline: dict, tolerances: dict = TOLERANCES) -> list[str]:
+    """Each metric outside its tolerance (or missing) as one line; empty when the run matches the baseline."""
+    problems = []
+    for variant, metrics in baseline.items():
+        for key, want in metrics.items():
+            got = current.get(variant, {}).get(key)
+            tol = tolerances[key.split("/")[-1]]
+            if got is None:
+                problems.append(f"{variant} {key}: missing (baseline {want})")
+            elif abs(got - want) > tol:
+                problems.append(f"{variant} {key}: {got:.4f} vs baseline {want:.4f} (tolerance ±{tol})")
+    return problems
+
+
+def run_ci(out_dir: str | Path) -> dict:
+    """Run the `ci` experiment into ``out_dir`` and return :func:`collect` of it."""
+    from .config import experiment_path, load_run_config
+    from .pipeline import run_pipeline
+
+    cfg = load_run_config(experiment_path("ci"), {"run.out": str(out_dir)})
+    run_pipeline(cfg, progress=False)
+    return collect(out_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.regression", description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=["check", "refresh"])
+    parser.add_argument("--out", help="run directory (default: a temporary one)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        current = run_ci(args.out or tmp)
+    if args.action == "refresh":
+        write_json(BASELINE, {"tolerances": TOLERANCES, "metrics": current,
+                              "note": "scores of `bench run --config ci`; refresh with `python -m bench.regression refresh`"})
+        print(f"baseline written to {BASELINE}")
+        return 0
+    problems = compare(current, json.loads(BASELINE.read_text())["metrics"])
+    print("\n".join(problems) if problems else "CI regression: all metrics within tolerance")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
