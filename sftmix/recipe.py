@@ -144,6 +144,8 @@ def prepare(cfg: TrainConfig, model: str | None = None) -> Prepared:
     path = resolve_model(model or cfg.model.model)
     tok = load_tokenizer(path, cfg.model.template)
     examples, stats = load_examples(cfg, tok)
+    log.info("data %s: %d rows -> %d examples (%d truncated to max_length %d, %d dropped with no response token left)",
+             cfg.data.data, stats.n_rows, stats.n_examples, stats.n_truncated, cfg.data.max_length, stats.n_dropped)
     return Prepared(path, tok, examples, stats)
 
 

@@ -147,6 +147,29 @@ def test_resume_matches_uninterrupted_run(tmp_path, confidence_file):
         torch.testing.assert_close(wr[k], wf[k], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["sftmix-random", "sftmix-cc", "sftmix-uu", "mixup-equal", "mixup-only"])
+def test_every_variant_trains(tmp_path, confidence_file, name):
+    r = finetune(get_variant(name), tiny_cfg("max_steps=3"), tmp_path, confidence=confidence_file)
+    logged = [h for h in r.log_history if "loss" in h]
+    assert len(logged) == 3 and all(np.isfinite(h["loss"]) for h in logged)
+    if name == "mixup-only":  # no NTP term: the loss is mu * mixup alone
+        assert all("ntp_loss" not in h for h in logged)
+        assert all(h["loss"] == pytest.approx(h["mixup_loss"], rel=1e-3) for h in logged)
+    assert (r.model_dir / "model.safetensors").exists()
+
+
+def test_lora_training_saves_merged_model(tmp_path, confidence_file):
+    from transformers import AutoModelForCausalLM
+
+    r = finetune(get_variant("sftmix"), tiny_cfg("lora=true", "lora_r=4", "max_steps=3"), tmp_path,
+                 confidence=confidence_file)
+    model = AutoModelForCausalLM.from_pretrained(r.model_dir)  # a plain folder: adapters merged
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    base = load_file(str(Path(prepare(tiny_cfg()).model_path) / "model.safetensors"))
+    merged = weights(r.model_dir)
+    assert any(not torch.equal(base[k], merged[k]) for k in base if k in merged)
+
+
 @pytest.mark.slow
 def test_two_process_data_parallel_identical_weights(tmp_path, confidence_file):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
