@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from sftmix.config import DataArgs, DynamicsArgs, ModelArgs, TrainArgs, _coerce, load_config_file
+from sftmix.config import DataArgs, DynamicsArgs, ModelArgs, TrainArgs, apply_overrides, load_config_file
 from sftmix.errors import UserError
 from sftmix.io import hash_obj
 from sftmix.registry import nearest
@@ -91,46 +91,12 @@ class RunConfig:
         return TrainConfig(model=self.model, data=self.data, train=self.train, dynamics=self.dynamics)
 
 
-def _index(cfg: RunConfig) -> dict[str, list[tuple[str, Any]]]:
-    idx: dict[str, list[tuple[str, Any]]] = {}
-    for sname, sec in cfg.sections().items():
-        for f in fields(sec):
-            idx.setdefault(f.name, []).append((sname, f))
-    return idx
-
-
-def set_option(cfg: RunConfig, key: str, value: Any) -> None:
-    """Set ``field`` or ``section.field``; unknown or ambiguous keys are a UserError naming the nearest."""
-    idx = _index(cfg)
-    section, _, name = key.rpartition(".")
-    cands = [(s, f) for s, f in idx.get(name, []) if not section or s == section]
-    if not cands:
-        known = [f"{s}.{n}" for n, lst in idx.items() for s, _ in lst] + list(idx)
-        raise UserError(f"unknown config key {key!r}{nearest(key, known)}")
-    if len(cands) > 1:
-        raise UserError(f"config key {key!r} is ambiguous: write one of {', '.join(f'{s}.{name}' for s, _ in cands)}")
-    sname, f = cands[0]
-    if f.name in ("variants", "tasks"):
-        value = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
-        if not isinstance(value, list):
-            raise UserError(f"{key}: expected a list or a comma-separated string")
-    elif f.name == "prices":
-        if not isinstance(value, dict):
-            raise UserError(f"{key}: expected a mapping model -> [input, output] $ per 1M tokens")
-    else:
-        value = _coerce(sname, f, value)
-    setattr(cfg.sections()[sname], f.name, value)
-
-
 def load_run_config(path: str | None, overrides: dict[str, Any]) -> RunConfig:
-    """Defaults < YAML file < overrides (already parsed ``key -> value``)."""
+    """Defaults < YAML file < overrides (already parsed ``key -> value``); unknown keys fail loudly."""
     cfg = RunConfig()
-    merged: dict[str, Any] = {}
-    if path:
-        merged.update(load_config_file(path))
+    merged: dict[str, Any] = load_config_file(path) if path else {}
     merged.update(overrides)
-    for k, v in merged.items():
-        set_option(cfg, k, v)
+    apply_overrides(cfg, merged, extra_keys=())
     return cfg
 
 

@@ -112,7 +112,8 @@ def split_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _coerce(section: str, f, value: Any) -> Any:
+def _coerce(f, value: Any) -> Any:
+    """``value`` converted to field ``f``'s declared type, or a UserError naming the field."""
     target = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     try:
         if value is None:
@@ -129,13 +130,26 @@ def _coerce(section: str, f, value: Any) -> Any:
             return int(float(value))
         if target.startswith("float"):
             return float(value)
+        if target.startswith("list"):
+            value = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+            if not isinstance(value, list):
+                raise ValueError("expected a list or a comma-separated string")
+            return value
+        if target.startswith("dict"):
+            if not isinstance(value, dict):
+                raise ValueError("expected a mapping")
+            return value
         return value if not isinstance(value, (int, float)) or "str" not in target else str(value)
     except (TypeError, ValueError) as e:
         raise UserError(f"bad value for {f.name}: {value!r} ({e})") from None
 
 
-def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any], extra_keys: tuple[str, ...] = VARIANT_KEYS) -> dict[str, Any]:
-    """Set ``overrides`` on ``cfg`` in place (key or section.key); return the ones meant for the variant."""
+def apply_overrides(cfg, overrides: dict[str, Any], extra_keys: tuple[str, ...] = VARIANT_KEYS) -> dict[str, Any]:
+    """Set ``overrides`` (``field`` or ``section.field``) on any config with ``sections()``, in place.
+
+    Keys in ``extra_keys`` (the variant options) are not fields: they are returned for the caller. An unknown key
+    is a UserError with the nearest match; a field name several sections share must be written ``section.field``.
+    """
     by_name: dict[str, list[tuple[str, Any]]] = {}
     for sname, sec in cfg.sections().items():
         for f in fields(sec):
@@ -150,8 +164,10 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any], extra_keys: tup
         if not cands:
             known = list(by_name) + list(extra_keys) + [f"{s}.{n}" for n, lst in by_name.items() for s, _ in lst]
             raise UserError(f"unknown option {key!r}{nearest(key, known)}")
-        for sname, f in cands:
-            setattr(cfg.sections()[sname], name, _coerce(sname, f, value))
+        if len(cands) > 1:
+            raise UserError(f"option {key!r} is ambiguous: write one of {', '.join(f'{s}.{name}' for s, _ in cands)}")
+        sname, f = cands[0]
+        setattr(cfg.sections()[sname], name, _coerce(f, value))
     return rest
 
 
