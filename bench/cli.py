@@ -27,9 +27,17 @@ def _load(name: str):
     return importlib.import_module(f"bench.commands.{name.replace('-', '_')}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors in the CLI's one-line format (``bench train: error: ...``), exit code 2."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description="SFTMix Bench: train, generate, judge, tabulate.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = _Parser(prog="bench", description="SFTMix Bench: train, generate, judge, tabulate.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     argv = sys.argv[1:] if argv is None else argv
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, help_ in COMMANDS.items():
@@ -51,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     mod = _load(args.command)
     if extra and not getattr(mod, "ACCEPTS_OVERRIDES", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        print(f"bench {args.command}: error: unrecognized arguments: {' '.join(extra)}", file=sys.stderr)
+        return 2
     args.extra = extra
     try:
         return int(mod.run(args) or 0)

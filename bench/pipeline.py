@@ -466,8 +466,15 @@ def run_pipeline(cfg: RunConfig, *, dry_run: bool = False, force: bool = False, 
         print(text)
         return {"plan": text}
     check_out_dir(cfg, out, force)
+    if any(s.name.startswith(("dynamics", "train/")) and runner.status(s) != "done" for s in runner.stages):
+        from sftmix.data import load_rows
+
+        # Missing or malformed training data fails here, before the results directory is created or touched.
+        load_rows(cfg.data.data, split=cfg.data.split, limit=cfg.data.max_examples)
     if cfg.judge.model and any(t.kind == "chat" for t in runner.tasks):
-        runner._judge().preflight()  # fail fast, before hours of training
+        from .evaluate import make_judge
+
+        make_judge(cfg.judge).preflight()  # fail fast, before hours of training; no cache, so nothing is written
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", cfg.to_yaml())
     if not all(runner.status(s) == "done" for s in runner.stages) or not (out / "provenance.json").exists():

@@ -77,13 +77,13 @@ def run(args: argparse.Namespace) -> int:
 
     model_path = _resolve_model(args.model)
     out = Path(args.out or Path("runs") / "generate" / Path(args.model.rstrip("/")).name)
-    cache = Cache(args.cache or out / "cache.sqlite")
     if args.backend == "hf":
         backend_opts = {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype,
                         "template": args.template, **backend_opts}
     elif args.template:
         backend_opts.setdefault("template", args.template)
     backend = get_backend(args.backend, model_path, **backend_opts)
+    cache = Cache(args.cache or out / "cache.sqlite")  # only once the model loaded: bad input writes nothing
 
     for task in tasks:
         t0 = time.perf_counter()

@@ -45,6 +45,11 @@ def run(args) -> int:
     local = dict(pair.split("=", 1) for pair in args.data_path if "=" in pair)
     jargs = JudgeArgs(model=args.judge_model, base_url=args.judge_base_url, api_key_env=args.api_key_env,
                       local=args.judge_local, repeats=args.repeats, concurrency=args.concurrency)
+    for name in names:  # unknown tasks and missing generation files fail before anything is written
+        load_task(name)
+        if not (gdir / f"{name}.generations.jsonl").exists():
+            raise UserError(f"no generations for task {name}: {gdir / (name + '.generations.jsonl')} is missing "
+                            "(run `bench generate` first)")
     cache = Cache(gdir / "cache.sqlite")
     ledger = CostLedger(jargs.prices)
     judge = make_judge(jargs, cache=cache, ledger=ledger, log_path=gdir / "judge_log.jsonl")
@@ -53,10 +58,7 @@ def run(args) -> int:
         judge.preflight()
     for name in names:
         task = load_task(name)
-        path = gdir / f"{name}.generations.jsonl"
-        if not path.exists():
-            raise UserError(f"no generations for task {name}: {path} is missing (run `bench generate` first)")
-        gens = read_jsonl(path)
+        gens = read_jsonl(gdir / f"{name}.generations.jsonl")
         items = task.load_records(local=local.get(name))
         ids = {str(g["example_id"]) for g in gens}
         items = [it for it in items if str(it["id"]) in ids]

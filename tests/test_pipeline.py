@@ -1,0 +1,299 @@
+"""`bench run` end to end on the `ci` experiment made even smaller: results directory, re-run and partial re-run,
+resume after kill -9 mid-judging (requests counted at a test judge server), refused output directory, dead
+judge, dry run.
+
+One finished run is made once per module (in-process) and copied by the tests that change it.
+"""
+import argparse
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from tests.openai_server import FakeOpenAIServer
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["max_examples=48", "num_train_epochs=1", "limit=6", "max_new_tokens=16", "num_checkpoints=2"]
+VARIANTS, TASKS = ("ntp", "sftmix"), ("toy_open", "toy_mcq", "toy_exact")
+# Stage lines share stderr with progress bars ('\r' without a newline), so they need not start a line.
+STAGE_LINE = re.compile(r"\[\d+/\d+\] (run|redo|resume) ([\w/.-]+)$", re.M)
+SUMMARY = re.compile(r"stages run: (\d+), skipped \(already done\): (\d+); model requests: (\d+), judge requests: (\d+)")
+
+
+def bench(*argv: str) -> tuple[int, str, str]:
+    """``bench`` in-process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(list(argv))
+    return rc, out.getvalue(), err.getvalue()
+
+
+def bench_subprocess(*argv: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "sk-dummy-test", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "bench.cli", *argv], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def run_args(out: Path, *extra: str) -> list[str]:
+    return ["run", "--config", "ci", "--out", str(out), *SMALL, *extra]
+
+
+def error_lines(stderr: str, cmd: str = "run") -> list[str]:
+    """The CLI's error lines; progress bars and logging may share stderr, a traceback may not."""
+    assert "Traceback" not in stderr, stderr
+    return [ln for ln in stderr.splitlines() if ln.startswith(f"bench {cmd}: error:")]
+
+
+def listing(root: Path) -> dict:
+    """Every file and folder under ``root`` with size and mtime: 'nothing modified' means equal listings."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.stat()
+        out[str(p.relative_to(root))] = (p.is_dir(), st.st_size if p.is_file() else 0, st.st_mtime_ns)
+    return out
+
+
+def ran_stages(stderr: str) -> list[str]:
+    return [m.group(2) for m in STAGE_LINE.finditer(stderr)]
+
+
+def summary_numbers(stdout: str) -> dict:
+    m = SUMMARY.search(stdout)
+    assert m, stdout
+    return dict(zip(("ran", "skipped", "model_requests", "judge_requests"), map(int, m.groups())))
+
+
+def all_stages() -> list[str]:
+    return (["dynamics"] + [f"train/{v}" for v in VARIANTS]
+            + [f"{s}/{v}/{t}" for s in ("generate", "score") for v in VARIANTS for t in TASKS])
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One finished run: (results dir, exit code, stdout, stderr)."""
+    out = tmp_path_factory.mktemp("pipeline") / "run"
+    rc, stdout, stderr = bench(*run_args(out))
+    return out, rc, stdout, stderr
+
+
+@pytest.fixture
+def copy_of(finished, tmp_path):
+    """A private copy of the finished run for tests that change it (mtimes kept)."""
+    dst = tmp_path / "run"
+    shutil.copytree(finished[0], dst)
+    return dst
+
+
+# ---- the run ----------------------------------------------------------------------------------------------------
+
+def test_end_to_end_results_directory(finished):
+    from bench.config import experiment_path, load_run_config
+    from sftmix.config import split_overrides
+    from sftmix.io import hash_file
+    from sftmix.toydata import BUNDLED
+
+    out, rc, stdout, stderr = finished
+    assert rc == 0, stderr[-3000:]
+    assert sorted(ran_stages(stderr)) == sorted(all_stages())
+    # The table names both variants, the judge of the open-ended task and how many verdicts failed to parse.
+    assert "| NTP |" in stdout and "| SFTMix |" in stdout
+    judge_note = [ln for ln in stdout.splitlines() if "reference-rubric-v1" in ln]
+    assert judge_note and "toy_open" in judge_note[0] and "n_failed" in judge_note[0], stdout
+    assert str(out) in stdout
+
+    assert (out / "config.yaml").is_file()
+    prov = json.loads((out / "provenance.json").read_text())
+    cfg = load_run_config(experiment_path("ci"), {**split_overrides(SMALL), "run.out": str(out)})
+    assert prov["config_hash"] == cfg.config_hash()
+    assert prov["seed"] == cfg.train.seed
+    if (ROOT / ".git").exists():
+        assert re.fullmatch(r"[0-9a-f]{40}", prov["git"]["commit"]) and isinstance(prov["git"]["dirty"], bool)
+    assert {"torch", "transformers", "python"} <= set(prov["packages"])
+    assert prov["backend"]["name"] == "hf"
+    assert prov["judge"] == {"kind": "reference", "model": "reference-rubric-v1"}
+    assert prov["train_data"]["sha256_16"] == hash_file(BUNDLED["toy"])
+    assert set(prov["task_data"]) == set(TASKS) and all(t["data_hash"] for t in prov["task_data"].values())
+    assert isinstance(prov["chat_template_hash"], str) and prov["chat_template_hash"]
+    assert prov["hardware"]["cpu_count"] >= 1
+    assert prov["status"] == "done"
+
+    for v in VARIANTS:
+        for t in TASKS:
+            summary = json.loads((out / "scores" / v / f"{t}.json").read_text())
+            assert summary["task"] == t and summary["variant"] == v and summary["metrics"]
+            items = [json.loads(ln) for ln in (out / "scores" / v / f"{t}.items.jsonl").read_text().splitlines()]
+            assert items and all("example_id" in it and "value" in it for it in items)
+        judged = json.loads((out / "scores" / v / "toy_open.json").read_text())
+        assert judged["judge"] == "reference-rubric-v1" and judged["n_failed"] == 0
+        assert (out / "variants" / v / "model" / "config.json").is_file()
+    assert (out / "tables" / "default.md").read_text().strip() in stdout
+    pngs = sorted((out / "plots").glob("*.png"))
+    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+def test_rerun_of_finished_run_does_nothing(finished):
+    out = finished[0]
+    before = {p: p.stat().st_mtime_ns for p in (out / "state").iterdir()}
+    rc, stdout, stderr = bench(*run_args(out))
+    assert rc == 0, stderr[-3000:]
+    assert ran_stages(stderr) == []
+    assert summary_numbers(stdout) == {"ran": 0, "skipped": len(all_stages()), "model_requests": 0,
+                                       "judge_requests": 0}
+    assert {p: p.stat().st_mtime_ns for p in (out / "state").iterdir()} == before
+    assert "| SFTMix |" in stdout  # the stored table is printed again
+
+
+def test_changing_max_new_tokens_reruns_only_generation_and_scoring(copy_of):
+    rc, stdout, stderr = bench(*run_args(copy_of, "max_new_tokens=8", "--force"))
+    assert rc == 0, stderr[-3000:]
+    want = [s for s in all_stages() if s.startswith(("generate/", "score/"))]
+    assert sorted(ran_stages(stderr)) == sorted(want)
+    n = summary_numbers(stdout)
+    assert n["skipped"] == 3 and n["model_requests"] > 0  # dynamics and both trainings kept
+    assert json.loads((copy_of / "provenance.json").read_text())["backend"]["max_new_tokens"] == 8
+
+
+def test_changing_judge_repeats_reruns_only_chat_scoring(copy_of):
+    rc, stdout, stderr = bench(*run_args(copy_of, "judge.repeats=2", "--force"))
+    assert rc == 0, stderr[-3000:]
+    assert sorted(ran_stages(stderr)) == [f"score/{v}/toy_open" for v in VARIANTS]
+    assert summary_numbers(stdout)["model_requests"] == 0
+    assert json.loads((copy_of / "scores" / "ntp" / "toy_open.json").read_text())["repeats"] == 2
+
+
+# ---- resume after kill -9 mid-judging -----------------------------------------------------------------------------
+
+def test_resume_after_kill_mid_judging_repeats_no_judge_call_and_no_training(tmp_path):
+    """Kill `bench run` while the LLM judge is answering; the re-run asks only what was not answered."""
+    kill_at = 4  # the 4th judge request blocks until the process is dead
+    reached, release = threading.Event(), threading.Event()
+
+    def fault(n, k, messages):
+        if n == kill_at:
+            reached.set()
+            release.wait(120)
+            return {"status": 503}  # nobody is listening any more; not counted as served
+        return None
+
+    out = tmp_path / "run"
+    args = run_args(out, "--variants", "ntp", "--tasks", "toy_open", "judge.concurrency=1")
+    with FakeOpenAIServer(fault=fault, models=("test-judge",)) as server:
+        args += ["--judge-model", "test-judge", "--judge-base-url", server.url]
+        proc = bench_subprocess(*args)
+        try:
+            assert reached.wait(300), "the run never reached judging: " + proc.communicate(timeout=60)[1][-3000:]
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=60)
+        finally:
+            release.set()
+            if proc.poll() is None:
+                proc.kill()
+        assert json.loads((out / "state" / "score__ntp__toy_open.json").read_text())["status"] == "running"
+        train_state = (out / "state" / "train__ntp.json").read_text()
+        model_mtime = (out / "variants" / "ntp" / "model").stat().st_mtime_ns
+        answered_before = sum(server.served.values())
+        assert answered_before == kill_at - 1
+        total_before = server.total
+
+        proc = bench_subprocess(*args)
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr[-3000:]
+
+        # Training and generation were not repeated: only the scoring stage resumed.
+        assert ran_stages(stderr) == ["score/ntp/toy_open"]
+        assert re.search(r"\[\d+/\d+\] resume score/ntp/toy_open$", stderr, re.M)
+        assert (out / "state" / "train__ntp.json").read_text() == train_state
+        assert (out / "variants" / "ntp" / "model").stat().st_mtime_ns == model_mtime
+
+        records = [json.loads(ln) for ln in (out / "judgments" / "ntp" / "toy_open.jsonl").read_text().splitlines()]
+        assert records and not any(r["failed"] for r in records)
+        distinct = {(r["example_id"], r["turn"], r["repeat"]) for r in records}
+        # No judge prompt was answered twice, and every distinct judge call was answered exactly once.
+        assert set(server.served.values()) == {1}
+        assert len(server.served) == len(distinct) == len(records)
+        assert server.total == len(records) + 1  # + the one request the kill cut off
+        assert summary_numbers(stdout)["judge_requests"] == server.total - total_before
+    assert json.loads((out / "scores" / "ntp" / "toy_open.json").read_text())["judge"] == "test-judge"
+
+
+# ---- bad input --------------------------------------------------------------------------------------------------
+
+def test_output_dir_of_another_config_is_refused_unless_force(finished):
+    out = finished[0]
+    before = listing(out)
+    rc, stdout, stderr = bench(*run_args(out, "limit=5"))
+    assert rc == 2
+    lines = error_lines(stderr)
+    assert len(lines) == 1 and "different config" in lines[0] and "--force" in lines[0], stderr
+    assert stderr.strip() == lines[0]
+    assert listing(out) == before
+
+
+def test_missing_training_data_leaves_existing_run_untouched(copy_of, tmp_path):
+    """Even with --force, a missing data file is found before a stage removes or rewrites anything."""
+    before = listing(copy_of)
+    rc, _, stderr = bench(*run_args(copy_of, "--train-data", str(tmp_path / "missing.jsonl"), "--force"))
+    assert rc == 2
+    lines = error_lines(stderr)
+    assert len(lines) == 1 and "missing.jsonl" in lines[0], stderr
+    assert listing(copy_of) == before
+
+
+def test_dead_judge_fails_fast_before_training(tmp_path):
+    out = tmp_path / "run"
+    t0 = time.monotonic()
+    proc = bench_subprocess(*run_args(out, "--judge-model", "test-judge", "--judge-base-url",
+                                      f"http://127.0.0.1:{closed_port()}/v1"))
+    stdout, stderr = proc.communicate(timeout=300)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 2, stderr[-3000:]
+    lines = error_lines(stderr)
+    assert len(lines) == 1 and "judge" in lines[0], stderr
+    assert stderr.strip() == lines[0]
+    assert not out.exists()  # checked before training, before the results directory is even made
+    # ... so the same --out is still usable once the judge is up.
+    from bench.commands.run import add_arguments, build_config
+    from bench.pipeline import check_out_dir
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    check_out_dir(build_config(parser.parse_args(run_args(out)[1:])), out, force=False)
+    assert elapsed < 60, f"took {elapsed:.0f} s"
+
+
+def test_dry_run_prints_plan_and_creates_nothing(tmp_path, finished):
+    out = tmp_path / "fresh"
+    rc, stdout, stderr = bench(*run_args(out, "--dry-run"))
+    assert rc == 0, stderr[-3000:]
+    assert not out.exists()
+    planned = re.findall(r"^\s+(run|skip|redo|resume)\s+(\S+)", stdout, re.M)
+    assert [s for _, s in planned] == all_stages() and {v for v, _ in planned} == {"run"}
+    assert re.search(r"generations to make: [1-9]\d*", stdout)
+    assert re.search(r"judge calls: [1-9]\d* to reference-rubric-v1", stdout)
+
+    # On the finished run everything is skipped and nothing is left to generate or judge.
+    done = finished[0]
+    before = listing(done)
+    rc, stdout, _ = bench(*run_args(done, "--dry-run"))
+    assert rc == 0
+    assert {v for v, _ in re.findall(r"^\s+(run|skip|redo|resume)\s+(\S+)", stdout, re.M)} == {"skip"}
+    assert "generations to make: 0" in stdout and "judge calls: 0" in stdout
+    assert listing(done) == before
