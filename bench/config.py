@@ -28,14 +28,15 @@ class RunArgs:
     out: str = "runs/default"
     limit: int | None = None  # first N items of each task
     layout: str = "default"  # table printed at the end
-    num_gpus: int = 0  # > 1: train with `accelerate launch` (recorded; used by the paper configs)
+    num_gpus: int = 0  # > 1: dynamics and training run under `accelerate launch --num_processes N`
+    data_paths: dict = field(default_factory=dict)  # task -> local data file/folder (beats the hub)
 
 
 @dataclass
 class GenerationArgs:
     backend: str = "hf"  # hf | vllm
-    max_new_tokens: int = 128
-    temperature: float = 0.0
+    max_new_tokens: int | None = None  # None: each task's own setting (MT-Bench 1024, AlpacaEval 2048, ...)
+    temperature: float | None = None  # None: each task's own (greedy unless the task says otherwise)
     batch_size: int = 16
     mt_bench_category_temperatures: bool = False  # FastChat's per-category temperatures instead of greedy
     tensor_parallel_size: int = 1
@@ -52,9 +53,10 @@ class JudgeArgs:
     timeout: float = 120.0
     max_retries: int = 6
     prices: dict = field(default_factory=lambda: {
-        # $ per 1M tokens (input, output); used for the cost ledger and --dry-run estimates
-        "gpt-4o-2024-08-06": [2.5, 10.0], "gpt-4-0613": [30.0, 60.0], "gpt-4-1106-preview": [10.0, 30.0],
-        "gpt-4o-mini": [0.15, 0.6],
+        # $ per 1M tokens; used for the cost ledger and --dry-run estimates
+        "gpt-4o-2024-08-06": {"input": 2.5, "output": 10.0}, "gpt-4o": {"input": 2.5, "output": 10.0},
+        "gpt-4-0613": {"input": 30.0, "output": 60.0}, "gpt-4-1106-preview": {"input": 10.0, "output": 30.0},
+        "gpt-4o-mini": {"input": 0.15, "output": 0.6},
     })
 
 

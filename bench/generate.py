@@ -102,15 +102,17 @@ def _loglik_cached(backend: Backend, identity: dict, requests: list[LoglikReques
 
 def generate_task(task: Task, backend: Backend, model_id: str, out_path: str | os.PathLike | None,
                   cache: Cache | None, limit: int | None = None, settings_override: dict | None = None,
-                  local: str | os.PathLike | None = None, repeat: int = 0) -> list[dict]:
+                  local: str | os.PathLike | None = None, repeat: int = 0, items: list[dict] | None = None) -> list[dict]:
     """Run one task with one backend; write JSONL records to ``out_path`` atomically and return them.
 
+    ``items`` (already loaded, e.g. a filtered subset) replaces loading the task's records with ``limit``/``local``.
     ``settings_override`` holds GenSettings fields plus ``greedy`` (MT-Bench per-category temperatures when
     False) and ``mcq_mode`` (loglik | generate). ``repeat`` is the sample index, part of every cache key.
     """
     override = dict(settings_override or {})
     mcq_mode = override.pop("mcq_mode", task.mcq_mode)
-    items = task.load_records(limit=limit, local=local)
+    if items is None:
+        items = task.load_records(limit=limit, local=local)
     identity = _backend_identity(backend, model_id)
     base = {"task": task.name, "model": model_id, "backend": backend.name, "prompt_hash": task.prompt_hash,
             "data_hash": task.data_hash, "repeat": repeat}

@@ -154,7 +154,9 @@ class Runner:
 
         return hash_obj({"stage": "generate", "train": self.train_key(v), "task": task.name,
                          "task_def": {k: val for k, val in asdict(task).items() if k not in ("data_hash", "source", "path")},
-                         "generation": self.cfg.generation.__dict__, "limit": self.cfg.run.limit})
+                         "generation": self.cfg.generation.__dict__, "limit": self.cfg.run.limit,
+                         "local_data": self.cfg.run.data_paths.get(task.name),
+                         "referenced_only": self.referenced_only(task)})
 
     def judge_identity(self) -> dict:
         j = self.cfg.judge
@@ -208,9 +210,22 @@ class Runner:
                                     n_judge_calls=self._n_judge_calls(t)))
         return stages
 
+    def referenced_only(self, task) -> bool:
+        """MT-Bench-style tasks under the reference rubric keep only the items it can rate (those with references)."""
+        return task.kind == "chat" and task.scorer == "mt_bench" and self.judge_identity()["kind"] == "reference"
+
     def items(self, task) -> list[dict]:
         if task.name not in self._items:
-            self._items[task.name] = task.load_records(limit=self.cfg.run.limit)
+            local = self.cfg.run.data_paths.get(task.name)
+            limit = self.cfg.run.limit
+            if self.referenced_only(task):
+                cats = task.reference_categories
+                items = [it for it in task.load_records(local=local)
+                         if it.get("reference") and (cats is None or it.get("category") in cats)]
+                items = items[:limit] if limit else items
+            else:
+                items = task.load_records(limit=limit, local=local)
+            self._items[task.name] = items
         return self._items[task.name]
 
     def _count_turns(self, task) -> int:
@@ -261,6 +276,9 @@ class Runner:
         return self._cache
 
     def _dynamics(self, ref, d: Path) -> None:
+        if self.cfg.run.num_gpus > 1:
+            args = ["dynamics", "--out", str(d)] + ([f"reference_model={ref}"] if ref else [])
+            return self._launch(args, d / "train-config.yaml")
         from sftmix.recipe import run_dynamics
 
         run_dynamics(self.cfg.train_config(), d, reference_model=ref)
@@ -275,19 +293,21 @@ class Runner:
 
     def _train_distributed(self, v: Variant) -> None:
         """Multi-GPU: the same `bench train` under `accelerate launch` (DDP/FSDP/DeepSpeed from accelerate's config)."""
-        cfg_path = self.out / "variants" / v.name / "train-config.yaml"
+        vdir = self.out / "variants" / v.name
+        args = ["train", "--variant", self.bases[v.name], "--out", str(vdir)]
+        args += [f"{k}={getattr(v, k)}" for k in ("alpha", "mu", "pairing", "ntp_weight")]
+        if v.reference_model:
+            args.append(f"reference_model={v.reference_model}")
+        if v.needs_confidence:
+            args += ["--confidence", str(self.dyn_dir(v.reference_model) / "confidence.parquet")]
+        self._launch(args, vdir / "train-config.yaml")
+
+    def _launch(self, bench_args: list[str], cfg_path: Path) -> None:
         import yaml
 
-        tc = self.cfg.train_config().to_dict()
-        write_text(cfg_path, yaml.safe_dump(tc, sort_keys=False))
+        write_text(cfg_path, yaml.safe_dump(self.cfg.train_config().to_dict(), sort_keys=False))
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(self.cfg.run.num_gpus),
-               "-m", "bench.cli", "train", "--variant", self.bases[v.name], "--config", str(cfg_path),
-               "--out", str(self.out / "variants" / v.name)]
-        cmd += [f"{k}={getattr(v, k)}" for k in ("alpha", "mu", "pairing", "ntp_weight")]
-        if v.reference_model:
-            cmd.append(f"reference_model={v.reference_model}")
-        if v.needs_confidence:
-            cmd += ["--confidence", str(self.dyn_dir(v.reference_model) / "confidence.parquet")]
+               "-m", "bench.cli", *bench_args[:1], "--config", str(cfg_path), *bench_args[1:]]
         subprocess.run(cmd, check=True)
 
     def _backend(self, v: Variant):
@@ -306,14 +326,15 @@ class Runner:
         from .generate import generate_task
 
         g = self.cfg.generation
-        override = {"max_new_tokens": g.max_new_tokens, "temperature": g.temperature,
-                    "greedy": not g.mt_bench_category_temperatures}
+        override = {k: v for k, v in (("max_new_tokens", g.max_new_tokens), ("temperature", g.temperature))
+                    if v is not None}
+        override["greedy"] = not g.mt_bench_category_temperatures
         if not hasattr(self, "_backends"):
             self._backends = {}
         if v.name not in self._backends:
             self._backends = {v.name: self._backend(v)}  # one model in memory at a time
         generate_task(task, self._backends[v.name], f"{self.cfg.run.name}/{v.name}", self.gen_path(v, task),
-                      self.cache, limit=self.cfg.run.limit, settings_override=override)
+                      self.cache, settings_override=override, items=self.items(task))
 
     def _score(self, v: Variant, task) -> None:
         from .evaluate import make_judge, score_task
@@ -439,9 +460,11 @@ def plan(cfg: RunConfig, runner: Runner) -> str:
             n_judge += s.n_judge_calls if st != "done" else 0
         lines.append(f"  {'skip' if st == 'done' else {'partial': 'resume', 'stale': 'redo'}.get(st, 'run'):<6} {s.name}{extra}")
     j = runner.judge_identity()
+    if not any(t.kind == "chat" for t in runner.tasks):
+        j = {"kind": "none"}
     lines.append(f"generations to make: {n_gen} (backend {cfg.generation.backend}, at most; cached ones are free)")
     if j["kind"] == "llm":
-        per_call_prompt = 600 + cfg.generation.max_new_tokens  # judge prompt + question + answer (rough)
+        per_call_prompt = 600 + (cfg.generation.max_new_tokens or 512)  # judge prompt + question + answer (rough)
         per_call_completion = 250  # the judge's explanation and verdict (rough)
         from .judge.ledger import cost
 
@@ -449,6 +472,8 @@ def plan(cfg: RunConfig, runner: Runner) -> str:
         lines.append(f"judge calls: {n_judge} to {j['model']} at {j.get('base_url') or 'OpenAI'}; ~{n_judge * per_call_prompt:,} "
                      f"prompt + ~{n_judge * per_call_completion:,} completion tokens (rough); "
                      f"cost ~${usd:,.2f}" if usd is not None else "cost: no price for this model in judge.prices")
+    elif j["kind"] == "none":
+        lines.append("judge calls: none (no judged task)")
     else:
         lines.append(f"judge calls: {n_judge} to {j['model']} ({j['kind']}; no API cost)")
     return "\n".join(lines)

@@ -19,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-model", help="LLM judge model name (OpenAI-compatible endpoint)")
     p.add_argument("--judge-base-url", help="judge endpoint, e.g. http://127.0.0.1:8000/v1 for `vllm serve`")
     p.add_argument("--limit", type=int, help="first N items of each task")
+    p.add_argument("--data-path", action="append", default=[], metavar="TASK=PATH",
+                   help="local data file/folder for a task (repeatable), e.g. medqa_5=US/test.jsonl")
     p.add_argument("--out", help="results directory")
     p.add_argument("--dry-run", action="store_true", help="print the plan (stages, calls, tokens, cost) and stop")
     p.add_argument("--force", action="store_true", help="reuse an output directory made by a different config")
@@ -27,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_config(args):
     from sftmix.config import split_overrides
+    from sftmix.errors import UserError
 
     from bench.config import experiment_path, load_run_config
 
@@ -34,6 +37,11 @@ def build_config(args):
              "run.tasks": args.tasks, "generation.backend": args.backend, "judge.model": args.judge_model,
              "judge.base_url": args.judge_base_url, "run.limit": args.limit, "run.out": args.out}
     overrides = {k: v for k, v in flags.items() if v is not None}
+    if args.data_path:
+        bad = [p for p in args.data_path if "=" not in p.strip("=")]
+        if bad:
+            raise UserError(f"--data-path must look like TASK=PATH, got {bad[0]!r}")
+        overrides["run.data_paths"] = dict(p.split("=", 1) for p in args.data_path)
     overrides.update(split_overrides(list(args.overrides or []) + list(getattr(args, "extra", None) or [])))
     # no --config: the embedded default (tiny preset, bundled toy data and tasks)
     return load_run_config(experiment_path(args.config or "default"), overrides)

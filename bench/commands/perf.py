@@ -1,0 +1,31 @@
+"""`bench perf [--quick] [--only step,trl,dynamics,generation,rerun] [--device cpu|cuda] [--out results/perf]`."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from bench.perf import SECTIONS
+
+    parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke run in seconds")
+    parser.add_argument("--only", default="", help=f"comma-separated sections (default all): {','.join(SECTIONS)}")
+    parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda if visible, else cpu")
+    parser.add_argument("--out", default="results/perf", help="folder for perf-<device>.md/.json")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads in each worker (default torch's)")
+    parser.add_argument("--vllm-python", default=None, help="python of the vllm venv (default .venv-vllm/bin/python)")
+
+
+def run(args) -> int:
+    from bench.perf import DEFAULT_VLLM_PYTHON, render_markdown, run_perf
+
+    device = args.device
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    rep = run_perf(device=device, quick=args.quick, only=only, out=args.out, threads=args.threads,
+                   vllm_python=args.vllm_python or DEFAULT_VLLM_PYTHON)
+    print(render_markdown(rep))
+    print(f"saved {args.out}/perf-{device}.md and .json")
+    return 0
