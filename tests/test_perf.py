@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -43,7 +44,9 @@ def test_quick_report_files_and_tables(quick_report):
     for name in ("sftmix step time / ntp (CPU time)", "sftmix peak memory / ntp",
                  "our ntp step time / TRL SFTTrainer (CPU time)",
                  "dynamics scoring / bare forward throughput"):
-        assert by_name[name]["status"] in ("PASS", "MISS") and by_name[name]["ratio"] > 0
+        assert by_name[name]["status"] in ("PASS", "MISS") and math.isfinite(by_name[name]["ratio"])
+        # quick shapes are too small for memory deltas to be meaningful (they can even come out negative)
+        assert "memory" in name or by_name[name]["ratio"] > 0
         assert f"| {name} |" in md
     assert by_name["finished-run re-run: 0 requests, < 5 s"]["status"] == "n/a"  # not asked for
 
