@@ -344,8 +344,12 @@ class Runner:
         judge = None
         if task.kind == "chat":
             judge = self._judge()
+        if not hasattr(self, "_git"):
+            self._git = git_commit()
+        # Each score file says how it was made; the full record (packages, hardware, ...) is provenance.json.
         meta = {"model": self.cfg.run.model_name or self.cfg.model.model, "train_data": self.cfg.run.train_data_name,
-                "run": self.cfg.run.name}
+                "run": self.cfg.run.name, "config_hash": self.cfg.config_hash(), "seed": self.cfg.train.seed,
+                "git_commit": self._git["commit"], "stage_key": self.score_key(v, task), "provenance": "provenance.json"}
         before = self._judge_calls()
         score_task(task, self.items(task), gens, judge, run_dir=self.out, variant=v.name, meta=meta,
                    repeats=self.cfg.judge.repeats, progress=self.progress)
