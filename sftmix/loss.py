@@ -19,7 +19,7 @@ IGNORE_INDEX = -100
 # slower on CPU (V=32k: 128 tokens/chunk cost ~20% more CPU time than 512).
 _CHUNK_LOGIT_ELEMS = 1 << 24
 
-__all__ = ["linear_cross_entropy", "ntp_loss", "mixup_loss", "sample_lambda", "IGNORE_INDEX"]
+__all__ = ["linear_cross_entropy", "ntp_loss", "mixup_loss", "ntp_mixup_loss", "sample_lambda", "IGNORE_INDEX"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -311,3 +311,189 @@ def _mixup_naive(hidden_a, hidden_b, ta, tb, keep_a, keep_b, ra, rb, n_pair, n_v
     lam_f = lam.to(ce_a.dtype)[:, None]
     per_pair = (lam_f * ce_a + (1 - lam_f) * ce_b).sum(1) / n_pair.clamp(min=1)
     return per_pair.sum() / n_valid
+
+
+# --------------------------------------------------------------------------------------------------------------
+# NTP + Mixup sharing one LM-head pass
+# --------------------------------------------------------------------------------------------------------------
+def _joint_forward(z, weight, bias, y, n_slots, slot_lam, slot_w, w_ntp, w_mix, chunk, need_z, need_w, need_b):
+    """(ntp_sum, mix_sum, grad_z, grad_w, grad_b); rows 2i, 2i+1 of ``z`` are slot i's a and b positions.
+
+    ``ntp_sum`` is the plain CE sum over all rows (0 when ``w_ntp`` is None: no NTP term), ``mix_sum`` the
+    slot-weighted Mixup sum. Gradients are those of ``w_ntp * ntp_sum + w_mix * mix_sum``.
+    """
+    n = z.shape[0]
+    acc = torch.promote_types(z.dtype, torch.float32)
+    need = need_z or need_w or need_b
+    grad_z = torch.empty_like(z) if need_z else None
+    grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
+    grad_b = torch.zeros(bias.shape, dtype=acc, device=bias.device) if need_b else None
+    ntp_sum = torch.zeros((), dtype=acc, device=z.device)
+    mix_sum = torch.zeros((), dtype=acc, device=z.device)
+    # The [chunk, V] gradient is kept in units of w_ntp, which then scales only the small [chunk, D] operands.
+    scale = w_ntp if w_ntp is not None and bool(w_ntp != 0) else None
+    wt = weight.t()
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        zc, yc = z[s:e], y[s:e, None]
+        logits = torch.addmm(bias, zc, wt) if bias is not None else zc @ wt
+        ns = max(0, min(e, 2 * n_slots) - s)  # slot rows in this chunk (even: s and chunk are even)
+        g_mix = None
+        if ns:
+            # Linear head: the logits of the mixed input are the mix of the two positions' logits.
+            sl = slice(s // 2, s // 2 + ns // 2)
+            lam, sw = slot_lam[sl, None], slot_w[sl]
+            logq = F.log_softmax(torch.lerp(logits[1:ns:2].to(acc), logits[0:ns:2].to(acc), lam), dim=-1)
+            ya, yb = yc[0:ns:2], yc[1:ns:2]
+            tok = -(lam * logq.gather(1, ya) + (1 - lam) * logq.gather(1, yb)).squeeze(1)
+            mix_sum += (sw * tok).sum()
+            if need:
+                g_mix = logq.exp_()
+                g_mix.scatter_add_(1, ya, -lam)
+                g_mix.scatter_add_(1, yb, -(1 - lam))
+                coef = (w_mix * sw)[:, None] if scale is None else (w_mix * sw)[:, None] / scale
+            del logq
+        if w_ntp is not None:
+            logp = F.log_softmax(logits, dim=-1, dtype=acc)
+            del logits
+            ntp_sum += -logp.gather(1, yc).sum()
+            if not need:
+                continue
+            g = logp.exp_()
+            g.scatter_add_(1, yc, torch.full((e - s, 1), -1.0, dtype=acc, device=z.device))
+            if scale is None:
+                g.zero_()  # ntp_scale 0: no NTP gradient
+        else:
+            del logits
+            if not need:
+                continue
+            g = torch.zeros((e - s, weight.shape[0]), dtype=acc, device=z.device)
+        if g_mix is not None:
+            g[0:ns:2].addcmul_(g_mix, lam * coef)
+            g[1:ns:2].addcmul_(g_mix, (1 - lam) * coef)
+            del g_mix
+        if need_b:
+            grad_b += g.sum(0) if scale is None else g.sum(0) * scale
+        g = g.to(z.dtype)
+        if need_z:
+            gz = grad_z[s:e]
+            if g.dtype == weight.dtype:
+                torch.mm(g, weight, out=gz)
+            else:
+                gz.copy_(g @ weight)
+            if scale is not None:
+                gz.mul_(scale)
+        if need_w:
+            _acc_mm(grad_w, g.t(), zc if scale is None else zc * scale)
+    return ntp_sum, mix_sum, grad_z, grad_w, grad_b
+
+
+class _JointLinearCrossEntropy(torch.autograd.Function):
+    """Returns (total, ntp_sum, mix_sum); gradients (of total) are computed in forward, like the class above."""
+
+    @staticmethod
+    def forward(ctx, z, weight, bias, y, n_slots, slot_lam, slot_w, w_ntp, w_mix, chunk):
+        need_z, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_b = bias is not None and ctx.needs_input_grad[2]
+        ntp_sum, mix_sum, gz, gw, gb = _joint_forward(
+            z, weight, bias, y, n_slots, slot_lam, slot_w, w_ntp, w_mix, chunk, need_z, need_w, need_b
+        )
+        total = w_mix * mix_sum + (0.0 if w_ntp is None else w_ntp * ntp_sum)
+        ctx.save_for_backward(gz, gw, gb)
+        ctx.dtypes = (z.dtype, weight.dtype, None if bias is None else bias.dtype)
+        ctx.mark_non_differentiable(ntp_sum, mix_sum)
+        return total, ntp_sum, mix_sum
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out, _g_ntp, _g_mix):
+        pairs = zip(ctx.saved_tensors, ctx.dtypes)
+        out = [None if g is None else (g * grad_out.to(g.dtype)).to(dt) for g, dt in pairs]
+        return (*out, None, None, None, None, None, None, None)
+
+
+def ntp_mixup_loss(
+    hidden: Tensor,
+    labels: Tensor,
+    lm_head: Union[nn.Module, Callable[[Tensor], Tensor]],
+    pair_a: Tensor,
+    pair_b: Tensor,
+    lam: Union[float, Tensor],
+    *,
+    ntp_weight: float = 1.0,
+    mu: float = 0.2,
+    num_items: Optional[Union[int, Tensor]] = None,
+    ntp_scale: float = 1.0,
+    mix_scale: float = 1.0,
+    lean: bool = True,
+    chunk_size: Optional[int] = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """NTP over the whole batch plus Mixup over row pairs, with one LM-head pass: ``(total, ntp, mix)``.
+
+    ``ntp = ntp_scale * ntp_loss(hidden, labels, lm_head, num_items=num_items)``, ``mix = mix_scale *
+    mixup_loss(hidden[pair_a], hidden[pair_b], labels[pair_a], labels[pair_b], lm_head, lam)`` and ``total =
+    ntp_weight * ntp + mu * mix``; ``ntp`` and ``mix`` are returned detached (``ntp`` is 0 when ``ntp_weight``
+    is 0: the unpaired positions are then skipped). A linear head makes the mixed logits ``λ L_a + (1-λ) L_b``,
+    so with ``lean`` and an ``nn.Linear`` head the Mixup term reuses the NTP logits (rows of ``pair_a`` and
+    ``pair_b`` must all differ); otherwise this falls back to the two separate losses.
+    """
+    pair_a = torch.as_tensor(pair_a, dtype=torch.long, device=hidden.device).flatten()
+    pair_b = torch.as_tensor(pair_b, dtype=torch.long, device=hidden.device).flatten()
+    if pair_a.shape != pair_b.shape:
+        raise ValueError(f"ntp_mixup_loss: pair_a {tuple(pair_a.shape)} and pair_b {tuple(pair_b.shape)} differ")
+    n_pairs = pair_a.numel()
+    params = _linear_params(lm_head) if lean else None
+    if params is None:
+        zero = hidden.sum() * 0.0
+        ntp = ntp_loss(hidden, labels, lm_head, num_items=num_items, lean=lean) * ntp_scale if ntp_weight else zero
+        mix = mixup_loss(hidden[pair_a], hidden[pair_b], labels[pair_a], labels[pair_b], lm_head, lam, lean=lean)
+        mix = mix * mix_scale
+        return ntp_weight * ntp + mu * mix, ntp.detach(), mix.detach()
+    if torch.cat([pair_a, pair_b]).unique().numel() != 2 * n_pairs:
+        raise ValueError("ntp_mixup_loss: rows in pair_a and pair_b must all be distinct")
+    lam = _lam_vector(lam, n_pairs, hidden.device)
+    acc = torch.promote_types(hidden.dtype, torch.float32)
+    targets, mask = _shifted(labels)
+    n = int(mask.sum())
+    zero = hidden.sum() * 0.0
+    if n == 0:
+        return zero, zero.detach(), zero.detach()
+    # Index of each response-predicting position among the NTP rows (row-major order, as in ntp_loss).
+    row_id = torch.full(mask.shape, -1, dtype=torch.long, device=mask.device)
+    row_id[mask] = torch.arange(n, device=mask.device)
+    rank = mask.cumsum(1) - 1
+    count = mask.sum(1)
+    n_pair = torch.minimum(count[pair_a], count[pair_b])  # [P]
+    keep_a = mask[pair_a] & (rank[pair_a] < n_pair[:, None])
+    keep_b = mask[pair_b] & (rank[pair_b] < n_pair[:, None])
+    slot_rows = torch.stack([row_id[pair_a][keep_a], row_id[pair_b][keep_b]], 1).flatten()
+    n_slots = slot_rows.numel() // 2
+    n_valid = (n_pair > 0).sum()
+    if ntp_weight:
+        free = torch.ones(n, dtype=torch.bool, device=mask.device)
+        free[slot_rows] = False
+        order = torch.cat([slot_rows, free.nonzero().flatten()])
+    else:
+        order = slot_rows
+    if order.numel() == 0:
+        return zero, zero.detach(), zero.detach()
+    z = hidden[:, :-1][mask][order]
+    y = targets[mask][order]
+    slot_lam = lam[:, None].expand_as(keep_a)[keep_a].to(acc)
+    per_pair_w = 1.0 / (n_pair.clamp(min=1).to(acc) * n_valid.clamp(min=1).to(acc))
+    slot_w = per_pair_w[:, None].expand_as(keep_a)[keep_a]
+    divisor = n if num_items is None else num_items
+    if isinstance(divisor, Tensor):
+        divisor = divisor.to(device=hidden.device, dtype=acc)
+    w_ntp = ntp_weight * ntp_scale / divisor if ntp_weight else None
+    w_mix = mu * mix_scale
+    chunk = max(1, int(chunk_size) if chunk_size else auto_chunk_size(params[0].shape[0]))
+    chunk += chunk % 2  # both rows of a slot land in the same chunk
+    args = (z, params[0], params[1], y, n_slots, slot_lam, slot_w, w_ntp, w_mix, chunk)
+    if torch.is_grad_enabled():
+        total, ntp_sum, mix_sum = _JointLinearCrossEntropy.apply(*args)
+    else:
+        ntp_sum, mix_sum = _joint_forward(*args, False, False, False)[:2]
+        total = w_mix * mix_sum + (0.0 if w_ntp is None else w_ntp * ntp_sum)
+    ntp = (ntp_sum * (ntp_scale / divisor)).detach() if ntp_weight else zero.detach()
+    return total, ntp, (mix_sum * mix_scale).detach()

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer
 
-from .loss import mixup_loss, ntp_loss, sample_lambda
+from .loss import ntp_loss, ntp_mixup_loss, sample_lambda
 from .pairing import PairedBatchSampler, epoch_callback, mix_pair_mask
 from .variants import Variant
 
@@ -119,15 +119,13 @@ class SFTMixTrainer(Trainer):
         v = self.variant
         loss = hidden.new_zeros(())
 
-        if v.ntp_weight > 0:
-            if num_items_in_batch is not None:
-                ntp = ntp_loss(hidden, labels, head, num_items=num_items_in_batch, lean=self.lean_loss)
-                if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
-                    ntp = ntp * self.accelerator.num_processes  # DDP averages gradients over ranks
-            else:
-                ntp = ntp_loss(hidden, labels, head, lean=self.lean_loss) / self.current_gradient_accumulation_steps
-            loss = loss + v.ntp_weight * ntp
-            self._record("ntp_loss", ntp.detach() * self.current_gradient_accumulation_steps)
+        ga = self.current_gradient_accumulation_steps
+        if num_items_in_batch is not None:
+            ntp_kw = dict(num_items=num_items_in_batch, ntp_scale=1.0)
+            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+                ntp_kw["ntp_scale"] = float(self.accelerator.num_processes)  # DDP averages gradients over ranks
+        else:
+            ntp_kw = dict(num_items=None, ntp_scale=1.0 / ga)
 
         if v.uses_mixup and model.training:
             k = hidden.shape[0] // 2
@@ -139,10 +137,22 @@ class SFTMixTrainer(Trainer):
             n_lam = 1 if self.lambda_per == "batch" else int(a.numel())
             lam = sample_lambda(n_lam, v.alpha, generator=gen).to(hidden.device, torch.float32)
             lam = lam.expand(a.numel()) if n_lam == 1 else lam
-            mix = mixup_loss(hidden[a], hidden[a + k], labels[a], labels[a + k], head, lam, lean=self.lean_loss)
-            mix = mix / self.current_gradient_accumulation_steps
-            loss = loss + v.mu * mix
-            self._record("mixup_loss", mix.detach() * self.current_gradient_accumulation_steps)
+            # One LM-head pass for both terms (the mixed logits are the mix of the NTP logits).
+            loss, ntp, mix = ntp_mixup_loss(
+                hidden, labels, head, a, a + k, lam, ntp_weight=v.ntp_weight, mu=v.mu, mix_scale=1.0 / ga,
+                lean=self.lean_loss, **ntp_kw,
+            )
+            if v.ntp_weight > 0:
+                self._record("ntp_loss", ntp * ga)
+            self._record("mixup_loss", mix * ga)
+        elif v.ntp_weight > 0:
+            if num_items_in_batch is not None:
+                ntp = ntp_loss(hidden, labels, head, num_items=num_items_in_batch, lean=self.lean_loss)
+                ntp = ntp * ntp_kw["ntp_scale"]
+            else:
+                ntp = ntp_loss(hidden, labels, head, lean=self.lean_loss) / ga
+            loss = loss + v.ntp_weight * ntp
+            self._record("ntp_loss", ntp.detach() * ga)
 
         return (loss, outputs) if return_outputs else loss
 

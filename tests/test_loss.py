@@ -244,3 +244,93 @@ def test_sample_lambda_reproducible_and_beta_distributed():
     assert abs(x.var().item() - 1 / (4 * (2 * alpha + 1))) < 0.005  # Beta(α, α) variance
     with pytest.raises(UserError, match="alpha"):
         sample_lambda(3, 0.0)
+
+
+# ---- ntp_mixup_loss: one LM-head pass for NTP + Mixup --------------------------------------------------------
+from sftmix.loss import ntp_mixup_loss  # noqa: E402
+
+# Rows of one batch (first half a, second half b as the trainer pairs them): prompts of different lengths,
+# multi-turn responses, a row with no response (a pair with N = 0), a fully unpaired response in row 3's partner.
+JOINT_ROWS = [
+    [(3, 9)], [(2, 4)], [(5, 12)], [], [(1, 3), (6, 8)],
+    [(1, 5)], [(6, 11)], [(2, 3), (6, 10)], [(2, 8)], [(4, 12)],
+]
+
+
+def _joint_inputs(bias, seed=0, rows=JOINT_ROWS, length=12):
+    gen = torch.Generator().manual_seed(seed)
+    labels = make_labels(rows, length, gen)
+    hidden = torch.randn(len(rows), length, D, generator=gen, dtype=torch.float64, requires_grad=True)
+    torch.manual_seed(seed)
+    head = nn.Linear(D, V, bias=bias).double()
+    return hidden, labels, head
+
+
+def _joint_reference(hidden, labels, head, pa, pb, lam, ntp_weight, mu, num_items, ntp_scale, mix_scale):
+    ntp = ntp_loss(hidden, labels, head, num_items=num_items) * ntp_scale
+    mix = mixup_loss(hidden[pa], hidden[pb], labels[pa], labels[pb], head, lam) * mix_scale
+    return ntp_weight * ntp + mu * mix, ntp, mix
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("ntp_weight", [1.0, 0.0, 0.5])
+@pytest.mark.parametrize("pairs", ["all", "subset", "none_valid", "empty"])
+@pytest.mark.parametrize("chunk_size", [None, 1, 3, 4])
+def test_ntp_mixup_matches_separate_losses(bias, ntp_weight, pairs, chunk_size):
+    hidden, labels, head = _joint_inputs(bias)
+    pa, pb = {
+        "all": ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9]),
+        "subset": ([1, 4], [6, 9]),  # conf_conf-style: only some pairs mix
+        "none_valid": ([3], [8]),  # N = 0: the Mixup term is 0
+        "empty": ([], []),
+    }[pairs]
+    pa, pb = torch.tensor(pa, dtype=torch.long), torch.tensor(pb, dtype=torch.long)
+    lam = torch.rand(len(pa), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    kw = dict(ntp_weight=ntp_weight, mu=0.3, num_items=None, ntp_scale=0.5, mix_scale=0.25)
+    ref, ref_ntp, ref_mix = _joint_reference(hidden, labels, head, pa, pb, lam, **kw)
+    got, ntp, mix = ntp_mixup_loss(hidden, labels, head, pa, pb, lam, chunk_size=chunk_size, **kw)
+    assert torch.allclose(got, ref, atol=1e-12, rtol=1e-10)
+    assert torch.allclose(mix, ref_mix, atol=1e-12) and not mix.requires_grad
+    if ntp_weight:
+        assert torch.allclose(ntp, ref_ntp, atol=1e-12) and not ntp.requires_grad
+    params = [hidden, head.weight] + ([head.bias] if bias else [])
+    if ref.requires_grad and (ntp_weight or pairs in ("all", "subset")):
+        for g, r in zip(_grads(got, *params), _grads(ref, *params)):
+            assert torch.allclose(g, r, atol=1e-12, rtol=1e-9)
+
+
+def test_ntp_mixup_num_items_scalar_lambda_and_lean_fallback():
+    hidden, labels, head = _joint_inputs(True, seed=3)
+    pa, pb = torch.arange(5), torch.arange(5, 10)
+    kw = dict(ntp_weight=1.0, mu=0.2, num_items=torch.tensor(40), ntp_scale=2.0, mix_scale=1.0)
+    ref = _joint_reference(hidden, labels, head, pa, pb, 0.7, **kw)[0]
+    ref_grads = torch.autograd.grad(ref, (hidden, head.weight), retain_graph=True)
+    for lean in (True, False):
+        got, _, _ = ntp_mixup_loss(hidden, labels, head, pa, pb, 0.7, lean=lean, **kw)
+        assert torch.allclose(got, ref, atol=1e-12)
+        for g, r in zip(_grads(got, hidden, head.weight), ref_grads):
+            assert torch.allclose(g, r, atol=1e-12)
+    # A head that is not a plain nn.Linear goes through the separate losses.
+    wrapped = nn.Sequential(head)
+    got = ntp_mixup_loss(hidden, labels, wrapped, pa, pb, 0.7, **kw)[0]
+    assert torch.allclose(got, ref, atol=1e-12)
+    with torch.no_grad():
+        assert torch.allclose(ntp_mixup_loss(hidden, labels, head, pa, pb, 0.7, **kw)[0], ref, atol=1e-12)
+
+
+def test_ntp_mixup_rejects_overlapping_pairs():
+    hidden, labels, head = _joint_inputs(True)
+    with pytest.raises(ValueError, match="distinct"):
+        ntp_mixup_loss(hidden, labels, head, torch.tensor([0, 1]), torch.tensor([1, 2]), 0.5)
+
+
+def test_ntp_mixup_float32_close_to_separate():
+    hidden, labels, head = _joint_inputs(True, seed=5)
+    hidden, head = hidden.detach().float().requires_grad_(), head.float()
+    pa, pb = torch.arange(5), torch.arange(5, 10)
+    lam = torch.rand(5, generator=torch.Generator().manual_seed(2))
+    ref = _joint_reference(hidden, labels, head, pa, pb, lam, 1.0, 0.2, None, 1.0, 1.0)[0]
+    got = ntp_mixup_loss(hidden, labels, head, pa, pb, lam)[0]
+    assert torch.allclose(got, ref, atol=1e-5)
+    for g, r in zip(_grads(got, hidden, head.weight, head.bias), _grads(ref, hidden, head.weight, head.bias)):
+        assert torch.allclose(g, r, atol=1e-5)
