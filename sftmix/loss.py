@@ -30,6 +30,15 @@ def auto_chunk_size(vocab_size: int) -> int:
     return max(1, _CHUNK_LOGIT_ELEMS // max(1, vocab_size))
 
 
+def _mm_into(g: torch.Tensor, weight: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out = g @ weight`` written into a slice of a gradient buffer, with no temporary when the dtypes agree."""
+    if g.dtype == weight.dtype:
+        torch.mm(g, weight, out=out)
+    else:
+        out.copy_(g @ weight)
+    return out
+
+
 def _acc_mm(acc: Tensor, a: Tensor, b: Tensor) -> None:
     """acc += a @ b, in place when dtypes allow (saves a [V, D] temporary per chunk)."""
     if a.dtype == b.dtype == acc.dtype:
@@ -74,11 +83,7 @@ def _lce_forward(z, weight, bias, target_a, target_b, coef, token_weight, chunk_
             grad_b += tw @ g
         g = g.to(z.dtype)
         if need_z:
-            gz = grad_z[s:e]
-            if g.dtype == weight.dtype:
-                torch.mm(g, weight, out=gz)
-            else:
-                gz.copy_(g @ weight)
+            gz = _mm_into(g, weight, grad_z[s:e])
             gz.mul_(tw[:, None])
         if need_w:
             _acc_mm(grad_w, g.t(), zc * tw[:, None].to(zc.dtype))
@@ -376,11 +381,7 @@ def _joint_forward(z, weight, bias, y, n_slots, slot_lam, slot_w, w_ntp, w_mix, 
             grad_b += g.sum(0) if scale is None else g.sum(0) * scale
         g = g.to(z.dtype)
         if need_z:
-            gz = grad_z[s:e]
-            if g.dtype == weight.dtype:
-                torch.mm(g, weight, out=gz)
-            else:
-                gz.copy_(g @ weight)
+            gz = _mm_into(g, weight, grad_z[s:e])
             if scale is not None:
                 gz.mul_(scale)
         if need_w:
