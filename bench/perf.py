@@ -239,8 +239,6 @@ def _trl_trainer(model, rows: list[dict], shape: dict, device: str, out: str):
 
 def step_worker(spec: dict) -> dict:
     """Time and meter ``steps`` optimizer steps of one configuration (ntp, sftmix, sftmix-naive, trl)."""
-    import torch
-
     shape, device, config = spec["shape"], spec["device"], spec["config"]
     # Every library any configuration uses is imported before the baseline, so all share the same baseline.
     import datasets  # noqa: F401

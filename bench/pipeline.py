@@ -337,7 +337,7 @@ class Runner:
                       self.cache, settings_override=override, items=self.items(task))
 
     def _score(self, v: Variant, task) -> None:
-        from .evaluate import make_judge, score_task
+        from .evaluate import score_task
         from .generate import read_jsonl
 
         gens = read_jsonl(self.gen_path(v, task))
@@ -485,8 +485,6 @@ def plan(cfg: RunConfig, runner: Runner) -> str:
 
 def run_pipeline(cfg: RunConfig, *, dry_run: bool = False, force: bool = False, progress: bool = True) -> dict:
     """Run (or, with ``dry_run``, plan) the whole pipeline into ``cfg.run.out``; return a summary dict."""
-    import yaml
-
     out = Path(cfg.run.out)
     t0 = time.time()
     runner = Runner(cfg, out, progress=progress)
