@@ -517,9 +517,11 @@ def run_pipeline(cfg: RunConfig, *, dry_run: bool = False, force: bool = False, 
     from .plots import make_plots
     from .tables import render_table, write_tables
 
-    write_tables(out, layout=cfg.run.layout)
+    # The paper's reported numbers go beside ours, in rows marked as the paper's, in the layouts that have them.
+    paper = cfg.run.layout in ("main", "health", "mixup-role")
+    write_tables(out, layout=cfg.run.layout, paper=paper)
     plots = make_plots(out)
-    table = render_table([out], layout=cfg.run.layout)
+    table = render_table([out], layout=cfg.run.layout, paper=paper)
     summary.update(seconds=round(time.time() - t0, 2), out=str(out), table=table,
                    plots=[str(p) for p in plots], judge_cost=ledger.summary() if ledger else None)
     write_json(out / "provenance.json", {**provenance(cfg, runner), "status": "done",
