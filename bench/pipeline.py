@@ -129,9 +129,13 @@ class Runner:
         self.variants = [v for v, _ in pairs]
         self.bases = {v.name: base for v, base in pairs}
         self.tasks = run_tasks(cfg)
-        self.counters = {"model_requests": 0, "judge_requests": 0, "judge_cached": 0}
+        self.counters = {"model_requests": 0, "judge_requests": 0}
         self._cache = None
         self._items: dict[str, list[dict]] = {}
+        self._backend_of: tuple[str, Any] | None = None  # (variant, backend): one model in memory at a time
+        self._judge_obj = None
+        self.ledger = None
+        self._git: dict | None = None
         self.train_data = data_identity(cfg.data.data)
         self.stages = self._build()
 
@@ -329,11 +333,10 @@ class Runner:
         override = {k: v for k, v in (("max_new_tokens", g.max_new_tokens), ("temperature", g.temperature))
                     if v is not None}
         override["greedy"] = not g.mt_bench_category_temperatures
-        if not hasattr(self, "_backends"):
-            self._backends = {}
-        if v.name not in self._backends:
-            self._backends = {v.name: self._backend(v)}  # one model in memory at a time
-        generate_task(task, self._backends[v.name], f"{self.cfg.run.name}/{v.name}", self.gen_path(v, task),
+        if self._backend_of is None or self._backend_of[0] != v.name:
+            self._backend_of = None  # release the previous variant's model before loading the next
+            self._backend_of = (v.name, self._backend(v))
+        generate_task(task, self._backend_of[1], f"{self.cfg.run.name}/{v.name}", self.gen_path(v, task),
                       self.cache, settings_override=override, items=self.items(task))
 
     def _score(self, v: Variant, task) -> None:
@@ -344,7 +347,7 @@ class Runner:
         judge = None
         if task.kind == "chat":
             judge = self._judge()
-        if not hasattr(self, "_git"):
+        if self._git is None:
             self._git = git_commit()
         # Each score file says how it was made; the full record (packages, hardware, ...) is provenance.json.
         meta = {"model": self.cfg.run.model_name or self.cfg.model.model, "train_data": self.cfg.run.train_data_name,
@@ -356,7 +359,7 @@ class Runner:
         self.counters["judge_requests"] += self._judge_calls() - before
 
     def _judge(self):
-        if getattr(self, "_judge_obj", None) is None:
+        if self._judge_obj is None:
             from .evaluate import make_judge
             from .judge.ledger import CostLedger
 
@@ -508,7 +511,7 @@ def run_pipeline(cfg: RunConfig, *, dry_run: bool = False, force: bool = False, 
         write_json(out / "provenance.json", {**provenance(cfg, runner), "status": "running"})
     summary = runner.run()
     stored = out / "tables" / f"{cfg.run.layout}.md"
-    ledger = getattr(runner, "ledger", None)
+    ledger = runner.ledger
     if not summary["ran"] and stored.exists():
         # Nothing changed: the stored table and plots are current; skip the heavy imports they would cost.
         summary.update(seconds=round(time.time() - t0, 2), out=str(out), table=stored.read_text(), plots=[],
