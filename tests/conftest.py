@@ -44,3 +44,16 @@ def tiny_tokenizer(tiny_model_dir):
 @pytest.fixture(scope="session")
 def toy_train_path() -> Path:
     return ASSETS / "toy_train.jsonl"
+
+
+@pytest.fixture(scope="module")
+def hf_backend(tiny_model_dir):
+    """The hf backend on the tiny preset, one per test module."""
+    import torch
+
+    from bench.backends import get_backend
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model on a shared 2-core box: extra threads only add contention
+    yield get_backend("hf", tiny_model_dir, batch_size=4, progress=False)
+    torch.set_num_threads(threads)

@@ -3,10 +3,8 @@ import json
 import shutil
 
 import pytest
-import torch
 from fixtures import write_fixtures
 
-from bench.backends import get_backend
 from bench.cache import Cache
 from bench.cli import main
 from bench.generate import generate_task, model_fingerprint, read_jsonl, score_records
@@ -30,14 +28,6 @@ class Counting:
 
 
 @pytest.fixture(scope="module")
-def hf(tiny_model_dir):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model on a shared 2-core box: extra threads only add contention
-    yield get_backend("hf", tiny_model_dir, batch_size=4, progress=False)
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return write_fixtures(tmp_path_factory.mktemp("gen_data"))
 
@@ -46,8 +36,8 @@ def _settings():
     return {"max_new_tokens": 6}
 
 
-def test_mt_bench_turn_two_follows_the_models_own_turn_one(hf, data, tmp_path):
-    backend = Counting(hf)
+def test_mt_bench_turn_two_follows_the_models_own_turn_one(hf_backend, data, tmp_path):
+    backend = Counting(hf_backend)
     task = load_task("mt_bench")
     out = tmp_path / "mt_bench.generations.jsonl"
     records = generate_task(task, backend, "tiny", out, Cache(tmp_path / "c.sqlite"), limit=3,
@@ -70,48 +60,48 @@ def test_mt_bench_turn_two_follows_the_models_own_turn_one(hf, data, tmp_path):
         assert r["settings"]["max_new_tokens"] == 6 and r["prompt_hash"] == task.prompt_hash
 
 
-def test_second_identical_call_makes_no_backend_request(hf, data, tmp_path):
+def test_second_identical_call_makes_no_backend_request(hf_backend, data, tmp_path):
     cache = Cache(tmp_path / "cache.sqlite")
     runs = []
     for name in ("mt_bench", "medqa_4", "toy_exact"):
         task = load_task(name)
         local = data.get(name)
-        first = Counting(hf)
+        first = Counting(hf_backend)
         a = generate_task(task, first, "tiny", tmp_path / f"{name}.a.jsonl", cache, limit=2,
                           settings_override=_settings(), local=local)
         assert first.gen_requests or first.loglik_requests
-        again = Counting(hf)
+        again = Counting(hf_backend)
         b = generate_task(load_task(name), again, "tiny", tmp_path / f"{name}.b.jsonl", cache, limit=2,
                           settings_override=_settings(), local=local)
         assert again.gen_requests == [] and again.loglik_requests == [] and a == b
         runs.append(len(a))
     assert runs == [4, 2, 2]
     # a different setting is a different key: the model is asked again, for exactly the changed requests
-    third = Counting(hf)
+    third = Counting(hf_backend)
     generate_task(load_task("toy_exact"), third, "tiny", None, cache, limit=2, settings_override={"max_new_tokens": 5})
     assert len(third.gen_requests) == 2
-    fourth = Counting(hf)
+    fourth = Counting(hf_backend)
     generate_task(load_task("toy_exact"), fourth, "tiny", None, cache, limit=2, settings_override=_settings(), repeat=1)
     assert len(fourth.gen_requests) == 2  # the repeat index is part of the key
 
 
-def test_limit_and_scores_for_mcq_and_exact(hf, data, tmp_path):
+def test_limit_and_scores_for_mcq_and_exact(hf_backend, data, tmp_path):
     task = load_task("medmcqa")
-    records = generate_task(task, hf, "tiny", tmp_path / "m.jsonl", None, limit=5, local=data["medmcqa"])
+    records = generate_task(task, hf_backend, "tiny", tmp_path / "m.jsonl", None, limit=5, local=data["medmcqa"])
     assert [r["example_id"] for r in records] == [f"mm{i:04x}-id" for i in range(5)]
     scores = score_records(task, records)
     assert scores["n"] == 5 and scores["acc"] == pytest.approx(sum(r["acc"] for r in records) / 5)
     assert scores["data_hash"] == task.data_hash and scores["primary"] == "acc"
 
     exact = load_task("toy_exact")
-    recs = generate_task(exact, hf, "tiny", None, None, limit=3, settings_override=_settings())
+    recs = generate_task(exact, hf_backend, "tiny", None, None, limit=3, settings_override=_settings())
     assert len(recs) == 3 and all(r["em"] in (0.0, 1.0) and r["answer"] for r in recs)
     assert score_records(exact, recs)["n"] == 3
 
 
-def test_mcq_generate_then_parse_mode(hf, data):
+def test_mcq_generate_then_parse_mode(hf_backend, data):
     task = load_task("medqa_4")
-    recs = generate_task(task, hf, "tiny", None, None, limit=2, local=data["medqa_4"],
+    recs = generate_task(task, hf_backend, "tiny", None, None, limit=2, local=data["medqa_4"],
                          settings_override={"mcq_mode": "generate", "max_new_tokens": 4})
     assert [r["scoring"] for r in recs] == ["generate"] * 2
     for r in recs:

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from bench.backends import backend_factory, get_backend
+from bench.backends import backend_factory
 from bench.backends.base import GenRequest, GenSettings, LoglikRequest
 from bench.generate import generate_task
 from bench.tasks import Task
@@ -18,14 +18,6 @@ MESSAGES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def backend(tiny_model_dir):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model on a shared 2-core box: extra threads only add contention
-    yield get_backend("hf", tiny_model_dir, batch_size=4, progress=False)
-    torch.set_num_threads(threads)
-
-
 def _requests(settings=GenSettings(max_new_tokens=12)):
     return [GenRequest("t", str(i), 0, m, settings) for i, m in enumerate(MESSAGES)]
 
@@ -36,37 +28,37 @@ def test_registry_resolves_hf_lazily():
     assert backend_factory("hf") is HFBackend
 
 
-def test_greedy_is_deterministic_and_left_padding_matches_batch_size_one(backend):
-    first = backend.generate(_requests())
-    assert [g.text for g in backend.generate(_requests())] == [g.text for g in first]
-    backend.batch_size = 1
+def test_greedy_is_deterministic_and_left_padding_matches_batch_size_one(hf_backend):
+    first = hf_backend.generate(_requests())
+    assert [g.text for g in hf_backend.generate(_requests())] == [g.text for g in first]
+    hf_backend.batch_size = 1
     try:
-        single = backend.generate(_requests())
+        single = hf_backend.generate(_requests())
     finally:
-        backend.batch_size = 4
+        hf_backend.batch_size = 4
     assert [(g.text, g.prompt_tokens, g.completion_tokens) for g in single] == \
            [(g.text, g.prompt_tokens, g.completion_tokens) for g in first]
-    tok = backend.tokenizer
+    tok = hf_backend.tokenizer
     for g, m in zip(first, MESSAGES):
         assert g.prompt_tokens == len(tok(tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True),
                                           add_special_tokens=False).input_ids)
         assert 0 <= g.completion_tokens <= 12
 
 
-def test_sampling_repeats_with_the_same_seed(backend):
+def test_sampling_repeats_with_the_same_seed(hf_backend):
     s = GenSettings(max_new_tokens=10, temperature=1.0, seed=3)
-    a, b = backend.generate(_requests(s)), backend.generate(_requests(s))
+    a, b = hf_backend.generate(_requests(s)), hf_backend.generate(_requests(s))
     assert [g.text for g in a] == [g.text for g in b]
 
 
-def test_stop_strings_truncate(backend):
-    free = backend.generate(_requests(GenSettings(max_new_tokens=16)))[0].text
+def test_stop_strings_truncate(hf_backend):
+    free = hf_backend.generate(_requests(GenSettings(max_new_tokens=16)))[0].text
     assert len(free) >= 4, "the tiny model should say something"
     stop = free[2:4]
     cut = free[:free.find(stop)]
-    stopped = backend.generate(_requests(GenSettings(max_new_tokens=16, stop=(stop,))))[0]
+    stopped = hf_backend.generate(_requests(GenSettings(max_new_tokens=16, stop=(stop,))))[0]
     assert stopped.text == cut
-    assert stopped.completion_tokens == len(backend.tokenizer(cut, add_special_tokens=False).input_ids)
+    assert stopped.completion_tokens == len(hf_backend.tokenizer(cut, add_special_tokens=False).input_ids)
 
 
 def _hand_loglik(model, tok, context: str, continuation: str) -> float:
@@ -79,23 +71,23 @@ def _hand_loglik(model, tok, context: str, continuation: str) -> float:
     return sum(float(logprobs[i - 1, whole[i]]) for i in range(n_ctx, len(whole)))
 
 
-def test_loglikelihood_matches_hand_computation_in_any_batching(backend):
+def test_loglikelihood_matches_hand_computation_in_any_batching(hf_backend):
     reqs = [LoglikRequest("a", "Question: What is 18 + 11?\nAnswer:", [" A", " B", " 29", " twenty nine"]),
             LoglikRequest("b", "An apple is a round", [" fruit", " stone that rolls away"])]
-    got = backend.loglikelihood(reqs)
+    got = hf_backend.loglikelihood(reqs)
     for r, lls in zip(reqs, got):
         for cont, ll in zip(r.continuations, lls):
-            assert ll == pytest.approx(_hand_loglik(backend.model, backend.tokenizer, r.context, cont), abs=1e-4)
+            assert ll == pytest.approx(_hand_loglik(hf_backend.model, hf_backend.tokenizer, r.context, cont), abs=1e-4)
             assert ll < 0
-    backend.batch_size = 1
+    hf_backend.batch_size = 1
     try:
-        flat = [x for lls in backend.loglikelihood(reqs) for x in lls]
+        flat = [x for lls in hf_backend.loglikelihood(reqs) for x in lls]
         assert flat == pytest.approx([x for lls in got for x in lls], abs=1e-4)
     finally:
-        backend.batch_size = 4
+        hf_backend.batch_size = 4
 
 
-def test_mcq_accuracy_matches_hand_computation(backend, tmp_path):
+def test_mcq_accuracy_matches_hand_computation(hf_backend, tmp_path):
     rows = [{"id": "q1", "question": "What is 18 + 11?", "choices": ["26", "30", "29", "31"], "answer": 2},
             {"id": "q2", "question": "Which one is a fruit?", "choices": ["apple", "stone", "car", "tree"], "answer": 0}]
     data = tmp_path / "two.jsonl"
@@ -104,12 +96,12 @@ def test_mcq_accuracy_matches_hand_computation(backend, tmp_path):
                 fields={"id": "id", "question": "question", "choices": "choices", "answer": "answer"},
                 prompt="Question: {{ question }}\n{% for l, c in options %}{{ l }}. {{ c }}\n{% endfor %}Answer:",
                 continuation=" {{ choice }}")  # option texts: different lengths, so acc_norm can differ from acc
-    records = generate_task(task, backend, "tiny", tmp_path / "two.jsonl.out", cache=None)
+    records = generate_task(task, hf_backend, "tiny", tmp_path / "two.jsonl.out", cache=None)
     for row, rec in zip(rows, records):
         prompt = "Question: {q}\n{opts}Answer:".format(
             q=row["question"], opts="".join(f"{l}. {c}\n" for l, c in zip("ABCD", row["choices"])))
         conts = [" " + c for c in row["choices"]]
-        hand = [_hand_loglik(backend.model, backend.tokenizer, prompt, c) for c in conts]
+        hand = [_hand_loglik(hf_backend.model, hf_backend.tokenizer, prompt, c) for c in conts]
         assert rec["logliks"] == pytest.approx(hand, abs=1e-4)
         pred = max(range(4), key=lambda i: hand[i])
         pred_norm = max(range(4), key=lambda i: hand[i] / len(conts[i].encode()))
