@@ -507,8 +507,10 @@ def run_pipeline(cfg: RunConfig, *, dry_run: bool = False, force: bool = False, 
         make_judge(cfg.judge).preflight()  # fail fast, before hours of training; no cache, so nothing is written
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", cfg.to_yaml())
+    prov = None
     if not all(runner.status(s) == "done" for s in runner.stages) or not (out / "provenance.json").exists():
-        write_json(out / "provenance.json", {**provenance(cfg, runner), "status": "running"})
+        prov = provenance(cfg, runner)  # computed once per run (it loads the tokenizer for the template hash)
+        write_json(out / "provenance.json", {**prov, "status": "running"})
     summary = runner.run()
     stored = out / "tables" / f"{cfg.run.layout}.md"
     ledger = runner.ledger
@@ -527,6 +529,6 @@ def run_pipeline(cfg: RunConfig, *, dry_run: bool = False, force: bool = False, 
     table = render_table([out], layout=cfg.run.layout, paper=paper)
     summary.update(seconds=round(time.time() - t0, 2), out=str(out), table=table,
                    plots=[str(p) for p in plots], judge_cost=ledger.summary() if ledger else None)
-    write_json(out / "provenance.json", {**provenance(cfg, runner), "status": "done",
+    write_json(out / "provenance.json", {**(prov or provenance(cfg, runner)), "status": "done",
                                          "last_run": {k: v for k, v in summary.items() if k != "table"}})
     return summary
