@@ -19,6 +19,7 @@ COMMANDS = {
     "variants": "list the training variants",
     "tasks": "list the evaluation tasks",
     "perf": "benchmarks: step time, memory, throughput ratios",
+    "conformance": "reproduce FastChat's MT-Bench and AlpacaEval 2.0's figures from their own data",
 }
 
 

@@ -49,6 +49,8 @@ class JudgeArgs:
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never stored
     local: str | None = None  # a local transformers model as in-process judge
     repeats: int = 1
+    prompts: str | None = None  # FastChat's judge_prompts.jsonl (MT-Bench); else downloaded at a pinned commit
+    text_verdicts: bool = False  # judges without log-probabilities: AlpacaEval from the reply text (flagged)
     concurrency: int = 8
     timeout: float = 120.0
     max_retries: int = 6

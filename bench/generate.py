@@ -16,6 +16,7 @@ from typing import Any
 from bench.backends.base import Backend, Generation, GenRequest, LoglikRequest
 from bench.cache import Cache
 from bench.scorers import exact as exact_scorer
+from bench.scorers import get_scorer
 from bench.scorers import mcq as mcq_scorer
 from bench.tasks import Task
 from sftmix.io import atomic_path, hash_file, hash_obj, stable_json
@@ -124,7 +125,8 @@ def generate_task(task: Task, backend: Backend, model_id: str, out_path: str | o
         for it, req, lls in zip(items, requests, _loglik_cached(backend, identity, requests, cache)):
             records.append({**base, "example_id": it["id"], "turn": 0, "category": it["category"],
                             "scoring": "loglik", "continuations": req.continuations, "logliks": lls,
-                            "answer": it["answer"], **mcq_scorer.score_logliks(lls, req.continuations, it["answer"])})
+                            "answer": it["answer"],
+                            **mcq_scorer.score_logliks(lls, req.continuations, it["answer"], task.target_delimiter)})
     else:
         answers: dict[str, list[str]] = {it["id"]: [] for it in items}
         n_turns = max(len(it["turns"]) for it in items) if task.kind == "chat" and items else 1
@@ -164,14 +166,16 @@ def _mcq_context(task: Task, backend: Backend, item: dict) -> str:
 
 
 def score_records(task: Task, records: list[dict]) -> dict[str, Any] | None:
-    """Aggregate scores of an mcq/exact task's records (None for judged chat tasks)."""
-    if task.kind == "chat":
+    """Scores of a task whose scorer needs no judge (mcq, exact), from its records; None for judged tasks."""
+    scorer = get_scorer(task.scorer)
+    if scorer.judged:
         return None
-    scorer = mcq_scorer if task.kind == "mcq" else exact_scorer
     first = records[0] if records else {}
-    return {"task": task.name, "scorer": task.scorer, "model": first.get("model"), "backend": first.get("backend"),
-            "data_hash": task.data_hash, "prompt_hash": task.prompt_hash, "source": task.source,
-            **scorer.aggregate(records)}
+    result = scorer.score(task, [], records, [])
+    return {"task": task.name, "scorer": scorer.name, "scorer_version": scorer.version, "model": first.get("model"),
+            "backend": first.get("backend"), "data_hash": task.data_hash, "prompt_hash": task.prompt_hash,
+            "source": task.source, "primary": scorer.primary, "n": len(records), **result.metrics,
+            "protocol": result.info.get("protocol")}
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

@@ -134,6 +134,7 @@ class Runner:
         self._items: dict[str, list[dict]] = {}
         self._backend_of: tuple[str, Any] | None = None  # (variant, backend): one model in memory at a time
         self._judge_obj = None
+        self._fingerprints: dict[str, str | None] = {}
         self.ledger = None
         self._git: dict | None = None
         self.train_data = data_identity(cfg.data.data)
@@ -157,7 +158,8 @@ class Runner:
         from dataclasses import asdict
 
         return hash_obj({"stage": "generate", "train": self.train_key(v), "task": task.name,
-                         "task_def": {k: val for k, val in asdict(task).items() if k not in ("data_hash", "source", "path")},
+                         "task_def": {k: val for k, val in asdict(task).items()
+                                      if k not in ("data_hash", "source", "path", "layout")},
                          "generation": self.cfg.generation.__dict__, "limit": self.cfg.run.limit,
                          "local_data": self.cfg.run.data_paths.get(task.name),
                          "referenced_only": self.referenced_only(task)})
@@ -173,10 +175,32 @@ class Runner:
         return {"kind": "reference", "model": NAME}
 
     def score_key(self, v: Variant, task) -> str:
-        judged = task.kind == "chat"
-        return hash_obj({"stage": "score", "generate": self.gen_key(v, task),
+        scorer = self.scorer(task)
+        judged = scorer.judged
+        return hash_obj({"stage": "score", "generate": self.gen_key(v, task), "scorer": [scorer.name, scorer.version],
                          "judge": self.judge_identity() if judged else None,
+                         "judge_prompts": self.judge_fingerprint(task) if judged else None,
                          "repeats": self.cfg.judge.repeats if judged else 1})
+
+    def protocols(self) -> dict[str, str]:
+        """Task -> the peer protocol its numbers follow in this run (judged ones: with their prompt sources)."""
+        from .evaluate import judge_config
+
+        return {t.name: self.scorer(t).protocol(judge_config(t, self.cfg.judge)) for t in self.tasks}
+
+    def scorer(self, task):
+        from .scorers import get_scorer
+
+        return get_scorer(task.scorer)
+
+    def judge_fingerprint(self, task) -> str | None:
+        """Content hash of the judge config (prompt texts, parser, settings) the task's scorer uses in this run."""
+        if task.name not in self._fingerprints:
+            from .evaluate import judge_config
+
+            config = judge_config(task, self.cfg.judge)
+            self._fingerprints[task.name] = config.fingerprint() if config is not None else None
+        return self._fingerprints[task.name]
 
     # -- paths --------------------------------------------------------------------------------------------------
     def dyn_dir(self, ref: str | None) -> Path:
@@ -216,40 +240,41 @@ class Runner:
 
     def referenced_only(self, task) -> bool:
         """MT-Bench-style tasks under the reference rubric keep only the items it can rate (those with references)."""
-        return task.kind == "chat" and task.scorer == "mt_bench" and self.judge_identity()["kind"] == "reference"
+        return self.scorer(task).judged and self.judge_identity()["kind"] == "reference"
 
     def items(self, task) -> list[dict]:
         if task.name not in self._items:
             local = self.cfg.run.data_paths.get(task.name)
             limit = self.cfg.run.limit
-            if self.referenced_only(task):
-                cats = task.reference_categories
-                items = [it for it in task.load_records(local=local)
-                         if it.get("reference") and (cats is None or it.get("category") in cats)]
+            scorer = self.scorer(task)
+            if scorer.judged:
+                # The scorer keeps what this kind of judge can rate (the reference rubric: referenced items only).
+                items = scorer.select_items(task, task.load_records(local=local), self.judge_identity()["kind"])
                 items = items[:limit] if limit else items
             else:
                 items = task.load_records(limit=limit, local=local)
             self._items[task.name] = items
         return self._items[task.name]
 
-    def _count_turns(self, task) -> int:
-        """Turns to generate (chat: every item's turns; else one per item); offline hub tasks use n_items."""
+    def _loaded_items(self, task) -> tuple[list[dict] | None, int]:
+        """(items, count); offline hub tasks without data give (None, the task's declared n_items)."""
         try:
             items = self.items(task)
-            return sum(len(it.get("turns") or [1]) for it in items) if task.kind == "chat" else len(items)
+            return items, len(items)
         except UserError:
             n = task.n_items or 0
-            n = min(n, self.cfg.run.limit) if self.cfg.run.limit else n
-            return n * (2 if task.name == "mt_bench" else 1)
+            return None, min(n, self.cfg.run.limit) if self.cfg.run.limit else n
 
     def _n_generations(self, task) -> int:
-        return self._count_turns(task)
+        """Turns to generate (chat: every item's turns; else one per item)."""
+        items, n = self._loaded_items(task)
+        if task.kind != "chat":
+            return n
+        return sum(len(it.get("turns") or [1]) for it in items) if items is not None else n * task.n_turns
 
     def _n_judge_calls(self, task) -> int:
-        if task.kind != "chat":
-            return 0
-        per_turn = 2 if task.scorer == "alpaca_eval" else 1  # pairwise: both orders
-        return self._count_turns(task) * per_turn * self.cfg.judge.repeats
+        items, n = self._loaded_items(task)
+        return self.scorer(task).n_judge_calls(task, items, n, self.cfg.judge.repeats)
 
     # -- state --------------------------------------------------------------------------------------------------
     def _state_path(self, stage: Stage) -> Path:
@@ -344,9 +369,7 @@ class Runner:
         from .generate import read_jsonl
 
         gens = read_jsonl(self.gen_path(v, task))
-        judge = None
-        if task.kind == "chat":
-            judge = self._judge()
+        judge = self._judge() if self.scorer(task).judged else None
         if self._git is None:
             self._git = git_commit()
         # Each score file says how it was made; the full record (packages, hardware, ...) is provenance.json.
@@ -355,7 +378,7 @@ class Runner:
                 "git_commit": self._git["commit"], "stage_key": self.score_key(v, task), "provenance": "provenance.json"}
         before = self._judge_calls()
         score_task(task, self.items(task), gens, judge, run_dir=self.out, variant=v.name, meta=meta,
-                   repeats=self.cfg.judge.repeats, progress=self.progress)
+                   repeats=self.cfg.judge.repeats, progress=self.progress, judge_args=self.cfg.judge)
         self.counters["judge_requests"] += self._judge_calls() - before
 
     def _judge(self):
@@ -423,7 +446,7 @@ def provenance(cfg: RunConfig, runner: Runner) -> dict:
     prov = {"config_hash": cfg.config_hash(), "seed": cfg.train.seed, "git": git_commit(),
             "packages": package_versions(), "hardware": hardware(),
             "backend": {"name": cfg.generation.backend, **{k: v for k, v in cfg.generation.__dict__.items()}},
-            "judge": runner.judge_identity(), "train_data": runner.train_data,
+            "judge": runner.judge_identity(), "protocols": runner.protocols(), "train_data": runner.train_data,
             "task_data": {t.name: {"data_hash": t.data_hash, "prompt_hash": t.prompt_hash, "source": t.source}
                           for t in runner.tasks},
             "variants": {v.name: v.to_dict() for v in runner.variants},
@@ -467,12 +490,19 @@ def plan(cfg: RunConfig, runner: Runner) -> str:
             n_judge += s.n_judge_calls if st != "done" else 0
         lines.append(f"  {'skip' if st == 'done' else {'partial': 'resume', 'stale': 'redo'}.get(st, 'run'):<6} {s.name}{extra}")
     j = runner.judge_identity()
-    if not any(t.kind == "chat" for t in runner.tasks):
+    judged = [t for t in runner.tasks if runner.scorer(t).judged]
+    if not judged:
         j = {"kind": "none"}
     lines.append(f"generations to make: {n_gen} (backend {cfg.generation.backend}, at most; cached ones are free)")
+    lines.append("protocols:")
+    lines += [f"  {name}: {p}" for name, p in runner.protocols().items()]
     if j["kind"] == "llm":
+        from .evaluate import judge_config
+
         per_call_prompt = 600 + (cfg.generation.max_new_tokens or 512)  # judge prompt + question + answer (rough)
-        per_call_completion = 250  # the judge's explanation and verdict (rough)
+        # the judge's explanation and verdict (rough), capped by the configs' max_tokens (AlpacaEval 2: 1 token)
+        caps = [judge_config(t, cfg.judge).max_tokens for t in judged]
+        per_call_completion = min(250, max(caps))
         from .judge.ledger import cost
 
         usd = cost(cfg.judge.prices, j["model"], n_judge * per_call_prompt, n_judge * per_call_completion)
@@ -501,10 +531,13 @@ def run_pipeline(cfg: RunConfig, *, dry_run: bool = False, force: bool = False, 
 
         # Missing or malformed training data fails here, before the results directory is created or touched.
         load_rows(cfg.data.data, split=cfg.data.split, limit=cfg.data.max_examples)
-    if cfg.judge.model and any(t.kind == "chat" for t in runner.tasks):
+    if cfg.judge.model and any(runner.scorer(t).judged for t in runner.tasks):
         from .evaluate import make_judge
 
         make_judge(cfg.judge).preflight()  # fail fast, before hours of training; no cache, so nothing is written
+    for task, protocol in runner.protocols().items():
+        if protocol.startswith("NOT "):  # loud, once per run: these numbers cannot be set beside the benchmark's
+            print(f"bench: WARNING: {task}: {protocol}", file=sys.stderr, flush=True)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", cfg.to_yaml())
     prov = None

@@ -44,6 +44,7 @@ JUDGE_KINDS = {
     "local": "local model as judge",
 }
 MISSING = "—"
+NOT_COMPARABLE = "†"
 
 
 # ---------------------------------------------------------------------------------------------------- loading
@@ -69,6 +70,8 @@ class Score:
     items: list[dict] | None
     variant_cfg: dict = field(default_factory=dict)
     task_rank: int = 1 << 30  # position in the run config's task list (tables keep that column order)
+    protocol: str | None = None  # the peer protocol the numbers follow (scorer + judge prompts)
+    conformant: bool | None = None  # False: made another way, not comparable with the published benchmark
 
     @property
     def system(self) -> tuple[str, str, str, str]:
@@ -162,7 +165,8 @@ def load_scores(run_dirs: Sequence[str | Path]) -> list[Score]:
                 repeats=int(s.get("repeats") or 1), metric_shown=s.get("metric_shown"),
                 items=_read_items(path.with_name(f"{path.stem}.items.jsonl")),
                 variant_cfg=_variant_cfg(run_dir, variant),
-                task_rank=task_order.index(task) if task in task_order else 1 << 30))
+                task_rank=task_order.index(task) if task in task_order else 1 << 30,
+                protocol=s.get("protocol"), conformant=s.get("conformant")))
     return out
 
 
@@ -465,7 +469,11 @@ def _paper_rows(ctx: _Ctx, layout: str, cols, label_fn) -> dict[tuple, list[dict
 
 def _assemble(ctx: _Ctx, layout: str, label_cols: list[str], cols, label_fn, paper: bool,
               special=None) -> Table:
-    """Rows for every system (plus paper rows after each group when asked); drops empty value columns."""
+    """Rows for every system (plus paper rows after each group when asked); drops empty value columns.
+
+    A column whose scores were made another way than its benchmark's protocol is marked with a dagger."""
+    apart = {s.task for s in ctx.scores if s.conformant is False}
+    cols = [(f"{label} {NOT_COMPARABLE}" if task in apart else label, task, metric) for label, task, metric in cols]
     value_cols = [c[0] for c in cols]
     rows, groups_done = [], set()
     prows = _paper_rows(ctx, layout, cols, label_fn) if paper else {}
@@ -537,8 +545,9 @@ def _layout_health(ctx: _Ctx, paper: bool) -> Table:
     return table
 
 
-_MCQ_METRICS = {"acc": "argmax of option log-likelihood", "acc_norm": "argmax of byte-length-normalised "
-                "option log-likelihood"}
+_MCQ_METRICS = {"acc": "lm-eval acc, argmax of option log-likelihood",
+                "acc_norm": "lm-eval acc_norm, argmax of log-likelihood per character of the option",
+                "acc_bytes": "lm-eval acc_bytes, argmax of log-likelihood per UTF-8 byte of the option"}
 
 
 def _layout_mixup_role(ctx: _Ctx, paper: bool) -> Table:
@@ -622,6 +631,19 @@ _BUILDERS = {"main": _layout_main, "health": _layout_health, "mixup-role": _layo
 # ---------------------------------------------------------------------------------------------------- notes
 
 
+def _protocol_notes(ctx: _Ctx, tasks: Iterable[str]) -> list[str]:
+    """One note per task: the protocol its numbers follow; a dagger where it is not the benchmark's own."""
+    notes = []
+    for task in tasks:
+        ss = [s for s in ctx.scores if s.task == task]
+        protocols = list(dict.fromkeys(s.protocol for s in ss if s.protocol))
+        if not protocols:
+            continue
+        mark = f"{NOT_COMPARABLE} " if any(s.conformant is False for s in ss) else ""
+        notes.append(f"{mark}{task}: {'; '.join(protocols)}")
+    return notes
+
+
 def _judge_notes(ctx: _Ctx, tasks: Iterable[str]) -> list[str]:
     notes = []
     for task in tasks:
@@ -651,6 +673,7 @@ def _notes(ctx: _Ctx, table: Table, paper: bool) -> list[str]:
                      "statistic).")
     notes += [f"partial pairing: {p}" for p in dict.fromkeys(ctx.partial)]
     notes += table.notes
+    notes += _protocol_notes(ctx, used_tasks)
     notes += _judge_notes(ctx, used_tasks)
     if paper:
         if any(r.get("Source") == paper_data.LABEL for r in table.rows):

@@ -15,7 +15,10 @@ and its scorer. Example (MedQA, lm-eval's prompt)::
     scorer: mcq
 
 ``fields`` values are Jinja *expressions* over one raw record (``_index`` is the row number), so a mapping can
-combine or index fields (``"[opa, opb, opc, opd]"``, ``"context.contexts"``). ``prompt`` and ``continuation`` are
+combine or index fields (``"[opa, opb, opc, opd]"``, ``"context.contexts"``). A task whose data comes in several
+layouts lists them under ``layouts: {name: fields}``; the first whose raw fields the data has is used. Every raw
+field an expression reads (except for ``id``, ``category`` and ``reference``) must be present: data in another
+layout is refused in one line that names the missing fields. ``prompt`` and ``continuation`` are
 Jinja templates over the normalised item. Source order: ``--data-path``/``local`` > hub (skipped when offline) >
 ``fallback``; with none usable the error says so in one line.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from contextlib import contextmanager
 import os
 import re
 import sys
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jinja2
+import jinja2.meta
 import yaml
 
 import bench
@@ -63,6 +68,7 @@ class Task:
     scorer: str
     data: dict
     fields: dict[str, str] = field(default_factory=dict)
+    layouts: dict[str, dict[str, str]] | None = None  # alternative field mappings, tried in order
     description: str = ""
     prompt: str | None = None  # mcq/exact: the question prompt (jinja); chat: optional per-turn wrapper
     continuation: str = " {{ label }}"  # mcq: one continuation per option
@@ -75,6 +81,9 @@ class Task:
     category_temperatures: dict[str, float] = field(default_factory=dict)
     reference_categories: list[str] | None = None  # chat: only these categories get a reference (None = all)
     n_items: int | None = None
+    n_turns: int = 1  # chat: user turns per item (MT-Bench: 2), for plans made without the data
+    layout: str | None = None  # set by load_records: the layout the data fitted
+    target_delimiter: str = " "  # mcq: lm-eval's delimiter between context and choice (not counted in acc_norm)
     path: str = ""
     data_hash: str | None = None  # set by load_records
     source: str | None = None  # which source load_records used
@@ -89,7 +98,7 @@ class Task:
             raise UserError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(raw, dict):
             raise UserError(f"{path}: a task file must be a mapping")
-        known = {f.name for f in dc_fields(cls)} - {"path", "data_hash", "source"}
+        known = {f.name for f in dc_fields(cls)} - {"path", "data_hash", "source", "layout"}
         for key in raw:
             if key not in known:
                 raise UserError(f"{path}: unknown key {key!r}{nearest(key, known)}")
@@ -102,13 +111,22 @@ class Task:
             raise UserError(f"{path}: data needs at least one of hub, local, fallback")
         if raw.get("mcq_mode", "loglik") not in ("loglik", "generate"):
             raise UserError(f"{path}: mcq_mode must be loglik or generate")
-        for key in raw.get("fields", {}):
-            _expr(raw["fields"][key], f"{path}: fields.{key}")  # fail on syntax errors at load time
+        layouts = raw.get("layouts")
+        if layouts is not None and (not isinstance(layouts, dict) or not layouts
+                                    or not all(isinstance(v, dict) for v in layouts.values())):
+            raise UserError(f"{path}: layouts must map a layout name to a fields mapping")
+        if layouts and raw.get("fields"):
+            raise UserError(f"{path}: give either fields or layouts, not both")
+        for where, mapping in ([("fields", raw.get("fields", {}))] if not layouts else
+                               [(f"layouts.{n}", m) for n, m in layouts.items()]):
+            for key in mapping:
+                _expr(mapping[key], f"{path}: {where}.{key}")  # fail on syntax errors at load time
         return cls(**raw, path=str(path))
 
     def load_records(self, limit: int | None = None, local: str | os.PathLike | None = None) -> list[dict]:
         """Normalised items (first ``limit`` in source order). Sets ``self.data_hash`` and ``self.source``."""
         rows, self.source = self._load_rows(local)
+        self._pick_layout(rows)
         if limit is not None:
             if limit < 0:
                 raise UserError(f"--limit must be >= 0, got {limit}")
@@ -149,6 +167,32 @@ class Task:
         raise UserError(f"task {self.name}: no data: {why}; no local copy - pass --data-path {self.name}=FILE "
                         f"(json/jsonl/parquet) or set data.local in {self.path}")
 
+    @property
+    def field_map(self) -> dict[str, str]:
+        """The field mapping in use: the chosen layout's, else ``fields``."""
+        return self.layouts[self.layout] if self.layouts and self.layout else self.fields
+
+    def _pick_layout(self, rows: list[dict]) -> None:
+        """Choose the field mapping the data fits (``layouts``), and refuse rows missing a field it reads."""
+        if not rows:
+            return
+        candidates = self.layouts or {"": self.fields}
+        missing = {name: sorted(_required(mapping) - set(rows[0])) for name, mapping in candidates.items()}
+        chosen = next((name for name, miss in missing.items() if not miss), None)
+        if chosen is None:
+            if self.layouts:
+                why = "; ".join(f"{name} needs {', '.join(sorted(_required(self.layouts[name])))} (missing "
+                                f"{', '.join(miss)})" for name, miss in missing.items())
+                raise UserError(f"task {self.name} ({self.source}): the data fits no known layout: {why}")
+            raise UserError(f"task {self.name} ({self.source}) row 0: missing field(s) {', '.join(missing[''])} "
+                            f"(has {', '.join(sorted(rows[0])[:12])})")
+        self.layout = chosen or None
+        need = _required(self.field_map)
+        for i, row in enumerate(rows):
+            gone = need - set(row)
+            if gone:
+                raise UserError(f"task {self.name} ({self.source}) row {i}: missing field(s) {', '.join(sorted(gone))}")
+
     def _load_references(self) -> dict[str, list[str]]:
         spec = self.data.get("references")
         if not spec:
@@ -162,7 +206,7 @@ class Task:
         where = f"task {self.name} ({self.source}) row {index}"
         ctx = {**row, "_index": index}
         item: dict[str, Any] = {"extra": {}}
-        for key, expr in self.fields.items():
+        for key, expr in self.field_map.items():
             value = _expr(expr, f"{self.path}: fields.{key}")(**ctx)
             value = None if isinstance(value, jinja2.Undefined) else value
             (item if key in STANDARD_FIELDS else item["extra"])[key] = value
@@ -279,6 +323,19 @@ def _expr(source: Any, where: str) -> Callable[..., Any]:
         raise UserError(f"{where}: bad expression {source!r}: {e.message}") from None
 
 
+OPTIONAL_FIELDS = ("id", "category", "reference")  # may be absent from the data (id: the row number)
+
+
+def _required(mapping: dict[str, Any]) -> set[str]:
+    """Raw field names the expressions of ``mapping`` read (``_index`` and the optional keys' excepted)."""
+    names: set[str] = set()
+    for key, expr in mapping.items():
+        if key in OPTIONAL_FIELDS or not isinstance(expr, str):
+            continue
+        names |= jinja2.meta.find_undeclared_variables(_env.parse("{{ " + expr + " }}"))
+    return names - {"_index"}
+
+
 @lru_cache(maxsize=None)
 def _template(source: str) -> jinja2.Template:
     return _strict_env.from_string(source)
@@ -367,9 +424,21 @@ def _read_auto(path: Path, task: Task) -> list[dict]:
     if fmt is None:
         raise UserError(f"task {task.name}: {path}: unsupported data format {suffix!r} (json, jsonl, parquet, csv)")
     try:
-        return datasets.load_dataset(fmt, data_files=str(path), split="train").to_list()
+        with _quiet(datasets):  # a local file loads in a blink: no "Generating train split" bars on stderr
+            return datasets.load_dataset(fmt, data_files=str(path), split="train").to_list()
     except Exception as e:
         raise UserError(f"task {task.name}: cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+
+
+@contextmanager
+def _quiet(datasets):
+    was = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was:
+            datasets.enable_progress_bars()
 
 
 def _read_fastchat_answers(path: Path, task: Task) -> dict[str, list[str]]:

@@ -51,6 +51,14 @@ def pubmedqa(n: int) -> list[dict]:
              "long_answer": "They may.", "final_decision": ["yes", "no", "maybe"][i % 3]} for i in range(n)]
 
 
+def pubmedqa_bigbio(n: int) -> list[dict]:
+    """bigbio/pubmed_qa ``pubmed_qa_labeled_fold0_source`` rows (lm-eval's pubmedqa dataset)."""
+    return [{"QUESTION": f"Do statins reduce risk number {i}?", "CONTEXTS": [f"Background {i}.", f"Results {i}."],
+             "LABELS": ["BACKGROUND", "RESULTS"], "MESHES": ["Humans"], "YEAR": "2011",
+             "reasoning_required_pred": "yes", "reasoning_free_pred": "yes",
+             "final_decision": ["yes", "no", "maybe"][i % 3], "LONG_ANSWER": "They may."} for i in range(n)]
+
+
 def mmlu(n: int) -> list[dict]:
     subjects = ["anatomy", "clinical_knowledge", "medical_genetics"]
     return [{"question": f"MMLU question {i}?", "subject": subjects[i % 3],

@@ -9,7 +9,9 @@ for this distinct prompt; it returns None (answer normally) or a dict:
 - ``{"sleep": 1.0}``: answer normally but only after sleeping (beyond the client's timeout);
 - ``{"reply": "text"}``: answer with this text (e.g. an unparsable verdict).
 
-A model not in ``models`` gets a 404, as from vLLM. Counters: ``total``, ``per_prompt`` (requests per distinct
+A request with ``logprobs``/``top_logprobs`` also gets the first token's top log-probabilities from
+``top_logprobs(messages)`` (a list of (token, logprob); default :func:`hash_logprobs`), and its reply text is the
+most likely of them. A model not in ``models`` gets a 404, as from vLLM. Counters: ``total``, ``per_prompt`` (requests per distinct
 prompt), ``served`` (normal answers per prompt), ``max_in_flight``, ``auth_headers``.
 """
 from __future__ import annotations
@@ -32,6 +34,21 @@ def hash_rating(messages: list[dict]) -> int:
     return int(prompt_key(messages), 16) % 10 + 1
 
 
+def hash_p_m(messages: list[dict]) -> float:
+    """P("m") / (P("m") + P("M")) in (0, 1) that depends only on the prompt (AlpacaEval-style judges)."""
+    return (int(prompt_key(messages), 16) % 997 + 1) / 999
+
+
+def hash_logprobs(messages: list[dict]) -> list[tuple[str, float]]:
+    """Top-5 log-probabilities of a one-token m/M verdict, with P(m)/(P(m)+P(M)) = hash_p_m and 1 % elsewhere."""
+    import math
+
+    p = hash_p_m(messages)
+    top = [("m", math.log(0.99 * p)), ("M", math.log(0.99 * (1 - p))), ("The", math.log(0.005)),
+           ("Both", math.log(0.003)), ("Output", math.log(0.002))]
+    return sorted(top, key=lambda t: -t[1])
+
+
 def default_reply(messages: list[dict]) -> str:
     return f"The answer is fine. Rating: [[{hash_rating(messages)}]]"
 
@@ -39,8 +56,11 @@ def default_reply(messages: list[dict]) -> str:
 class FakeOpenAIServer:
     def __init__(self, reply: Callable[[list[dict]], str] = default_reply,
                  fault: Callable[[int, int, list[dict]], dict | None] | None = None,
-                 delay: float = 0.0, models: tuple[str, ...] = ("judge-model",)):
+                 delay: float = 0.0, models: tuple[str, ...] = ("judge-model",),
+                 top_logprobs: Callable[[list[dict]], list[tuple[str, float]]] = hash_logprobs):
         self.reply, self.fault, self.delay, self.models = reply, fault, delay, models
+        self.top_logprobs = top_logprobs
+        self.logprob_requests = 0
         self.total = 0
         self.per_prompt: Counter = Counter()
         self.served: Counter = Counter()
@@ -118,6 +138,14 @@ class FakeOpenAIServer:
                     if "sleep" in fault:
                         time.sleep(fault["sleep"])
                     text = fault["reply"] if "reply" in fault else server.reply(messages)
+                    logprobs = None
+                    if body.get("logprobs"):
+                        top = server.top_logprobs(messages)[: int(body.get("top_logprobs") or 1)]
+                        text = fault["reply"] if "reply" in fault else top[0][0]
+                        entries = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top]
+                        logprobs = {"content": [{**entries[0], "top_logprobs": entries}]}
+                        with server._lock:
+                            server.logprob_requests += 1
                     if not fault:
                         with server._lock:
                             server.served[key] += 1
@@ -125,7 +153,7 @@ class FakeOpenAIServer:
                     self._send(200, {
                         "id": f"cmpl-{n}", "object": "chat.completion", "created": int(time.time()),
                         "model": body.get("model"),
-                        "choices": [{"index": 0, "finish_reason": "stop",
+                        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": logprobs,
                                      "message": {"role": "assistant", "content": text}}],
                         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
                                   "total_tokens": prompt_tokens + len(text.split())},

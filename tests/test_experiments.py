@@ -51,6 +51,14 @@ def test_dry_run_plans_offline(path: Path, tmp_path, capsys, offline):
 
     gens = re.search(r"^generations to make: (\d+)", stdout, re.M)
     assert gens and int(gens.group(1)) > 0
+    # every task's column says which peer protocol it follows
+    protocols = dict(re.findall(r"^  (\w+): (.+)$", stdout.split("protocols:\n", 1)[1], re.M))
+    assert set(cfg.run.tasks) <= set(protocols), stdout
+    for task in cfg.run.tasks:
+        expected = {"mt_bench": "MT-Bench (FastChat", "alpaca_eval": "AlpacaEval 2.0 (weighted_alpaca_eval_gpt4_turbo)",
+                    "medqa_4": "lm-evaluation-harness", "pubmedqa": "lm-evaluation-harness"}.get(task)
+        if expected:
+            assert expected in protocols[task], protocols[task]
     chat = [t for t in cfg.run.tasks if t in ("mt_bench", "alpaca_eval", "toy_open")]
     if not chat:
         assert re.search(r"^judge calls: none \(no judged task\)$", stdout, re.M), stdout

@@ -104,6 +104,6 @@ def test_mcq_accuracy_matches_hand_computation(hf_backend, tmp_path):
         hand = [_hand_loglik(hf_backend.model, hf_backend.tokenizer, prompt, c) for c in conts]
         assert rec["logliks"] == pytest.approx(hand, abs=1e-4)
         pred = max(range(4), key=lambda i: hand[i])
-        pred_norm = max(range(4), key=lambda i: hand[i] / len(conts[i].encode()))
+        pred_norm = max(range(4), key=lambda i: hand[i] / len(row["choices"][i]))  # lm-eval: characters, no space
         assert (rec["pred"], rec["pred_norm"]) == (pred, pred_norm)
         assert rec["acc"] == float(pred == row["answer"]) and rec["acc_norm"] == float(pred_norm == row["answer"])

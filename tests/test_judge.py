@@ -183,7 +183,9 @@ def test_reference_rubric_orders_and_is_deterministic():
 def test_configs_load_and_bad_config_fails(tmp_path, monkeypatch):
     cfg = load_judge_config("mt_bench_single")
     assert cfg.mode == "single" and set(cfg.forms) >= {"single", "single_ref", "multi", "multi_ref"}
-    assert cfg.parser("explanation... Rating: [[8]]") == 8.0 and cfg.parser("[[11]]") is None
+    # FastChat's parser: [[n]], else [n]; no range check (a judge's [[11]] is recorded as 11, as FastChat does)
+    assert cfg.parser("explanation... Rating: [[8]]") == 8.0 and cfg.parser("[[11]]") == 11.0
+    assert cfg.parser("I rate it [7.5]") == 7.5 and cfg.parser("Rating: 8") is None
     assert load_judge_config("alpaca_eval_pairwise").parser("M") == 2.0
     with pytest.raises(UserError, match="did you mean"):
         load_judge_config("mt_bench_singel")

@@ -93,34 +93,94 @@ def ae_rec(eid, swapped, score, repeat=0, failed=False):
             "meta": {"swapped": swapped}}
 
 
-def test_alpaca_requests_swap_positions():
-    reqs = ae.build_requests(load_judge_config("alpaca_eval_pairwise"), ITEMS[:1])
-    assert [r.meta["swapped"] for r in reqs] == [False, True]
-    assert reqs[0].fields["output_1"] == reqs[1].fields["output_2"] == ITEMS[0]["reference_output"]
-    assert reqs[0].fields["output_2"] == reqs[1].fields["output_1"] == ITEMS[0]["output"]
-    user = reqs[0].messages[-1]["content"]
-    assert user.index("r" * 12) < user.index("o" * 10)
+def test_alpaca_output_order_is_alpaca_evals():
+    """Our per-item order is alpaca_eval's own RandomSwitchTwoColumnsProcessor decision (seeded by instruction)."""
+    processors = pytest.importorskip("alpaca_eval.processors")
+    instructions = [f"Write item {i} {'x' * (i % 7)}" for i in range(200)]
+    proc = processors.RandomSwitchTwoColumnsProcessor(two_columns_to_switch=["output_1", "output_2"],
+                                                      random_seed_columns=["instruction"],
+                                                      _switch_column="is_switched_outputs")
+    df = proc.preprocess(pd.DataFrame({"instruction": instructions, "output_1": "a", "output_2": "b"}))
+    assert [ae.is_switched(i) for i in instructions] == df["is_switched_outputs"].tolist()
+    assert 60 < sum(map(ae.is_switched, instructions)) < 140  # both orders occur
 
 
-def test_alpaca_win_rate_with_position_swap():
-    # score: 1 = output_1 preferred, 2 = output_2 preferred; unswapped order is (reference, model).
+def test_alpaca_requests_one_per_item_in_alpaca_eval_order():
+    cfg = load_judge_config("alpaca_eval_weighted")
+    items = ITEMS + [{"example_id": "same", "instruction": "Copy", "output": "r" * 12, "reference_output": "r" * 12}]
+    reqs = ae.build_requests(cfg, items)
+    assert [r.example_id for r in reqs] == [it["example_id"] for it in ITEMS]  # identical outputs: no call
+    for r, it in zip(reqs, ITEMS):
+        assert r.meta["swapped"] == ae.is_switched(it["instruction"])
+        first, second = (it["output"], it["reference_output"]) if r.meta["swapped"] else (it["reference_output"],
+                                                                                          it["output"])
+        assert (r.fields["output_1"], r.fields["output_2"]) == (first, second)
+        user = r.messages[-1]["content"]
+        assert user.index(first) < user.index(second) and "## Best Model Identifier" in user
+        assert (r.max_tokens, r.logprobs) == (1, 5)
+
+
+def test_logprob_parser_matches_alpaca_eval():
+    parser = load_judge_config("alpaca_eval_weighted").parser
+    top = [{"token": "M", "logprob": -0.0175}, {"token": "m", "logprob": -4.05}, {"token": "Both", "logprob": -14.9}]
+    p_m = math.exp(-4.05) / (math.exp(-4.05) + math.exp(-0.0175))
+    assert parser({"text": "M", "top_logprobs": top}) == pytest.approx(2 - p_m, abs=1e-12)
+    assert parser({"text": "M", "top_logprobs": [{"token": "M", "logprob": -1e-6}]}) == pytest.approx(2.0)
+    assert parser({"text": "x", "top_logprobs": [{"token": "The", "logprob": -0.1}]}) is None
+    assert parser("M") is None  # a text-only reply has no log-probabilities
+    cp = pytest.importorskip("alpaca_eval.completion_parsers")
+    theirs = cp.logprob_parser({"logprobs": {"content": [{"top_logprobs": top}]}}, numerator_token="m",
+                               denominator_tokens=["m", "M"], is_binarize=False)
+    assert parser({"top_logprobs": top}) == pytest.approx(theirs[0], abs=1e-12)
+
+
+def test_alpaca_preferences_mirror_switched_items_and_average_repeats():
+    # shown-order score: 1 = output_1 preferred, 2 = output_2; unswitched shows (reference, model).
     records = [
-        ae_rec("0", False, 2), ae_rec("0", True, 1),    # model wins in both orders -> win
-        ae_rec("1", False, 1), ae_rec("1", True, 2),    # reference wins in both -> loss
-        ae_rec("2", False, 2), ae_rec("2", True, 2),    # position bias (always output_2) -> tie
-        ae_rec("3", False, 1), ae_rec("3", True, 1),    # position bias (always output_1) -> tie
-        ae_rec("4", False, 2), ae_rec("4", True, None, failed=True),  # one order failed -> item failed
-        *(ae_rec("5", False, 2, r) for r in range(3)),  # repeats: win, win, tie -> median win
-        ae_rec("5", True, 1, 0), ae_rec("5", True, 1, 1), ae_rec("5", True, 2, 2),
+        ae_rec("0", False, 1.9),                         # model (output_2) preferred: 1.9
+        ae_rec("1", True, 1.2),                          # switched, output_1 = model preferred: 3 - 1.2 = 1.8
+        ae_rec("2", False, 1.0), ae_rec("2", False, 2.0, repeat=1),  # repeats averaged: 1.5
+        ae_rec("3", True, None, failed=True),            # failed: no preference
+        ae_rec("4", False, 1.5),
     ]
+    items = ITEMS[:5] + [{"example_id": "5", "instruction": "c", "output": "same", "reference_output": "same"}]
+    prefs = ae.preferences(records, items).set_index("example_id")["preference"]
+    assert prefs["0"] == pytest.approx(1.9) and prefs["1"] == pytest.approx(1.8) and prefs["2"] == 1.5
+    assert math.isnan(prefs["3"]) and prefs["5"] == 1.5  # identical outputs: alpaca_eval's 1.5
+    out = ae.score(records, items, lc=False)
+    assert out["n_failed"] == 1 and out["n_total"] == 5 and out["n_draws"] == 3
+    assert out["win_rate"] == pytest.approx(100 * np.mean([0.9, 0.8, 0.5, 0.5, 0.5]))
+    assert (out["n_wins"], out["n_wins_base"]) == (2, 0)
+    assert out["avg_length"] == int(np.mean([len(it["output"]) for it in items]))
+    assert out["lc_note"] == "not requested"
+
+
+def test_winrate_equals_alpaca_evals_get_winrate():
+    metrics = pytest.importorskip("alpaca_eval.metrics")
+    rng = np.random.default_rng(1)
+    prefs = list(1 + rng.random(300)) + [1.5, 1.5, 1.0, 2.0, 1.49999, 1.50001, math.nan, 0]
+    ours, theirs = ae.winrate(prefs), metrics.get_winrate(pd.DataFrame({"preference": prefs}))
+    for key in ("win_rate", "standard_error", "discrete_win_rate"):
+        assert ours[key] == pytest.approx(float(theirs[key]), abs=1e-12), key
+    for key in ("n_wins", "n_wins_base", "n_draws", "n_total"):
+        assert ours[key] == int(theirs[key]), key
+
+
+def test_alpaca_end_to_end_weighted_through_server():
+    from openai_server import hash_p_m
+
+    cfg = load_judge_config("alpaca_eval_weighted")
+    reqs = ae.build_requests(cfg, ITEMS)
+    with FakeOpenAIServer() as server:
+        judge = OpenAIJudge("judge-model", base_url=server.url, timeout=2, backoff_base=0.01)
+        verdicts = judge.judge_many(reqs, progress=False)
+        assert server.logprob_requests == len(ITEMS)
+    records = [v.to_record() for v in verdicts]
     out = ae.score(records, ITEMS, lc=False)
-    assert (out["n_wins"], out["n_losses"], out["n_ties"], out["n_judged"], out["n_failed"]) == (2, 1, 2, 5, 1)
-    assert out["win_rate"] == pytest.approx(100 * (1 + 0 + 0.5 + 0.5 + 1) / 5)
-    assert out["avg_length"] == pytest.approx(np.mean([10 + i for i in range(6)]))
-    assert out["reference_avg_length"] == 12 and out["lc_note"] == "not requested"
-    metrics = pytest.importorskip("alpaca_eval.metrics")  # the package's own win rate agrees
-    prefs = ae.combine(records).dropna()["preference"]
-    assert metrics.get_winrate([{"preference": p} for p in prefs])["win_rate"] == pytest.approx(out["win_rate"])
+    # model-centred preference = 1 + P(model judged better): P(M) unswitched, P(m) switched
+    expected = [(hash_p_m(r.messages) if r.meta["swapped"] else 1 - hash_p_m(r.messages)) for r in reqs]
+    assert out["win_rate"] == pytest.approx(100 * np.mean(expected), abs=1e-9)
+    assert all(isinstance(r["raw"], dict) and r["raw"]["top_logprobs"] for r in records)
 
 
 def _fake_gamed_table(folder, n, rng):
@@ -143,19 +203,19 @@ def test_alpaca_length_controlled_via_package(tmp_path, monkeypatch):
     items = [{"example_id": str(i), "instruction": f"I{i}", "reference_output": "r" * 200,
               "output": "o" * (400 if longer[i] else 100)} for i in range(n)]
     records = [ae_rec(str(i), s, (2 if longer[i] else 1) if not s else (1 if longer[i] else 2))
-               for i in range(n) for s in (False, True)]
+               for i in range(n) for s in [ae.is_switched(items[i]["instruction"])]]
     _fake_gamed_table(tmp_path, n, rng)
     out = ae.score(records, items, glm_data_dir=tmp_path)
     assert out["lc_note"] is None
     assert out["win_rate"] == pytest.approx(100 * longer.mean())
-    assert 0 <= out["lc_win_rate"] < out["win_rate"] - 5  # length wins are discounted
+    assert 0 <= out["length_controlled_winrate"] < out["win_rate"] - 5  # length wins are discounted
 
     # Offline without local tables: NaN with a reason, never a crash.
     def offline(*a, **k):
         raise OSError("offline: cannot reach the hub")
     monkeypatch.setattr(glm_winrate, "hf_hub_download", offline)
     out = ae.score(records, items)
-    assert math.isnan(out["lc_win_rate"]) and "offline" in out["lc_note"]
+    assert math.isnan(out["length_controlled_winrate"]) and "offline" in out["lc_note"]
     assert out["win_rate"] == pytest.approx(100 * longer.mean())
 
 

@@ -170,7 +170,7 @@ def test_health_layout_average_and_extra_block(tmp_path):
     assert 0.0 <= s["Average (of 4) Δ lo"] <= 10.0 <= s["Average (of 4) Δ hi"] <= 25.0
     assert s["Average (of 4) n"] == 40
     md = render_table([run], "health", "md")
-    assert "acc = argmax of option log-likelihood" in md and "unweighted macro mean" in md
+    assert "acc = lm-eval acc, argmax of option log-likelihood" in md and "unweighted macro mean" in md
 
     paper = parse_md(render_table([run], "health", "md", paper=True))
     p = row(paper, Source="paper (Xiao et al. 2024)", Method="NTP")
@@ -291,3 +291,22 @@ def test_cli_table(tmp_path, capsys):
     assert main(["table", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no such run directory" in err[0]
+
+
+def test_protocol_notes_and_dagger_on_non_conformant_columns(tmp_path):
+    run = tmp_path / "run"
+    write_main_run(run)
+    for variant in ("ntp", "sftmix"):
+        path = run / "scores" / variant / "mt_bench.json"
+        s = json.loads(path.read_text())
+        s.update(protocol="NOT MT-Bench (FastChat llm_judge single-answer grading): prompts from ours", conformant=False)
+        path.write_text(json.dumps(s))
+        path = run / "scores" / variant / "alpaca_eval.json"
+        s = json.loads(path.read_text())
+        s.update(protocol="AlpacaEval 2.0 (weighted_alpaca_eval_gpt4_turbo) (prompts: alpaca_eval)", conformant=True)
+        path.write_text(json.dumps(s))
+    table = build_table([run], layout="main")
+    assert "MT-Bench overall †" in table.value_cols and "AE2 WR" in table.value_cols
+    assert not any(c.startswith("AE2") and c.endswith("†") for c in table.value_cols)
+    assert any(n.startswith("† mt_bench: NOT MT-Bench") for n in table.notes)
+    assert any(n.startswith("alpaca_eval: AlpacaEval 2.0 (weighted_alpaca_eval_gpt4_turbo)") for n in table.notes)

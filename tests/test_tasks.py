@@ -68,6 +68,42 @@ def test_mcq_answers_map_to_the_right_option(data):
     assert mm[2]["choices"] == ["Vitamin A", "Vitamin B12", "Vitamin C", "Vitamin D"]
 
 
+def test_pubmedqa_bigbio_layout_is_the_default_and_qiaojin_still_works(data, tmp_path):
+    from fixtures import pubmedqa_bigbio
+
+    path = tmp_path / "pubmedqa_fold0_test.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in pubmedqa_bigbio(6)))
+    task = load_task("pubmedqa")
+    assert task.data["hub"] == {"path": "bigbio/pubmed_qa", "name": "pubmed_qa_labeled_fold0_source", "split": "test"}
+    assert task.n_items == 500
+    items = task.load_records(local=path)
+    assert task.layout == "bigbio" and [it["id"] for it in items] == [str(i) for i in range(6)]
+    assert task.render_prompt(items[1]) == "Abstract: Background 1.\nResults 1.\nQuestion: Do statins reduce risk number 1?\nAnswer:"
+    assert [it["answer"] for it in items] == [0, 1, 2] * 2
+    qiaojin = load_task("pubmedqa")
+    assert qiaojin.render_prompt(qiaojin.load_records(local=data["pubmedqa"])[1]) == task.render_prompt(items[1])
+    assert qiaojin.layout == "qiaojin"
+
+
+def test_data_in_an_unknown_layout_is_refused_in_one_line(tmp_path, capsys):
+    from bench.cli import main
+
+    bad = tmp_path / "pubmed.jsonl"
+    bad.write_text(json.dumps({"Question": "q?", "Context": ["c"], "answer": "yes"}) + "\n")
+    with pytest.raises(UserError, match=r"fits no known layout: bigbio needs .*missing CONTEXTS, QUESTION"):
+        load_task("pubmedqa").load_records(local=bad)
+    medqa = tmp_path / "medqa.jsonl"
+    medqa.write_text(json.dumps({"id": "1", "question": "q", "ending0": "a", "ending1": "b", "ending2": "c",
+                                 "ending3": "d", "label": 0}) + "\n")
+    with pytest.raises(UserError, match=r"row 0: missing field\(s\) sent1"):
+        load_task("medqa_4").load_records(local=medqa)
+    # the CLI: one line, exit 2, no traceback (the model is never loaded for bad data)
+    rc = main(["generate", "--model", "tiny-llama", "--tasks", "pubmedqa", "--data-path", f"pubmedqa={bad}",
+               "--out", str(tmp_path / "gen")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err and "missing CONTEXTS, QUESTION" in err
+
+
 def test_chat_references_and_categories(data):
     task = load_task("mt_bench")
     items = {it["id"]: it for it in task.load_records(local=data["mt_bench"])}
@@ -190,11 +226,23 @@ def test_parse_letter():
 
 
 def test_acc_and_acc_norm_differ_when_lengths_differ():
-    # raw sums favour the short option; per-byte averages favour the long one
+    # raw sums favour the short option; per-character averages favour the long one
     s = mcq.score_logliks([-2.0, -3.0], [" no", " absolutely yes"], answer=1)
     assert (s["pred"], s["pred_norm"], s["acc"], s["acc_norm"]) == (0, 1, 0.0, 1.0)
     agg = mcq.aggregate([{"acc": 1.0, "acc_norm": 0.0}, {"acc": 0.0, "acc_norm": 0.0}, {"acc": 1.0, "acc_norm": 1.0}])
-    assert agg["acc"] == pytest.approx(2 / 3) and agg["acc_norm"] == pytest.approx(1 / 3) and agg["primary"] == "acc"
+    assert agg["acc"] == pytest.approx(2 / 3) and agg["acc_norm"] == pytest.approx(1 / 3)
+
+
+def test_acc_norm_counts_characters_without_the_delimiter_as_lm_eval():
+    # lm-eval: " yes" -> len("yes") = 3, " maybe" -> 5. Dividing by bytes with the space (4, 6) flips this document.
+    s = mcq.score_logliks([-3.0, -4.6], [" yes", " maybe"], answer=1)
+    assert (s["pred_norm"], s["acc_norm"]) == (1, 1.0)
+    assert -3.0 / 4 > -4.6 / 6  # what the old byte-with-space rule would have picked: option 0
+    # acc_bytes divides by UTF-8 bytes: "é" is 1 character but 2 bytes
+    s = mcq.score_logliks([-1.5, -2.2], [" é", " ab"], answer=1)
+    assert (s["pred_norm"], s["pred_bytes"]) == (1, 0)  # chars: -1.5 vs -1.1; bytes: -0.75 vs -1.1
+    assert mcq.option_text(" yes") == "yes" and mcq.option_text("yes") == "yes"
+    assert mcq.option_text("\nA", "\n") == "A"
 
 
 def test_exact_match_normalises_and_matches_numbers():

@@ -144,3 +144,24 @@ def test_judge_client_against_vllm_server(server, tmp_path):
     assert _served_requests(server) - before == len(calls2) == 3 * 2
     assert all(v.cached and v.score == w.score and v.raw == w.raw for v, w in zip(again[3:], verdicts[3:]))
     assert [v.raw for v in again[:3]] == [v.raw for v in verdicts[:3]]  # greedy: the same unparsable replies
+
+
+def test_logprob_judge_against_vllm_server(server, tmp_path):
+    """AlpacaEval 2.0's request shape (one token, top-5 log-probabilities) against a real vLLM server."""
+    from bench.judge import OpenAIJudge, load_judge_config
+    from bench.scorers import alpaca_eval as ae
+
+    config = load_judge_config("alpaca_eval_weighted")
+    items = [{"example_id": str(i), "instruction": f"Say something nice number {i}.", "output": f"Nice {i}!",
+              "reference_output": "You are great."} for i in range(3)]
+    reqs = ae.build_requests(config, items)
+    assert all(r.logprobs == 5 and r.max_tokens == 1 for r in reqs)
+    judge = OpenAIJudge(SERVED, base_url=f"{server}/v1", api_key_env="SFTMIX_TEST_NO_KEY", concurrency=2,
+                        timeout=60, max_retries=2, max_parse_retries=0)
+    verdicts = judge.judge_many(reqs, progress=False)
+    for v in verdicts:
+        assert isinstance(v.raw, dict) and len(v.raw["top_logprobs"]) == 5
+        assert all(t["logprob"] <= 0 for t in v.raw["top_logprobs"])
+        # the tiny model's top tokens are rarely m/M: then the verdict is a recorded failure, never a guess
+        tokens = {t["token"] for t in v.raw["top_logprobs"]}
+        assert v.failed == (not tokens & {"m", "M"})

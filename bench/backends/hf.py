@@ -141,7 +141,7 @@ class HFBackend:
                 if not cont_ids:
                     raise ValueError(f"{r.example_id}: continuation {cont!r} encodes to no tokens")
                 pairs.append((ri, ci, ctx_ids, cont_ids))
-        max_len = getattr(self.model.config, "max_position_embeddings", None) or 10**9
+        max_len = max_length(self.model.config, self.tokenizer)
         pairs.sort(key=lambda p: -(len(p[2]) + len(p[3])))
         scores = [[0.0] * len(r.continuations) for r in requests]
         bar = tqdm(total=len(pairs), desc="hf loglikelihood", disable=not self.progress, leave=False)
@@ -154,15 +154,17 @@ class HFBackend:
         return scores
 
     def _loglik_batch(self, batch: list[tuple[list[int], list[int]]], max_len: int) -> list[float]:
-        # Left padding puts every continuation at the right edge, so only the last K positions' logits
-        # (K = longest continuation + 1) are needed: the full-vocabulary logits of long contexts never exist.
-        seqs = [(ctx + cont)[-max_len:] for ctx, cont in batch]
+        # lm-eval's input: (context + continuation)[-(max_len + 1):][:-1] - the last token is only ever a target,
+        # so an over-long context keeps max_len tokens of conditioning. Left padding puts every continuation at the
+        # right edge, so only the last K positions' logits (K = longest continuation) are needed: the
+        # full-vocabulary logits of long contexts never exist.
+        seqs = [(ctx + cont)[-(max_len + 1):][:-1] for ctx, cont in batch]
         width = max(len(s) for s in seqs)
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=self.device)
         mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        keep = max(len(cont) for _, cont in batch) + 1
+        keep = max(len(cont) for _, cont in batch)
         try:
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                                 logits_to_keep=keep).logits
@@ -173,7 +175,22 @@ class HFBackend:
         for row, (_, cont) in enumerate(batch):
             n = len(cont)
             target = torch.tensor(cont, device=self.device)
-            # position keep-1 predicts the token after the sequence; positions keep-1-n .. keep-2 predict cont
-            lp = logprobs[row, keep - 1 - n: keep - 1].gather(-1, target[:, None]).squeeze(-1)
+            # the last position predicts the final continuation token; positions keep-n .. keep-1 predict cont
+            lp = logprobs[row, keep - n: keep].gather(-1, target[:, None]).squeeze(-1)
             out.append(float(lp.sum()))
         return out
+
+
+TOKENIZER_INFINITY = 1000000000000000019884624838656  # transformers' "no limit" model_max_length
+
+
+def max_length(config, tokenizer=None, default: int = 2048) -> int:
+    """The context length lm-eval's HFLM uses: the text config's n_positions / max_position_embeddings / n_ctx,
+    else the tokenizer's model_max_length, else 2048."""
+    cfg = getattr(config, "text_config", None) or config
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(cfg, attr, None)
+        if value is not None:
+            return int(value)
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if limit is not None and limit != TOKENIZER_INFINITY else default

@@ -75,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     if args.category_temperatures:
         override["greedy"] = False
 
+    # Every task's data is read and checked before the model loads: bad data fails in seconds.
+    items = {t.name: t.load_records(limit=args.limit, local=data_paths.get(t.name)) for t in tasks}
     model_path = _resolve_model(args.model)
     out = Path(args.out or Path("runs") / "generate" / Path(args.model.rstrip("/")).name)
     if args.backend == "hf":
@@ -88,8 +90,7 @@ def run(args: argparse.Namespace) -> int:
     for task in tasks:
         t0 = time.perf_counter()
         records = generate_task(task, backend, args.model, out / f"{task.name}.generations.jsonl", cache,
-                                limit=args.limit, settings_override=override, local=data_paths.get(task.name),
-                                repeat=args.repeat)
+                                settings_override=override, repeat=args.repeat, items=items[task.name])
         line = f"{task.name}: {len(records)} records in {time.perf_counter() - t0:.1f}s"
         scores = score_records(task, records)
         if scores is not None:

@@ -20,6 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-base-url", help="judge endpoint (default OpenAI)")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     p.add_argument("--judge-local", help="a local transformers model as in-process judge")
+    p.add_argument("--judge-prompts", metavar="FILE",
+                   help="FastChat's judge_prompts.jsonl for MT-Bench (default: downloaded once at a pinned commit)")
+    p.add_argument("--text-verdicts", action="store_true",
+                   help="judge without log-probabilities: AlpacaEval from the reply's text (flagged as such)")
     p.add_argument("--repeats", type=int, default=1, help="judgments per item (median reported)")
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--label", help="name of this model in the scores (default: the folder name)")
@@ -30,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from bench.cache import Cache
     from bench.config import JudgeArgs
-    from bench.evaluate import judge_requests, make_judge, score_task
+    from bench.evaluate import judge_config, judge_requests, make_judge, score_task
     from bench.generate import read_jsonl
     from bench.judge.ledger import CostLedger, estimate
     from bench.tasks import load_task
@@ -44,7 +48,8 @@ def run(args) -> int:
         raise UserError(f"{gdir} holds no <task>.generations.jsonl files")
     local = dict(pair.split("=", 1) for pair in args.data_path if "=" in pair)
     jargs = JudgeArgs(model=args.judge_model, base_url=args.judge_base_url, api_key_env=args.api_key_env,
-                      local=args.judge_local, repeats=args.repeats, concurrency=args.concurrency)
+                      local=args.judge_local, repeats=args.repeats, concurrency=args.concurrency,
+                      prompts=args.judge_prompts, text_verdicts=args.text_verdicts)
     for name in names:  # unknown tasks and missing generation files fail before anything is written
         load_task(name)
         if not (gdir / f"{name}.generations.jsonl").exists():
@@ -63,12 +68,12 @@ def run(args) -> int:
         ids = {str(g["example_id"]) for g in gens}
         items = [it for it in items if str(it["id"]) in ids]
         if args.dry_run:
-            reqs = judge_requests(task, items, gens, judge)
+            reqs = judge_requests(task, items, gens, judge, judge_config(task, jargs))
             est = estimate(reqs, judge.name, repeats=args.repeats, prices=jargs.prices, cache=cache)
             print(f"{name}: {json.dumps(est)}")
             continue
-        s = score_task(task, items, gens, judge if task.kind == "chat" else None, run_dir=gdir, variant=label,
-                       meta={"model": label})
+        s = score_task(task, items, gens, judge, run_dir=gdir, variant=label, meta={"model": label},
+                       repeats=args.repeats, judge_args=jargs)
         shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in s["metrics"].items() if "/" not in k}
         print(f"{name}: {shown}  judge={s['judge']}  failed={s['n_failed']}/{s['n_items']}")
     if ledger.summary().get("calls"):

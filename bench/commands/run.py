@@ -18,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["hf", "vllm"], help="generation backend")
     p.add_argument("--judge-model", help="LLM judge model name (OpenAI-compatible endpoint)")
     p.add_argument("--judge-base-url", help="judge endpoint, e.g. http://127.0.0.1:8000/v1 for `vllm serve`")
+    p.add_argument("--judge-prompts", metavar="FILE",
+                   help="FastChat's judge_prompts.jsonl for MT-Bench (default: downloaded once at a pinned commit)")
     p.add_argument("--limit", type=int, help="first N items of each task")
     p.add_argument("--data-path", action="append", default=[], metavar="TASK=PATH",
                    help="local data file/folder for a task (repeatable), e.g. medqa_5=US/test.jsonl")
@@ -35,7 +37,8 @@ def build_config(args):
 
     flags = {"run.variants": args.variants, "model.model": args.model, "data.data": args.train_data,
              "run.tasks": args.tasks, "generation.backend": args.backend, "judge.model": args.judge_model,
-             "judge.base_url": args.judge_base_url, "run.limit": args.limit, "run.out": args.out}
+             "judge.base_url": args.judge_base_url, "judge.prompts": args.judge_prompts, "run.limit": args.limit,
+             "run.out": args.out}
     overrides = {k: v for k, v in flags.items() if v is not None}
     if args.data_path:
         bad = [p for p in args.data_path if "=" not in p.strip("=")]

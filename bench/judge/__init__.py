@@ -27,8 +27,10 @@ templates also get flexeval's names (``messages``, ``references``, ``lm_output``
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
+import math
 import os
 import re
 import textwrap
@@ -47,6 +49,7 @@ from .client import BaseJudge, JudgeRequest, OpenAIJudge, Verdict
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 MODES = ("single", "pairwise")
+ENGINES = ("format", "jinja2", "replace_first")
 
 __all__ = [
     "BaseJudge", "JudgeConfig", "JudgeRequest", "OpenAIJudge", "Parser", "PromptForm", "Verdict",
@@ -58,17 +61,27 @@ __all__ = [
 class Parser:
     """Turns a judge reply into a number, or None when the reply cannot be parsed.
 
-    ``single`` mode: the first group of ``pattern`` (else ``backup_pattern``) as a float, which must lie in
-    ``range``. ``pairwise`` mode: the matched group mapped through ``choices`` to alpaca_eval's preference
-    encoding (1.0: output_1 preferred, 2.0: output_2 preferred, 1.5: tie).
+    ``regex`` (default), ``single`` mode: the first group of ``pattern`` (else ``backup_pattern``) as a number,
+    which must lie in ``range`` when one is given (FastChat's MT-Bench parser has none). ``regex``, ``pairwise``
+    mode: the matched group mapped through ``choices`` to alpaca_eval's preference encoding (1.0: output_1
+    preferred, 2.0: output_2 preferred, 1.5: tie). ``logprob`` (alpaca_eval's ``logprob_parser`` with
+    ``is_binarize: false``): from the top log-probabilities of the reply's first token, p = P(numerator) / P(any
+    denominator token) and the value is 2 - p (1: output_1 certainly preferred, 2: output_2); None when no
+    denominator token is among the top log-probabilities.
     """
 
-    pattern: str
+    pattern: str | None = None
     backup_pattern: str | None = None
     range: tuple[float, float] | None = None
     choices: dict[str, float] | None = None
+    kind: str = "regex"
+    numerator_token: str | None = None
+    denominator_tokens: tuple[str, ...] = ()
 
-    def __call__(self, text: str | None) -> float | None:
+    def __call__(self, raw: str | dict | None) -> float | None:
+        if self.kind == "logprob":
+            return self._logprob(raw)
+        text = raw.get("text") if isinstance(raw, dict) else raw
         if not text:
             return None
         for pat in (self.pattern, self.backup_pattern):
@@ -89,6 +102,20 @@ class Parser:
             return value
         return None
 
+    def _logprob(self, raw: str | dict | None) -> float | None:
+        top = raw.get("top_logprobs") if isinstance(raw, dict) else None
+        if not top:
+            return None
+        wanted = set(self.denominator_tokens) | {self.numerator_token}
+        found = {t["token"]: float(t["logprob"]) for t in top if t.get("token") in wanted}
+        if not any(t in found for t in self.denominator_tokens):
+            return None
+        den = [found[t] for t in self.denominator_tokens if t in found]
+        peak = max(den)
+        log_den = peak + math.log(sum(math.exp(x - peak) for x in den))
+        num = found.get(self.numerator_token, -math.inf)
+        return 2.0 - math.exp(num - log_den)
+
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
@@ -102,9 +129,10 @@ class PromptForm:
     system: str | None = None
     engine: str = "format"
     source: str = "inline"
+    origin: str = "bench"  # whose wording: "fastchat", "alpaca_eval", or "bench" (this project's own text)
 
     def render(self, fields: dict[str, Any]) -> list[dict]:
-        render = self._jinja if self.engine == "jinja2" else self._format
+        render = {"jinja2": self._jinja, "replace_first": self._replace_first}.get(self.engine, self._format)
         messages = [{"role": "system", "content": render(self.system, fields)}] if self.system else []
         return messages + [{"role": "user", "content": render(self.user, fields)}]
 
@@ -116,6 +144,15 @@ class PromptForm:
             return str(fields[m.group(1)])
 
         return _PLACEHOLDER.sub(sub, template)
+
+    def _replace_first(self, template: str, fields: dict[str, Any]) -> str:
+        # alpaca_eval's make_prompts: each placeholder (in order of first appearance) replaced once, in sequence.
+        names = list(dict.fromkeys(re.findall(r"{([^ \s]+?)}", template)))
+        for name in names:
+            if fields.get(name) is None:
+                raise UserError(f"judge prompt form {self.name!r} ({self.source}) needs field {name!r}")
+            template = template.replace("{" + name + "}", str(fields[name]), 1)
+        return template
 
     def _jinja(self, template: str, fields: dict[str, Any]) -> str:
         from jinja2 import StrictUndefined
@@ -146,6 +183,23 @@ class JudgeConfig:
     price_per_1m: dict[str, float] | None = None
     path: str = ""
     extra: dict = field(default_factory=dict)
+    logprobs: int | None = None  # ask for the top-N log-probabilities of the reply's tokens (logprob parsers)
+    protocol: dict = field(default_factory=dict)  # {origin, name}: the peer protocol this judge reproduces
+
+    @property
+    def conformant(self) -> bool:
+        """True when every prompt form comes from the peer the config's protocol names (e.g. FastChat's file)."""
+        origin = self.protocol.get("origin")
+        return origin is None or all(f.origin == origin for f in self.forms.values())
+
+    def describe(self) -> str:
+        """One line: the protocol, the prompt sources, and whether results are comparable with the peer's."""
+        name = self.protocol.get("name", self.name)
+        sources = ", ".join(dict.fromkeys(f.source for f in self.forms.values()))
+        if self.conformant:
+            return f"{name} (prompts: {sources})"
+        return (f"NOT {name}: prompts from {sources}, not {self.protocol.get('origin')}'s - scores are not "
+                "comparable with the published benchmark")
 
     def form(self, name: str) -> PromptForm:
         if name not in self.forms:
@@ -159,13 +213,13 @@ class JudgeConfig:
         return JudgeRequest(
             task=task, example_id=str(example_id), turn=turn, messages=pf.render(fields), parse=self.parser,
             temperature=self.temperature, max_tokens=self.max_tokens, form=form, fields=dict(fields),
-            meta=dict(meta or {}), config=self.name,
+            meta=dict(meta or {}), config=self.name, logprobs=self.logprobs,
         )
 
     def fingerprint(self) -> str:
         """Hash of everything that changes a verdict's meaning (prompts, parser, settings)."""
         return hash_obj({"mode": self.mode, "parser": self.parser.__dict__, "temperature": self.temperature,
-                         "max_tokens": self.max_tokens,
+                         "max_tokens": self.max_tokens, "logprobs": self.logprobs,
                          "forms": {k: (v.system, v.user, v.engine) for k, v in self.forms.items()}})
 
 
@@ -173,8 +227,12 @@ def judge_config_names() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
-def load_judge_config(name_or_path: str | os.PathLike) -> JudgeConfig:
-    """Load a judge config by name (``configs/<name>.yaml``) or by path to a YAML file."""
+def load_judge_config(name_or_path: str | os.PathLike, variables: dict[str, str | None] | None = None) -> JudgeConfig:
+    """Load a judge config by name (``configs/<name>.yaml``) or by path to a YAML file.
+
+    ``variables`` fill ``$NAME`` in ``file`` sources before the environment does (e.g. ``FASTCHAT_JUDGE_PROMPTS``
+    from ``--judge-prompts``): file paths, relative to the working directory; a None value leaves the environment's.
+    """
     path = Path(name_or_path)
     if not path.suffix:
         names = judge_config_names()
@@ -193,7 +251,36 @@ def load_judge_config(name_or_path: str | os.PathLike) -> JudgeConfig:
             raise UserError(f"{path}: missing field {key!r}")
     if raw["mode"] not in MODES:
         raise UserError(f"{path}: field 'mode' must be one of {MODES}, got {raw['mode']!r}")
-    p = raw["parser"]
+    parser = _parser(path, raw["mode"], raw["parser"])
+    # Variables name files the user gave on the command line: relative to the working directory, and must exist.
+    variables = {k: str(Path(v).expanduser().resolve()) for k, v in (variables or {}).items() if v}
+    for value in variables.values():
+        if not Path(value).is_file():
+            raise UserError(f"judge prompts file {value} does not exist")
+    forms = {name: _load_form(path, name, sources, variables) for name, sources in raw["prompts"].items()}
+    known = {"name", "mode", "model", "parser", "prompts", "temperature", "max_tokens", "price_per_1m", "logprobs",
+             "protocol"}
+    if parser.kind == "logprob" and not raw.get("logprobs"):
+        raise UserError(f"{path}: a logprob parser needs 'logprobs: N' (top log-probabilities to ask for)")
+    return JudgeConfig(
+        name=raw.get("name", path.stem), mode=raw["mode"], model=raw["model"], parser=parser, forms=forms,
+        temperature=float(raw.get("temperature", 0.0)), max_tokens=int(raw.get("max_tokens", 1024)),
+        price_per_1m=raw.get("price_per_1m"), path=str(path), extra={k: v for k, v in raw.items() if k not in known},
+        logprobs=int(raw["logprobs"]) if raw.get("logprobs") else None, protocol=dict(raw.get("protocol") or {}),
+    )
+
+
+def _parser(path: Path, mode: str, p: Any) -> Parser:
+    if not isinstance(p, dict):
+        raise UserError(f"{path}: field 'parser' must be a mapping")
+    kind = p.get("kind", "regex")
+    if kind == "logprob":
+        if not p.get("numerator_token") or not p.get("denominator_tokens"):
+            raise UserError(f"{path}: a logprob parser needs 'numerator_token' and 'denominator_tokens'")
+        return Parser(kind="logprob", numerator_token=str(p["numerator_token"]),
+                      denominator_tokens=tuple(str(t) for t in p["denominator_tokens"]))
+    if kind != "regex":
+        raise UserError(f"{path}: parser.kind must be 'regex' or 'logprob', got {kind!r}")
     if "pattern" not in p:
         raise UserError(f"{path}: field 'parser.pattern' is required")
     parser = Parser(
@@ -201,25 +288,19 @@ def load_judge_config(name_or_path: str | os.PathLike) -> JudgeConfig:
         range=tuple(p["range"]) if p.get("range") else None,
         choices={str(k): float(v) for k, v in p["choices"].items()} if p.get("choices") else None,
     )
-    if raw["mode"] == "pairwise" and parser.choices is None:
+    if mode == "pairwise" and parser.choices is None:
         raise UserError(f"{path}: a pairwise judge needs 'parser.choices' (matched text -> 1, 2 or 1.5)")
-    forms = {name: _load_form(path, name, sources) for name, sources in raw["prompts"].items()}
-    known = {"name", "mode", "model", "parser", "prompts", "temperature", "max_tokens", "price_per_1m"}
-    return JudgeConfig(
-        name=raw.get("name", path.stem), mode=raw["mode"], model=raw["model"], parser=parser, forms=forms,
-        temperature=float(raw.get("temperature", 0.0)), max_tokens=int(raw.get("max_tokens", 1024)),
-        price_per_1m=raw.get("price_per_1m"), path=str(path), extra={k: v for k, v in raw.items() if k not in known},
-    )
+    return parser
 
 
-def _load_form(path: Path, name: str, sources: Any) -> PromptForm:
+def _load_form(path: Path, name: str, sources: Any, variables: dict[str, str | None]) -> PromptForm:
     sources = sources if isinstance(sources, list) else [sources]
     reasons = []
     for src in sources:
         if not isinstance(src, dict):
             raise UserError(f"{path}: prompts.{name}: each source must be a mapping")
         try:
-            form = _load_source(path, name, src)
+            form = _load_source(path, name, src, variables)
         except _Skip as e:
             reasons.append(str(e))
             continue
@@ -232,23 +313,60 @@ class _Skip(Exception):
     """This source is unavailable here (package missing, variable unset); try the next one."""
 
 
-def _load_source(path: Path, name: str, src: dict) -> PromptForm:
+def _expand(value: str, variables: dict[str, str | None]) -> str:
+    """``$NAME`` / ``${NAME}`` from ``variables`` first, then the environment."""
+    def sub(m: re.Match) -> str:
+        key = m.group(1) or m.group(2)
+        val = variables.get(key) or os.environ.get(key)
+        return val if val else m.group(0)
+
+    return re.sub(r"\$(?:(\w+)|\{(\w+)\})", sub, value)
+
+
+def download_cached(url: str, sha256: str) -> Path:
+    """A file fetched once from ``url`` into ``$SFTMIX_HOME/downloads`` and checked against its sha256.
+
+    Offline (``HF_HUB_OFFLINE``), or when the fetch fails, raises :class:`_Skip`; a checksum mismatch is an error.
+    """
+    home = Path(os.environ.get("SFTMIX_HOME") or "~/.cache/sftmix").expanduser()
+    target = home / "downloads" / sha256[:16] / url.rsplit("/", 1)[-1]
+    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == sha256:
+        return target
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}:
+        raise _Skip(f"{url}: offline (HF_HUB_OFFLINE) and not downloaded before")
+    try:
+        with urllib.request.urlopen(url, timeout=15) as r:
+            data = r.read()
+    except OSError as e:
+        raise _Skip(f"{url}: {e}") from None
+    got = hashlib.sha256(data).hexdigest()
+    if got != sha256:
+        raise UserError(f"{url}: sha256 {got} does not match the pinned {sha256}; refusing to use it")
+    from sftmix.io import atomic_path
+
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return target
+
+
+def _load_source(path: Path, name: str, src: dict, variables: dict[str, str | None]) -> PromptForm:
     engine = src.get("engine", "format")
-    if engine not in ("format", "jinja2"):
-        raise UserError(f"{path}: prompts.{name}: engine must be 'format' or 'jinja2', got {engine!r}")
+    origin = str(src.get("origin", "bench"))
+    if engine not in ENGINES:
+        raise UserError(f"{path}: prompts.{name}: engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if "user" in src:
         return PromptForm(name=name, user=src["user"], system=src.get("system"), engine=engine,
-                          source=f"{path.name}:inline")
+                          source=f"{path.name}:inline", origin=origin)
     if "package" in src:
         spec = importlib.util.find_spec(src["package"])
         if spec is None or not spec.submodule_search_locations:
-            raise _Skip(f"package {src['package']!r} is not installed")
+            raise _Skip(f"package {src['package']!r} is not installed (pip install {src['package'].replace('_', '-')})")
         file = Path(list(spec.submodule_search_locations)[0]) / src["path"]
         if not file.is_file():
             raise _Skip(f"{src['package']} has no file {src['path']!r}")
         text, where = file.read_text(encoding="utf-8"), f"{src['package']}/{src['path']}"
     elif "file" in src:
-        expanded = os.path.expandvars(str(src["file"]))
+        expanded = _expand(str(src["file"]), variables)
         if not expanded or "$" in expanded:
             raise _Skip(f"{src['file']} is not set")
         file = Path(expanded) if Path(expanded).is_absolute() else path.parent / expanded
@@ -256,16 +374,14 @@ def _load_source(path: Path, name: str, src: dict) -> PromptForm:
             raise _Skip(f"{file} does not exist")
         text, where = file.read_text(encoding="utf-8"), str(file)
     elif "url" in src:
-        try:
-            with urllib.request.urlopen(src["url"], timeout=15) as r:
-                text = r.read().decode("utf-8")
-        except OSError as e:
-            raise _Skip(f"{src['url']}: {e}") from None
-        where = src["url"]
+        if not src.get("sha256"):
+            raise UserError(f"{path}: prompts.{name}: a url source needs its 'sha256'")
+        file = download_cached(src["url"], src["sha256"])
+        text, where = file.read_text(encoding="utf-8"), src["url"]
     else:
         raise UserError(f"{path}: prompts.{name}: a source needs 'user', 'package'+'path', 'file' or 'url'")
     system, user, engine = _extract(text, src.get("extract"), engine, where, path, name)
-    return PromptForm(name=name, user=user, system=system, engine=engine, source=where)
+    return PromptForm(name=name, user=user, system=system, engine=engine, source=where, origin=origin)
 
 
 def _extract(text: str, how: str | None, engine: str, where: str, path: Path, name: str):
@@ -277,7 +393,9 @@ def _extract(text: str, how: str | None, engine: str, where: str, path: Path, na
             raise UserError(f"{where}: no ||| text block found (prompts.{name} in {path})")
         return None, textwrap.dedent(m.group(1)).strip("\n"), engine
     if how == "chatml":
-        turns = dict(re.findall(r"<\|im_start\|>(system|user)\s*\n(.*?)\s*<\|im_end\|>", text, re.S))
+        # alpaca_eval's prompt_to_chatml: role line, then the content up to <|im_end|>, stripped.
+        turns = {role: body.strip() for role, body in
+                 re.findall(r"<\|im_start\|>(system|user)[^\n]*\n(.*?)<\|im_end\|>", text, re.S)}
         if "user" not in turns:
             raise UserError(f"{where}: no <|im_start|>user block (prompts.{name} in {path})")
         return turns.get("system"), turns["user"], engine

@@ -43,6 +43,7 @@ class JudgeRequest:
     fields: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
     config: str = ""
+    logprobs: int | None = None  # ask for the top-N log-probabilities; the raw reply is then a dict (see Verdict)
 
 
 @dataclass
@@ -57,7 +58,7 @@ class Verdict:
     repeat: int
     score: float | None
     failed: bool
-    raw: str | None
+    raw: str | dict | None  # the reply text; with logprobs {"text", "top_logprobs": [{token, logprob}] of token 1}
     error: str | None = None
     usage: dict = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
     form: str = ""
@@ -73,8 +74,11 @@ class Verdict:
 
 def cache_key(judge: str, req: JudgeRequest, repeat: int) -> str:
     """Content address of a judgment: judge model, full messages, settings, repeat index (not the URL)."""
-    return hash_obj({"judge": judge, "messages": req.messages, "temperature": req.temperature,
-                     "max_tokens": req.max_tokens, "repeat": repeat}, n=32)
+    key = {"judge": judge, "messages": req.messages, "temperature": req.temperature, "max_tokens": req.max_tokens,
+           "repeat": repeat}
+    if req.logprobs:  # only then, so keys of earlier text-only judgments stay valid
+        key["logprobs"] = req.logprobs
+    return hash_obj(key, n=32)
 
 
 class BaseJudge:
@@ -251,9 +255,11 @@ class OpenAIJudge(BaseJudge):
             entry = {"time": time.time(), "judge": self.model, "task": req.task, "example_id": req.example_id,
                      "turn": req.turn, "repeat": repeat, "form": req.form, "attempt": attempt,
                      "messages": req.messages, "temperature": req.temperature, "max_tokens": req.max_tokens}
+            extra = {"logprobs": True, "top_logprobs": req.logprobs} if req.logprobs else {}
             try:
                 resp = self._client.chat.completions.create(
-                    model=self.model, messages=req.messages, temperature=req.temperature, max_tokens=req.max_tokens)
+                    model=self.model, messages=req.messages, temperature=req.temperature, max_tokens=req.max_tokens,
+                    **extra)
             except Exception as e:  # noqa: BLE001 - classified below; unknown errors are recorded, not raised
                 error = f"{type(e).__name__}: {self._scrub(str(e))}"
                 self._log({**entry, "raw": None, "usage": None, "latency_s": time.perf_counter() - t0,
@@ -265,6 +271,8 @@ class OpenAIJudge(BaseJudge):
                 time.sleep(max(delay, min(after or 0.0, self.backoff_max)))
                 continue
             raw = resp.choices[0].message.content if resp.choices else None
+            if req.logprobs and resp.choices:
+                raw = {"text": raw, "top_logprobs": _top_logprobs(resp.choices[0])}
             usage = {"prompt_tokens": getattr(resp.usage, "prompt_tokens", 0) or 0,
                      "completion_tokens": getattr(resp.usage, "completion_tokens", 0) or 0}
             self._log({**entry, "raw": raw, "usage": usage, "latency_s": time.perf_counter() - t0, "error": None})
@@ -272,3 +280,11 @@ class OpenAIJudge(BaseJudge):
                 self.ledger.add(self.model, usage)
             return raw, usage, None, attempt
         return None, {}, error, self.max_retries + 1  # unreachable: the loop returns
+
+
+def _top_logprobs(choice) -> list[dict]:
+    """The first generated token's top log-probabilities as [{token, logprob}] (empty when the server sent none)."""
+    content = getattr(getattr(choice, "logprobs", None), "content", None) or []
+    if not content:
+        return []
+    return [{"token": t.token, "logprob": float(t.logprob)} for t in (content[0].top_logprobs or [])]

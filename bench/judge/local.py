@@ -48,9 +48,15 @@ class LocalJudge(BaseJudge):
             ids = {k: v.to(self.device) for k, v in ids.items()}
             pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
                 else self.tokenizer.eos_token_id
-            out = self.model.generate(**ids, max_new_tokens=req.max_tokens, do_sample=False, pad_token_id=pad)
-        new = out[0, ids["input_ids"].shape[1]:]
+            out = self.model.generate(**ids, max_new_tokens=req.max_tokens, do_sample=False, pad_token_id=pad,
+                                      output_scores=bool(req.logprobs), return_dict_in_generate=True)
+        new = out.sequences[0, ids["input_ids"].shape[1]:]
         raw = self.tokenizer.decode(new, skip_special_tokens=True)
+        if req.logprobs:  # as an API's top_logprobs of the first generated token
+            logp = torch.log_softmax(out.scores[0][0].float(), dim=-1)
+            top = torch.topk(logp, k=min(int(req.logprobs), logp.shape[-1]))
+            raw = {"text": raw, "top_logprobs": [{"token": self.tokenizer.decode([int(i)]), "logprob": float(v)}
+                                                 for v, i in zip(top.values, top.indices)]}
         usage = {"prompt_tokens": int(ids["input_ids"].shape[1]), "completion_tokens": int(new.shape[0])}
         self._log({"time": time.time(), "judge": self.name, "task": req.task, "example_id": req.example_id,
                    "turn": req.turn, "repeat": repeat, "form": req.form, "attempt": 1, "messages": req.messages,

@@ -1,9 +1,31 @@
-"""Scorers turn judge verdicts (or multiple-choice log-likelihoods) into benchmark numbers.
+"""Scorers: one per benchmark protocol, found by the name a task YAML gives in ``scorer:``.
 
-Judgment record (one dict per judgment, ``bench.judge.Verdict.to_record()``; every judged scorer reads these):
-``{task, example_id, turn, variant (filled by the caller), judge (model name or 'reference-rubric-v1'),
-judge_kind ('llm' | 'local' | 'reference'), repeat, score (float or None), failed (bool), raw (judge text),
-error (str or None), usage {prompt_tokens, completion_tokens}}``, plus ``form`` (prompt form), ``config`` (judge
-config name), ``attempts``, ``latency_s``, ``cached`` and ``meta`` (e.g. MT-Bench ``category``, AlpacaEval
-``swapped``).
+- ``mt_bench`` — FastChat llm_judge single-answer grading (:mod:`.mt_bench`);
+- ``reference`` — the same forms for open-ended tasks whose every item has a reference answer (toy tasks);
+- ``alpaca_eval`` — AlpacaEval 2.0's weighted win rate (:mod:`.alpaca_eval`);
+- ``mcq`` — lm-evaluation-harness multiple choice: acc, acc_norm, acc_bytes (:mod:`.mcq`);
+- ``exact`` — exact match of a generated short answer (:mod:`.exact`).
+
+Add one: subclass :class:`~bench.scorers.base.Scorer` and ``SCORERS.add(name, instance)`` (a module imported here,
+or your own code before the run).
 """
+from __future__ import annotations
+
+from sftmix.registry import Registry
+
+from .base import Metric, Scorer, ScoreResult
+
+SCORERS: Registry[Scorer] = Registry("scorer")
+
+
+def get_scorer(name: str) -> Scorer:
+    """The registered scorer called ``name`` (a UserError naming the known ones otherwise)."""
+    _load_builtin()
+    return SCORERS.get(name)
+
+
+def _load_builtin() -> None:
+    from . import alpaca_eval, exact, mcq, mt_bench  # noqa: F401 - each registers itself on first import
+
+
+__all__ = ["Metric", "SCORERS", "ScoreResult", "Scorer", "get_scorer"]

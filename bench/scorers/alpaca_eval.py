@@ -1,25 +1,28 @@
-"""AlpacaEval 2: pairwise preference against the reference outputs, win rate and length-controlled win rate.
+"""AlpacaEval 2.0 exactly as alpaca_eval's annotator ``weighted_alpaca_eval_gpt4_turbo`` scores it.
 
-Position swapping. Every item is judged in both orders: ``swapped=False`` shows (output_1, output_2) =
-(reference, model), ``swapped=True`` shows (model, reference). A verdict's score uses alpaca_eval's encoding
-(1: output_1 preferred, 2: output_2 preferred, 1.5: tie). Each order is turned into a model-centred preference
-(2: model wins, 1: reference wins), and the two orders are combined: both agree -> that preference; they
-disagree -> 1.5 (tie). If either order failed, the item fails for that repeat. Repeats are reduced to the median.
-Failed items are excluded and counted in ``n_failed``.
+Per item, one judge call: alpaca_eval's prompt with the reference (``output_1``, gpt4_turbo) and the model
+(``output_2``) shown in an order randomised per item and seeded by the instruction
+(:func:`is_switched`, alpaca_eval's ``RandomSwitchTwoColumnsProcessor``); ``max_tokens=1``, top-5 log-probabilities.
+The parser turns p = P(m) / (P(m) + P(M)) into the shown-order preference 2 - p; a switched item's preference is
+mirrored (3 - x), so ``preference`` in [1, 2] is always "how much the model beats the reference" + 1. Items whose
+output equals the reference get 1.5 without a call, as alpaca_eval does. Repeats (our addition) are averaged.
 
-Metrics (as in ``alpaca_eval.metrics``):
-- ``win_rate`` = 100 · mean(preference − 1) over judged items, so a tie counts 0.5;
-- ``lc_win_rate``: the length-controlled win rate from the alpaca-eval package's own GLM
-  (``alpaca_eval.metrics.glm_winrate.get_length_controlled_winrate``, ``length_controlled_v1``). It needs the
-  package and its precomputed ``df_gamed.csv`` (downloaded from the hub ``tatsu-lab/alpaca_eval`` dataset, or
-  read from ``glm_data_dir``); when either is missing LC is NaN and ``lc_note`` says why. The GLM looks up an
-  instruction's difficulty by its position in the 805-instruction set: items carry it as ``index`` (default: the
-  item's position in the list given);
-- ``avg_length``: mean characters of the model's outputs (``reference_avg_length`` beside it).
+Metrics (``alpaca_eval.metrics.get_winrate``; :func:`winrate`):
+- ``win_rate`` = 100 · mean(preference − 1); ``standard_error`` = 100 · its standard error (ddof 1);
+- ``n_wins`` / ``n_wins_base``: preference − 1 above / below 0.5; ``n_draws``: preference exactly 1.5;
+  ``n_total``: items with a preference;
+- ``discrete_win_rate``: the same mean after rounding each preference to 1 or 2 (1.5 stays a draw);
+- ``length_controlled_winrate``: alpaca_eval's own GLM (``glm_winrate``), which needs the package and its
+  ``df_gamed.csv`` from the hub (or ``glm_data_dir``); otherwise NaN and ``lc_note`` says why;
+- ``avg_length``: ``int`` of the mean character length of the model's outputs (alpaca_eval's leaderboard column).
+
+With ``judge.text_verdicts`` (endpoints without log-probabilities) the reply's text "m"/"M" is used instead: the
+win rate is then discrete, and every table says it is not AlpacaEval 2.0's weighted win rate.
 """
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 from typing import Iterable
 
@@ -27,12 +30,22 @@ import pandas as pd
 
 from bench.judge import JudgeConfig, JudgeRequest
 
+from . import SCORERS
+from .base import Metric, Scorer, ScoreResult
+
 TASK = "alpaca_eval"
+SWITCH_COLUMN = "is_switched_outputs"  # alpaca_eval's _switch_column for pairwise annotators
+SWITCH_SEED = 123  # alpaca_eval BaseProcessor's default seed
+
+
+def is_switched(instruction: str) -> bool:
+    """alpaca_eval's per-item output order: True shows the model's output first (as ``output_1``)."""
+    return random.Random(SWITCH_COLUMN + instruction + str(SWITCH_SEED)).choices([False, True], k=1)[0]
 
 
 def make_items(task_items: list[dict], outputs: dict[str, str | list[str]]) -> list[dict]:
-    """Task items (``bench.tasks``: ``id``, ``turns`` [instruction], ``reference`` [reference output]) and the
-    model's outputs ({id: text or [text]}) -> scorer items. ``index`` is the item's position in ``task_items``."""
+    """Task items (``id``, ``turns`` [instruction], ``reference`` [reference output]) and the model's outputs
+    ({id: text or [text]}) -> scorer items. ``index`` is the item's position in ``task_items`` (the GLM's key)."""
     out = []
     for pos, it in enumerate(task_items):
         eid = str(it["id"])
@@ -44,44 +57,54 @@ def make_items(task_items: list[dict], outputs: dict[str, str | list[str]]) -> l
 
 
 def build_requests(config: JudgeConfig, items: list[dict], task: str = TASK) -> list[JudgeRequest]:
-    """Two requests per item (both orders). ``items``: ``example_id``, ``instruction``, ``output`` (model),
-    ``reference_output``."""
+    """One request per item whose output differs from the reference, in alpaca_eval's per-item order."""
     out = []
     for it in items:
         ref, model = it["reference_output"], it["output"]
-        for swapped, (o1, o2) in ((False, (ref, model)), (True, (model, ref))):
-            out.append(config.request("pairwise", task=task, example_id=str(it["example_id"]), turn=1,
-                                      fields={"instruction": it["instruction"], "output_1": o1, "output_2": o2},
-                                      meta={"swapped": swapped}))
+        if ref == model:
+            continue  # alpaca_eval: identical outputs are a draw (1.5), never sent to the judge
+        switched = is_switched(it["instruction"])
+        o1, o2 = (model, ref) if switched else (ref, model)
+        out.append(config.request("pairwise", task=task, example_id=str(it["example_id"]), turn=1,
+                                  fields={"instruction": it["instruction"], "output_1": o1, "output_2": o2},
+                                  meta={"swapped": switched}))
     return out
 
 
-def _model_pref(score: float, swapped: bool) -> float:
-    """Order-specific preference -> model-centred (2 model wins, 1 reference wins, 1.5 tie)."""
-    return 3.0 - score if swapped else score
+def model_preference(shown: float, switched: bool) -> float:
+    """Shown-order preference (1: output_1 preferred .. 2: output_2) -> model-centred (2: model wins)."""
+    return 3.0 - shown if switched else shown
 
 
-def combine(records: Iterable[dict]) -> pd.DataFrame:
-    """Judgment records -> one row per item: model-centred ``preference`` (NaN when failed), ``n_repeats``."""
-    rows = []
+def preferences(records: Iterable[dict], items: list[dict]) -> pd.DataFrame:
+    """One row per item: model-centred ``preference`` (NaN when every repeat failed), ``n_repeats``."""
+    rows = [{"example_id": str(it["example_id"]), "preference": 1.5, "repeat": 0}
+            for it in items if it["reference_output"] == it["output"]]
     for r in records:
         ok = not r.get("failed") and r.get("score") is not None
+        swapped = bool((r.get("meta") or {}).get("swapped"))
         rows.append({"example_id": str(r["example_id"]), "repeat": r.get("repeat", 0),
-                     "swapped": bool((r.get("meta") or {}).get("swapped")),
-                     "pref": _model_pref(float(r["score"]), bool((r.get("meta") or {}).get("swapped")))
-                     if ok else math.nan})
-    df = pd.DataFrame(rows, columns=["example_id", "repeat", "swapped", "pref"])
-    wide = df.pivot_table(index=["example_id", "repeat"], columns="swapped", values="pref", aggfunc="first",
-                          dropna=False)
-    wide = wide.reindex(columns=[False, True])
-    a, b = wide[False], wide[True]
-    both = a.notna() & b.notna()
-    per_repeat = pd.Series(math.nan, index=wide.index)
-    per_repeat[both & (a == b)] = a[both & (a == b)]
-    per_repeat[both & (a != b)] = 1.5
-    per_repeat = per_repeat.rename("preference").reset_index()
-    return (per_repeat.groupby("example_id", sort=False)
-            .agg(preference=("preference", "median"), n_repeats=("repeat", "nunique")).reset_index())
+                     "preference": model_preference(float(r["score"]), swapped) if ok else math.nan})
+    df = pd.DataFrame(rows, columns=["example_id", "preference", "repeat"])
+    order = {str(it["example_id"]): k for k, it in enumerate(items)}
+    out = (df.groupby("example_id", sort=False)
+           .agg(preference=("preference", "mean"), n_repeats=("repeat", "nunique")).reset_index())
+    return out.sort_values("example_id", key=lambda s: s.map(order).fillna(len(order))).reset_index(drop=True)
+
+
+def winrate(prefs: Iterable[float]) -> dict:
+    """alpaca_eval's ``get_winrate`` (AbsoluteScoringRule + ZeroOneScoringRule) on preferences in [1, 2]."""
+    p = pd.Series(list(prefs), dtype=float).replace({0.0: 1.5})
+    n_draws = int((p == 1.5).sum())
+    valid = p[(p >= 1) & (p <= 2)] - 1  # NaN and out-of-range values are not preferences
+    discrete = p.replace({1.5: 0}).round()
+    discrete = discrete.replace({0.0: 1.5})
+    discrete = discrete[(discrete >= 1) & (discrete <= 2)] - 1
+    return {"win_rate": float(valid.mean() * 100) if len(valid) else math.nan,
+            "standard_error": float(valid.sem() * 100) if len(valid) > 1 else math.nan,
+            "n_wins": int((valid > 0.5).sum()), "n_wins_base": int((valid < 0.5).sum()), "n_draws": n_draws,
+            "n_total": int(len(valid)),
+            "discrete_win_rate": float(discrete.mean() * 100) if len(discrete) else math.nan}
 
 
 def length_controlled(df: pd.DataFrame, glm_data_dir: str | Path | None = None) -> tuple[float, str | None]:
@@ -118,33 +141,85 @@ def length_controlled(df: pd.DataFrame, glm_data_dir: str | Path | None = None) 
 
 def score(records: Iterable[dict], items: list[dict], generator: str = "model", baseline: str = "gpt4_turbo",
           lc: bool = True, glm_data_dir: str | Path | None = None) -> dict:
-    """Win rate, LC win rate and average lengths from the judgment records of :func:`build_requests`' requests."""
+    """AlpacaEval 2.0's figures from the judgment records of :func:`build_requests`' requests."""
     records = list(records)
     judges = sorted({r.get("judge") for r in records if r.get("judge")})
-    prefs = combine(records) if records else pd.DataFrame(columns=["example_id", "preference", "n_repeats"])
+    prefs = preferences(records, items)
     by_id = {str(it["example_id"]): (pos, it) for pos, it in enumerate(items)}
     judged = prefs.dropna(subset=["preference"])
-    p = judged["preference"]
-    out = {
-        "win_rate": float((p - 1).mean() * 100) if len(p) else math.nan,
-        "n_wins": int((p == 2).sum()), "n_losses": int((p == 1).sum()), "n_ties": int(((p > 1) & (p < 2)).sum()),
-        "n_judged": int(len(p)), "n_failed": int(prefs["preference"].isna().sum()),
-        "avg_length": float(pd.Series([len(it["output"]) for it in items]).mean()) if items else math.nan,
-        "reference_avg_length": float(pd.Series([len(it["reference_output"]) for it in items]).mean())
-        if items else math.nan,
-        "judge": judges[0] if len(judges) == 1 else judges, "lc_win_rate": math.nan, "lc_note": None,
-    }
+    out = {**winrate(judged["preference"]), "n_failed": int(prefs["preference"].isna().sum()),
+           "avg_length": int(pd.Series([len(it["output"]) for it in items]).mean()) if items else math.nan,
+           "reference_avg_length": float(pd.Series([len(it["reference_output"]) for it in items]).mean())
+           if items else math.nan,
+           "judge": judges[0] if len(judges) == 1 else judges, "length_controlled_winrate": math.nan,
+           "lc_note": None}
     if not lc:
         out["lc_note"] = "not requested"
-    elif len(p) == 0:
+    elif len(judged) == 0:
         out["lc_note"] = "no judged items"
     else:
         rows = []
-        for eid, pref in zip(judged["example_id"], p):
+        for eid, pref in zip(judged["example_id"], judged["preference"]):
             pos, it = by_id[eid]
             rows.append({"instruction": it["instruction"], "output_1": it["reference_output"],
                          "output_2": it["output"], "generator_1": baseline, "generator_2": generator,
                          "annotator": out["judge"] if isinstance(out["judge"], str) else "judge",
                          "preference": float(pref), "index": int(it.get("index", pos))})
-        out["lc_win_rate"], out["lc_note"] = length_controlled(pd.DataFrame(rows), glm_data_dir)
+        out["length_controlled_winrate"], out["lc_note"] = length_controlled(pd.DataFrame(rows), glm_data_dir)
     return out
+
+
+class AlpacaEvalScorer(Scorer):
+    name = "alpaca_eval"
+    version = "2"  # 2: weighted (logprob) preference, one call per item in alpaca_eval's order
+    judged = True
+    judge_config = "alpaca_eval_weighted"
+    text_judge_config = "alpaca_eval_pairwise"
+    primary = "win_rate"
+    metrics = (
+        Metric("win_rate", "WR", "AlpacaEval 2.0 win rate: mean weighted preference vs gpt4_turbo (alpaca_eval)",
+               "%"),
+        Metric("lc_win_rate", "LC WR", "AlpacaEval 2.0 length_controlled_winrate (alpaca_eval's GLM)", "%",
+               per_item=False),
+        Metric("standard_error", "SE", "standard error of the win rate", "%", higher_is_better=False,
+               per_item=False),
+        Metric("discrete_win_rate", "discrete WR", "win rate with each preference rounded to win/loss/draw", "%",
+               per_item=False),
+        Metric("avg_length", "length", "average characters of the model's outputs", "chars", per_item=False,
+               higher_is_better=False),
+    )
+
+    def select_items(self, task, items, judge_kind):
+        if judge_kind == "reference":
+            from sftmix.errors import UserError
+
+            raise UserError(f"task {task.name} needs an LLM judge (pairwise): pass --judge-model/--judge-base-url")
+        return items
+
+    def requests(self, task, items, generations, config, judge_kind):
+        self.select_items(task, items, judge_kind)
+        from .mt_bench import answers_from_generations
+
+        return build_requests(config, make_items(items, answers_from_generations(generations)), task=task.name)
+
+    def n_judge_calls(self, task, items, n_items, repeats):
+        return n_items * repeats
+
+    def score(self, task, items, generations, records, config=None) -> ScoreResult:
+        from .mt_bench import answers_from_generations
+
+        scored = make_items(items, answers_from_generations(generations))
+        res = score(records, scored, generator=generations[0].get("model", "model") if generations else "model")
+        prefs = preferences(records, scored).dropna(subset=["preference"])
+        categories = {str(it["id"]): it.get("category") for it in items}
+        values = [{"example_id": str(e), "turn": 1, "category": categories.get(str(e)), "value": float(p) - 1}
+                  for e, p in zip(prefs["example_id"], prefs["preference"])]
+        metrics = {m.name: res["length_controlled_winrate" if m.name == "lc_win_rate" else m.name]
+                   for m in self.metrics}
+        metrics.update({k: res[k] for k in ("n_wins", "n_wins_base", "n_draws", "n_total")})
+        info = {"n_items": len(scored), "n_failed": res["n_failed"], "lc_note": res["lc_note"],
+                "protocol": self.protocol(config), "conformant": None if config is None else config.conformant}
+        return ScoreResult(metrics, values, info)
+
+
+SCORERS.add("alpaca_eval", AlpacaEvalScorer(), "AlpacaEval 2.0: weighted win rate vs gpt4_turbo, LC win rate")

@@ -9,6 +9,9 @@ from __future__ import annotations
 import re
 import string
 
+from . import SCORERS
+from .base import Metric, Scorer, ScoreResult
+
 _NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
 
@@ -38,13 +41,35 @@ def score(prediction: str, answer: str) -> dict:
     return {"em": em, "numeric": numeric}
 
 
-PRIMARY_METRIC = "em"
-
-
 def aggregate(records: list[dict]) -> dict:
-    out = {"n": len(records), "primary": PRIMARY_METRIC}
+    out = {"n": len(records)}
     for key in ("em", "numeric"):
         vals = [r[key] for r in records if r.get(key) is not None]
         if vals:
             out[key] = sum(vals) / len(vals)
     return out
+
+
+class ExactScorer(Scorer):
+    name = "exact"
+    primary = "exact_match"
+    metrics = (Metric("exact_match", "exact match", "normalised exact match (SQuAD-style normalisation)", "%",
+                      fraction=True),
+               Metric("numeric", "numeric match", "last number in the answer equals the gold number", "%",
+                      fraction=True))
+
+    def score(self, task, items, generations, records=(), config=None) -> ScoreResult:
+        agg = aggregate(generations)
+        metrics = {"exact_match": agg.get("em")}
+        if "numeric" in agg:
+            metrics["numeric"] = agg["numeric"]
+        items_out = [{"example_id": str(r["example_id"]), "turn": int(r.get("turn", 0)), "category": r.get("category"),
+                      "value": float(r["em"])} for r in generations if r.get("em") is not None]
+        return ScoreResult(metrics, items_out, {"n_items": len(generations), "n_failed": 0,
+                                                "metric_shown": self.primary, "protocol": self.protocol()})
+
+    def protocol(self, config=None) -> str:
+        return "exact match after SQuAD-style normalisation"
+
+
+SCORERS.add("exact", ExactScorer(), "generated short answer, normalised exact match")

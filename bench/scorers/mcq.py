@@ -1,27 +1,38 @@
-"""Multiple-choice scoring: option log-likelihoods (lm-eval style), or generate-then-parse the letter.
+"""Multiple choice as lm-evaluation-harness scores it (``output_type: multiple_choice``), or generate-then-parse.
 
-``acc`` is the argmax of each option's summed log-probability; ``acc_norm`` divides that sum by the option's
-UTF-8 byte length first (lm-eval divides by characters; identical for ASCII options). Tables show ``acc``: our
-options are single letters (" A") or yes/no/maybe, where length normalisation changes little or nothing, and
-``acc`` is what lm-eval reports for PubMedQA. Both are always stored.
+Per document, from each option's summed log-likelihood (``lm_eval/api/task.py`` ``process_results``):
+- ``acc``: argmax of the log-likelihoods equals the gold index;
+- ``acc_norm``: argmax of log-likelihood / the option's length **in characters**, the option being the choice text
+  without the target delimiter (``" yes"`` -> ``"yes"``, 3);
+- ``acc_bytes``: the same over UTF-8 bytes.
+Ties go to the first option (numpy's argmax). Headline: ``acc`` (what lm-eval reports for PubMedQA, MedQA, MedMCQA,
+MMLU). Each generations record keeps ``logliks``, ``pred``, ``pred_norm`` and ``pred_bytes``.
 """
 from __future__ import annotations
 
 import re
 
+from . import SCORERS
+from .base import Metric, Scorer, ScoreResult
+
 
 def argmax(values: list[float]) -> int:
-    return max(range(len(values)), key=lambda i: values[i])  # first index on ties, deterministic
+    return max(range(len(values)), key=lambda i: values[i])  # first index on ties, as numpy
 
 
-def score_logliks(logliks: list[float], continuations: list[str], answer: int) -> dict:
-    """Prediction and correctness from one item's option log-likelihoods."""
-    normed = [ll / max(1, len(c.encode("utf-8"))) for ll, c in zip(logliks, continuations)]
-    pred, pred_norm = argmax(logliks), argmax(normed)
-    return {"pred": pred, "pred_norm": pred_norm, "acc": float(pred == answer), "acc_norm": float(pred_norm == answer)}
+def option_text(continuation: str, delimiter: str = " ") -> str:
+    """The choice lm-eval normalises by: the continuation without its leading target delimiter."""
+    return continuation[len(delimiter):] if delimiter and continuation.startswith(delimiter) else continuation
 
 
-PRIMARY_METRIC = "acc"
+def score_logliks(logliks: list[float], continuations: list[str], answer: int, delimiter: str = " ") -> dict:
+    """Predictions and correctness of one document from its option log-likelihoods (lm-eval's rules)."""
+    options = [option_text(c, delimiter) for c in continuations]
+    pred = argmax(logliks)
+    pred_norm = argmax([ll / max(1, len(o)) for ll, o in zip(logliks, options)])
+    pred_bytes = argmax([ll / max(1, len(o.encode("utf-8"))) for ll, o in zip(logliks, options)])
+    return {"pred": pred, "pred_norm": pred_norm, "pred_bytes": pred_bytes, "acc": float(pred == answer),
+            "acc_norm": float(pred_norm == answer), "acc_bytes": float(pred_bytes == answer)}
 
 
 def parse_letter(text: str, n_choices: int, labels: str = "ABCDEFGHIJ") -> int | None:
@@ -40,12 +51,51 @@ def parse_letter(text: str, n_choices: int, labels: str = "ABCDEFGHIJ") -> int |
     return None
 
 
+METRICS = ("acc", "acc_norm", "acc_bytes")
+
+
 def aggregate(records: list[dict]) -> dict:
-    """Mean acc / acc_norm over per-item records (each carrying 'acc' and, for loglik scoring, 'acc_norm')."""
-    n = len(records)
-    out = {"n": n, "primary": PRIMARY_METRIC}
-    for key in ("acc", "acc_norm"):
+    """Mean of each per-document metric over the records that carry it."""
+    out = {"n": len(records)}
+    for key in METRICS:
         vals = [r[key] for r in records if r.get(key) is not None]
         if vals:
             out[key] = sum(vals) / len(vals)
     return out
+
+
+class MCQScorer(Scorer):
+    name = "mcq"
+    version = "2"  # 2: acc_norm over characters without the delimiter (lm-eval), acc_bytes
+    primary = "acc"
+    metrics = (
+        Metric("acc", "acc", "lm-eval acc: argmax of option log-likelihood", "%", fraction=True),
+        Metric("acc_norm", "acc_norm", "lm-eval acc_norm: argmax of log-likelihood / option length in characters "
+               "(without the target delimiter)", "%", fraction=True),
+        Metric("acc_bytes", "acc_bytes", "lm-eval acc_bytes: argmax of log-likelihood / option length in UTF-8 "
+               "bytes", "%", fraction=True),
+    )
+
+    def score(self, task, items, generations, records=(), config=None) -> ScoreResult:
+        delimiter = getattr(task, "target_delimiter", " ")
+        rows = []
+        for g in generations:
+            if g.get("logliks") is not None:  # rescored from the raw log-likelihoods: old files get today's rules
+                g = {**g, **score_logliks(g["logliks"], g["continuations"], int(g["answer"]), delimiter)}
+            rows.append(g)
+        agg = aggregate(rows)
+        metrics = {k: agg[k] for k in METRICS if k in agg}
+        items_out = [{"example_id": str(r["example_id"]), "turn": int(r.get("turn", 0)),
+                      "category": r.get("category"), "value": float(r[self.primary]),
+                      **{k: float(r[k]) for k in METRICS if r.get(k) is not None}}
+                     for r in rows if r.get(self.primary) is not None]
+        mode = "loglik" if rows and rows[0].get("logliks") is not None else "generate"
+        return ScoreResult(metrics, items_out, {"n_items": len(rows), "n_failed": 0, "metric_shown": self.primary,
+                                                "protocol": self.protocol() if mode == "loglik" else
+                                                "generated letter parsed (not lm-eval's log-likelihood protocol)"})
+
+    def protocol(self, config=None) -> str:
+        return "lm-evaluation-harness multiple_choice (acc, acc_norm, acc_bytes)"
+
+
+SCORERS.add("mcq", MCQScorer(), "multiple choice by option log-likelihood, lm-eval's acc / acc_norm / acc_bytes")

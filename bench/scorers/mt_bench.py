@@ -1,15 +1,17 @@
-"""MT-Bench single-answer grading: build the judge requests for each turn, aggregate the verdicts.
+"""MT-Bench single-answer grading exactly as FastChat ``llm_judge`` (``common.py``, ``gen_judgment.py``,
+``show_result.py``).
 
-Follows FastChat ``llm_judge``: each of the 80 questions has 2 turns; the judge rates each turn 1-10. Turn 1 uses
-the ``single`` form (``single_ref`` when the question has a reference answer and its category is math, reasoning
-or coding); turn 2 uses the ``multi`` form (``multi_ref``), where the judge sees both turns, including the model's
-own turn-1 answer, and rates the turn-2 answer.
+Each of the 80 questions has 2 turns; the judge rates each turn 1-10. Turn 1 uses ``single-v1`` (``single-math-v1``
+with the GPT-4 reference answer when the question's category is math, reasoning or coding - FastChat's
+``NEED_REF_CATS``); turn 2 uses ``single-v1-multi-turn`` (``single-math-v1-multi-turn``), where the judge sees both
+turns, including the model's own turn-1 answer. Prompts are FastChat's ``judge_prompts.jsonl`` (see the judge config
+``mt_bench_single``); without that file our own wording is used and every result says it is not MT-Bench.
 
-Aggregation (:func:`aggregate`): repeated judgments of one (question, turn) are reduced to their median over the
-successful repeats; a (question, turn) with no successful repeat is *failed*: excluded from every mean and counted
-in ``n_failed``. ``turn_1`` and ``turn_2`` are the means over questions (the paper's "single" and "multi"
-columns), ``overall`` is the mean over all judged (question, turn) pairs (FastChat's overall, e.g. 698/160), and
-the same three numbers are given per category.
+Rating: FastChat's parser - ``[[n]]``, else ``[n]``; no match is a failure (FastChat's score -1).
+Aggregation (:func:`aggregate`): repeated judgments of one (question, turn) (``--repeats``, our addition) are
+reduced to their median over the successful repeats; failures are dropped, as ``show_result.py`` drops score -1.
+``turn_1`` and ``turn_2`` are the means over questions, ``overall`` the mean over all judged (question, turn) pairs
+(:func:`show_result`), and the same three numbers are given per category.
 """
 from __future__ import annotations
 
@@ -20,8 +22,14 @@ import pandas as pd
 
 from bench.judge import JudgeConfig, JudgeRequest
 
+from . import SCORERS
+from .base import Metric, Scorer, ScoreResult
+
 REF_CATEGORIES = ("math", "reasoning", "coding")
 TASK = "mt_bench"
+# Our form names -> FastChat's judge_prompts.jsonl names.
+FASTCHAT_FORMS = {"single": "single-v1", "single_ref": "single-math-v1", "multi": "single-v1-multi-turn",
+                  "multi_ref": "single-math-v1-multi-turn"}
 
 
 def answers_from_generations(records: Iterable[dict]) -> dict[str, list[str]]:
@@ -67,6 +75,16 @@ def build_requests(config: JudgeConfig, questions: list[dict], answers: dict[str
     return out
 
 
+def show_result(rows: pd.DataFrame) -> dict:
+    """FastChat ``show_result.py`` on judgment rows (columns ``turn``, ``score``; -1 or NaN = failed): failures
+    dropped, then the mean per turn and over all rows."""
+    ok = rows[pd.to_numeric(rows["score"], errors="coerce").notna() & (rows["score"] != -1)]
+    score = pd.to_numeric(ok["score"])
+    turn = score.groupby(ok["turn"]).mean()
+    return {"turn_1": float(turn.get(1, math.nan)), "turn_2": float(turn.get(2, math.nan)),
+            "overall": float(score.mean()) if len(score) else math.nan, "n": int(len(score))}
+
+
 def aggregate(records: Iterable[dict], categories: dict[str, str] | None = None) -> dict:
     """Judgment records -> per turn, per category and overall means (see the module docstring).
 
@@ -87,16 +105,74 @@ def aggregate(records: Iterable[dict], categories: dict[str, str] | None = None)
     per_item = (df.groupby(["example_id", "turn"], as_index=False)
                 .agg(score=("score", "median"), category=("category", "first")))
     judged = per_item.dropna(subset=["score"])
-
-    def means(frame: pd.DataFrame) -> dict:
-        turn = frame.groupby("turn")["score"].mean()
-        return {"turn_1": float(turn.get(1, math.nan)), "turn_2": float(turn.get(2, math.nan)),
-                "overall": float(frame["score"].mean()) if len(frame) else math.nan, "n": int(len(frame))}
-
-    result = means(judged)
+    result = show_result(judged)
     result.pop("n")
-    result["per_category"] = {str(c): means(g) for c, g in judged.groupby("category", dropna=True)}
+    result["per_category"] = {str(c): show_result(g) for c, g in judged.groupby("category", dropna=True)}
     result.update(n_judged=int(len(judged)), n_failed=int(per_item["score"].isna().sum()),
                   n_failed_judgments=int(df["score"].isna().sum()), n_repeats=int(df["repeat"].max()) + 1,
                   judge=judges[0] if judges else None)
     return result
+
+
+class MTBenchScorer(Scorer):
+    """FastChat single-answer grading; ``ref_categories=None`` uses a reference wherever an item has one."""
+
+    judged = True
+    judge_config = "mt_bench_single"
+    primary = "overall"
+    metrics = (
+        Metric("turn1", "turn 1", "MT-Bench first-turn score (FastChat show_result)", "1-10"),
+        Metric("turn2", "turn 2", "MT-Bench second-turn score (FastChat show_result)", "1-10"),
+        Metric("overall", "overall", "MT-Bench score: mean over both turns (FastChat show_result)", "1-10"),
+    )
+
+    def __init__(self, name: str = "mt_bench", ref_categories: Iterable[str] | None = REF_CATEGORIES,
+                 version: str = "2", benchmark: bool = True):
+        self.name, self.version = name, version  # 2: FastChat's prompts and parser (no range check)
+        self.ref_categories = None if ref_categories is None else tuple(ref_categories)
+        self.benchmark = benchmark  # False: the forms rate another task's answers; no MT-Bench claim to check
+
+    def protocol(self, config=None) -> str:
+        if self.benchmark or config is None:
+            return super().protocol(config)
+        return (f"1-10 rating against reference answers with {config.name}'s single-answer forms "
+                f"(prompts: {', '.join(dict.fromkeys(f.source for f in config.forms.values()))}; not a benchmark)")
+
+    def select_items(self, task, items, judge_kind):
+        """Under the reference rubric only items with a reference answer can be rated."""
+        if judge_kind != "reference":
+            return items
+        cats = task.reference_categories if self.ref_categories else None
+        return [it for it in items if it.get("reference") and (cats is None or it.get("category") in cats)]
+
+    def _refs(self, task):
+        return task.reference_categories if self.ref_categories and task.reference_categories else self.ref_categories
+
+    def requests(self, task, items, generations, config, judge_kind):
+        return build_requests(config, items, answers_from_generations(generations), task=task.name,
+                              ref_categories=self._refs(task))
+
+    def n_judge_calls(self, task, items, n_items, repeats):
+        turns = sum(len(it.get("turns") or [1]) for it in items) if items is not None else task.n_turns * n_items
+        return turns * repeats
+
+    def score(self, task, items, generations, records, config=None) -> ScoreResult:
+        categories = {str(it["id"]): it.get("category") for it in items}
+        res = aggregate(records, categories)
+        metrics = {"turn1": res["turn_1"], "turn2": res["turn_2"], "overall": res["overall"]}
+        metrics.update({f"category/{c}": v["overall"] for c, v in res["per_category"].items()})
+        df = pd.DataFrame([{"example_id": r["example_id"], "turn": r["turn"], "score": r["score"]}
+                           for r in records if not r["failed"]])
+        values = []
+        if len(df):
+            for (eid, turn), s in df.groupby(["example_id", "turn"])["score"].median().items():
+                values.append({"example_id": str(eid), "turn": int(turn), "category": categories.get(str(eid)),
+                               "value": float(s)})
+        conformant = None if config is None or not self.benchmark else config.conformant
+        return ScoreResult(metrics, values, {"n_items": res["n_judged"] + res["n_failed"], "n_failed": res["n_failed"],
+                                             "protocol": self.protocol(config), "conformant": conformant})
+
+
+SCORERS.add("mt_bench", MTBenchScorer(), "MT-Bench: FastChat single-answer grading, 1-10 per turn")
+SCORERS.add("reference", MTBenchScorer("reference", ref_categories=None, benchmark=False),
+            "open-ended questions with reference answers, MT-Bench's single-answer forms")

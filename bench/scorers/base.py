@@ -1,0 +1,97 @@
+"""The scorer protocol: one object per benchmark owns its judge requests, verdict parsing, per-item values,
+aggregation (metric names, units, direction) and call count. The pipeline, ``bench judge`` and the tables ask the
+scorer; nothing else branches on a benchmark's name. Adding a benchmark = one scorer + one task YAML.
+
+Judgment record (one dict per judgment, ``bench.judge.Verdict.to_record()``; every judged scorer reads these):
+``{task, example_id, turn, variant, judge, judge_kind ('llm' | 'local' | 'reference'), repeat, score (float or
+None), failed (bool), raw (judge text, or {text, top_logprobs}), error, usage}``, plus ``form``, ``config``,
+``attempts``, ``latency_s``, ``cached`` and ``meta`` (e.g. MT-Bench ``category``, AlpacaEval ``swapped``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sftmix.errors import UserError
+
+if TYPE_CHECKING:  # annotations only: scoring an mcq task must not import the judge client
+    from bench.judge import JudgeConfig, JudgeRequest
+    from bench.tasks import Task
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One reported number: its key in the score summary, how tables label it, and what it means in its peer."""
+
+    name: str
+    label: str
+    definition: str
+    unit: str = ""  # "%" (stored 0-1 and shown x100 when ``fraction``), "1-10", "chars", ...
+    higher_is_better: bool = True
+    per_item: bool = True  # has per-item values (so tables can bootstrap a CI)
+    fraction: bool = False  # stored as 0-1, shown in percent
+
+
+@dataclass
+class ScoreResult:
+    """What a scorer returns: the summary metrics, the per-item values behind them, and summary fields
+    (``n_items``, ``n_failed``, ``protocol``, notes such as ``lc_note``)."""
+
+    metrics: dict[str, Any]
+    items: list[dict] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Scorer:
+    """Base class. Subclasses set the class attributes and override what applies to them."""
+
+    name: str = ""
+    version: str = "1"  # bump when a change alters the numbers: it is part of the score stage's key
+    judged: bool = False  # needs a judge (a chat task)
+    judge_config: str | None = None  # judge config name (``bench/judge/configs``)
+    text_judge_config: str | None = None  # config for judges without log-probabilities (flagged when used)
+    metrics: tuple[Metric, ...] = ()
+    primary: str = ""  # the headline metric
+
+    # -- judge --------------------------------------------------------------------------------------------------
+    def config_name(self, text_verdicts: bool = False) -> str | None:
+        """The judge config this scorer uses (the text-verdict one when asked and available)."""
+        return self.text_judge_config if text_verdicts and self.text_judge_config else self.judge_config
+
+    def load_config(self, text_verdicts: bool = False, prompts: str | None = None) -> "JudgeConfig":
+        from bench.judge import load_judge_config
+
+        name = self.config_name(text_verdicts)
+        if name is None:
+            raise UserError(f"scorer {self.name!r} needs no judge")
+        return load_judge_config(name, {"FASTCHAT_JUDGE_PROMPTS": prompts})
+
+    def select_items(self, task: "Task", items: list[dict], judge_kind: str | None) -> list[dict]:
+        """The items this scorer can score with this kind of judge (default: all)."""
+        return items
+
+    def requests(self, task: "Task", items: list[dict], generations: list[dict], config: "JudgeConfig",
+                 judge_kind: str) -> list["JudgeRequest"]:
+        """The judge requests for a (variant, task)'s generations; empty for unjudged scorers."""
+        return []
+
+    def n_judge_calls(self, task: "Task", items: list[dict] | None, n_items: int, repeats: int) -> int:
+        """Judge calls a run of this task makes (for plans and cost estimates)."""
+        return 0
+
+    # -- scoring ------------------------------------------------------------------------------------------------
+    def score(self, task: "Task", items: list[dict], generations: list[dict], records: list[dict],
+              config: "JudgeConfig | None" = None) -> ScoreResult:
+        raise NotImplementedError
+
+    def protocol(self, config: "JudgeConfig | None" = None) -> str:
+        """One line: which peer protocol the numbers follow (and whether they are comparable with it)."""
+        return config.describe() if config is not None else self.name
+
+    def metric(self, name: str) -> Metric | None:
+        return next((m for m in self.metrics if m.name == name), None)
+
+
+def nan_to_none(x: Any) -> Any:
+    return None if isinstance(x, float) and math.isnan(x) else x

@@ -1,0 +1,88 @@
+"""`bench conformance` against the peers' own data (../shared/peer): FastChat's 330 GPT-4 MT-Bench judgments and
+AlpacaEval 2.0's leaderboard with six models' annotations. Skipped with a reason where the folder is absent (a fresh
+clone); CI has it. Copies with one value changed show that each check can fail."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+
+PEER = Path(__file__).resolve().parents[2] / "shared" / "peer"
+needs_peer = pytest.mark.skipif(not (PEER / "fastchat").is_dir() or not (PEER / "alpaca_eval").is_dir(),
+                                reason=f"peer reference data not found at {PEER} (CI provides ../shared/peer)")
+
+
+@needs_peer
+def test_conformance_all_pass(tmp_path, capsys):
+    out = tmp_path / "conf.json"
+    assert main(["conformance", "--peer-dir", str(PEER), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "FAIL" not in text and text.strip().endswith("passed, 0 failed")
+    figures = json.loads(out.read_text())
+    mt = figures["mt_bench"]["models"]
+    assert sum(m["n"] for m in mt.values()) == 330
+    assert all(m["prompt_mismatches"] == 0 and m["score_mismatches"] == 0 for m in mt.values())
+    board = {r.split(",")[0]: r.split(",") for r in (PEER / "alpaca_eval" /
+             "weighted_alpaca_eval_gpt4_turbo_leaderboard.csv").read_text().splitlines()}
+    ae = figures["alpaca_eval"]["models"]
+    assert len(ae) == 6
+    for model, fig in ae.items():
+        assert fig["win_rate"] == pytest.approx(float(board[model][1]), abs=1e-6)
+        assert fig["preference_mismatches"] == 0
+    assert sum(f["n_raw_completions"] for f in ae.values()) == 4012  # every raw reply was parsed and checked
+
+
+def _copy_peer(tmp_path) -> Path:
+    dst = tmp_path / "peer"
+    shutil.copytree(PEER, dst)
+    for p in dst.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)  # shared/ is read-only; the copy must be editable
+    return dst
+
+
+@needs_peer
+def test_conformance_fails_on_a_changed_prompt_score_or_leaderboard(tmp_path, capsys):
+    peer = _copy_peer(tmp_path)
+    path = peer / "fastchat" / "mt_bench" / "model_judgment" / "gpt-4_single.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows[0]["user_prompt"] = rows[0]["user_prompt"].replace("[Question]", "[Question] ", 1)
+    rows[1]["score"] = 11 if rows[1]["score"] != 11 else 3  # the judgment text says otherwise
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    board = peer / "alpaca_eval" / "weighted_alpaca_eval_gpt4_turbo_leaderboard.csv"
+    board.write_text(board.read_text().replace("2.591450540223603", "2.591460540223603"))
+    out = tmp_path / "conf.json"
+    assert main(["conformance", "--peer-dir", str(peer), "--json", str(out)]) == 1
+    text = capsys.readouterr().out
+    model = rows[0]["model"]
+    assert f"mt_bench {model}: prompts identical" in text and "alpaca_eval alpaca-7b: win_rate" in text
+    fails = [line for line in text.splitlines() if line.endswith("FAIL")]
+    assert any("prompts identical" in f for f in fails) and any("scores parsed" in f for f in fails)
+    assert any("alpaca-7b: win_rate" in f for f in fails)
+    figures = json.loads(out.read_text())["mt_bench"]["models"][model]
+    assert figures["prompt_mismatches"] >= 1
+
+
+@needs_peer
+def test_conformance_detects_a_misparsed_logprob_reply(tmp_path, capsys):
+    peer = _copy_peer(tmp_path)
+    path = peer / "alpaca_eval" / "annotations" / "gemma-7b-it.json"
+    annotations = json.loads(path.read_text())
+    victim = next(a for a in annotations if a.get("raw_completion") and a["output_1"] != a["output_2"])
+    victim["preference"] = 1.5 if abs(victim["preference"] - 1.5) > 0.1 else 1.0  # no longer 1 + p nor 2 - p
+    path.write_text(json.dumps(annotations))
+    assert main(["conformance", "--peer-dir", str(peer)]) == 1
+    assert any("gemma-7b-it: preferences parsed" in line and line.endswith("FAIL")
+               for line in capsys.readouterr().out.splitlines())
+
+
+def test_conformance_bad_folder_is_one_line(tmp_path, capsys):
+    assert main(["conformance", "--peer-dir", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err
+    (tmp_path / "fastchat").mkdir()
+    assert main(["conformance", "--peer-dir", str(tmp_path)]) == 2
+    assert "judge_prompts.jsonl is missing" in capsys.readouterr().err
