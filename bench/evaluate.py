@@ -116,6 +116,10 @@ def score_task(task: Task, items: list[dict], generations: list[dict], judge: Ba
                         "category": r.get("category"), "value": float(r[src])} for r in generations if r.get(src) is not None]
         summary.update(kind=task.kind, judge="none", judge_kind="none", metric_shown=shown,
                        n_items=len(generations), n_failed=0)
+    if task.kind == "chat":  # failed verdicts by cause (bench.judge.client.FAILURES); a re-run asks them again
+        from .judge.client import FAILURES
+
+        summary["failures"] = {c: sum(1 for r in records if r.get("failure") == c) for c in FAILURES}
     summary["metrics"] = {k: _nan_to_none(v) for k, v in metrics.items()}
     write_json(run_dir / "scores" / variant / f"{task.name}.json", summary)
     _write_jsonl(run_dir / "scores" / variant / f"{task.name}.items.jsonl", item_values)

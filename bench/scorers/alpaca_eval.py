@@ -148,3 +148,4 @@ def score(records: Iterable[dict], items: list[dict], generator: str = "model", 
                          "preference": float(pref), "index": int(it.get("index", pos))})
         out["lc_win_rate"], out["lc_note"] = length_controlled(pd.DataFrame(rows), glm_data_dir)
     return out
+VERSION = "1"  # bump when the scoring changes: the score stage key includes it

@@ -48,3 +48,4 @@ def aggregate(records: list[dict]) -> dict:
         if vals:
             out[key] = sum(vals) / len(vals)
     return out
+VERSION = "1"  # bump when the scoring changes: the score stage key includes it

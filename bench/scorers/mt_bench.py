@@ -100,3 +100,4 @@ def aggregate(records: Iterable[dict], categories: dict[str, str] | None = None)
                   n_failed_judgments=int(df["score"].isna().sum()), n_repeats=int(df["repeat"].max()) + 1,
                   judge=judges[0] if judges else None)
     return result
+VERSION = "1"  # bump when the scoring changes: the score stage key includes it
