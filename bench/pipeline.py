@@ -387,12 +387,13 @@ class Runner:
                              repeats=self.cfg.judge.repeats, progress=self.progress)
         self.counters["judge_requests"] += self._judge_calls() - before
         failures = {k: n for k, n in (summary.get("failures") or {}).items() if n}
-        if failures:
+        # A deterministic judge gives the same failure again; an LLM judge may not: leave its stage open.
+        retry = bool(failures) and judge is not None and judge.kind != "reference"
+        if retry:
             self.counters["judge_failures"] = self.counters.get("judge_failures", 0) + sum(failures.values())
             print(f"  {sum(failures.values())} verdicts failed ({', '.join(f'{k} {n}' for k, n in failures.items())}); "
                   "scores use the rest - re-run the same command to ask exactly these again", file=sys.stderr)
-        # A deterministic judge gives the same failure again; an LLM judge may not: leave its stage open.
-        return {"incomplete": bool(failures) and judge is not None and judge.kind != "reference"}
+        return {"incomplete": retry}
 
     def _judge(self):
         if self._judge_obj is None:
