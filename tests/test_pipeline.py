@@ -355,9 +355,10 @@ def test_rerun_after_judge_failures_asks_exactly_the_failed_verdicts(copy_of):
             s = json.loads((copy_of / "scores" / v / "toy_open.json").read_text())
             assert s["n_failed"] == 0 and s["failures"] == {"transport": 0, "refused": 0, "unparsable": 0}
 
-        total_before = server.total
+        total_before, listed_before = server.total, server.models_requests
         rc, stdout, stderr = bench(*run_args(copy_of, *judge_args(server, "judge.max_retries=0")))
         assert rc == 0 and ran_stages(stderr) == [] and server.total == total_before
+        assert server.models_requests == listed_before  # nothing left to judge: no preflight either
 
 
 @pytest.mark.parametrize("refusal", [{"status": 401, "message": "Incorrect API key provided"},
