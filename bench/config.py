@@ -10,29 +10,24 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
+import yaml
 from pydantic import BeforeValidator
 
-import yaml
-
-from sftmix.config import (SCHEMA_CONFIG, DataArgs, DynamicsArgs, ModelArgs, Names, NonNegFloat, NonNegInt, PosFloat,
-                           PosInt, TrainArgs, apply_overrides, load_config_file, validate_config)
+from sftmix.config import (DataArgs, DynamicsArgs, ModelArgs, Names, NonNegFloat, NonNegInt, PosFloat,
+                           PosInt, TrainArgs, apply_overrides, comma_list, load_config_file, validate_config)
 from sftmix.errors import UserError
 from sftmix.io import hash_obj
 from sftmix.registry import nearest
 
 
-def _comma_list(v: Any) -> Any:
-    return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
-
-
 @dataclass
 class RunArgs:
-    __pydantic_config__ = SCHEMA_CONFIG
-
     name: str = "default"  # label of this experiment in tables
     train_data_name: str = "toy"  # how tables name the training set (Alpaca-52K, MedAlpaca, ...)
     model_name: str = ""  # how tables name the model ("" = the model id)
-    variants: Annotated[list[Union[str, dict]], BeforeValidator(_comma_list)] = field(default_factory=lambda: ["ntp", "sftmix"])  # names, or {name, base, **overrides}
+    # names, or {name, base, **overrides}
+    variants: Annotated[list[Union[str, dict]], BeforeValidator(comma_list)] = field(
+        default_factory=lambda: ["ntp", "sftmix"])
     tasks: Names = field(default_factory=lambda: ["toy_open", "toy_mcq", "toy_exact"])
     out: str = "runs/default"
     limit: PosInt | None = None  # first N items of each task
@@ -43,8 +38,6 @@ class RunArgs:
 
 @dataclass
 class GenerationArgs:
-    __pydantic_config__ = SCHEMA_CONFIG
-
     backend: Literal["hf", "vllm"] = "hf"  # hf | vllm
     max_new_tokens: PosInt | None = None  # None: each task's own setting (MT-Bench 1024, AlpacaEval 2048, ...)
     temperature: NonNegFloat | None = None  # None: each task's own (greedy unless the task says otherwise)
@@ -55,8 +48,6 @@ class GenerationArgs:
 
 @dataclass
 class JudgeArgs:
-    __pydantic_config__ = SCHEMA_CONFIG
-
     model: str | None = None  # None: the reference-based rubric (offline); else an LLM judge model name
     base_url: str | None = None  # OpenAI-compatible endpoint (None = OpenAI)
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never stored

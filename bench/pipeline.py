@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sftmix.errors import UserError
-from sftmix.io import hash_file, hash_obj, write_json, write_text
+from sftmix.io import data_identity, hash_obj, write_json, write_text
 from sftmix.variants import Variant, get_variant
 
 from .config import RunConfig
@@ -116,16 +116,6 @@ def hardware() -> dict:
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return info
-
-
-def data_identity(source: str) -> dict:
-    """Hash of the training data: file contents for a local file, the id for a hub data set."""
-    from sftmix.toydata import BUNDLED  # not sftmix.data: a no-op re-run must not pay for torch's import
-
-    path = Path(BUNDLED.get(source, source))
-    if path.is_file():
-        return {"source": source, "sha256_16": hash_file(path)}
-    return {"source": source, "hub": True}
 
 
 # ---- stages ---------------------------------------------------------------------------------------------------
@@ -540,11 +530,10 @@ def run_pipeline(cfg: RunConfig, *, dry_run: bool = False, force: bool = False, 
     (:mod:`bench.lock`): a second run on it is refused at once, naming the holder.
     """
     from .lock import RunLock
-    from .validate import check_out, validate_run
+    from .validate import validate_run
 
     out = Path(cfg.run.out)
     t0 = time.time()
-    check_out(out)
     runner = Runner(cfg, out, progress=progress)
     # Validation first, so that a changed option's own mistake is reported rather than "different config".
     warnings = validate_run(cfg, runner, dry_run=dry_run)

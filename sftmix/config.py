@@ -7,6 +7,7 @@ Defaults are the paper's (AdamW, lr 2e-6, wd 0.1, cosine, warm-up 0.1, global ba
 from __future__ import annotations
 
 import functools
+import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Annotated, Any, Literal
@@ -30,23 +31,23 @@ def _bool_word(v: Any) -> Any:
     return str(v).lower() if isinstance(v, bool) else v
 
 
-def _comma_list(v: Any) -> Any:
+def comma_list(v: Any) -> Any:
+    """``"a, b"`` -> ``["a", "b"]`` (lists on the command line); anything else unchanged for the schema to check."""
     return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
 
 
 BoolOrAuto = Annotated[Literal["auto", "true", "false"], BeforeValidator(_bool_word)]
-Names = Annotated[list[str], BeforeValidator(_comma_list)]
+Names = Annotated[list[str], BeforeValidator(comma_list)]
 # Values from YAML or the command line may be numbers where a name is meant (seed-like names, "2024"): accept them.
-SCHEMA_CONFIG = ConfigDict(coerce_numbers_to_str=True)
+_SCHEMA = ConfigDict(coerce_numbers_to_str=True)
 
 
 @dataclass
 class ModelArgs:
-    __pydantic_config__ = SCHEMA_CONFIG
-
     model: str = "tiny-llama"  # preset name, HF hub id or local folder
     template: str | None = None  # named chat template for base models (alpaca, chatml); None = tokenizer's own
-    dtype: Literal["auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"] = "auto"  # auto = bf16 on a GPU that supports it, else float32
+    # auto = bf16 on a GPU that supports it, else float32
+    dtype: Literal["auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"] = "auto"
     lora: bool = False
     lora_r: PosInt = 16
     lora_alpha: PosInt = 32
@@ -55,8 +56,6 @@ class ModelArgs:
 
 @dataclass
 class DataArgs:
-    __pydantic_config__ = SCHEMA_CONFIG
-
     data: str = "toy"  # "toy" = bundled toy set; hub id or local json/jsonl/parquet
     split: str = "train"
     max_length: PosInt = 2048
@@ -65,8 +64,6 @@ class DataArgs:
 
 @dataclass
 class TrainArgs:
-    __pydantic_config__ = SCHEMA_CONFIG
-
     learning_rate: PosFloat = 2e-6
     weight_decay: NonNegFloat = 0.1
     lr_scheduler_type: str = "cosine"
@@ -89,8 +86,6 @@ class TrainArgs:
 
 @dataclass
 class DynamicsArgs:
-    __pydantic_config__ = SCHEMA_CONFIG
-
     num_checkpoints: PosInt = 5  # C, evenly spaced over the one-epoch reference run [INF]
     reference_epochs: PosFloat = 1.0
     score_batch_size: PosInt = 16
@@ -99,8 +94,6 @@ class DynamicsArgs:
 
 @dataclass
 class TrainConfig:
-    __pydantic_config__ = SCHEMA_CONFIG
-
     model: ModelArgs = field(default_factory=ModelArgs)
     data: DataArgs = field(default_factory=DataArgs)
     train: TrainArgs = field(default_factory=TrainArgs)
@@ -149,7 +142,7 @@ def split_overrides(items: list[str]) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=None)
 def _adapter(tp: Any) -> TypeAdapter:
-    return TypeAdapter(tp, config=SCHEMA_CONFIG)
+    return TypeAdapter(tp, config=_SCHEMA)
 
 
 def _hints(cls) -> dict[str, Any]:
@@ -161,18 +154,13 @@ def _hints(cls) -> dict[str, Any]:
 def describe_type(tp: Any) -> str:
     """A reader's name for a schema type: ``integer >= 1 or null``, ``one of 'auto', 'true', 'false'``."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Annotated:
-        base = describe_type(args[0])
-        bounds = [f"{op} {getattr(m, attr)}" for m in args[1:] for attr, op in
-                  (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if getattr(m, attr, None) is not None]
-        for m in args[1:]:
-            for c in getattr(m, "metadata", []):
-                bounds += [f"{op} {getattr(c, attr)}" for attr, op in
-                           (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if hasattr(c, attr)]
-        return f"{base} {' and '.join(bounds)}".strip() if bounds else base
+    if origin is Annotated:  # Field(ge=1) keeps its bounds as annotated_types constraints in .metadata
+        bounds = [f"{op} {getattr(c, attr)}" for m in args[1:] for c in getattr(m, "metadata", [])
+                  for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if hasattr(c, attr)]
+        return " ".join([describe_type(args[0]), " and ".join(bounds)]).strip()
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         return " or ".join(describe_type(a) for a in args)
     if origin in (list, tuple):
         return f"a list of {describe_type(args[0])}" if args else "a list"

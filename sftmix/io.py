@@ -63,3 +63,13 @@ def hash_file(path: str | os.PathLike, n: int = 16) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()[:n]
+
+
+def data_identity(source: str) -> dict:
+    """Hash of a training data set: file contents for a local file (``toy``: the bundled one), the id for a hub set."""
+    from .toydata import BUNDLED  # not sftmix.data: a no-op re-run must not pay for torch's import
+
+    path = Path(BUNDLED.get(source, source))
+    if path.is_file():
+        return {"source": source, "sha256_16": hash_file(path)}
+    return {"source": source, "hub": True}

@@ -16,7 +16,7 @@ import torch
 
 from .config import TrainConfig
 from .errors import UserError
-from .io import write_json
+from .io import data_identity, write_json
 from .variants import Variant, get_variant
 
 log = logging.getLogger("sftmix")
@@ -264,18 +264,10 @@ def finetune(
         write_json(out_dir / "train.json", {
             "variant": variant.to_dict(), "config": cfg.to_dict(), "model_path": prep.model_path,
             "confidence": str(confidence) if confidence else None, "metrics": result.metrics,
-            "data_identity": _data_identity(cfg.data.data),
+            "data_identity": data_identity(cfg.data.data),
             "data_stats": _stats_dict(prep.stats), "log_history": trainer.state.log_history,
         })
     return TrainResult(model_dir, trainer.state.log_history, result.metrics)
-
-
-def _data_identity(source: str) -> dict:
-    from .io import hash_file
-    from .toydata import BUNDLED
-
-    path = Path(BUNDLED.get(source, source)).expanduser()
-    return {"source": source, "sha256_16": hash_file(path)} if path.is_file() else {"source": source}
 
 
 def _finished(out_dir: Path, variant: Variant, cfg: TrainConfig, confidence) -> TrainResult | None:
@@ -289,7 +281,7 @@ def _finished(out_dir: Path, variant: Variant, cfg: TrainConfig, confidence) -> 
         return None
     same = (old.get("variant") == json.loads(json.dumps(variant.to_dict()))
             and old.get("config") == json.loads(json.dumps(cfg.to_dict()))
-            and old.get("data_identity") == _data_identity(cfg.data.data)
+            and old.get("data_identity") == data_identity(cfg.data.data)
             and (confidence is None or old.get("confidence") == str(confidence)))
     if not same:
         return None
