@@ -50,9 +50,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv:
-        argv = ["run"]  # the embedded default
     parser = build_parser(argv)
+    if not argv:  # a bare `bench` explains itself rather than starting a run in the current directory
+        parser.print_help()
+        return 0
     args, extra = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()

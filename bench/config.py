@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
 import yaml
+from pydantic import BeforeValidator
 
-from sftmix.config import DataArgs, DynamicsArgs, ModelArgs, TrainArgs, apply_overrides, load_config_file
+from sftmix.config import (DataArgs, DynamicsArgs, ModelArgs, Names, NonNegFloat, NonNegInt, PosFloat,
+                           PosInt, TrainArgs, apply_overrides, comma_list, load_config_file, validate_config)
 from sftmix.errors import UserError
 from sftmix.io import hash_obj
 from sftmix.registry import nearest
@@ -23,23 +25,25 @@ class RunArgs:
     name: str = "default"  # label of this experiment in tables
     train_data_name: str = "toy"  # how tables name the training set (Alpaca-52K, MedAlpaca, ...)
     model_name: str = ""  # how tables name the model ("" = the model id)
-    variants: list = field(default_factory=lambda: ["ntp", "sftmix"])  # names, or {name, base, **overrides}
-    tasks: list = field(default_factory=lambda: ["toy_open", "toy_mcq", "toy_exact"])
+    # names, or {name, base, **overrides}
+    variants: Annotated[list[Union[str, dict]], BeforeValidator(comma_list)] = field(
+        default_factory=lambda: ["ntp", "sftmix"])
+    tasks: Names = field(default_factory=lambda: ["toy_open", "toy_mcq", "toy_exact"])
     out: str = "runs/default"
-    limit: int | None = None  # first N items of each task
+    limit: PosInt | None = None  # first N items of each task
     layout: str = "default"  # table printed at the end
-    num_gpus: int = 0  # > 1: dynamics and training run under `accelerate launch --num_processes N`
-    data_paths: dict = field(default_factory=dict)  # task -> local data file/folder (beats the hub)
+    num_gpus: NonNegInt = 0  # > 1: dynamics and training run under `accelerate launch --num_processes N`
+    data_paths: dict[str, str] = field(default_factory=dict)  # task -> local data file/folder (beats the hub)
 
 
 @dataclass
 class GenerationArgs:
-    backend: str = "hf"  # hf | vllm
-    max_new_tokens: int | None = None  # None: each task's own setting (MT-Bench 1024, AlpacaEval 2048, ...)
-    temperature: float | None = None  # None: each task's own (greedy unless the task says otherwise)
-    batch_size: int = 16
+    backend: Literal["hf", "vllm"] = "hf"  # hf | vllm
+    max_new_tokens: PosInt | None = None  # None: each task's own setting (MT-Bench 1024, AlpacaEval 2048, ...)
+    temperature: NonNegFloat | None = None  # None: each task's own (greedy unless the task says otherwise)
+    batch_size: PosInt = 16
     mt_bench_category_temperatures: bool = False  # FastChat's per-category temperatures instead of greedy
-    tensor_parallel_size: int = 1
+    tensor_parallel_size: PosInt = 1
 
 
 @dataclass
@@ -48,13 +52,13 @@ class JudgeArgs:
     base_url: str | None = None  # OpenAI-compatible endpoint (None = OpenAI)
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never stored
     local: str | None = None  # a local transformers model as in-process judge
-    repeats: int = 1
+    repeats: PosInt = 1
     prompts: str | None = None  # FastChat's judge_prompts.jsonl (MT-Bench); else downloaded at a pinned commit
     text_verdicts: bool = False  # judges without log-probabilities: AlpacaEval from the reply text (flagged)
-    concurrency: int = 8
-    timeout: float = 120.0
-    max_retries: int = 6
-    prices: dict = field(default_factory=lambda: {
+    concurrency: PosInt = 8
+    timeout: PosFloat = 120.0
+    max_retries: NonNegInt = 6
+    prices: dict[str, dict[str, float]] = field(default_factory=lambda: {
         # $ per 1M tokens; used for the cost ledger and --dry-run estimates
         "gpt-4o-2024-08-06": {"input": 2.5, "output": 10.0}, "gpt-4o": {"input": 2.5, "output": 10.0},
         "gpt-4-0613": {"input": 30.0, "output": 60.0}, "gpt-4-1106-preview": {"input": 10.0, "output": 30.0},
@@ -101,6 +105,7 @@ def load_run_config(path: str | None, overrides: dict[str, Any]) -> RunConfig:
     merged: dict[str, Any] = load_config_file(path) if path else {}
     merged.update(overrides)
     apply_overrides(cfg, merged, extra_keys=())
+    validate_config(cfg)  # defaults and file values alike: the whole resolved config against the schema
     return cfg
 
 

@@ -93,6 +93,10 @@ def score_task(task: Task, items: list[dict], generations: list[dict], judge: Ba
         summary.update(judge="none", judge_kind="none")
     result = scorer.score(task, items, generations, records, config)
     summary.update(kind=task.kind, **result.info)
+    if scorer.judged:  # failed verdicts by cause (bench.judge.client.FAILURES); a re-run asks them again
+        from .judge.client import FAILURES
+
+        summary["failures"] = {c: sum(1 for r in records if r.get("failure") == c) for c in FAILURES}
     summary["metrics"] = {k: _nan_to_none(v) for k, v in result.metrics.items()}
     write_json(run_dir / "scores" / variant / f"{task.name}.json", summary)
     _write_jsonl(run_dir / "scores" / variant / f"{task.name}.items.jsonl", result.items)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sftmix.errors import UserError
-from sftmix.io import hash_file, hash_obj, write_json, write_text
+from sftmix.io import data_identity, hash_obj, write_json, write_text
 from sftmix.variants import Variant, get_variant
 
 from .config import RunConfig
@@ -95,16 +95,6 @@ def hardware() -> dict:
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return info
-
-
-def data_identity(source: str) -> dict:
-    """Hash of the training data: file contents for a local file, the id for a hub data set."""
-    from sftmix.toydata import BUNDLED  # not sftmix.data: a no-op re-run must not pay for torch's import
-
-    path = Path(BUNDLED.get(source, source))
-    if path.is_file():
-        return {"source": source, "sha256_16": hash_file(path)}
-    return {"source": source, "hub": True}
 
 
 # ---- stages ---------------------------------------------------------------------------------------------------
@@ -377,9 +367,17 @@ class Runner:
                 "run": self.cfg.run.name, "config_hash": self.cfg.config_hash(), "seed": self.cfg.train.seed,
                 "git_commit": self._git["commit"], "stage_key": self.score_key(v, task), "provenance": "provenance.json"}
         before = self._judge_calls()
-        score_task(task, self.items(task), gens, judge, run_dir=self.out, variant=v.name, meta=meta,
-                   repeats=self.cfg.judge.repeats, progress=self.progress, judge_args=self.cfg.judge)
+        summary = score_task(task, self.items(task), gens, judge, run_dir=self.out, variant=v.name, meta=meta,
+                             repeats=self.cfg.judge.repeats, progress=self.progress, judge_args=self.cfg.judge)
         self.counters["judge_requests"] += self._judge_calls() - before
+        failures = {k: n for k, n in (summary.get("failures") or {}).items() if n}
+        # A deterministic judge gives the same failure again; an LLM judge may not: leave its stage open.
+        retry = bool(failures) and judge is not None and judge.kind != "reference"
+        if retry:
+            self.counters["judge_failures"] = self.counters.get("judge_failures", 0) + sum(failures.values())
+            print(f"  {sum(failures.values())} verdicts failed ({', '.join(f'{k} {n}' for k, n in failures.items())}); "
+                  "scores use the rest - re-run the same command to ask exactly these again", file=sys.stderr)
+        return {"incomplete": retry}
 
     def _judge(self):
         if self._judge_obj is None:
@@ -412,8 +410,13 @@ class Runner:
             print(f"[{i}/{n}] {verb} {stage.name}", file=sys.stderr, flush=True)
             self._mark(stage, "running")
             t0 = time.time()
-            stage.run()
-            self._mark(stage, "done", seconds=round(time.time() - t0, 2))
+            result = stage.run()
+            seconds = round(time.time() - t0, 2)
+            # "incomplete": finished, but with failures a re-run should retry (it resumes this stage).
+            status = "incomplete" if isinstance(result, dict) and result.get("incomplete") else "done"
+            self._mark(stage, status, seconds=seconds)
+            print(f"[{i}/{n}] {'done' if status == 'done' else 'incomplete'} {stage.name} in {seconds:.1f} s",
+                  file=sys.stderr, flush=True)
             ran.append(stage.name)
         return {"ran": ran, "skipped": skipped, **self.counters}
 
@@ -466,7 +469,10 @@ def check_out_dir(cfg: RunConfig, out: Path, force: bool) -> None:
     """Refuse a results directory made by a different config, unless ``force``."""
     prov = out / "provenance.json"
     if not prov.exists():
-        if out.exists() and any(out.iterdir()) and not (out / "config.yaml").exists():
+        from .lock import HOLDER, LOCK
+
+        if out.exists() and any(p.name not in (LOCK, HOLDER) for p in out.iterdir()) \
+                and not (out / "config.yaml").exists():
             raise UserError(f"{out} exists and is not a bench run directory: choose another --out")
         return
     old = json.loads(prov.read_text()).get("config_hash")
@@ -475,8 +481,9 @@ def check_out_dir(cfg: RunConfig, out: Path, force: bool) -> None:
                         "--out, or --force to reuse it (only stages whose inputs changed will re-run)")
 
 
-def plan(cfg: RunConfig, runner: Runner) -> str:
-    """The --dry-run plan: each stage with run/skip, generation and judge-call counts, judge tokens and cost."""
+def plan(cfg: RunConfig, runner: Runner, warnings: list[str] = ()) -> str:
+    """The --dry-run plan: each stage with run/skip, generation and judge-call counts, judge tokens and cost, and
+    what this machine lacks for the run (``warnings`` from :func:`bench.validate.validate_run`)."""
     lines = [f"plan for {runner.out} (config {cfg.config_hash()})"]
     n_gen = n_judge = 0
     for s in runner.stages:
@@ -513,32 +520,50 @@ def plan(cfg: RunConfig, runner: Runner) -> str:
         lines.append("judge calls: none (no judged task)")
     else:
         lines.append(f"judge calls: {n_judge} to {j['model']} ({j['kind']}; no API cost)")
+    lines += [f"warning: {w}" for w in warnings]
     return "\n".join(lines)
 
 
 def run_pipeline(cfg: RunConfig, *, dry_run: bool = False, force: bool = False, progress: bool = True) -> dict:
-    """Run (or, with ``dry_run``, plan) the whole pipeline into ``cfg.run.out``; return a summary dict."""
+    """Run (or, with ``dry_run``, plan) the whole pipeline into ``cfg.run.out``; return a summary dict.
+
+    Everything is validated first (:mod:`bench.validate`); then the results directory is locked for this process
+    (:mod:`bench.lock`): a second run on it is refused at once, naming the holder.
+    """
+    from .lock import RunLock
+    from .validate import validate_run
+
     out = Path(cfg.run.out)
     t0 = time.time()
     runner = Runner(cfg, out, progress=progress)
+    # Validation first, so that a changed option's own mistake is reported rather than "different config".
+    warnings = validate_run(cfg, runner, dry_run=dry_run)
     if dry_run:
-        text = plan(cfg, runner)
+        text = plan(cfg, runner, warnings)
         print(text)
         return {"plan": text}
     check_out_dir(cfg, out, force)
-    if any(s.name.startswith(("dynamics", "train/")) and runner.status(s) != "done" for s in runner.stages):
-        from sftmix.data import load_rows
-
-        # Missing or malformed training data fails here, before the results directory is created or touched.
-        load_rows(cfg.data.data, split=cfg.data.split, limit=cfg.data.max_examples)
-    if cfg.judge.model and any(runner.scorer(t).judged for t in runner.tasks):
+    if cfg.judge.model and _needs_judge(runner):
         from .evaluate import make_judge
 
         make_judge(cfg.judge).preflight()  # fail fast, before hours of training; no cache, so nothing is written
     for task, protocol in runner.protocols().items():
         if protocol.startswith("NOT "):  # loud, once per run: these numbers cannot be set beside the benchmark's
             print(f"bench: WARNING: {task}: {protocol}", file=sys.stderr, flush=True)
-    out.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(out, "bench run")
+    lock.acquire()  # creates the directory; refuses at once if another live run holds it
+    try:
+        return _run_locked(cfg, runner, out, force, t0)
+    finally:
+        lock.release()
+
+
+def _needs_judge(runner: Runner) -> bool:
+    return any(s.name.startswith("score/") and s.n_judge_calls and runner.status(s) != "done" for s in runner.stages)
+
+
+def _run_locked(cfg: RunConfig, runner: Runner, out: Path, force: bool, t0: float) -> dict:
+    check_out_dir(cfg, out, force)  # again, under the lock: a run that finished meanwhile may have written it
     write_text(out / "config.yaml", cfg.to_yaml())
     prov = None
     if not all(runner.status(s) == "done" for s in runner.stages) or not (out / "provenance.json").exists():

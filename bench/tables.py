@@ -69,6 +69,7 @@ class Score:
     metric_shown: str | None
     items: list[dict] | None
     variant_cfg: dict = field(default_factory=dict)
+    failures: dict | None = None  # failed verdicts by cause: {transport, refused, unparsable}
     task_rank: int = 1 << 30  # position in the run config's task list (tables keep that column order)
     protocol: str | None = None  # the peer protocol the numbers follow (scorer + judge prompts)
     conformant: bool | None = None  # False: made another way, not comparable with the published benchmark
@@ -164,7 +165,7 @@ def load_scores(run_dirs: Sequence[str | Path]) -> list[Score]:
                 metrics=metrics, n_items=s.get("n_items"), n_failed=int(s.get("n_failed") or 0),
                 repeats=int(s.get("repeats") or 1), metric_shown=s.get("metric_shown"),
                 items=_read_items(path.with_name(f"{path.stem}.items.jsonl")),
-                variant_cfg=_variant_cfg(run_dir, variant),
+                variant_cfg=_variant_cfg(run_dir, variant), failures=s.get("failures"),
                 task_rank=task_order.index(task) if task in task_order else 1 << 30,
                 protocol=s.get("protocol"), conformant=s.get("conformant")))
     return out
@@ -654,7 +655,10 @@ def _judge_notes(ctx: _Ctx, tasks: Iterable[str]) -> list[str]:
             judges = dict.fromkeys(f"{s.judge} ({JUDGE_KINDS.get(s.judge_kind, s.judge_kind)})" for s in judged)
             reps = sorted({s.repeats for s in judged})
             rep = f"; median of {'/'.join(map(str, reps))} judge repeats" if reps != [1] else ""
-            notes.append(f"{task}: judged by {'; '.join(judges)}{rep}; verdicts failed to parse (n_failed): {failed}")
+            causes = {c: sum((s.failures or {}).get(c, 0) for s in judged) for c in ("transport", "refused", "unparsable")}
+            why = f" - failed verdicts by cause: {', '.join(f'{c} {n}' for c, n in causes.items())}" \
+                if any(causes.values()) else ""
+            notes.append(f"{task}: judged by {'; '.join(judges)}{rep}; unjudged items (n_failed): {failed}{why}")
         elif any(s.n_failed for s in ss):
             notes.append(f"{task}: unscorable items (n_failed): {failed}")
     return notes

@@ -6,61 +6,89 @@ Defaults are the paper's (AdamW, lr 2e-6, wd 0.1, cosine, warm-up 0.1, global ba
 """
 from __future__ import annotations
 
+import functools
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import UserError
 from .registry import nearest
+
+# Field types are checked by pydantic (lax mode: "5" -> 5, 5 -> 5.0) when a value is set and again on the whole
+# resolved config; these aliases carry the constraints, so the schema is the annotations below.
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Ratio = Annotated[float, Field(ge=0, le=1)]
+
+
+def _bool_word(v: Any) -> Any:
+    return str(v).lower() if isinstance(v, bool) else v
+
+
+def comma_list(v: Any) -> Any:
+    """``"a, b"`` -> ``["a", "b"]`` (lists on the command line); anything else unchanged for the schema to check."""
+    return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+
+
+BoolOrAuto = Annotated[Literal["auto", "true", "false"], BeforeValidator(_bool_word)]
+Names = Annotated[list[str], BeforeValidator(comma_list)]
+# Values from YAML or the command line may be numbers where a name is meant (seed-like names, "2024"): accept them.
+_SCHEMA = ConfigDict(coerce_numbers_to_str=True)
 
 
 @dataclass
 class ModelArgs:
     model: str = "tiny-llama"  # preset name, HF hub id or local folder
     template: str | None = None  # named chat template for base models (alpaca, chatml); None = tokenizer's own
-    dtype: str = "auto"  # auto = bf16 on a GPU that supports it, else float32
+    # auto = bf16 on a GPU that supports it, else float32
+    dtype: Literal["auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"] = "auto"
     lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_r: PosInt = 16
+    lora_alpha: PosInt = 32
+    lora_dropout: Ratio = 0.05
 
 
 @dataclass
 class DataArgs:
     data: str = "toy"  # "toy" = bundled toy set; hub id or local json/jsonl/parquet
     split: str = "train"
-    max_length: int = 2048
-    max_examples: int | None = None  # first N rows only (smoke runs)
+    max_length: PosInt = 2048
+    max_examples: PosInt | None = None  # first N rows only (smoke runs)
 
 
 @dataclass
 class TrainArgs:
-    learning_rate: float = 2e-6
-    weight_decay: float = 0.1
+    learning_rate: PosFloat = 2e-6
+    weight_decay: NonNegFloat = 0.1
     lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.1
-    num_train_epochs: float = 3.0
-    global_batch_size: int = 32
-    per_device_batch_size: int = 8
+    warmup_ratio: NonNegFloat = 0.1
+    num_train_epochs: PosFloat = 3.0
+    global_batch_size: PosInt = 32
+    per_device_batch_size: PosInt = 8
     max_steps: int = -1
     seed: int = 42
-    bf16: str = "auto"  # auto | true | false
+    bf16: BoolOrAuto = "auto"  # auto | true | false
     gradient_checkpointing: bool = False
-    logging_steps: int = 10
-    save_steps: int = 0  # 0 = save a checkpoint at each epoch end only
-    save_total_limit: int = 2
+    logging_steps: PosInt = 10
+    save_steps: NonNegInt = 0  # 0 = save a checkpoint at each epoch end only
+    save_total_limit: PosInt | None = 2
     report_to: str = "none"  # any HF Trainer integration: wandb, tensorboard, ...
     lean_loss: bool = True  # chunked linear cross-entropy (never materialises full logits)
-    mixup_reduction: str = "pair"  # pair: token mean per pair, then mean over pairs [INF]; token: global token mean
-    lambda_per: str = "pair"  # pair: one λ per pair [INF]; batch: one λ per micro-batch
+    mixup_reduction: Literal["pair", "token"] = "pair"  # pair: token mean per pair, then mean over pairs [INF]; token: global token mean
+    lambda_per: Literal["pair", "batch"] = "pair"  # pair: one λ per pair [INF]; batch: one λ per micro-batch
 
 
 @dataclass
 class DynamicsArgs:
-    num_checkpoints: int = 5  # C, evenly spaced over the one-epoch reference run [INF]
-    reference_epochs: float = 1.0
-    score_batch_size: int = 16
+    num_checkpoints: PosInt = 5  # C, evenly spaced over the one-epoch reference run [INF]
+    reference_epochs: PosFloat = 1.0
+    score_batch_size: PosInt = 16
     save_checkpoints: bool = False  # also keep the C reference checkpoints on disk
 
 
@@ -112,36 +140,63 @@ def split_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _coerce(f, value: Any) -> Any:
-    """``value`` converted to field ``f``'s declared type, or a UserError naming the field."""
-    target = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+@functools.lru_cache(maxsize=None)
+def _adapter(tp: Any) -> TypeAdapter:
+    return TypeAdapter(tp, config=_SCHEMA)
+
+
+def _hints(cls) -> dict[str, Any]:
+    import sys
+
+    return typing.get_type_hints(cls, globalns=vars(sys.modules[cls.__module__]), include_extras=True)
+
+
+def describe_type(tp: Any) -> str:
+    """A reader's name for a schema type: ``integer >= 1 or null``, ``one of 'auto', 'true', 'false'``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:  # Field(ge=1) keeps its bounds as annotated_types constraints in .metadata
+        bounds = [f"{op} {getattr(c, attr)}" for m in args[1:] for c in getattr(m, "metadata", [])
+                  for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if hasattr(c, attr)]
+        return " ".join([describe_type(args[0]), " and ".join(bounds)]).strip()
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(describe_type(a) for a in args)
+    if origin in (list, tuple):
+        return f"a list of {describe_type(args[0])}" if args else "a list"
+    if origin is dict:
+        return "a mapping"
+    return {int: "integer", float: "number", str: "string", bool: "true/false", type(None): "null",
+            list: "a list", dict: "a mapping", Any: "any value"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def schema_error(path: str, tp: Any, value: Any, err: ValidationError) -> UserError:
+    """One line: the field path, what the schema expects, what pydantic objected to, the value given."""
+    first = err.errors()[0]
+    where = ".".join(str(x) for x in (path, *first["loc"]) if x != "")
+    return UserError(f"bad value for {where}: expected {describe_type(tp)} ({first['msg'][0].lower()}"
+                     f"{first['msg'][1:]}), got {_short(value)}")
+
+
+def check_field(section_cls, section: str, name: str, value: Any) -> Any:
+    """``value`` validated (and converted) against field ``section.name``'s schema type, or a UserError."""
+    tp = _hints(section_cls)[name]
     try:
-        if value is None:
-            if "None" not in target:
-                raise ValueError("may not be null")
-            return None
-        if target.startswith("bool"):
-            if isinstance(value, bool):
-                return value
-            raise ValueError("must be true or false")
-        if target.startswith("int"):
-            if isinstance(value, bool) or float(value) != int(float(value)):
-                raise ValueError("must be an integer")
-            return int(float(value))
-        if target.startswith("float"):
-            return float(value)
-        if target.startswith("list"):
-            value = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
-            if not isinstance(value, list):
-                raise ValueError("expected a list or a comma-separated string")
-            return value
-        if target.startswith("dict"):
-            if not isinstance(value, dict):
-                raise ValueError("expected a mapping")
-            return value
-        return value if not isinstance(value, (int, float)) or "str" not in target else str(value)
-    except (TypeError, ValueError) as e:
-        raise UserError(f"bad value for {f.name}: {value!r} ({e})") from None
+        return _adapter(tp).validate_python(value)
+    except ValidationError as e:
+        raise schema_error(f"{section}.{name}", tp, value, e) from None
+
+
+def validate_config(cfg) -> None:
+    """Check every field of a config with ``sections()`` against its schema (the whole resolved config)."""
+    for sname, sec in cfg.sections().items():
+        for f in fields(sec):
+            check_field(type(sec), sname, f.name, getattr(sec, f.name))
 
 
 def apply_overrides(cfg, overrides: dict[str, Any], extra_keys: tuple[str, ...] = VARIANT_KEYS) -> dict[str, Any]:
@@ -167,7 +222,8 @@ def apply_overrides(cfg, overrides: dict[str, Any], extra_keys: tuple[str, ...] 
         if len(cands) > 1:
             raise UserError(f"option {key!r} is ambiguous: write one of {', '.join(f'{s}.{name}' for s, _ in cands)}")
         sname, f = cands[0]
-        setattr(cfg.sections()[sname], name, _coerce(f, value))
+        sec = cfg.sections()[sname]
+        setattr(sec, name, check_field(type(sec), sname, name, value))
     return rest
 
 
@@ -179,7 +235,11 @@ def load_config_file(path: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise UserError(f"config file not found: {path}") from None
     except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{path}{line}: not valid YAML ({what}"
+                        f"{f' at line {mark.line + 1}, column {mark.column + 1}' if mark is not None else ''})") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of sections")
     flat: dict[str, Any] = {}

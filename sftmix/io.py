@@ -10,9 +10,21 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _umask() -> int:
+    # os.umask can only be read by setting it; done once, at import, before any thread writes files.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
+
+    The file gets the mode a plain ``open()`` would give (0666 less the umask), not mkstemp's private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -20,6 +32,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -50,3 +63,13 @@ def hash_file(path: str | os.PathLike, n: int = 16) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()[:n]
+
+
+def data_identity(source: str) -> dict:
+    """Hash of a training data set: file contents for a local file (``toy``: the bundled one), the id for a hub set."""
+    from .toydata import BUNDLED  # not sftmix.data: a no-op re-run must not pay for torch's import
+
+    path = Path(BUNDLED.get(source, source))
+    if path.is_file():
+        return {"source": source, "sha256_16": hash_file(path)}
+    return {"source": source, "hub": True}

@@ -16,7 +16,7 @@ import torch
 
 from .config import TrainConfig
 from .errors import UserError
-from .io import write_json
+from .io import data_identity, write_json
 from .variants import Variant, get_variant
 
 log = logging.getLogger("sftmix")
@@ -118,8 +118,24 @@ def training_arguments(cfg: TrainConfig, output_dir: str | Path, *, epochs: floa
         remove_unused_columns=False,
         use_cpu=not on_gpu,
         dataloader_num_workers=0,
-        disable_tqdm=None,
+        disable_tqdm=False,  # a progress bar on the terminal; the per-step log dicts go to a file (quiet_logs)
     )
+
+
+def quiet_logs(trainer, path: str | Path) -> None:
+    """Replace the Trainer's log printing with its progress bar plus ``path`` (one JSON line per log dict)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class ProgressAndLogFile(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"step": state.global_step, **logs}, default=str) + "\n")
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(ProgressAndLogFile())
 
 
 def _collator(tokenizer):
@@ -170,6 +186,7 @@ def run_dynamics(cfg: TrainConfig, out_dir: str | Path, reference_model: str | N
         model=model, args=args, train_dataset=ExampleDataset(prep.examples), data_collator=collate,
         variant=get_variant("ntp"), lean_loss=cfg.train.lean_loss, callbacks=[cb],
     )
+    quiet_logs(trainer, out_dir / "train_log.jsonl")
     trainer.train()
     df = confidence_table([e["id"] for e in prep.examples], [e["hash"] for e in prep.examples], cb.perplexities)
     if trainer.is_world_process_zero():
@@ -194,6 +211,7 @@ class TrainResult:
     model_dir: Path
     log_history: list[dict]
     metrics: dict
+    reused: bool = False  # True: out_dir already held this training, nothing was trained
 
 
 def finetune(
@@ -211,6 +229,11 @@ def finetune(
     from .trainer import ExampleDataset, SFTMixTrainer
 
     out_dir = Path(out_dir)
+    done = _finished(out_dir, variant, cfg, confidence) if resume else None
+    if done is not None:
+        log.debug("%s is already trained with this variant, config and data: nothing to do (--no-resume retrains)",
+                 out_dir)
+        return done
     prep = prepare(cfg)
     split_labels = None
     if variant.needs_confidence:
@@ -230,6 +253,7 @@ def finetune(
         variant=variant, split_labels=split_labels, lean_loss=cfg.train.lean_loss, lambda_per=cfg.train.lambda_per,
         callbacks=callbacks,
     )
+    quiet_logs(trainer, out_dir / "train_log.jsonl")
     last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
     if last:
         log.info("resuming from %s", last)
@@ -240,9 +264,28 @@ def finetune(
         write_json(out_dir / "train.json", {
             "variant": variant.to_dict(), "config": cfg.to_dict(), "model_path": prep.model_path,
             "confidence": str(confidence) if confidence else None, "metrics": result.metrics,
+            "data_identity": data_identity(cfg.data.data),
             "data_stats": _stats_dict(prep.stats), "log_history": trainer.state.log_history,
         })
     return TrainResult(model_dir, trainer.state.log_history, result.metrics)
+
+
+def _finished(out_dir: Path, variant: Variant, cfg: TrainConfig, confidence) -> TrainResult | None:
+    """The stored result when ``out_dir`` already holds this exact training (same variant, config, data)."""
+    record = out_dir / "train.json"
+    if not record.is_file() or not (out_dir / "model" / "config.json").is_file():
+        return None
+    try:
+        old = json.loads(record.read_text())
+    except ValueError:
+        return None
+    same = (old.get("variant") == json.loads(json.dumps(variant.to_dict()))
+            and old.get("config") == json.loads(json.dumps(cfg.to_dict()))
+            and old.get("data_identity") == data_identity(cfg.data.data)
+            and (confidence is None or old.get("confidence") == str(confidence)))
+    if not same:
+        return None
+    return TrainResult(out_dir / "model", old.get("log_history") or [], old.get("metrics") or {}, reused=True)
 
 
 def save_model(model, tokenizer, model_dir: Path) -> None:

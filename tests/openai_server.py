@@ -7,11 +7,13 @@ for this distinct prompt; it returns None (answer normally) or a dict:
 
 - ``{"status": 429, "retry_after": 0.01}`` / ``{"status": 500}`` / ``{"status": 400, "message": "..."}``;
 - ``{"sleep": 1.0}``: answer normally but only after sleeping (beyond the client's timeout);
-- ``{"reply": "text"}``: answer with this text (e.g. an unparsable verdict).
+- ``{"reply": "text"}``: answer with this text (e.g. an unparsable verdict);
+- ``{"empty_choices": True}``: a 200 reply whose ``choices`` list is empty.
 
 A request with ``logprobs``/``top_logprobs`` also gets the first token's top log-probabilities from
 ``top_logprobs(messages)`` (a list of (token, logprob); default :func:`hash_logprobs`), and its reply text is the
-most likely of them. A model not in ``models`` gets a 404, as from vLLM. Counters: ``total``, ``per_prompt`` (requests per distinct
+most likely of them. A model not in ``models`` gets a 404, as from vLLM. ``models_fault(n)`` may answer the n-th
+``GET /models`` with ``{"status": 503}``. Counters: ``models_requests``, ``total``, ``per_prompt`` (requests per distinct
 prompt), ``served`` (normal answers per prompt), ``max_in_flight``, ``auth_headers``.
 """
 from __future__ import annotations
@@ -57,10 +59,12 @@ class FakeOpenAIServer:
     def __init__(self, reply: Callable[[list[dict]], str] = default_reply,
                  fault: Callable[[int, int, list[dict]], dict | None] | None = None,
                  delay: float = 0.0, models: tuple[str, ...] = ("judge-model",),
-                 top_logprobs: Callable[[list[dict]], list[tuple[str, float]]] = hash_logprobs):
+                 top_logprobs: Callable[[list[dict]], list[tuple[str, float]]] = hash_logprobs,
+                 models_fault: Callable[[int], dict | None] | None = None):
         self.reply, self.fault, self.delay, self.models = reply, fault, delay, models
         self.top_logprobs = top_logprobs
         self.logprob_requests = 0
+        self.models_fault, self.models_requests = models_fault, 0
         self.total = 0
         self.per_prompt: Counter = Counter()
         self.served: Counter = Counter()
@@ -106,6 +110,13 @@ class FakeOpenAIServer:
 
             def do_GET(self):
                 if self.path.rstrip("/").endswith("/models"):
+                    with server._lock:
+                        server.models_requests += 1
+                        n = server.models_requests
+                    fault = server.models_fault(n) if server.models_fault else None
+                    if fault:
+                        self._send(fault["status"], {"error": {"message": f"injected {fault['status']}"}})
+                        return
                     self._send(200, {"object": "list", "data": [
                         {"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in server.models]})
                 else:
@@ -134,6 +145,10 @@ class FakeOpenAIServer:
                         headers = {"retry-after": str(fault["retry_after"])} if "retry_after" in fault else {}
                         msg = fault.get("message", f"injected {fault['status']}")
                         self._send(fault["status"], {"error": {"message": msg, "type": "test"}}, headers)
+                        return
+                    if fault.get("empty_choices"):
+                        self._send(200, {"id": f"cmpl-{n}", "object": "chat.completion", "created": 0,
+                                         "model": body.get("model"), "choices": [], "usage": None})
                         return
                     if "sleep" in fault:
                         time.sleep(fault["sleep"])

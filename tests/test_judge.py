@@ -11,6 +11,7 @@ from openai_server import FakeOpenAIServer, hash_rating, prompt_key
 
 from bench.cache import Cache
 from bench.judge import JudgeRequest, OpenAIJudge, Parser, load_judge_config
+from bench.judge.client import JudgeRefused
 from bench.judge.ledger import CostLedger, count_tokens, estimate
 from bench.judge.reference import NAME as REF_NAME
 from bench.judge.reference import ReferenceJudge, rubric_score
@@ -114,6 +115,31 @@ def test_gives_up_after_max_retries(tmp_path):
     assert v.failed and v.raw is None and "gave up after 3 attempts" in v.error and server.total == 3
 
 
+def test_failure_categories(tmp_path):
+    """Transport and unparsable failures are per-item data; a refusal (401, 200 without choices) is fatal."""
+    fault = lambda n, k, m: {0: {"status": 503}, 1: {"reply": "no verdict here"}}.get(item_of(m))  # noqa: E731
+    with FakeOpenAIServer(fault=fault) as server:
+        out = judge(server, tmp_path, max_retries=1, max_parse_retries=0).judge_many(requests_for(3), progress=False)
+    assert [v.failure for v in out] == ["transport", "unparsable", None]
+    assert [v.to_record()["failure"] for v in out] == ["transport", "unparsable", None]
+    for fault in ({"status": 401, "message": "invalid key"}, {"empty_choices": True}):
+        with FakeOpenAIServer(fault=lambda n, k, m, f=fault: f) as server:
+            with pytest.raises(JudgeRefused, match="refused"):
+                judge(server, tmp_path, concurrency=1).judge_many(requests_for(5), progress=False)
+        assert server.total < 5  # stopped at the first refusal (a call already in flight may still land)
+        assert set(server.per_prompt.values()) == {1}  # refusals are not retried
+
+
+def test_preflight_retries_transient_errors(tmp_path):
+    with FakeOpenAIServer(models_fault=lambda n: {"status": 503} if n == 1 else None) as server:
+        OpenAIJudge("judge-model", base_url=server.url, **FAST).preflight(timeout=1)
+        assert server.models_requests == 2  # one 503, then the list that names the model
+    with FakeOpenAIServer(models_fault=lambda n: {"status": 503}) as server:
+        with pytest.raises(UserError, match="did not answer.*InternalServerError"):
+            OpenAIJudge("judge-model", base_url=server.url, **FAST).preflight(timeout=1, retries=2)
+        assert server.models_requests == 3
+
+
 def test_preflight(tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -135,12 +161,13 @@ def test_api_key_never_written(tmp_path, monkeypatch):
     fault = (lambda n, k, m: {"status": 400, "message": f"Incorrect API key provided: {secret}"}
              if item_of(m) == 0 else None)
     with FakeOpenAIServer(fault=fault) as server:
-        out = judge(server, tmp_path, api_key_env="MY_JUDGE_KEY").judge_many(requests_for(3), progress=False)
+        with pytest.raises(JudgeRefused) as refused:  # a 400 is fatal: every call would be refused
+            judge(server, tmp_path, api_key_env="MY_JUDGE_KEY", concurrency=1).judge_many(requests_for(3),
+                                                                                          progress=False)
     assert set(server.auth_headers) == {f"Bearer {secret}"}  # the key is sent...
-    assert out[0].failed and out[0].attempts == 1  # a 400 is not retried
+    assert server.per_prompt.most_common(1)[0][1] == 1  # a 400 is not retried
     assert secret not in (tmp_path / "judge.jsonl").read_text()  # ...but never written
-    assert secret not in json.dumps([v.to_record() for v in out])
-    assert "***" in out[0].error
+    assert secret not in str(refused.value) and "***" in str(refused.value)
 
 
 def test_ledger_counts_real_calls_and_estimate(tmp_path):

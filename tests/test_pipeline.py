@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from tests.openai_server import FakeOpenAIServer
+from tests.openai_server import FakeOpenAIServer, prompt_key
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["max_examples=48", "num_train_epochs=1", "limit=6", "max_new_tokens=16", "num_checkpoints=2"]
@@ -297,3 +297,115 @@ def test_dry_run_prints_plan_and_creates_nothing(tmp_path, finished):
     assert {v for v, _ in re.findall(r"^\s+(run|skip|redo|resume)\s+(\S+)", stdout, re.M)} == {"skip"}
     assert "generations to make: 0" in stdout and "judge calls: 0" in stdout
     assert listing(done) == before
+
+
+# ---- trustworthy runs (issue 10): stage lines, locks, judge failures, validation order ---------------------------
+
+def test_stage_lines_carry_durations_and_trainer_logs_go_to_a_file(finished):
+    out, rc, _, stderr = finished
+    assert rc == 0
+    for stage in all_stages():
+        assert re.search(r"\[\d+/\d+\] done %s in \d+\.\d s$" % re.escape(stage), stderr, re.M), stage
+    assert "'loss'" not in stderr and "'grad_norm'" not in stderr  # no raw Trainer dicts among the stage lines
+    logged = [json.loads(ln) for ln in (out / "variants" / "ntp" / "train_log.jsonl").read_text().splitlines()]
+    assert logged and all("step" in e for e in logged) and any("loss" in e for e in logged)
+
+
+def test_changed_options_own_error_wins_over_different_config(finished):
+    out = finished[0]
+    before = listing(out)
+    rc, _, stderr = bench(*run_args(out, "limit=-3"))
+    assert rc == 2
+    (line,) = error_lines(stderr)
+    assert "run.limit" in line and ">= 1" in line and "different config" not in line
+    assert listing(out) == before
+
+
+def judge_args(server, *extra: str) -> list[str]:
+    return ["--judge-model", "judge-model", "--judge-base-url", server.url, "--force", *extra]
+
+
+def test_rerun_after_judge_failures_asks_exactly_the_failed_verdicts(copy_of):
+    failing = {"on": True}
+
+    def fault(n, k, messages):  # about a third of the prompts fail while `failing` is on
+        return {"status": 503} if failing["on"] and int(prompt_key(messages), 16) % 3 == 0 else None
+
+    with FakeOpenAIServer(fault=fault) as server:
+        rc, stdout, stderr = bench(*run_args(copy_of, *judge_args(server, "judge.max_retries=0")))
+        assert rc == 1, stderr[-3000:]  # finished, but with verdicts missing: not a silent success
+        failed = server.total - sum(server.served.values())
+        assert failed > 0 and sum(server.served.values()) > 0
+        summaries = [json.loads((copy_of / "scores" / v / "toy_open.json").read_text()) for v in VARIANTS]
+        assert sum(s["failures"]["transport"] for s in summaries) == failed
+        assert all(s["failures"]["refused"] == s["failures"]["unparsable"] == 0 for s in summaries)
+        assert "transport" in stdout and "n_failed" in stdout  # the table's note names the cause
+        incomplete = sorted(f"score/{v}/toy_open" for v, s in zip(VARIANTS, summaries) if s["failures"]["transport"])
+        assert incomplete and all(json.loads((copy_of / "state" / (st.replace("/", "__") + ".json")).read_text())
+                                  ["status"] == "incomplete" for st in incomplete)
+
+        failing["on"] = False
+        served_before, total_before = dict(server.served), server.total
+        rc, stdout, stderr = bench(*run_args(copy_of, *judge_args(server, "judge.max_retries=0")))
+        assert rc == 0, stderr[-3000:]
+        assert sorted(ran_stages(stderr)) == incomplete  # only the stages with failures resumed
+        assert server.total - total_before == failed  # exactly the failed verdicts were asked again...
+        assert all(server.served[k] == 1 for k in served_before)  # ...and nothing already answered
+        for v in VARIANTS:
+            s = json.loads((copy_of / "scores" / v / "toy_open.json").read_text())
+            assert s["n_failed"] == 0 and s["failures"] == {"transport": 0, "refused": 0, "unparsable": 0}
+
+        total_before, listed_before = server.total, server.models_requests
+        rc, stdout, stderr = bench(*run_args(copy_of, *judge_args(server, "judge.max_retries=0")))
+        assert rc == 0 and ran_stages(stderr) == [] and server.total == total_before
+        assert server.models_requests == listed_before  # nothing left to judge: no preflight either
+
+
+@pytest.mark.parametrize("refusal", [{"status": 401, "message": "Incorrect API key provided"},
+                                     {"empty_choices": True}], ids=["401", "empty-choices"])
+def test_refusing_judge_stops_and_keeps_earlier_scores(copy_of, refusal):
+    scores = {p: p.read_bytes() for p in sorted((copy_of / "scores").rglob("*")) if p.is_file()}
+    judgments = {p: p.read_bytes() for p in sorted((copy_of / "judgments").rglob("*")) if p.is_file()}
+    with FakeOpenAIServer(fault=lambda n, k, m: refusal) as server:
+        rc, stdout, stderr = bench(*run_args(copy_of, *judge_args(server)))
+        assert server.total >= 1
+    assert rc != 0
+    (line,) = error_lines(stderr)
+    assert "refused" in line and "nothing was written" in line
+    assert {p: p.read_bytes() for p in sorted((copy_of / "scores").rglob("*")) if p.is_file()} == scores
+    assert {p: p.read_bytes() for p in sorted((copy_of / "judgments").rglob("*")) if p.is_file()} == judgments
+
+
+def test_second_run_on_a_directory_in_use_is_refused_and_a_killed_runs_lock_is_taken_over(tmp_path):
+    reached, release = threading.Event(), threading.Event()
+
+    def fault(n, k, messages):  # the first judge request blocks: run A is alive and holds the directory
+        if n == 1:
+            reached.set()
+            release.wait(120)
+            return {"status": 503}
+        return None
+
+    out = tmp_path / "run"
+    with FakeOpenAIServer(fault=fault) as server:
+        args = run_args(out, "--variants", "ntp", "--tasks", "toy_open", "judge.concurrency=1",
+                        "--judge-model", "judge-model", "--judge-base-url", server.url)
+        proc = bench_subprocess(*args)
+        try:
+            assert reached.wait(300), "run A never reached judging: " + proc.communicate(timeout=60)[1][-3000:]
+            before = listing(out)
+            for extra in ([], ["learning_rate=1e-4", "--force"]):  # the same config, or another one
+                rc, _, stderr = bench(*args, *extra)
+                assert rc == 2
+                (line,) = error_lines(stderr)
+                assert f"in use by another run (pid {proc.pid}" in line, line
+            assert listing(out) == before  # the refused runs touched nothing
+            os.kill(proc.pid, signal.SIGKILL)  # A dies holding the lock: the kernel releases it
+            proc.communicate(timeout=60)
+        finally:
+            release.set()
+            if proc.poll() is None:
+                proc.kill()
+        rc, stdout, stderr = bench(*args)
+        assert rc == 0, stderr[-3000:]
+        assert ran_stages(stderr) == ["score/ntp/toy_open"]  # A's training and generation were kept

@@ -26,4 +26,7 @@ def build_config(args) -> tuple[TrainConfig, dict]:
         merged["data.data"] = args.data
     merged.update(split_overrides(list(args.overrides or []) + list(getattr(args, "extra", None) or [])))
     variant_opts = apply_overrides(cfg, merged)
+    from bench.validate import check_model
+
+    check_model(cfg.model.model, "--model")  # a missing local folder or malformed hub id, before any loading
     return cfg, variant_opts

@@ -21,7 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", default=DEFAULT_TASKS, help=f"comma-separated task names (default {DEFAULT_TASKS})")
     parser.add_argument("--backend", default="hf", help="hf (default) or vllm")
     parser.add_argument("--limit", type=int, default=None, help="first N items of each task")
-    parser.add_argument("--out", default=None, help="output folder (default runs/generate/<model name>)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default runs/generate/<name>: a trained variant's folder is named "
+                             "<run>-<variant>; a folder holding another model's generations is refused)")
+    parser.add_argument("--force", action="store_true", help="replace another model's generations in --out")
     parser.add_argument("--data-path", action="append", default=[], metavar="TASK=PATH",
                         help="local data file/folder for a task (repeatable); no hub access needed")
     parser.add_argument("--cache", default=None, help="cache file (default <out>/cache.sqlite)")
@@ -47,6 +50,36 @@ def _parse_pairs(pairs: list[str], what: str) -> dict[str, str]:
             raise UserError(f"{what} must look like key=value, got {pair!r}")
         out[key] = value
     return out
+
+
+def default_out(model: str) -> Path:
+    """``runs/generate/<name>``: a trained variant (``<run>/variants/<variant>/model``) is ``<run>-<variant>`` and
+    ``bench train --out DIR``'s ``DIR/model`` is ``DIR``'s name, so two variants' generations never share a folder;
+    any other model is named by its last path part."""
+    p = Path(model.rstrip("/"))
+    if p.name == "model" and p.parent.parent.name == "variants":
+        name = f"{p.parent.parent.parent.name}-{p.parent.name}"
+    elif p.name == "model" and p.parent.name:  # `bench train --out DIR` saves DIR/model
+        name = p.parent.name
+    else:
+        name = p.name
+    return Path("runs") / "generate" / name
+
+
+def _claim(out: Path, model: str, model_path: str, force: bool) -> None:
+    """Refuse to mix two models' generations (and scores) in one folder; record whose they are."""
+    from sftmix.io import write_json
+
+    marker = out / "generate.json"
+    ident = str(Path(model_path).resolve()) if Path(model_path).exists() else model_path
+    if marker.is_file() and not force:
+        import json
+
+        old = json.loads(marker.read_text()).get("model_path")
+        if old != ident:
+            raise UserError(f"{out} holds generations of another model ({old}); use another --out, or --force "
+                            "to replace them")
+    write_json(marker, {"model": model, "model_path": ident})
 
 
 def _resolve_model(name: str) -> str:
@@ -75,17 +108,25 @@ def run(args: argparse.Namespace) -> int:
     if args.category_temperatures:
         override["greedy"] = False
 
+    from bench.validate import check_backend, check_model, check_out
+
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be >= 1, got {args.limit}")
+    check_model(args.model, "--model")
+    check_backend(args.backend)
     # Every task's data is read and checked before the model loads: bad data fails in seconds.
     items = {t.name: t.load_records(limit=args.limit, local=data_paths.get(t.name)) for t in tasks}
     model_path = _resolve_model(args.model)
-    out = Path(args.out or Path("runs") / "generate" / Path(args.model.rstrip("/")).name)
+    out = Path(args.out) if args.out else default_out(args.model)
+    check_out(out)
     if args.backend == "hf":
         backend_opts = {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype,
                         "template": args.template, **backend_opts}
     elif args.template:
         backend_opts.setdefault("template", args.template)
     backend = get_backend(args.backend, model_path, **backend_opts)
-    cache = Cache(args.cache or out / "cache.sqlite")  # only once the model loaded: bad input writes nothing
+    _claim(out, args.model, model_path, args.force)  # only once the model loaded: bad input writes nothing
+    cache = Cache(args.cache or out / "cache.sqlite")
 
     for task in tasks:
         t0 = time.perf_counter()

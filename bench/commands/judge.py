@@ -3,6 +3,10 @@
 Chat tasks go to the configured judge (an OpenAI-compatible LLM, a local model in-process, or by default the
 reference-based rubric, which says so in every score); mcq/exact tasks are scored from their records.
 Writes DIR/judgments/<label>/<task>.jsonl and DIR/scores/<label>/<task>.json (+ .items.jsonl).
+
+Failed verdicts are counted by cause (transport, refused, unparsable) and never cached, so running the same command
+again asks exactly those again; a refusing judge (bad key, unknown model: 400/401/403/404, or replies without
+choices) stops the command with exit 2 before any score file is written. The folder is locked while judging.
 """
 from __future__ import annotations
 
@@ -24,7 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="FastChat's judge_prompts.jsonl for MT-Bench (default: downloaded once at a pinned commit)")
     p.add_argument("--text-verdicts", action="store_true",
                    help="judge without log-probabilities: AlpacaEval from the reply's text (flagged as such)")
-    p.add_argument("--repeats", type=int, default=1, help="judgments per item (median reported)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="judgments per item (combined as each scorer defines: median for MT-Bench, mean "
+                        "preference for AlpacaEval)")
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--label", help="name of this model in the scores (default: the folder name)")
     p.add_argument("--data-path", action="append", default=[], metavar="TASK=PATH", help="local data for a task")
@@ -32,11 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from bench.cache import Cache
     from bench.config import JudgeArgs
-    from bench.evaluate import judge_config, judge_requests, make_judge, score_task
-    from bench.generate import read_jsonl
-    from bench.judge.ledger import CostLedger, estimate
     from bench.tasks import load_task
 
     gdir = Path(args.generations)
@@ -46,21 +48,49 @@ def run(args) -> int:
         p.name.split(".")[0] for p in gdir.glob("*.generations.jsonl"))
     if not names:
         raise UserError(f"{gdir} holds no <task>.generations.jsonl files")
-    local = dict(pair.split("=", 1) for pair in args.data_path if "=" in pair)
+    bad = [p for p in args.data_path if "=" not in p.strip("=")]
+    if bad:
+        raise UserError(f"--data-path must look like TASK=PATH, got {bad[0]!r}")
+    local = dict(pair.split("=", 1) for pair in args.data_path)
+    for flag, value in (("--repeats", args.repeats), ("--concurrency", args.concurrency)):
+        if value < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
     jargs = JudgeArgs(model=args.judge_model, base_url=args.judge_base_url, api_key_env=args.api_key_env,
                       local=args.judge_local, repeats=args.repeats, concurrency=args.concurrency,
                       prompts=args.judge_prompts, text_verdicts=args.text_verdicts)
+    if not args.dry_run:
+        from bench.validate import check_judge_key, check_model
+
+        check_judge_key(jargs.model, jargs.base_url, jargs.api_key_env)
+        if jargs.local:
+            check_model(jargs.local, "--judge-local")
     for name in names:  # unknown tasks and missing generation files fail before anything is written
         load_task(name)
         if not (gdir / f"{name}.generations.jsonl").exists():
             raise UserError(f"no generations for task {name}: {gdir / (name + '.generations.jsonl')} is missing "
                             "(run `bench generate` first)")
+    if args.dry_run:
+        return _run(args, gdir, names, local, jargs)
+    from bench.lock import RunLock
+
+    with RunLock(gdir, "bench judge"):
+        return _run(args, gdir, names, local, jargs)
+
+
+def _run(args, gdir: Path, names: list[str], local: dict, jargs) -> int:
+    from bench.cache import Cache
+    from bench.evaluate import judge_config, judge_requests, make_judge, score_task
+    from bench.generate import read_jsonl
+    from bench.judge.ledger import CostLedger, estimate
+    from bench.tasks import load_task
+
     cache = Cache(gdir / "cache.sqlite")
     ledger = CostLedger(jargs.prices)
     judge = make_judge(jargs, cache=cache, ledger=ledger, log_path=gdir / "judge_log.jsonl")
     label = args.label or gdir.name
     if args.judge_model and not args.dry_run:
         judge.preflight()
+    status = 0
     for name in names:
         task = load_task(name)
         gens = read_jsonl(gdir / f"{name}.generations.jsonl")
@@ -75,7 +105,13 @@ def run(args) -> int:
         s = score_task(task, items, gens, judge, run_dir=gdir, variant=label, meta={"model": label},
                        repeats=args.repeats, judge_args=jargs)
         shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in s["metrics"].items() if "/" not in k}
-        print(f"{name}: {shown}  judge={s['judge']}  failed={s['n_failed']}/{s['n_items']}")
+        failures = s.get("failures") or {}
+        causes = f" ({', '.join(f'{k} {n}' for k, n in failures.items())})" if failures else ""
+        print(f"{name}: {shown}  judge={s['judge']}  failed={s['n_failed']}/{s['n_items']}{causes}")
+        if any(failures.values()):
+            status = 1  # scores were written from the verdicts that came back; re-run to ask the failed ones again
+    if status:
+        print("some verdicts failed: run the same command again to ask exactly those again (answers are cached)")
     if ledger.summary().get("calls"):
         print(f"judge usage: {json.dumps(ledger.summary())}")
-    return 0
+    return status

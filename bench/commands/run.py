@@ -68,4 +68,8 @@ def run(args) -> int:
           f"{summary['seconds']:.1f} s")
     if summary.get("judge_cost") and summary["judge_cost"].get("cost_usd"):
         print(f"judge cost: ${summary['judge_cost']['cost_usd']:.4f}")
+    if summary.get("judge_failures"):
+        print(f"{summary['judge_failures']} judge verdicts failed (see the table's notes); run the same command "
+              "again to ask exactly those again")
+        return 1
     return 0

@@ -22,5 +22,9 @@ def run(args) -> int:
     result = finetune(variant, cfg, args.out, confidence=args.confidence, resume=not args.no_resume)
     losses = [h["loss"] for h in result.log_history if "loss" in h]
     first, last = (f"{losses[0]:.4f}", f"{losses[-1]:.4f}") if losses else ("-", "-")
+    if result.reused:
+        print(f"{variant.name} is already trained in {args.out} with this config and data (loss {first} -> {last}): "
+              f"nothing to do; model in {result.model_dir} (--no-resume trains again)")
+        return 0
     print(f"trained {variant.name}: loss {first} -> {last}; model saved to {result.model_dir}")
     return 0

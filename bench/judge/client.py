@@ -4,7 +4,13 @@ The client talks to any OpenAI-compatible chat endpoint through the ``openai`` p
 (the client's built-in retries are off so that every attempt is counted and logged): exponential backoff with
 full jitter on 429, 5xx, timeouts and connection errors, honouring ``Retry-After``. A reply the parser cannot read
 is asked again up to ``max_parse_retries`` times and then recorded as a failure with its raw text; failures are
-never scored and never cached. The API key is read from the environment variable named by ``api_key_env`` and
+never scored and never cached, so a re-run asks exactly them again.
+
+Every failure has a category (:data:`FAILURES`): ``transport`` (no usable reply after all retries: timeouts,
+connection errors, 429/5xx), ``unparsable`` (replies the parser cannot read), ``refused`` (the endpoint rejects the
+request itself: 400/401/403/404, or a 200 reply without choices). A refusal would repeat on every call (revoked key,
+unknown model), so it is fatal: :meth:`BaseJudge.judge_many` stops and raises :class:`JudgeRefused` before anything
+is written. The API key is read from the environment variable named by ``api_key_env`` and
 never written anywhere: it is scrubbed from every error message that reaches a log or a record.
 """
 from __future__ import annotations
@@ -23,6 +29,22 @@ from sftmix.errors import UserError
 from sftmix.io import hash_obj
 
 CACHE_KIND = "judge"
+FAILURES = ("transport", "refused", "unparsable")
+
+
+class JudgeRefused(UserError):
+    """The judge endpoint refuses our requests (bad key, unknown model, malformed request): stop, write nothing."""
+
+
+@dataclass(frozen=True)
+class CallError:
+    """Why one judge call produced no reply: a :data:`FAILURES` category and a one-line message."""
+
+    category: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass
@@ -67,6 +89,7 @@ class Verdict:
     latency_s: float = 0.0
     cached: bool = False
     meta: dict = field(default_factory=dict)
+    failure: str | None = None  # one of FAILURES when failed
 
     def to_record(self) -> dict:
         return asdict(self)
@@ -120,12 +143,22 @@ class BaseJudge:
             else:
                 todo.append(key)
         bar = tqdm(total=len(todo), desc=f"judge {self.name}", disable=not progress or not todo)
+        refused: Verdict | None = None
         with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
             futures = {pool.submit(self._judge_one, *unique[k], key=k): k for k in todo}
             for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
+                if fut.cancelled():
+                    continue
+                v = results[futures[fut]] = fut.result()
                 bar.update(1)
+                if v.failure == "refused" and refused is None:
+                    refused = v
+                    for f in futures:  # every other call would be refused too: do not send them
+                        f.cancel()
         bar.close()
+        if refused is not None:
+            raise JudgeRefused(f"judge {self.name} refused the request ({refused.error}); nothing was written - "
+                               "check the API key, model name and base URL")
         out = []
         for key, (req, r) in zip(keys, jobs):
             v = results[key]
@@ -165,7 +198,9 @@ class BaseJudge:
             attempts += n
             usage = {k: usage[k] + u.get(k, 0) for k in usage}
             if error is not None:
-                break
+                category = error.category if isinstance(error, CallError) else "transport"
+                return self._verdict(req, repeat, score=None, failed=True, raw=raw, error=str(error), usage=usage,
+                                     attempts=attempts, latency_s=time.perf_counter() - t0, failure=category)
             score = req.parse(raw)
             if score is not None:
                 if self.cache is not None:
@@ -174,10 +209,12 @@ class BaseJudge:
                                      attempts=attempts, latency_s=time.perf_counter() - t0)
             error = "unparsable judge reply"
         return self._verdict(req, repeat, score=None, failed=True, raw=raw, error=error, usage=usage,
-                             attempts=attempts, latency_s=time.perf_counter() - t0)
+                             attempts=attempts, latency_s=time.perf_counter() - t0, failure="unparsable")
 
     def _call(self, req: JudgeRequest, repeat: int) -> tuple[str | None, dict, str | None, int]:
-        """One model call (with transport retries): (raw text, usage, error or None, attempts)."""
+        """One model call (with transport retries): (raw text, usage, error or None, attempts).
+
+        ``error`` is a :class:`CallError` (a plain string counts as a ``transport`` failure)."""
         raise NotImplementedError
 
     def _log(self, entry: dict) -> None:
@@ -213,27 +250,47 @@ class OpenAIJudge(BaseJudge):
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret and len(self._secret) >= 4 else text
 
-    def preflight(self, timeout: float = 5.0) -> None:
-        """One cheap call (``models.list``, else a 1-token chat) so a dead judge fails before hours of training."""
+    def preflight(self, timeout: float = 5.0, retries: int = 2) -> None:
+        """One cheap call (``models.list``, else a 1-token chat) so a dead judge fails before hours of training.
+
+        Transient errors (timeouts, 429, 5xx, refused connections) are retried with the client's backoff, at most
+        ``retries`` times (a few seconds), so one hiccup does not fail a run."""
         import openai
 
         where = self.base_url or "api.openai.com"
         client = self._client.with_options(timeout=timeout, max_retries=0)
+
+        def attempt(call, what: str):
+            for n in range(1, max(0, min(retries, self.max_retries)) + 2):
+                try:
+                    return call()
+                except openai.NotFoundError:
+                    if not what:
+                        raise
+                    raise UserError(f"judge at {where} did not answer{what}: NotFoundError: the model is not "
+                                    "served there (check --judge-model)") from None
+                except Exception as e:  # noqa: BLE001 - every failure here means "the judge is not usable"
+                    retry, after = self._retryable(e)
+                    if retry and n <= min(retries, self.max_retries):
+                        self._sleep(n, after)
+                        continue
+                    raise UserError(f"judge at {where} did not answer{what}: {type(e).__name__}: "
+                                    f"{self._scrub(str(e)).splitlines()[0] if str(e) else ''}") from None
+
         try:
-            ids = [m.id for m in client.models.list()]
+            ids = [m.id for m in attempt(lambda: list(client.models.list()), "")]
             if self.model in ids:
                 return
         except openai.NotFoundError:
             pass  # some servers have no /models; the chat call below decides
-        except Exception as e:  # noqa: BLE001 - every failure here means "the judge is not usable"
-            raise UserError(f"judge at {where} did not answer: {type(e).__name__}: "
-                            f"{self._scrub(str(e)).splitlines()[0] if str(e) else ''}") from None
-        try:
-            client.chat.completions.create(model=self.model, messages=[{"role": "user", "content": "ping"}],
-                                           max_tokens=1, temperature=0)
-        except Exception as e:  # noqa: BLE001
-            raise UserError(f"judge at {where} did not answer for model {self.model!r}: {type(e).__name__}: "
-                            f"{self._scrub(str(e)).splitlines()[0] if str(e) else ''}") from None
+        attempt(lambda: client.chat.completions.create(
+            model=self.model, messages=[{"role": "user", "content": "ping"}], max_tokens=1, temperature=0),
+            f" for model {self.model!r}")
+
+    def _sleep(self, attempt: int, after: float | None) -> None:
+        """Exponential backoff with full jitter, at least ``Retry-After`` when the server sent one."""
+        delay = random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
+        time.sleep(max(delay, min(after or 0.0, self.backoff_max)))
 
     def _retryable(self, e: Exception) -> tuple[bool, float | None]:
         import openai
@@ -249,6 +306,8 @@ class OpenAIJudge(BaseJudge):
         return isinstance(e, (openai.APITimeoutError, openai.APIConnectionError)), None
 
     def _call(self, req: JudgeRequest, repeat: int):
+        import openai
+
         error = None
         for attempt in range(1, self.max_retries + 2):
             t0 = time.perf_counter()
@@ -266,12 +325,17 @@ class OpenAIJudge(BaseJudge):
                            "error": error})
                 retry, after = self._retryable(e)
                 if not retry or attempt > self.max_retries:
-                    return None, {}, (f"gave up after {attempt} attempts: {error}" if retry else error), attempt
-                delay = random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
-                time.sleep(max(delay, min(after or 0.0, self.backoff_max)))
+                    if retry or not isinstance(e, openai.APIStatusError):
+                        return None, {}, CallError("transport", f"gave up after {attempt} attempts: {error}"), attempt
+                    return None, {}, CallError("refused", error), attempt
+                self._sleep(attempt, after)
                 continue
-            raw = resp.choices[0].message.content if resp.choices else None
-            if req.logprobs and resp.choices:
+            if not resp.choices:  # a 200 without an answer: the server cannot serve this request at all
+                error = "the reply has no choices (HTTP 200 with an empty 'choices' list)"
+                self._log({**entry, "raw": None, "usage": None, "latency_s": time.perf_counter() - t0, "error": error})
+                return None, {}, CallError("refused", error), attempt
+            raw = resp.choices[0].message.content
+            if req.logprobs:
                 raw = {"text": raw, "top_logprobs": _top_logprobs(resp.choices[0])}
             usage = {"prompt_tokens": getattr(resp.usage, "prompt_tokens", 0) or 0,
                      "completion_tokens": getattr(resp.usage, "completion_tokens", 0) or 0}

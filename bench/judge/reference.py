@@ -88,6 +88,7 @@ class ReferenceJudge(BaseJudge):
     def _judge_one(self, req: JudgeRequest, repeat: int, key: str) -> Verdict:
         answer, reference = req.fields.get("answer"), req.fields.get("reference")
         if not reference:
-            return self._verdict(req, repeat, score=None, failed=True, raw=None, error="no reference answer")
+            return self._verdict(req, repeat, score=None, failed=True, raw=None, error="no reference answer",
+                                 failure="unparsable")  # nothing the rubric can read a verdict from
         score = rubric_score(answer or "", reference)
         return self._verdict(req, repeat, score=score, failed=False, raw=f"{NAME}: {score}", attempts=1)

@@ -1,0 +1,141 @@
+"""The one validation pass before anything runs: every mistake a run could hit later is found here, in seconds.
+
+``validate_run`` checks the resolved config against its schema, the output folder, every model (local folder or
+hub id), the generation backend, the judge's API key and every task's and the training set's data (loaded and
+validated row by row). A problem raises a one-line :class:`~sftmix.errors.UserError` before the run directory is
+created.
+
+With ``--dry-run`` the plan may be made on another machine than the run (a laptop planning a GPU job), so what
+depends on this machine (a hub model or data set not reachable offline, a data file not here, a backend or API key
+not present here) is returned as a warning for the plan instead; mistakes in the input itself (bad values,
+malformed rows in a file that is there, a malformed model name) fail the dry run too.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+from sftmix.config import validate_config
+from sftmix.errors import UserError
+
+LOOPBACK = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
+
+
+class EnvironmentProblem(UserError):
+    """Something this machine lacks (not a mistake in the input): a warning in a dry run, an error otherwise."""
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").upper() in {"1", "ON", "YES", "TRUE"}
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def check_model(name: str, what: str = "model.model") -> None:
+    """A preset, an existing local model folder, or a well-formed hub id (cached, when offline)."""
+    from sftmix.presets import PRESETS, resolve_model
+
+    if name in PRESETS:
+        return
+    resolve_model(name)  # a near-miss of a preset name: "unknown model preset ..., did you mean ..."
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir() or not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
+            raise UserError(f"{what}: {name} is not a model folder (no config.json in it)")
+        return
+    looks_local = name.startswith(("/", ".", "~")) or name.endswith("/") or name.count("/") > 1
+    if looks_local:
+        raise UserError(f"{what}: local model folder {name} does not exist")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise UserError(f"{what}: {name!r} is neither a model preset ({', '.join(PRESETS)}), an existing local "
+                        "folder nor a hub id (owner/name)") from None
+    if _offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            what_it_is = f"hub model {name!r}" if "/" in name else \
+                f"{name!r} is not a preset ({', '.join(PRESETS)}) or a local folder, and as a hub id it"
+            raise EnvironmentProblem(f"{what}: {what_it_is} is not in the local Hugging Face cache and HF_HUB_OFFLINE "
+                                     "is set: download it first, or pass a local folder")
+
+
+def check_backend(backend: str) -> None:
+    if backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise EnvironmentProblem("generation.backend is vllm but vLLM is not installed here: "
+                                 "pip install 'sftmix-bench[vllm]' (Linux + GPU), or use --backend hf")
+
+
+def check_judge_key(model: str | None, base_url: str | None, api_key_env: str) -> None:
+    """An API judge needs its key unless it is served on this machine (a local `vllm serve` needs none)."""
+    if not model or os.environ.get(api_key_env):
+        return
+    host = urlparse(base_url).hostname if base_url else None
+    if host in LOOPBACK:
+        return
+    raise EnvironmentProblem(f"judge {model} at {base_url or 'api.openai.com'} needs an API key: set ${api_key_env} "
+                             "(or name another variable with judge.api_key_env / --api-key-env)")
+
+
+def check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory: choose a folder (it is created if absent)")
+
+
+def validate_run(cfg, runner, *, dry_run: bool = False) -> list[str]:
+    """Validate ``cfg`` for ``runner``'s pending stages; return warnings (dry run only), raise on errors."""
+    warnings: list[str] = []
+
+    def soft(check, *args) -> None:
+        try:
+            check(*args)
+        except EnvironmentProblem as e:
+            if not dry_run:
+                raise
+            warnings.append(str(e))
+
+    validate_config(cfg)
+    check_out(Path(cfg.run.out))
+    pending = {s.name for s in runner.stages if runner.status(s) != "done"}
+    soft(check_model, cfg.model.model, "model.model")
+    for v in runner.variants:
+        if v.reference_model:
+            soft(check_model, v.reference_model, f"variant {v.name}: reference_model")
+    if any(p.startswith("generate/") for p in pending):
+        soft(check_backend, cfg.generation.backend)
+    judged = [t for t in runner.tasks if runner.scorer(t).judged and any(p == f"score/{v.name}/{t.name}"
+                                                                         for v in runner.variants for p in pending)]
+    if judged and cfg.judge.model:
+        soft(check_judge_key, cfg.judge.model, cfg.judge.base_url, cfg.judge.api_key_env)
+    if judged and cfg.judge.local:
+        soft(check_model, cfg.judge.local, "judge.local")
+    for task in runner.tasks:
+        if not any(p.endswith(f"/{task.name}") for p in pending):
+            continue
+        local = cfg.run.data_paths.get(task.name) or task.data.get("local")
+        try:
+            runner.items(task)  # loads, normalises and checks every row (fields, types, encodings)
+        except UserError as e:
+            # A file that is there but wrong is a mistake; one that is absent may live on the machine of the run.
+            if not dry_run or (local and Path(local).expanduser().exists()):
+                raise
+            warnings.append(f"{e} (the plan counts {task.name} from its declared size)")
+    for name in cfg.run.data_paths:
+        if name not in {t.name for t in runner.tasks}:
+            raise UserError(f"run.data_paths names task {name!r}, which is not in run.tasks")
+    if any(p.startswith(("dynamics", "train/")) for p in pending):
+        from sftmix.data import load_rows
+
+        try:
+            load_rows(cfg.data.data, split=cfg.data.split, limit=cfg.data.max_examples)
+        except UserError as e:
+            from sftmix.toydata import BUNDLED
+
+            if not dry_run or Path(BUNDLED.get(cfg.data.data, cfg.data.data)).expanduser().exists():
+                raise
+            warnings.append(str(e))
+    return warnings
