@@ -86,3 +86,26 @@ def test_conformance_bad_folder_is_one_line(tmp_path, capsys):
     (tmp_path / "fastchat").mkdir()
     assert main(["conformance", "--peer-dir", str(tmp_path)]) == 2
     assert "judge_prompts.jsonl is missing" in capsys.readouterr().err
+
+
+@needs_peer
+def test_mt_bench_task_data_equals_fastchats(monkeypatch):
+    """Offline, MT-Bench's questions and GPT-4 reference answers come from flexeval's copies: they must be FastChat's."""
+    from bench.tasks import load_task
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    task = load_task("mt_bench")
+    try:
+        items = {it["id"]: it for it in task.load_records()}
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"no offline MT-Bench copy here: {e}")
+    root = PEER / "fastchat" / "mt_bench"
+    questions = [json.loads(x) for x in (root / "question.jsonl").read_text().splitlines() if x.strip()]
+    refs = {str(json.loads(x)["question_id"]): json.loads(x)["choices"][0]["turns"]
+            for x in (root / "reference_answer" / "gpt-4.jsonl").read_text().splitlines() if x.strip()}
+    assert len(items) == len(questions) == 80
+    for q in questions:
+        it = items[str(q["question_id"])]
+        assert it["turns"] == q["turns"] and it["category"] == q["category"]
+        expected = refs.get(str(q["question_id"])) if q["category"] in ("math", "reasoning", "coding") else None
+        assert it["reference"] == expected
