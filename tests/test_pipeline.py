@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from tests.openai_server import FakeOpenAIServer, prompt_key
+from openai_server import FakeOpenAIServer, prompt_key
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["max_examples=48", "num_train_epochs=1", "limit=6", "max_new_tokens=16", "num_checkpoints=2"]
