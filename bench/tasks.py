@@ -332,8 +332,8 @@ class Task:
         if d.get("local"):
             return f"local:{d['local']}"
         if d.get("bigbench"):
-            spec = self.bigbench_spec()
-            return f"bigbench:{spec['task']}:{spec['split']}"
+            task = self.param or d["bigbench"].get("task") or "<task>"
+            return f"bigbench:{task} ({d['bigbench'].get('split', 'eval')} split)"
         if d.get("hub"):
             h = d["hub"]
             if h.get("data_files"):
