@@ -56,7 +56,7 @@ def task_path(name: str, root: str | os.PathLike | None = None) -> Path:
         return found
     where = f"not under {', '.join(tried)}; " if tried else ""
     raise UserError(f"BIG-bench task {name!r}: {where}no installed bigbench package has it "
-                    f"(pip install bigbench, or set {ENV_DIR} to a folder of <task>/task.json)")
+                    f"(pip install --no-deps bigbench==1.0.0, or set {ENV_DIR} to a folder of <task>/task.json)")
 
 
 def _read_json(path: Path) -> dict:

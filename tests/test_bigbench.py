@@ -63,6 +63,8 @@ def test_splits_partition_the_task_and_training_never_sees_eval_items(bb):
     eval_items = load_task("bigbench:navigate").load_records()
     assert len(eval_items) == len(items["eval"])
     assert not any(it["extra"]["input"] in t for it in eval_items for t in train_text)
+    val = load_task("bigbench_validation:navigate").load_records()
+    assert [it["id"] for it in val] == [it["id"] for it in items["validation"]]
     # every training row of navigate comes from its train bucket
     assert {r["id"] for r in load_rows("bigbench:navigate")} == {f"navigate/{it['id']}" for it in items["train"]}
 
@@ -134,5 +136,5 @@ def test_bad_bigbench_input_is_one_line(bb, monkeypatch):
     with pytest.raises(UserError, match="name the BIG-bench task"):
         load_task("bigbench").load_records()
     monkeypatch.delenv(bigbench.ENV_DIR)
-    with pytest.raises(UserError, match="pip install bigbench"):
+    with pytest.raises(UserError, match="pip install --no-deps bigbench"):
         load_task("bigbench:navigate").load_records()
