@@ -5,6 +5,10 @@ shared keys (example id, or (example id, turn) for multi-turn chat) with replace
 together, which removes the between-example variance that an unpaired test would have to carry. The interval is the
 percentile interval of the resampled mean differences (Efron & Tibshirani 1993; Koehn 2004 for its use in NLP).
 
+Runs repeated over training seeds (``run.seeds``) use a two-level bootstrap (:func:`two_level_bootstrap`):
+resample seeds, then items within each resampled seed (Davison & Hinkley 1997, §3.8 on multi-stage sampling), so
+the interval carries the seed-to-seed spread of the difference as well as the item noise.
+
 Judge repeats must be collapsed first (:func:`aggregate_repeats`, median per item) so that a repeated judgment is
 not counted as a second example. Pure numpy; no I/O.
 """
@@ -115,4 +119,62 @@ def paired_bootstrap_macro(pairs: Sequence[tuple[Mapping, Mapping]], n_resamples
     macro = np.mean(reps, axis=0)
     lo, hi = np.quantile(macro, [(1 - ci) / 2, 1 - (1 - ci) / 2])
     return {"delta": float(np.mean(deltas)), "lo": float(lo), "hi": float(hi), "n": int(sum(ns)),
+            "complete": bool(complete)}
+
+
+def two_level_replicates(diffs: Sequence[np.ndarray], n_resamples: int = 2000, seed: int = 0) -> np.ndarray:
+    """Replicates of the mean-over-seeds paired difference, resampling seeds, then items within each drawn seed.
+
+    ``diffs[k]`` holds the per-item differences (b - a) of training seed ``k``. Replicate ``r`` draws ``S`` seed
+    indices with replacement (``I[r]``, from ``default_rng([seed, 1])``); every drawn slot gets its own item
+    resample of that seed's differences, and the replicate is the mean of the slots' item means. Item resamples
+    come from ``default_rng(seed)``, seed by seed, in the row-major order of the slots that drew it, so with one
+    seed this is exactly :func:`paired_bootstrap`'s resampling.
+    """
+    s = len(diffs)
+    if s == 0 or any(len(d) == 0 for d in diffs):
+        raise ValueError("two_level_replicates needs at least one seed, each with at least one paired item")
+    draws = np.random.default_rng([seed, 1]).integers(0, s, size=(n_resamples, s)) if s > 1 \
+        else np.zeros((n_resamples, 1), dtype=int)
+    item_rng = np.random.default_rng(seed)
+    slot_means = np.empty(draws.shape)
+    for k, d in enumerate(diffs):
+        where = draws == k
+        count = int(where.sum())
+        if count:
+            slot_means[where] = _resampled_means(np.asarray(d, dtype=float), count, item_rng)
+    return slot_means.mean(axis=1)
+
+
+def two_level_bootstrap(pairs: Mapping[Hashable, tuple[Mapping, Mapping]], n_resamples: int = 2000, seed: int = 0,
+                        ci: float = 0.95) -> dict:
+    """Two-level paired bootstrap of ``mean over seeds of (mean(b) - mean(a))`` for runs repeated over seeds.
+
+    ``pairs`` maps a training seed to that seed's ``(a, b)`` per-item scores (baseline, compared system; the
+    same keys as :func:`paired_bootstrap`). The interval resamples seeds, then items within each resampled seed
+    (:func:`two_level_replicates`), so it carries both the seed-to-seed spread of the difference and the item
+    sampling noise. Returns ``{"delta", "lo", "hi", "n", "n_seeds", "per_seed": {seed: delta}, "complete"}``;
+    ``n`` is the paired items per seed summed over seeds. With one seed it equals :func:`paired_bootstrap`.
+    """
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be in (0, 1), got {ci}")
+    if not pairs:
+        raise ValueError("two_level_bootstrap needs at least one seed")
+    order = sorted(pairs, key=repr)
+    diffs, complete = [], True
+    for k in order:
+        d, n_a, n_b = _paired_diffs(*pairs[k])
+        complete &= len(d) == n_a == n_b
+        diffs.append(d)
+    if not complete:
+        warnings.warn("two-level bootstrap: some seeds' keys do not fully overlap; unpaired items ignored",
+                      stacklevel=2)
+    per_seed = {k: float(d.mean()) if len(d) else float("nan") for k, d in zip(order, diffs)}
+    if any(len(d) == 0 for d in diffs):
+        return {"delta": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0, "n_seeds": len(order),
+                "per_seed": per_seed, "complete": False}
+    reps = two_level_replicates(diffs, n_resamples, seed)
+    lo, hi = np.quantile(reps, [(1 - ci) / 2, 1 - (1 - ci) / 2])
+    return {"delta": float(np.mean(list(per_seed.values()))), "lo": float(lo), "hi": float(hi),
+            "n": int(sum(len(d) for d in diffs)), "n_seeds": len(order), "per_seed": per_seed,
             "complete": bool(complete)}

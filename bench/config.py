@@ -20,6 +20,11 @@ from sftmix.io import hash_obj
 from sftmix.registry import nearest
 
 
+def _seed_list(v: Any) -> Any:
+    """``seeds=3`` (one seed) or ``seeds=0,1,2`` on the command line; lists from YAML unchanged."""
+    return [v] if isinstance(v, int) and not isinstance(v, bool) else comma_list(v)
+
+
 @dataclass
 class RunArgs:
     name: str = "default"  # label of this experiment in tables
@@ -34,6 +39,8 @@ class RunArgs:
     layout: str = "default"  # table printed at the end
     num_gpus: NonNegInt = 0  # > 1: dynamics and training run under `accelerate launch --num_processes N`
     data_paths: dict[str, str] = field(default_factory=dict)  # task -> local data file/folder (beats the hub)
+    # training seeds: each trains every variant with train.seed = seed (dynamics too); None = one run at train.seed
+    seeds: Annotated[list[NonNegInt], BeforeValidator(_seed_list)] | None = None
 
 
 @dataclass
@@ -85,8 +92,11 @@ class RunConfig:
     def config_hash(self) -> str:
         """Hash of everything that determines the results (the output folder name is not part of it)."""
         d = self.to_dict()
-        d["run"] = {k: v for k, v in d["run"].items() if k not in ("out", "layout")}
+        # seeds: None is left out, so that configs from before the seed axis keep their hash (and run dirs)
+        d["run"] = {k: v for k, v in d["run"].items()
+                    if k not in ("out", "layout") and not (k == "seeds" and v is None)}
         d["judge"] = {k: v for k, v in d["judge"].items() if k not in ("concurrency", "timeout", "max_retries")}
+        d["model"] = model_key(self.model)
         return hash_obj(d)
 
     def to_yaml(self) -> str:
@@ -97,6 +107,11 @@ class RunConfig:
         from sftmix.config import TrainConfig
 
         return TrainConfig(model=self.model, data=self.data, train=self.train, dynamics=self.dynamics)
+
+
+def model_key(model) -> dict:
+    """The model section as hashed: options added later are left out while unset, so older runs keep their keys."""
+    return {k: v for k, v in asdict(model).items() if not (k == "trainable_layers" and v is None)}
 
 
 def load_run_config(path: str | None, overrides: dict[str, Any]) -> RunConfig:

@@ -23,9 +23,10 @@ from sftmix.errors import UserError
 from sftmix.io import data_identity, hash_obj, write_json, write_text
 from sftmix.variants import Variant, get_variant
 
-from .config import RunConfig
+from .config import RunConfig, model_key
 
 STATE = "state"
+SEED_SEP = "@s"  # run.seeds: variant "sftmix" at seed 1 is "sftmix@s1" (variants/, generations/, scores/, stages)
 
 
 # ---- variants and tasks of a run -----------------------------------------------------------------------------
@@ -116,6 +117,9 @@ class Runner:
     def __init__(self, cfg: RunConfig, out: str | Path, progress: bool = True):
         self.cfg, self.out, self.progress = cfg, Path(out), progress
         pairs = run_variants(cfg)
+        self.seed_of: dict[str, int] = {}  # variant-at-seed name -> its training seed (run.seeds only)
+        if cfg.run.seeds is not None:
+            pairs = self._per_seed(pairs, cfg.run.seeds)
         self.variants = [v for v, _ in pairs]
         self.bases = {v.name: base for v, base in pairs}
         self.tasks = run_tasks(cfg)
@@ -130,18 +134,48 @@ class Runner:
         self.train_data = data_identity(cfg.data.data)
         self.stages = self._build()
 
-    # -- keys ---------------------------------------------------------------------------------------------------
-    def _base(self) -> dict:
-        c = self.cfg
-        return {"model": c.model.__dict__, "data": c.data.__dict__, "train_data": self.train_data,
-                "train": c.train.__dict__}
+    # -- seeds --------------------------------------------------------------------------------------------------
+    def _per_seed(self, pairs: list[tuple[Variant, str]], seeds: list[int]) -> list[tuple[Variant, str]]:
+        """Every variant once per seed, named ``<variant>@s<seed>`` (its folders and stages), seed by seed."""
+        from dataclasses import replace
 
-    def dyn_key(self, ref: str | None) -> str:
-        return hash_obj({"stage": "dynamics", **self._base(), "dynamics": self.cfg.dynamics.__dict__, "reference": ref})
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise UserError(f"run.seeds must list distinct seeds, got {seeds}")
+        out = []
+        for seed in seeds:
+            for v, base in pairs:
+                name = f"{v.name}{SEED_SEP}{seed}"
+                self.seed_of[name] = seed
+                out.append((replace(v, name=name), base))
+        return out
+
+    def train_config(self, seed: int | None = None):
+        """The sftmix TrainConfig of one seed (``None``: the config's own ``train.seed``)."""
+        from dataclasses import replace
+
+        tc = self.cfg.train_config()
+        return tc if seed is None else replace(tc, train=replace(tc.train, seed=seed))
+
+    def seed(self, v: Variant) -> int:
+        return self.seed_of.get(v.name, self.cfg.train.seed)
+
+    # -- keys ---------------------------------------------------------------------------------------------------
+    def _base(self, seed: int | None = None) -> dict:
+        c = self.cfg
+        return {"model": model_key(c.model), "data": c.data.__dict__, "train_data": self.train_data,
+                "train": self.train_config(seed).train.__dict__}
+
+    def dyn_key(self, ref: str | None, seed: int | None = None) -> str:
+        return hash_obj({"stage": "dynamics", **self._base(seed), "dynamics": self.cfg.dynamics.__dict__,
+                         "reference": ref})
+
+    def _seed_arg(self, v: Variant) -> int | None:
+        return self.seed_of.get(v.name)
 
     def train_key(self, v: Variant) -> str:
-        dyn = self.dyn_key(v.reference_model) if v.needs_confidence else None
-        return hash_obj({"stage": "train", **self._base(), "variant": {**v.to_dict(), "description": None},
+        seed = self._seed_arg(v)
+        dyn = self.dyn_key(v.reference_model, seed) if v.needs_confidence else None
+        return hash_obj({"stage": "train", **self._base(seed), "variant": {**v.to_dict(), "description": None},
                          "dynamics": dyn})
 
     def gen_key(self, v: Variant, task) -> str:
@@ -149,7 +183,9 @@ class Runner:
 
         return hash_obj({"stage": "generate", "train": self.train_key(v), "task": task.name,
                          "task_def": {k: val for k, val in asdict(task).items()
-                                      if k not in ("data_hash", "source", "path", "layout")},
+                                      # parametric/param: the name says it all (bigbench:navigate); left
+                                      # out so tasks from before them keep their keys
+                                      if k not in ("data_hash", "source", "path", "layout", "parametric", "param")},
                          "generation": self.cfg.generation.__dict__, "limit": self.cfg.run.limit,
                          "local_data": self.cfg.run.data_paths.get(task.name),
                          "referenced_only": self.referenced_only(task)})
@@ -193,8 +229,9 @@ class Runner:
         return self._fingerprints[task.name]
 
     # -- paths --------------------------------------------------------------------------------------------------
-    def dyn_dir(self, ref: str | None) -> Path:
-        return self.out / "dynamics" if ref in (None, self.cfg.model.model) else self.out / f"dynamics-{hash_obj(ref, 8)}"
+    def dyn_dir(self, ref: str | None, seed: int | None = None) -> Path:
+        name = "dynamics" if ref in (None, self.cfg.model.model) else f"dynamics-{hash_obj(ref, 8)}"
+        return self.out / (name if seed is None else f"{name}{SEED_SEP}{seed}")
 
     def model_dir(self, v: Variant) -> Path:
         return self.out / "variants" / v.name / "model"
@@ -205,14 +242,15 @@ class Runner:
     # -- plan ---------------------------------------------------------------------------------------------------
     def _build(self) -> list[Stage]:
         stages: list[Stage] = []
-        refs = []
+        refs = []  # (reference model, seed): one reference run per seed
         for v in self.variants:
-            if v.needs_confidence and v.reference_model not in refs:
-                refs.append(v.reference_model)
-        for ref in refs:
-            d = self.dyn_dir(ref)
-            stages.append(Stage(f"dynamics{'' if ref is None else '/' + ref}", self.dyn_key(ref),
-                                lambda ref=ref, d=d: self._dynamics(ref, d), [d / "confidence.parquet"], [d]))
+            if v.needs_confidence and (v.reference_model, self._seed_arg(v)) not in refs:
+                refs.append((v.reference_model, self._seed_arg(v)))
+        for ref, seed in refs:
+            d = self.dyn_dir(ref, seed)
+            name = f"dynamics{'' if seed is None else f'{SEED_SEP}{seed}'}{'' if ref is None else '/' + ref}"
+            stages.append(Stage(name, self.dyn_key(ref, seed), lambda ref=ref, d=d, seed=seed: self._dynamics(ref, d, seed),
+                                [d / "confidence.parquet"], [d]))
         for v in self.variants:
             vdir = self.out / "variants" / v.name
             stages.append(Stage(f"train/{v.name}", self.train_key(v), lambda v=v: self._train(v),
@@ -294,37 +332,38 @@ class Runner:
             self._cache = Cache(self.out / "cache.sqlite")
         return self._cache
 
-    def _dynamics(self, ref, d: Path) -> None:
+    def _dynamics(self, ref, d: Path, seed: int | None = None) -> None:
         if self.cfg.run.num_gpus > 1:
             args = ["dynamics", "--out", str(d)] + ([f"reference_model={ref}"] if ref else [])
-            return self._launch(args, d / "train-config.yaml")
+            return self._launch(args, d / "train-config.yaml", seed)
         from sftmix.recipe import run_dynamics
 
-        run_dynamics(self.cfg.train_config(), d, reference_model=ref)
+        run_dynamics(self.train_config(seed), d, reference_model=ref)
 
     def _train(self, v: Variant) -> None:
         if self.cfg.run.num_gpus > 1:
             return self._train_distributed(v)
         from sftmix.recipe import finetune
 
-        conf = self.dyn_dir(v.reference_model) / "confidence.parquet" if v.needs_confidence else None
-        finetune(v, self.cfg.train_config(), self.out / "variants" / v.name, confidence=conf, resume=True)
+        seed = self._seed_arg(v)
+        conf = self.dyn_dir(v.reference_model, seed) / "confidence.parquet" if v.needs_confidence else None
+        finetune(v, self.train_config(seed), self.out / "variants" / v.name, confidence=conf, resume=True)
 
     def _train_distributed(self, v: Variant) -> None:
         """Multi-GPU: the same `bench train` under `accelerate launch` (DDP/FSDP/DeepSpeed from accelerate's config)."""
         vdir = self.out / "variants" / v.name
         args = ["train", "--variant", self.bases[v.name], "--out", str(vdir)]
-        args += [f"{k}={getattr(v, k)}" for k in ("alpha", "mu", "pairing", "ntp_weight")]
+        args += [f"{k}={getattr(v, k)}" for k in ("alpha", "mu", "pairing", "ntp_weight", "irdro_tau")]
         if v.reference_model:
             args.append(f"reference_model={v.reference_model}")
         if v.needs_confidence:
-            args += ["--confidence", str(self.dyn_dir(v.reference_model) / "confidence.parquet")]
-        self._launch(args, vdir / "train-config.yaml")
+            args += ["--confidence", str(self.dyn_dir(v.reference_model, self._seed_arg(v)) / "confidence.parquet")]
+        self._launch(args, vdir / "train-config.yaml", self._seed_arg(v))
 
-    def _launch(self, bench_args: list[str], cfg_path: Path) -> None:
+    def _launch(self, bench_args: list[str], cfg_path: Path, seed: int | None = None) -> None:
         import yaml
 
-        write_text(cfg_path, yaml.safe_dump(self.cfg.train_config().to_dict(), sort_keys=False))
+        write_text(cfg_path, yaml.safe_dump(self.train_config(seed).to_dict(), sort_keys=False))
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(self.cfg.run.num_gpus),
                "-m", "bench.cli", *bench_args[:1], "--config", str(cfg_path), *bench_args[1:]]
         subprocess.run(cmd, check=True)
@@ -364,7 +403,7 @@ class Runner:
             self._git = git_commit()
         # Each score file says how it was made; the full record (packages, hardware, ...) is provenance.json.
         meta = {"model": self.cfg.run.model_name or self.cfg.model.model, "train_data": self.cfg.run.train_data_name,
-                "run": self.cfg.run.name, "config_hash": self.cfg.config_hash(), "seed": self.cfg.train.seed,
+                "run": self.cfg.run.name, "config_hash": self.cfg.config_hash(), "seed": self.seed(v),
                 "git_commit": self._git["commit"], "stage_key": self.score_key(v, task), "provenance": "provenance.json"}
         before = self._judge_calls()
         summary = score_task(task, self.items(task), gens, judge, run_dir=self.out, variant=v.name, meta=meta,
@@ -446,7 +485,7 @@ def provenance(cfg: RunConfig, runner: Runner) -> dict:
     """How these results were made: config, hashes, seeds, code, packages, backend, judge, data, hardware."""
     from sftmix.presets import resolve_model
 
-    prov = {"config_hash": cfg.config_hash(), "seed": cfg.train.seed, "git": git_commit(),
+    prov = {"config_hash": cfg.config_hash(), "seed": cfg.train.seed, "seeds": cfg.run.seeds, "git": git_commit(),
             "packages": package_versions(), "hardware": hardware(),
             "backend": {"name": cfg.generation.backend, **{k: v for k, v in cfg.generation.__dict__.items()}},
             "judge": runner.judge_identity(), "protocols": runner.protocols(), "train_data": runner.train_data,

@@ -29,7 +29,7 @@ import yaml
 from sftmix.errors import UserError
 
 from . import paper as paper_data
-from .bootstrap import aggregate_repeats, paired_bootstrap, paired_bootstrap_macro
+from .bootstrap import aggregate_repeats, paired_bootstrap, paired_bootstrap_macro, two_level_bootstrap
 
 LAYOUTS = ("default", "auto", "main", "health", "mixup-role", "ablation")
 FORMATS = ("md", "csv", "latex")
@@ -73,6 +73,8 @@ class Score:
     task_rank: int = 1 << 30  # position in the run config's task list (tables keep that column order)
     protocol: str | None = None  # the peer protocol the numbers follow (scorer + judge prompts)
     conformant: bool | None = None  # False: made another way, not comparable with the published benchmark
+    seed: int | None = None  # run.seeds: the training seed of a "<variant>@s<seed>" score
+    seeds: dict[int, "Score"] | None = None  # a variant's scores over seeds, merged (see merge_seeds)
 
     @property
     def system(self) -> tuple[str, str, str, str]:
@@ -154,6 +156,8 @@ def load_scores(run_dirs: Sequence[str | Path]) -> list[Score]:
         for path in files:
             s = _read_json(path)
             variant = s.get("variant") or path.parent.name
+            at_seed = re.fullmatch(r"(.+)@s(\d+)", variant)
+            variant, seed = (at_seed.group(1), int(at_seed.group(2))) if at_seed else (variant, None)
             task = s.get("task") or path.stem
             metrics = s.get("metrics")
             if not isinstance(metrics, dict):
@@ -165,9 +169,32 @@ def load_scores(run_dirs: Sequence[str | Path]) -> list[Score]:
                 metrics=metrics, n_items=s.get("n_items"), n_failed=int(s.get("n_failed") or 0),
                 repeats=int(s.get("repeats") or 1), metric_shown=s.get("metric_shown"),
                 items=_read_items(path.with_name(f"{path.stem}.items.jsonl")),
-                variant_cfg=_variant_cfg(run_dir, variant), failures=s.get("failures"),
+                variant_cfg=_variant_cfg(run_dir, path.parent.name), failures=s.get("failures"), seed=seed,
                 task_rank=task_order.index(task) if task in task_order else 1 << 30,
                 protocol=s.get("protocol"), conformant=s.get("conformant")))
+    return merge_seeds(out)
+
+
+def merge_seeds(scores: list[Score]) -> list[Score]:
+    """One Score per system and task: a variant trained over several seeds becomes a Score whose ``seeds`` holds
+    the per-seed Scores and whose metrics are their means (metrics every seed has)."""
+    groups: dict[tuple, list[Score]] = {}
+    out: list[Score] = []
+    for s in scores:
+        if s.seed is None:
+            out.append(s)
+        else:
+            groups.setdefault((*s.system, s.task), []).append(s)
+    for members in groups.values():
+        members.sort(key=lambda m: m.seed)
+        first = members[0]
+        keys = [k for k, v in first.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                and all(isinstance(m.metrics.get(k), (int, float)) for m in members)]
+        metrics = {k: sum(float(m.metrics[k]) for m in members) / len(members) for k in keys}
+        from dataclasses import replace
+
+        out.append(replace(first, metrics=metrics, items=None, seed=None, seeds={m.seed: m for m in members},
+                           n_failed=sum(m.n_failed for m in members)))
     return out
 
 
@@ -242,6 +269,9 @@ def item_values(s: Score, key: str) -> dict | None:
 
 def metric_value(s: Score, key: str) -> float | None:
     """The summary value of ``key`` in display units (percent for MCQ/exact), from the items when absent."""
+    if s.seeds:  # the mean over seeds of each seed's value
+        vals = [metric_value(m, key) for m in s.seeds.values()]
+        return None if any(v is None for v in vals) else sum(vals) / len(vals)
     v = s.metrics.get(key)
     if v is None:
         vals = item_values(s, key)
@@ -259,6 +289,7 @@ class Cell:
     lo: float | None = None
     hi: float | None = None
     n: int | None = None
+    per_seed: dict[int, float] | None = None  # run.seeds: each seed's Δ
 
     def text(self, digits: int = 2) -> str:
         if self.value is None or (isinstance(self.value, float) and math.isnan(self.value)):
@@ -266,8 +297,12 @@ class Cell:
         out = f"{self.value:.{digits}f}"
         if self.delta is not None and not math.isnan(self.delta):
             ci = f" [{self.lo:.{digits}f}, {self.hi:.{digits}f}]" if self.lo is not None else ""
-            out += f" ({self.delta:+.{digits}f}{ci})"
+            seeds = f"; seeds {', '.join(f'{d:+.{digits}f}' for d in self.per_seed.values())}" if self.per_seed else ""
+            out += f" ({self.delta:+.{digits}f}{ci}{seeds})"
         return out
+
+    def per_seed_text(self) -> str:
+        return ";".join(f"s{k}:{v:+.6g}" for k, v in (self.per_seed or {}).items())
 
 
 @dataclass
@@ -290,6 +325,7 @@ class Table:
         """One column per number: value, and ``Δ``, ``Δ lo``, ``Δ hi``, ``n`` for columns that have deltas."""
         with_delta = {c for c in self.value_cols for r in self.rows
                       if isinstance(r.get(c), Cell) and r[c].delta is not None}
+        seeded = any(isinstance(r.get(c), Cell) and r[c].per_seed for r in self.rows for c in self.value_cols)
         data = []
         for r in self.rows:
             d = {c: r.get(c, "") for c in self.label_cols}
@@ -298,6 +334,8 @@ class Table:
                 d[c] = cell.value
                 if c in with_delta:
                     d.update({f"{c} Δ": cell.delta, f"{c} Δ lo": cell.lo, f"{c} Δ hi": cell.hi, f"{c} n": cell.n})
+                    if seeded:
+                        d[f"{c} Δ per seed"] = cell.per_seed_text()
             data.append(d)
         df = pd.DataFrame(data)
         for c in with_delta:  # counts stay integers beside the NaNs of baseline rows
@@ -316,6 +354,7 @@ class _Ctx:
             self.by_system.setdefault(s.system, {})[s.task] = s
         self.partial: list[str] = []
         self.no_ci: set[str] = set()
+        self.n_seeds: set[int] = set()  # seed counts behind two-level intervals
 
     def systems(self) -> list[tuple]:
         """Systems grouped by (train_data, model) in order of appearance, the baseline first in each group."""
@@ -349,6 +388,8 @@ class _Ctx:
         b = self.by_system.get(base_sys, {}).get(task) if base_sys else None
         if b is None or cell.value is None:
             return cell
+        if s.seeds and b.seeds:
+            return self._seeded_cell(cell, s, b, key, metric, label, sys)
         a_items, b_items = item_values(b, _resolve(b, metric)), item_values(s, key)
         if a_items and b_items:
             with warnings.catch_warnings():
@@ -362,6 +403,28 @@ class _Ctx:
             base_value = metric_value(b, _resolve(b, metric))
             if base_value is not None:
                 cell.delta = cell.value - base_value
+                self.no_ci.add(label)
+        return cell
+
+    def _seeded_cell(self, cell: Cell, s: Score, b: Score, key: str, metric: str, label: str, sys: tuple) -> Cell:
+        """Mean over the seeds both have; Δ with a two-level paired bootstrap CI (seeds, then items) and per seed."""
+        shared = [k for k in s.seeds if k in b.seeds]
+        pairs = {k: (item_values(b.seeds[k], _resolve(b.seeds[k], metric)), item_values(s.seeds[k], key))
+                 for k in shared}
+        if shared and all(a and v for a, v in pairs.values()):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                r = two_level_bootstrap(pairs, self.n_resamples, self.seed)
+            if not r["complete"] or len(shared) != len(s.seeds) or len(shared) != len(b.seeds):
+                self.partial.append(f"{sys[3]} vs {BASELINE} on {s.task} ({label}): seeds {shared} and the "
+                                    "items both have")
+            cell.delta, cell.lo, cell.hi, cell.n, cell.per_seed = r["delta"], r["lo"], r["hi"], r["n"], r["per_seed"]
+            self.n_seeds.add(len(shared))
+        else:
+            per_seed = {k: metric_value(s.seeds[k], key) - metric_value(b.seeds[k], _resolve(b.seeds[k], metric))
+                        for k in shared}
+            if per_seed:
+                cell.delta, cell.per_seed = sum(per_seed.values()) / len(per_seed), per_seed
                 self.no_ci.add(label)
         return cell
 
@@ -667,10 +730,16 @@ def _judge_notes(ctx: _Ctx, tasks: Iterable[str]) -> list[str]:
 def _notes(ctx: _Ctx, table: Table, paper: bool) -> list[str]:
     used_tasks = table.tasks or ctx.tasks()
     notes = []
-    if any(isinstance(r.get(c), Cell) and r[c].lo is not None for r in table.rows for c in table.value_cols):
+    if any(isinstance(r.get(c), Cell) and r[c].lo is not None and not r[c].per_seed
+           for r in table.rows for c in table.value_cols):
         notes.append(f"value (+Δ [lo, hi]): Δ = this row − the {METHOD_NAMES[BASELINE]} row of the same SFT data "
                      f"× model; [lo, hi] = paired-bootstrap 95% CI over example ids ({ctx.n_resamples} resamples, "
                      f"seed {ctx.seed}).")
+    if ctx.n_seeds:
+        notes.append(f"Runs over {'/'.join(map(str, sorted(ctx.n_seeds)))} training seeds: value = mean over seeds; "
+                     f"Δ = this row − the {METHOD_NAMES[BASELINE]} row, mean over seeds; [lo, hi] = two-level paired "
+                     "bootstrap 95% CI (resample seeds, then example ids within each resampled seed; "
+                     f"{ctx.n_resamples} resamples, seed {ctx.seed}); 'seeds' lists each seed's own Δ.")
     if ctx.no_ci:
         notes.append(f"Δ without CI for {', '.join(sorted(ctx.no_ci))}: no per-item values to resample "
                      "(AlpacaEval's LC win rate is a GLM fitted on the whole set; average length is a corpus "

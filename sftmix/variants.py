@@ -22,6 +22,7 @@ class Variant:
     alpha: float = 0.5  # λ ~ Beta(alpha, alpha)
     pairing: str = "conf_unconf"
     reference_model: str | None = None  # None = the target base model (weak-to-strong: name another)
+    irdro_tau: float = 0.0  # > 0: IR-DRO, NTP with per-example weights softmax(loss / tau) in each batch (sftmix.irdro)
 
     @property
     def uses_mixup(self) -> bool:
@@ -49,9 +50,14 @@ class Variant:
             raise UserError(f"alpha must be > 0, got {self.alpha}")
         if self.mu < 0 or self.ntp_weight < 0 or (self.mu == 0 and self.ntp_weight == 0):
             raise UserError(f"variant {self.name!r}: weights must be >= 0 and not both 0")
+        if self.irdro_tau < 0 or (self.irdro_tau > 0 and (self.uses_mixup or self.ntp_weight == 0)):
+            raise UserError(f"variant {self.name!r}: irdro_tau must be >= 0, and IR-DRO reweights NTP alone (mu = 0)")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not d["irdro_tau"]:  # unset: left out, so variants from before IR-DRO keep their stage keys
+            del d["irdro_tau"]
+        return d
 
 
 VARIANTS: Registry[Variant] = Registry("variant")
@@ -69,6 +75,7 @@ _add(Variant("sftmix-cc", "SFTMix mixing confident with confident examples only"
 _add(Variant("sftmix-uu", "SFTMix mixing unconfident with unconfident examples only", mu=0.2, pairing="unconf_unconf"))
 _add(Variant("mixup-equal", "NTP + 1.0 x Mixup (Mixup as an equal-weight loss)", mu=1.0))
 _add(Variant("mixup-only", "Mixup loss alone, no NTP term", ntp_weight=0.0, mu=1.0))
+_add(Variant("irdro", "IR-DRO (Chen et al. 2024): NTP with per-example weights softmax(loss / tau), tau 1", irdro_tau=1.0))
 
 
 def get_variant(name: str, **overrides) -> Variant:

@@ -92,3 +92,49 @@ def test_aggregate_repeats_takes_median_and_drops_failures():
             {"example_id": "2", "turn": 1, "value": None}]
     out = {(r["example_id"], r["turn"]): r["value"] for r in aggregate_repeats(recs)}
     assert out == {("1", 1): 4.0, ("1", 2): 5.0}
+
+
+# ---- two-level (seeds, then items) ------------------------------------------------------------------------------
+def test_two_level_with_one_seed_is_the_single_level_bootstrap():
+    from bench.bootstrap import two_level_bootstrap
+
+    rng = np.random.default_rng(3)
+    a = {i: float(v) for i, v in enumerate(rng.integers(0, 2, 60))}
+    b = {i: float(v) for i, v in enumerate(rng.integers(0, 2, 60))}
+    one = two_level_bootstrap({7: (a, b)}, n_resamples=500, seed=11)
+    ref = paired_bootstrap(a, b, n_resamples=500, seed=11)
+    assert (one["delta"], one["lo"], one["hi"], one["n"]) == (ref["delta"], ref["lo"], ref["hi"], ref["n"])
+    assert one["n_seeds"] == 1 and one["per_seed"] == {7: ref["delta"]}
+
+
+def test_two_level_by_hand_seed_spread_only():
+    """Seeds with constant item differences (1 and 3): items add no noise, so a replicate is the mean of two
+    seeds drawn with replacement: 1 (p 1/4), 2 (p 1/2) or 3 (p 1/4); the 95% interval is [1, 3]."""
+    from bench.bootstrap import two_level_bootstrap, two_level_replicates
+
+    zeros = {i: 0.0 for i in range(5)}
+    pairs = {0: (zeros, {i: 1.0 for i in range(5)}), 1: (zeros, {i: 3.0 for i in range(5)})}
+    r = two_level_bootstrap(pairs, n_resamples=4000, seed=0)
+    assert r["delta"] == 2.0 and r["per_seed"] == {0: 1.0, 1: 3.0} and r["n"] == 10 and r["n_seeds"] == 2
+    assert (r["lo"], r["hi"]) == (1.0, 3.0)
+    reps = two_level_replicates([np.ones(5), np.full(5, 3.0)], n_resamples=4000, seed=0)
+    assert set(np.round(reps, 12)) == {1.0, 2.0, 3.0}
+    assert abs(np.mean(reps == 2.0) - 0.5) < 0.05 and abs(np.mean(reps == 1.0) - 0.25) < 0.05
+
+
+def test_two_level_matches_a_plain_loop_of_its_documented_draws():
+    """The vectorised replicates equal an explicit loop over replicates and slots with the same generators."""
+    from bench.bootstrap import two_level_replicates
+
+    diffs = [np.array([1.0, 0.0, -1.0, 1.0]), np.array([0.0, 1.0, 1.0]), np.array([-1.0, 0.0, 0.0, 0.0, 1.0])]
+    got = two_level_replicates(diffs, n_resamples=50, seed=5)
+    draws = np.random.default_rng([5, 1]).integers(0, 3, size=(50, 3))
+    item_rng = np.random.default_rng(5)
+    slot = np.empty((50, 3))
+    for k, d in enumerate(diffs):  # seed by seed; slots in row-major order; one item resample per slot
+        for r in range(50):
+            for j in range(3):
+                if draws[r, j] == k:
+                    slot[r, j] = d[item_rng.integers(0, len(d), size=(1, len(d)))].mean()
+    # the vectorised version draws a seed's resamples as one (count, n) matrix: the same stream, row by row
+    assert np.allclose(got, slot.mean(axis=1))

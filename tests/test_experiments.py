@@ -40,19 +40,20 @@ def test_dry_run_plans_offline(path: Path, tmp_path, capsys, offline):
     variants = [v for v, _ in run_variants(cfg)]
     stages = re.findall(r"^  run\s+(\S+)", stdout, re.M)  # a fresh --out: every stage is to run
     if any(v.needs_confidence for v in variants):
-        assert "dynamics" in stages
-    for v in variants:
-        assert f"train/{v.name}" in stages
+        assert any(s.startswith("dynamics") for s in stages)
+    names = [f"{v.name}@s{s}" for s in cfg.run.seeds for v in variants] if cfg.run.seeds else [v.name for v in variants]
+    for name in names:
+        assert f"train/{name}" in stages
         for task in cfg.run.tasks:
-            assert f"generate/{v.name}/{task}" in stages
-            assert f"score/{v.name}/{task}" in stages
-    n_stages = len(variants) * (1 + 2 * len(cfg.run.tasks))
+            assert f"generate/{name}/{task}" in stages
+            assert f"score/{name}/{task}" in stages
+    n_stages = len(names) * (1 + 2 * len(cfg.run.tasks))
     assert len([s for s in stages if not s.startswith("dynamics")]) == n_stages
 
     gens = re.search(r"^generations to make: (\d+)", stdout, re.M)
     assert gens and int(gens.group(1)) > 0
     # every task's column says which peer protocol it follows
-    protocols = dict(re.findall(r"^  (\w+): (.+)$", stdout.split("protocols:\n", 1)[1], re.M))
+    protocols = dict(re.findall(r"^  ([\w:.-]+): (.+)$", stdout.split("protocols:\n", 1)[1], re.M))
     assert set(cfg.run.tasks) <= set(protocols), stdout
     for task in cfg.run.tasks:
         expected = {"mt_bench": "MT-Bench (FastChat", "alpaca_eval": "AlpacaEval 2.0 (weighted_alpaca_eval_gpt4_turbo)",

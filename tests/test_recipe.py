@@ -182,3 +182,24 @@ def test_two_process_data_parallel_identical_weights(tmp_path, confidence_file):
     r1 = json.loads((tmp_path / "rank1.json").read_text())
     assert r0["world"] == 2 and r0["steps"] == r1["steps"] > 0
     assert r0["hash"] == r1["hash"]
+
+
+def test_partial_fine_tuning_changes_only_the_top_layers_and_the_final_norm(tmp_path, tiny_model_dir):
+    """model.trainable_layers=1 on the 2-layer tiny preset: after training steps, layer 1 and the final norm
+    moved; the embeddings, layer 0 and the LM head are bit-identical to the base model."""
+    base = weights(Path(tiny_model_dir))
+    cfg = tiny_cfg("trainable_layers=1", "max_steps=2", "save_steps=0", "weight_decay=0.1")
+    finetune(get_variant("ntp"), cfg, tmp_path / "partial", resume=False)
+    after = weights(tmp_path / "partial" / "model")
+    assert after.keys() == base.keys()
+    changed = {k for k in base if not torch.equal(base[k], after[k])}
+    trainable = {k for k in base if k.startswith(("model.layers.1.", "model.norm."))}
+    assert changed and changed <= trainable
+    assert any(k.startswith("model.layers.1.") for k in changed) and "model.norm.weight" in changed
+    model = load_model(tiny_model_dir, tiny_cfg("trainable_layers=2"))
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == \
+        {n for n, _ in model.named_parameters() if n.startswith(("model.layers.", "model.norm."))}
+    with pytest.raises(UserError, match="has 2 decoder layers"):
+        load_model(tiny_model_dir, tiny_cfg("trainable_layers=3"))
+    with pytest.raises(UserError, match="exclusive"):
+        load_model(tiny_model_dir, tiny_cfg("trainable_layers=1", "lora=true"))
