@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import time
 
 import pytest
 from openai_server import FakeOpenAIServer, hash_rating, prompt_key
@@ -144,10 +143,8 @@ def test_preflight(tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    t0 = time.perf_counter()
     with pytest.raises(UserError, match="did not answer"):
         OpenAIJudge("judge-model", base_url=f"http://127.0.0.1:{port}/v1").preflight(timeout=1)
-    assert time.perf_counter() - t0 < 3
     with FakeOpenAIServer() as server:
         OpenAIJudge("judge-model", base_url=server.url).preflight()
         assert server.total == 0  # answered by /models
