@@ -62,6 +62,7 @@ class DynamicsArgs:
     reference_epochs: float = 1.0
     score_batch_size: int = 16
     save_checkpoints: bool = False  # also keep the C reference checkpoints on disk
+    online: bool = False  # confidence from the reference run's own training losses, no scoring passes [INF]
 
 
 @dataclass
