@@ -430,8 +430,12 @@ def _run_lean(head, z: Tensor, fn: Callable) -> Any:
 
 
 def _vocab(head) -> Optional[int]:
-    w = getattr(head, "weight", None)
-    return getattr(head, "out_features", None) or (w.shape[0] if isinstance(w, Tensor) and w.dim() == 2 else None)
+    """The head's output size where it can be read off (for the fallback's memory estimate)."""
+    if isinstance(head, nn.Module):
+        for m in reversed(list(head.modules())):
+            if isinstance(getattr(m, "out_features", None), int):
+                return m.out_features
+    return None
 
 
 def _lean_or_fallback(head, z: Tensor, fn: Callable, lean: bool, passes: int = 1) -> tuple[bool, Any]:

@@ -31,6 +31,14 @@ ARCHS = {
 TRANSFORMED = {"gemma2", "gemma3", "cohere", "granite"}
 
 
+@pytest.fixture(autouse=True)
+def fresh_fallback_warnings(monkeypatch):
+    """Fallbacks warn once per process: start each test with none seen, so a fallback can't pass unnoticed."""
+    import sftmix.loss
+
+    monkeypatch.setattr(sftmix.loss, "_WARNED", set())
+
+
 def _model(arch):
     cfg_cls, model_cls, extra = ARCHS[arch]
     torch.manual_seed(0)
@@ -143,3 +151,127 @@ def test_logit_transform_from_config_and_unknown_keys():
         logit_transform(transformers.LlamaConfig(output_logit_softcap=5.0))
     with pytest.raises(UserError, match="logits_scaling"):
         logit_transform(transformers.LlamaConfig(logits_scaling=2.0))
+
+
+# ---- no silent fallback: sharded, hooked and LoRA'd heads ----------------------------------------------------
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode, port", [("root", 29641), ("head", 29642), ("tied", 29643)])
+def test_fsdp2_two_processes_same_loss_and_weights_as_one(tmp_path, mode, port):
+    """FSDP2 (fully_shard, gloo, CPU), 2 ranks: same losses and weights as the unsharded run, no fallback."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    out = tmp_path / "fsdp.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           str(ROOT / "tests/scripts/fsdp_loss.py"), str(out), mode]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["world"] == 2 and r["warnings"] == []  # the lean path ran: no fallback warning
+    assert r["losses"] == pytest.approx(r["ref_losses"], rel=1e-6)
+    assert r["weights_moved"] > 1e-3 and r["max_weight_diff"] < 1e-5
+    if mode == "head":  # outside its own forward the head's weight is a shard; our loss ran inside that forward
+        assert r["head_weight_types"] == ["DTensor"]
+
+
+class _GatheringHead(nn.Linear):
+    """Stands in for a ZeRO-3 partitioned head: the weight is empty outside forward; hooks gather/release it."""
+
+    def __init__(self, src: nn.Linear):
+        super().__init__(src.in_features, src.out_features, bias=src.bias is not None, dtype=src.weight.dtype)
+        self.full = src.weight.detach().clone()
+        self.gathers = 0
+        self.weight = nn.Parameter(torch.empty(0, dtype=self.full.dtype))
+        self.register_forward_pre_hook(self._gather)
+        self.register_forward_hook(self._release)
+
+    def _gather(self, mod, args):
+        self.gathers += 1
+        self.weight.data = self.full
+
+    def _release(self, mod, args, out):
+        self.weight.data = torch.empty(0, dtype=self.full.dtype)
+
+
+def _pairs_inputs(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(6, 10, 16, generator=gen, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 50, (6, 10), generator=gen)
+    for i in range(6):
+        labels[i, : 2 + i] = -100
+    return hidden, labels, torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]), torch.tensor([0.2, 0.5, 0.9])
+
+
+def test_hooked_head_is_gathered_once_and_exact(caplog):
+    hidden, labels, pa, pb, lam = _pairs_inputs()
+    torch.manual_seed(0)
+    plain = nn.Linear(16, 50, bias=False).double()
+    tr = LogitTransform(softcap=3.0)
+    ref = ntp_mixup_loss(hidden, labels, plain, pa, pb, lam, transform=tr, one_pass=False)[0]
+    ref_gh, ref_gw = torch.autograd.grad(ref, (hidden, plain.weight))
+    hooked = _GatheringHead(plain)
+    with caplog.at_level(logging.WARNING, logger="sftmix"):
+        got = ntp_mixup_loss(hidden, labels, hooked, pa, pb, lam, transform=tr)[0]
+    assert hooked.gathers == 1 and not caplog.records  # one pass through the head's hooks for both terms
+    assert hooked.weight.numel() == 0  # released after the forward
+    hooked.weight.data = hooked.full  # ZeRO-3's pre-backward hook on the output re-gathers before backward
+    got.backward()
+    torch.testing.assert_close(got, ref)
+    torch.testing.assert_close(hidden.grad, ref_gh)
+    # the gradient lands on the (re-gathered, as ZeRO-3 does before backward) parameter, full shape
+    assert hooked.weight.grad is not None
+    torch.testing.assert_close(hooked.weight.grad, ref_gw)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_lora_head_lean_matches_full_logits(dropout, caplog):
+    peft = pytest.importorskip("peft")
+    model = _model("gemma2")
+    model = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout,
+                                                       target_modules=["lm_head", "q_proj"]))
+    model.train()
+    with torch.no_grad():  # B starts at 0: make the adapter matter
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    ids, labels = _batch(1)
+    head = model.get_output_embeddings()
+    assert type(head).__name__ == "Linear" and hasattr(head, "lora_A")  # peft's LoRA layer, not nn.Linear
+    pa, pb, lam = torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([0.4, 0.6])
+    lora = [p for n, p in model.named_parameters() if p.requires_grad]
+    results = []
+    for lean in (True, False):
+        torch.manual_seed(5)  # the same dropout masks for both (lean draws them in the same order)
+        h = model(input_ids=ids, output_hidden_states=True).hidden_states[-1]
+        torch.manual_seed(7)
+        with caplog.at_level(logging.WARNING, logger="sftmix"):
+            loss = ntp_loss(h, labels, head, transform=model.config, lean=lean)
+        results.append((loss.detach(), torch.autograd.grad(loss, lora)))
+    assert not caplog.records  # no fallback
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
+    for g, r in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
+    if dropout == 0.0:  # the joint kernel (one pass) equals the two separate passes for a LoRA head too
+        h = model(input_ids=ids, output_hidden_states=True).hidden_states[-1]
+        one = ntp_mixup_loss(h, labels, head, pa, pb, lam, transform=model.config)[0]
+        two = ntp_mixup_loss(h, labels, head, pa, pb, lam, transform=model.config, lean=False)[0]
+        torch.testing.assert_close(one, two, rtol=1e-5, atol=1e-6)
+
+
+def test_unbypassable_head_warns_once_with_the_cost(caplog):
+    hidden, labels, pa, pb, lam = _pairs_inputs()
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Linear(16, 50).double())
+    with caplog.at_level(logging.WARNING, logger="sftmix"):
+        a = ntp_mixup_loss(hidden, labels, head, pa, pb, lam)[0]
+        ntp_mixup_loss(hidden, labels, head, pa, pb, lam)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert len(msgs) == 1 and "Sequential" in msgs[0] and "MB" in msgs[0], msgs
+    torch.testing.assert_close(a, ntp_mixup_loss(hidden, labels, head[0], pa, pb, lam)[0])
