@@ -164,9 +164,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode, port", [("root", 29641), ("head", 29642), ("tied", 29643)])
-def test_fsdp2_two_processes_same_loss_and_weights_as_one(tmp_path, mode, port):
-    """FSDP2 (fully_shard, gloo, CPU), 2 ranks: same losses and weights as the unsharded run, no fallback."""
+@pytest.mark.parametrize("mode, port", [("root", 29641), ("head", 29642), ("tied", 29643), ("fsdp1", 29644)])
+def test_fsdp_two_processes_same_loss_and_weights_as_one(tmp_path, mode, port):
+    """FSDP2 (fully_shard) and FSDP1, gloo, CPU, 2 ranks: same losses and weights as unsharded, no fallback."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     out = tmp_path / "fsdp.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),

@@ -2,7 +2,8 @@
 (`fully_shard`, gloo, CPU); rank 0 also runs the same steps unsharded and writes both losses and weights.
 
 argv: OUT_JSON MODE, MODE = root (the head is in the root's parameter group) | head (the head has its own
-FSDP group, so its weight is gathered by its hooks) | tied (tied embeddings, head in the root group).
+FSDP group, so its weight is gathered by its hooks) | tied (tied embeddings, head in the root group) | fsdp1
+(FullyShardedDataParallel, flat parameters).
 """
 import json
 import logging
@@ -47,13 +48,20 @@ def batch():
 def loss_of(model, ids, labels, step):
     hidden = model(input_ids=ids, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
     lam = torch.tensor([0.3, 0.7]) + 0.05 * step
-    head = model.get_output_embeddings()
+    inner = getattr(model, "module", model)  # FSDP1 wraps the model
+    head = inner.get_output_embeddings()
     kinds.add(type(head.weight).__name__)
     return ntp_mixup_loss(hidden, labels, head, torch.tensor([0, 1]), torch.tensor([2, 3]), lam, mu=0.5)[0]
 
 
 def full_state(model):
     out = {}
+    if hasattr(model, "module"):  # FSDP1: gather the full parameters
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        with FullyShardedDataParallel.summon_full_params(model):
+            return {k.replace("_fsdp_wrapped_module.", ""): v.detach().clone()
+                    for k, v in model.module.state_dict().items()}
     for k, v in model.state_dict().items():
         v = v.full_tensor() if hasattr(v, "full_tensor") else v
         out[k] = v.detach().clone()
@@ -72,11 +80,22 @@ if __name__ == "__main__":
     per = ROWS // world
 
     model = build(mode == "tied")
-    for layer in model.model.layers:
-        fully_shard(layer)
-    if mode == "head":
-        fully_shard(model.lm_head)
-    fully_shard(model)
+    if mode == "fsdp1":  # the older FSDP (flat parameters), one unit per decoder layer plus the root
+        from functools import partial
+
+        from torch.distributed.fsdp import FullyShardedDataParallel
+        from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+        from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+        policy = partial(transformer_auto_wrap_policy, transformer_layer_cls={LlamaDecoderLayer})
+        model = FullyShardedDataParallel(model, auto_wrap_policy=policy, device_id=torch.device("cpu"),
+                                         use_orig_params=False)
+    else:
+        for layer in model.model.layers:
+            fully_shard(layer)
+        if mode == "head":
+            fully_shard(model.lm_head)
+        fully_shard(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     losses = []
     for step in range(STEPS):
