@@ -52,6 +52,7 @@ class TrainArgs:
     save_total_limit: int = 2
     report_to: str = "none"  # any HF Trainer integration: wandb, tensorboard, ...
     lean_loss: bool = True  # chunked linear cross-entropy (never materialises full logits)
+    ntp_kernel: str = "sftmix"  # NTP-only variants: sftmix (ours) | auto | liger | cce (the last three on CUDA)
     mixup_reduction: str = "pair"  # pair: token mean per pair, then mean over pairs [INF]; token: global token mean
     lambda_per: str = "pair"  # pair: one λ per pair [INF]; batch: one λ per micro-batch
 

@@ -174,7 +174,7 @@ def run_dynamics(cfg: TrainConfig, out_dir: str | Path, reference_model: str | N
     trainer = SFTMixTrainer(
         model=model, args=args, train_dataset=ExampleDataset(prep.examples), data_collator=collate,
         variant=get_variant("ntp"), lean_loss=cfg.train.lean_loss, callbacks=[cb],
-        loss_recorder=cb if online else None,
+        loss_recorder=cb if online else None, ntp_kernel=cfg.train.ntp_kernel,
     )
     trainer.train()
     ids, hashes = [e["id"] for e in prep.examples], [e["hash"] for e in prep.examples]
@@ -236,7 +236,7 @@ def finetune(
     trainer = SFTMixTrainer(
         model=model, args=args, train_dataset=ExampleDataset(prep.examples), data_collator=collate,
         variant=variant, split_labels=split_labels, lean_loss=cfg.train.lean_loss, lambda_per=cfg.train.lambda_per,
-        callbacks=callbacks,
+        callbacks=callbacks, ntp_kernel=cfg.train.ntp_kernel,
     )
     last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
     if last:

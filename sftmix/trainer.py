@@ -18,7 +18,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer
 
-from .loss import logit_transform, ntp_loss, ntp_mixup_loss, sample_lambda
+from .errors import UserError
+from .loss import _KERNELS, logit_transform, ntp_loss, ntp_mixup_loss, sample_lambda
 from .pairing import PairedBatchSampler, epoch_callback, mix_pair_mask
 from .variants import Variant
 
@@ -67,6 +68,8 @@ class SFTMixTrainer(Trainer):
         loss_recorder: Any = None,
         **kwargs: Any,
     ):
+        if ntp_kernel not in _KERNELS:
+            raise UserError(f"unknown ntp_kernel {ntp_kernel!r}; choose from {', '.join(_KERNELS)}")
         super().__init__(*args, **kwargs)
         self.variant = variant
         self.lean_loss = lean_loss

@@ -275,3 +275,19 @@ def test_unbypassable_head_warns_once_with_the_cost(caplog):
     msgs = [r.getMessage() for r in caplog.records]
     assert len(msgs) == 1 and "Sequential" in msgs[0] and "MB" in msgs[0], msgs
     torch.testing.assert_close(a, ntp_mixup_loss(hidden, labels, head[0], pa, pb, lam)[0])
+
+
+def test_ntp_kernel_choice_off_cuda_is_ours_and_bad_names_are_refused():
+    hidden, labels, *_ = _pairs_inputs()
+    torch.manual_seed(0)
+    head = nn.Linear(16, 50).double()
+    ref = ntp_loss(hidden, labels, head)
+    for kernel in ("auto", "liger", "cce"):  # CUDA-only kernels: on CPU our kernel runs, same numbers
+        torch.testing.assert_close(ntp_loss(hidden, labels, head, kernel=kernel), ref)
+    with pytest.raises(UserError, match="kernel"):
+        ntp_loss(hidden, labels, head, kernel="fast")
+    from sftmix.trainer import SFTMixTrainer
+    from sftmix.variants import get_variant
+
+    with pytest.raises(UserError, match="ntp_kernel"):
+        SFTMixTrainer(model=_model("llama"), variant=get_variant("ntp"), ntp_kernel="fast")
