@@ -767,6 +767,14 @@ def render_markdown(rep: PerfReport) -> str:
         val = _fmt(t["ratio"], 3) if t.get("ratio") is not None else _fmt(t.get("value"))
         extra = f" ({t['value']})" if t.get("ratio") is not None and t.get("value") else ""
         lines.append(f"| {t['target']} | {val}{extra} | {t['bound']} | {t['status']} | {_margin(t)} |")
+    missed = [t for t in rep.targets if t["status"] == "MISS"]
+    if any("sftmix" in t["target"] and "ntp" in t["target"] and "step time" in t["target"] for t in missed):
+        lines += ["", f"Why sftmix/ntp step time misses here: both share the head's matmuls (one pass), which cost "
+                  f"6 x hidden = {6 * s['hidden']:,} FLOPs per logit; the Mixup term adds only elementwise work over "
+                  "the mixed rows' [N/2, V] logits (interpolation, log-softmax, exp, two scaled adds into the "
+                  "gradient), about the same absolute time at any hidden size. At this model's hidden size "
+                  f"({s['hidden']}) that is a visible fraction of the step; its share falls in proportion as the "
+                  "hidden size grows (README, Performance)."]
     steps = {**rep.sections.get("step", {}), **rep.sections.get("trl", {})}
     if steps:
         lines += ["", "## Train step (training_step + AdamW step)", ""] + _step_rows(steps)
