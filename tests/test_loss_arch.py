@@ -291,3 +291,19 @@ def test_ntp_kernel_choice_off_cuda_is_ours_and_bad_names_are_refused():
 
     with pytest.raises(UserError, match="ntp_kernel"):
         SFTMixTrainer(model=_model("llama"), variant=get_variant("ntp"), ntp_kernel="fast")
+
+
+@pytest.mark.slow
+def test_zero3_same_loss_and_weights_as_plain(tmp_path):
+    """DeepSpeed ZeRO-3 (1 process, CPU): the head's weight is empty outside its forward; the loss enters it once,
+    gives the same losses and SGD weights as without DeepSpeed, and never falls back."""
+    pytest.importorskip("deepspeed")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MASTER_PORT="29658")
+    out = tmp_path / "zero3.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "tests/scripts/zero3_loss.py"), str(out)], env=env,
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["warnings"] == [] and "Parameter numel=0" in r["head_weight_seen"]
+    assert r["losses"] == pytest.approx(r["ref_losses"], rel=1e-5)
+    assert r["max_weight_diff"] < 1e-5
