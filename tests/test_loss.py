@@ -358,3 +358,17 @@ def test_autocast_bf16_matmuls_with_fp32_master_weights():
     for g, r in zip(g_got, g_ref):
         assert g.dtype == torch.float32
         torch.testing.assert_close(g, r, rtol=2e-2, atol=2e-3)  # backward matmuls in bf16 (fp32 accumulation)
+
+
+def test_chunk_rows_follow_the_memory_budget(monkeypatch):
+    from sftmix.loss import chunk_rows
+
+    cpu = torch.device("cpu")
+    # Default CPU budget: 192 MiB of [chunk, V] temporaries = 512 fp32 rows at V = 32k, 128 at 128k.
+    assert chunk_rows(32000, torch.float32, torch.float32, cpu) == 512
+    assert chunk_rows(128000, torch.float32, torch.float32, cpu) == 128
+    # bf16 logits take less room than fp32 ones: more rows for the same budget.
+    assert chunk_rows(32000, torch.bfloat16, torch.float32, cpu) > 512
+    monkeypatch.setenv("SFTMIX_LCE_CHUNK_MB", "1")
+    assert chunk_rows(1000, torch.float32, torch.float32, cpu) == 80  # 2**20 // (1000 * 12) = 87 -> multiple of 8
+    assert chunk_rows(10**7, torch.float32, torch.float32, cpu) == 8  # never below 8 rows
