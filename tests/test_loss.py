@@ -364,11 +364,11 @@ def test_chunk_rows_follow_the_memory_budget(monkeypatch):
     from sftmix.loss import chunk_rows
 
     cpu = torch.device("cpu")
-    # Default CPU budget: 192 MiB of [chunk, V] temporaries = 512 fp32 rows at V = 32k, 128 at 128k.
-    assert chunk_rows(32000, torch.float32, torch.float32, cpu) == 512
-    assert chunk_rows(128000, torch.float32, torch.float32, cpu) == 128
+    # Default CPU budget: 192 MiB of [chunk, V] temporaries (fp32 logits + 2 fp32 buffers), rounded down to 8 rows.
+    assert chunk_rows(32000, torch.float32, torch.float32, cpu) == 520  # 201,326,592 // (32,000 * 12) = 524
+    assert chunk_rows(128000, torch.float32, torch.float32, cpu) == 128  # // (128,000 * 12) = 131
     # bf16 logits take less room than fp32 ones: more rows for the same budget.
-    assert chunk_rows(32000, torch.bfloat16, torch.float32, cpu) > 512
+    assert chunk_rows(32000, torch.bfloat16, torch.float32, cpu) > 520
     monkeypatch.setenv("SFTMIX_LCE_CHUNK_MB", "1")
     assert chunk_rows(1000, torch.float32, torch.float32, cpu) == 80  # 2**20 // (1000 * 12) = 87 -> multiple of 8
     assert chunk_rows(10**7, torch.float32, torch.float32, cpu) == 8  # never below 8 rows
