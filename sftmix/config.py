@@ -66,7 +66,7 @@ class DataArgs:
 
 @dataclass
 class TrainArgs:
-    learning_rate: PosFloat = 2e-6
+    learning_rate: NonNegFloat = 2e-6  # 0 is allowed: the weights stay put (e.g. online vs offline dynamics checks)
     weight_decay: NonNegFloat = 0.1
     lr_scheduler_type: str = "cosine"
     warmup_ratio: NonNegFloat = 0.1
@@ -82,6 +82,7 @@ class TrainArgs:
     save_total_limit: PosInt | None = 2
     report_to: str = "none"  # any HF Trainer integration: wandb, tensorboard, ...
     lean_loss: bool = True  # chunked linear cross-entropy (never materialises full logits)
+    ntp_kernel: Literal["sftmix", "auto", "liger", "cce"] = "sftmix"  # NTP-only variants; the last three on CUDA
     mixup_reduction: Literal["pair", "token"] = "pair"  # pair: token mean per pair, then mean over pairs [INF]; token: global token mean
     lambda_per: Literal["pair", "batch"] = "pair"  # pair: one λ per pair [INF]; batch: one λ per micro-batch
 
@@ -92,6 +93,7 @@ class DynamicsArgs:
     reference_epochs: PosFloat = 1.0
     score_batch_size: PosInt = 16
     save_checkpoints: bool = False  # also keep the C reference checkpoints on disk
+    online: bool = False  # confidence from the reference run's own training losses, no scoring passes [INF]
 
 
 @dataclass

@@ -17,6 +17,7 @@ from transformers import TrainerCallback
 
 from .errors import UserError
 from .io import atomic_path
+from .loss import logit_transform, response_token_nll
 
 log = logging.getLogger("sftmix")
 
@@ -27,7 +28,8 @@ CONFIDENT, UNCONFIDENT = "confident", "unconfident"
 def response_nll(model, examples: Sequence[dict], collate: Callable, batch_size: int = 16, indices=None) -> np.ndarray:
     """Mean NLL over each example's response tokens (label != -100), no-grad, in length-sorted batches.
 
-    Only response positions go through the LM head. Returns an array aligned with ``indices``
+    Only response positions go through the LM head, with the model's logit transform, in chunks (no
+    ``[tokens, V]`` logits: memory flat in the vocabulary). Returns an array aligned with ``indices``
     (default: all examples).
     """
     indices = list(range(len(examples))) if indices is None else list(indices)
@@ -37,6 +39,7 @@ def response_nll(model, examples: Sequence[dict], collate: Callable, batch_size:
     model.eval()
     device = next(model.parameters()).device
     head = model.get_output_embeddings()
+    tr = logit_transform(getattr(model, "config", None))
     try:
         for start in range(0, len(order), batch_size):
             js = order[start : start + batch_size]
@@ -46,14 +49,7 @@ def response_nll(model, examples: Sequence[dict], collate: Callable, batch_size:
                 input_ids=ids, attention_mask=batch["attention_mask"].to(device),
                 output_hidden_states=True, logits_to_keep=1, use_cache=False,
             ).hidden_states[-1]
-            tgt = labels[:, 1:]
-            mask = tgt != -100
-            rows = torch.nonzero(mask)[:, 0]
-            logits = head(hidden[:, :-1][mask]).float()
-            nll = torch.nn.functional.cross_entropy(logits, tgt[mask], reduction="none")
-            sums = torch.zeros(len(js), device=device, dtype=torch.float64).index_add_(0, rows, nll.double())
-            counts = mask.sum(1).clamp(min=1)
-            out[js] = (sums / counts).cpu().numpy()
+            out[js] = response_token_nll(hidden, labels, head, transform=tr).double().cpu().numpy()
     finally:
         model.train(was_training)
     return out
@@ -99,6 +95,73 @@ class ScoreCallback(TrainerCallback):
             self.perplexities[state.global_step] = np.exp(full)
             control.should_save = control.should_save or self.save
         return control
+
+
+class OnlineLossRecorder(TrainerCallback):
+    """Online dynamics (an option; the paper scores offline): each example's mean response NLL as recorded by the
+    reference run's own training forward pass (``SFTMixTrainer(loss_recorder=...)``), so no scoring passes.
+
+    Each record is tagged with the segment of the epoch it fell in: the C checkpoint steps cut the run into C
+    segments. Under data parallelism the records are gathered at the end, so all ranks hold the same table.
+    """
+
+    def __init__(self, n_examples: int, num_checkpoints: int):
+        self.n, self.num_checkpoints = n_examples, num_checkpoints
+        self.steps: list[int] = []
+        self.records: list[tuple[int, float, int]] = []  # (example, nll, global step before the update)
+
+    def __call__(self, idx: Sequence[int], nll: Sequence[float], step: int) -> None:
+        self.records.extend((int(i), float(v), int(step)) for i, v in zip(idx, nll))
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.steps = checkpoint_steps(state.max_steps, self.num_checkpoints)
+
+    def on_train_end(self, args, state, control, **kw):
+        if args.world_size > 1:
+            from accelerate.utils import gather_object
+
+            self.records = list(gather_object(self.records))
+        return control
+
+    def segments(self) -> np.ndarray:
+        """Per record, the index of its segment (the first checkpoint step at or after its update)."""
+        upd = np.array([r[2] + 1 for r in self.records])
+        return np.searchsorted(np.array(self.steps), upd, side="left").clip(max=max(len(self.steps) - 1, 0))
+
+
+def online_confidence_table(ids: Sequence[str], hashes: Sequence[str], rec: OnlineLossRecorder) -> pd.DataFrame:
+    """The confidence table from online records: id, hash, ppl_online, confidence, split (median cut).
+
+    An example seen early in the epoch meets a less trained model than one seen late, so each perplexity is
+    divided by the median perplexity of its segment before averaging (over epochs, if the reference run has
+    several): Conf = -mean relative perplexity. [INF]: the paper only describes offline scoring.
+    """
+    if not rec.records:
+        raise ValueError("no training loss was recorded")
+    ex = np.array([r[0] for r in rec.records])
+    ppl = np.exp(np.array([r[1] for r in rec.records]))
+    seg = rec.segments()
+    rel = np.empty_like(ppl)
+    for k in np.unique(seg):
+        sel = seg == k
+        rel[sel] = ppl[sel] / np.median(ppl[sel])
+    n = len(ids)
+    sums, counts, raw = np.zeros(n), np.zeros(n), np.zeros(n)
+    np.add.at(sums, ex, rel)
+    np.add.at(raw, ex, ppl)
+    np.add.at(counts, ex, 1)
+    if (counts == 0).any():
+        raise ValueError(f"{int((counts == 0).sum())} example(s) were never trained on in the reference run")
+    df = pd.DataFrame({"id": list(ids), "hash": list(hashes), "ppl_online": raw / counts})
+    df["confidence"] = -(sums / counts)
+    df["split"] = median_split(df["confidence"].to_numpy())
+    return df
+
+
+def split_agreement(a: Sequence[str], b: Sequence[str]) -> float:
+    """Fraction of examples that land in the same half under two splits."""
+    a, b = np.asarray(a), np.asarray(b)
+    return float((a == b).mean()) if len(a) else float("nan")
 
 
 def confidence_table(ids: Sequence[str], hashes: Sequence[str], perplexities: dict[int, np.ndarray]) -> pd.DataFrame:

@@ -10,13 +10,14 @@ response tokens.
 """
 from __future__ import annotations
 
-from typing import Callable, Union
+from typing import Any, Callable, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .loss import _linear_params, _shifted, _upcast, linear_cross_entropy
+from .loss import (_full_logits, _lean_or_fallback, _shifted, linear_cross_entropy, logit_transform,
+                   response_token_nll)
 
 
 def irdro_weights(losses: Tensor, tau: float) -> Tensor:
@@ -28,35 +29,35 @@ def irdro_weights(losses: Tensor, tau: float) -> Tensor:
 
 
 def irdro_loss(hidden: Tensor, labels: Tensor, lm_head: Union[nn.Module, Callable[[Tensor], Tensor]], tau: float,
-               lean: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+               lean: bool = True, transform: Any = None) -> tuple[Tensor, Tensor, Tensor]:
     """``sum_i w_i * l_i`` over the examples of a batch that have response tokens, with ``w = irdro_weights(l)``.
 
-    ``hidden`` ``[B, T, D]`` (LM-head input), ``labels`` ``[B, T]`` (-100 ignored, shifted here as for NTP). Returns
-    ``(loss, per-example losses, weights)``, the last two detached. With an ``nn.Linear`` head and ``lean`` the
-    losses are measured in a no-grad pass and the weighted loss is one chunked pass with per-token weights
-    ``w_i / n_i`` (:func:`sftmix.loss.linear_cross_entropy`), so no full ``[tokens, V]`` logits are kept.
+    ``hidden`` ``[B, T, D]`` (LM-head input), ``labels`` ``[B, T]`` (-100 ignored, shifted here as for NTP),
+    ``transform`` the model's logit transform (as :func:`sftmix.loss.ntp_loss`). Returns ``(loss, per-example
+    losses, weights)``, the last two detached. The losses come from the chunked no-grad scoring pass
+    (:func:`sftmix.loss.response_token_nll`); the weighted loss is one pass of the chunked kernel with per-token
+    weights ``w_i / n_i`` (with ``lean``; else full logits), so no ``[tokens, V]`` logits are kept.
     """
+    tr = logit_transform(transform)
     targets, mask = _shifted(labels)
     n_tok = mask.sum(1)
     rows = torch.nonzero(n_tok > 0).flatten()
     if rows.numel() == 0:
         empty = hidden.new_zeros(0)
         return hidden.sum() * 0.0, empty, empty
-    z_all, y_all = hidden[:, :-1][mask], targets[mask]
-    owner = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(mask)[mask]
-    params = _linear_params(lm_head) if lean else None
-    if params is None:
-        token_ce = F.cross_entropy(_upcast(lm_head(z_all)), y_all, reduction="none")
-        per_example = torch.zeros(labels.shape[0], dtype=token_ce.dtype, device=token_ce.device)
-        per_example = per_example.index_add(0, owner, token_ce) / n_tok.clamp(min=1)
-        losses = per_example[rows]
-        w = irdro_weights(losses, tau)
-        return (w * losses).sum(), losses.detach(), w
-    with torch.no_grad():
-        losses = torch.stack([linear_cross_entropy(z_all[owner == i], params[0], params[1], y_all[owner == i])
-                              for i in rows.tolist()])
+    losses = response_token_nll(hidden.detach(), labels, lm_head, transform=tr)[rows]
     w = irdro_weights(losses, tau)
-    full = torch.zeros(labels.shape[0], dtype=w.dtype, device=w.device)
-    full[rows] = w / n_tok[rows].to(w.dtype)
-    loss = linear_cross_entropy(z_all, params[0], params[1], y_all, token_weight=full[owner])
-    return loss, losses, w
+    z, y = hidden[:, :-1][mask], targets[mask]
+    owner = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(mask)[mask]
+    per_example = torch.zeros(labels.shape[0], dtype=w.dtype, device=w.device)
+    per_example[rows] = w / n_tok[rows].to(w.dtype)
+    token_weight = per_example[owner]
+
+    def lean_fn(zz, weight, bias):
+        return linear_cross_entropy(zz, weight, bias, y, token_weight=token_weight, transform=tr)
+
+    ok, loss = _lean_or_fallback(lm_head, z, lean_fn, lean)
+    if not ok:
+        ce = F.cross_entropy(_full_logits(lm_head, z, tr), y, reduction="none")
+        loss = (ce * token_weight.to(ce.dtype)).sum()
+    return loss, losses.detach(), w

@@ -193,7 +193,8 @@ def run_dynamics(cfg: TrainConfig, out_dir: str | Path, reference_model: str | N
 
     Writes ``confidence.parquet`` and ``confidence.png`` into ``out_dir`` and returns the table (a DataFrame).
     """
-    from .dynamics import ScoreCallback, confidence_table, plot_histogram, write_table
+    from .dynamics import (OnlineLossRecorder, ScoreCallback, confidence_table, online_confidence_table,
+                           plot_histogram, write_table)
     from .trainer import ExampleDataset, SFTMixTrainer
 
     out_dir = Path(out_dir)
@@ -202,21 +203,28 @@ def run_dynamics(cfg: TrainConfig, out_dir: str | Path, reference_model: str | N
     torch.manual_seed(cfg.train.seed)
     model = load_model(prep.model_path, cfg)
     collate = _collator(prep.tokenizer)
-    cb = ScoreCallback(prep.examples, collate, cfg.dynamics.num_checkpoints, cfg.dynamics.score_batch_size,
-                       save=cfg.dynamics.save_checkpoints)
+    online = cfg.dynamics.online
+    if online:
+        cb = OnlineLossRecorder(len(prep.examples), cfg.dynamics.num_checkpoints)
+    else:
+        cb = ScoreCallback(prep.examples, collate, cfg.dynamics.num_checkpoints, cfg.dynamics.score_batch_size,
+                           save=cfg.dynamics.save_checkpoints)
     args = training_arguments(cfg, out_dir / "reference", epochs=cfg.dynamics.reference_epochs, save=False)
     trainer = SFTMixTrainer(
         model=model, args=args, train_dataset=ExampleDataset(prep.examples), data_collator=collate,
         variant=get_variant("ntp"), lean_loss=cfg.train.lean_loss, callbacks=[cb],
+        loss_recorder=cb if online else None, ntp_kernel=cfg.train.ntp_kernel,
     )
     quiet_logs(trainer, out_dir / "train_log.jsonl")
     trainer.train()
-    df = confidence_table([e["id"] for e in prep.examples], [e["hash"] for e in prep.examples], cb.perplexities)
+    ids, hashes = [e["id"] for e in prep.examples], [e["hash"] for e in prep.examples]
+    df = online_confidence_table(ids, hashes, cb) if online else confidence_table(ids, hashes, cb.perplexities)
+    steps = cb.steps if online else sorted(cb.perplexities)
     if trainer.is_world_process_zero():
         write_table(df, out_dir / "confidence.parquet")
         plot_histogram(df, out_dir / "confidence.png", title=f"Training dynamics: {ref} ({len(df)} examples)")
         write_json(out_dir / "dynamics.json", {
-            "reference_model": ref, "checkpoint_steps": sorted(cb.perplexities), "n_examples": len(df),
+            "reference_model": ref, "checkpoint_steps": steps, "online": online, "n_examples": len(df),
             "n_confident": int((df["split"] == "confident").sum()), "config": cfg.to_dict(),
             "data_stats": _stats_dict(prep.stats),
         })
@@ -274,7 +282,7 @@ def finetune(
     trainer = SFTMixTrainer(
         model=model, args=args, train_dataset=ExampleDataset(prep.examples), data_collator=collate,
         variant=variant, split_labels=split_labels, lean_loss=cfg.train.lean_loss, lambda_per=cfg.train.lambda_per,
-        callbacks=callbacks,
+        callbacks=callbacks, ntp_kernel=cfg.train.ntp_kernel,
     )
     quiet_logs(trainer, out_dir / "train_log.jsonl")
     last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None

@@ -18,8 +18,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer
 
+from .errors import UserError
 from .irdro import irdro_loss
-from .loss import ntp_loss, ntp_mixup_loss, sample_lambda
+from .loss import _KERNELS, logit_transform, ntp_loss, ntp_mixup_loss, sample_lambda
 from .pairing import PairedBatchSampler, epoch_callback, mix_pair_mask
 from .variants import Variant
 
@@ -46,6 +47,11 @@ class SFTMixTrainer(Trainer):
     """``transformers.Trainer`` whose loss is NTP + μ·Mixup (see module docstring).
 
     ``split_labels``: per training example, "confident" / "unconfident" (needed by confidence-based pairings).
+    ``one_pass``: NTP and Mixup share one LM-head pass (False: two lean passes, for comparison).
+    ``ntp_kernel``: the NTP-only variants' kernel (``sftmix``; on CUDA ``auto``/``liger``/``cce`` use Liger's
+    fused linear CE or cut-cross-entropy when installed). ``loss_recorder``: called as
+    ``loss_recorder(idx, nll, step)`` with each example's mean response NLL from the training forward pass
+    (online training dynamics; NTP-only variants).
     """
 
     # compute_loss below scales for gradient accumulation itself (exactly like HF's causal-LM loss does).
@@ -58,12 +64,19 @@ class SFTMixTrainer(Trainer):
         split_labels: Sequence[str] | None = None,
         lean_loss: bool = True,
         lambda_per: str = "pair",
+        one_pass: bool = True,
+        ntp_kernel: str = "sftmix",
+        loss_recorder: Any = None,
         **kwargs: Any,
     ):
+        if ntp_kernel not in _KERNELS:
+            raise UserError(f"unknown ntp_kernel {ntp_kernel!r}; choose from {', '.join(_KERNELS)}")
         super().__init__(*args, **kwargs)
         self.variant = variant
         self.lean_loss = lean_loss
         self.lambda_per = lambda_per
+        self.one_pass, self.ntp_kernel, self.loss_recorder = one_pass, ntp_kernel, loss_recorder
+        self._transform = None
         if variant.needs_confidence and split_labels is None:
             raise ValueError(f"variant {variant.name!r} pairs by confidence: pass split_labels")
         n = len(self.train_dataset) if self.train_dataset is not None else 0
@@ -116,7 +129,11 @@ class SFTMixTrainer(Trainer):
             use_cache=False,
         )
         hidden = outputs.hidden_states[-1]
-        head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        unwrapped = self.accelerator.unwrap_model(model)
+        head = unwrapped.get_output_embeddings()
+        if self._transform is None:  # the model's own post-head transform (Gemma soft-cap, Cohere/Granite scale)
+            self._transform = logit_transform(unwrapped.config)
+        tr = self._transform
         v = self.variant
         loss = hidden.new_zeros(())
 
@@ -141,19 +158,28 @@ class SFTMixTrainer(Trainer):
             # One LM-head pass for both terms (the mixed logits are the mix of the NTP logits).
             loss, ntp, mix = ntp_mixup_loss(
                 hidden, labels, head, a, a + k, lam, ntp_weight=v.ntp_weight, mu=v.mu, mix_scale=1.0 / ga,
-                lean=self.lean_loss, **ntp_kw,
+                lean=self.lean_loss, transform=tr, one_pass=self.one_pass, **ntp_kw,
             )
             if v.ntp_weight > 0:
                 self._record("ntp_loss", ntp * ga)
             self._record("mixup_loss", mix * ga)
         elif v.ntp_weight > 0:
+            kw = dict(lean=self.lean_loss, transform=tr, kernel=self.ntp_kernel)
+            tok = None
+            if self.loss_recorder is not None and idx is not None and model.training:
+                tok = torch.zeros(labels.shape[0], labels.shape[1] - 1, dtype=torch.float32, device=hidden.device)
+                kw["token_losses"] = tok
             if v.irdro_tau > 0:  # IR-DRO: the batch's per-example NTP losses, reweighted (sftmix.irdro)
-                ntp = irdro_loss(hidden, labels, head, v.irdro_tau, lean=self.lean_loss)[0] / ga
+                ntp = irdro_loss(hidden, labels, head, v.irdro_tau, lean=self.lean_loss, transform=tr)[0] / ga
             elif num_items_in_batch is not None:
-                ntp = ntp_loss(hidden, labels, head, num_items=num_items_in_batch, lean=self.lean_loss)
+                ntp = ntp_loss(hidden, labels, head, num_items=num_items_in_batch, **kw)
                 ntp = ntp * ntp_kw["ntp_scale"]
             else:
-                ntp = ntp_loss(hidden, labels, head, lean=self.lean_loss) / ga
+                ntp = ntp_loss(hidden, labels, head, **kw) / ga
+            if tok is not None:  # per-example response NLL from this very forward pass: no scoring pass needed
+                count = (labels[:, 1:] != -100).sum(1).clamp(min=1)
+                nll = (tok.sum(1) / count).tolist()
+                self.loss_recorder(idx.tolist(), nll, self.state.global_step)
             loss = loss + v.ntp_weight * ntp
             self._record("ntp_loss", ntp.detach() * ga)
 

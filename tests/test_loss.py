@@ -334,3 +334,41 @@ def test_ntp_mixup_float32_close_to_separate():
     assert torch.allclose(got, ref, atol=1e-5)
     for g, r in zip(_grads(got, hidden, head.weight, head.bias), _grads(ref, hidden, head.weight, head.bias)):
         assert torch.allclose(g, r, atol=1e-5)
+
+
+def test_autocast_bf16_matmuls_with_fp32_master_weights():
+    """Under autocast the kernel's matmuls run in bf16 like F.linear would, the softmax and the weight-gradient
+    accumulation in fp32: the same loss as autocast F.linear + fp32 cross-entropy, gradients to bf16 accuracy."""
+    from sftmix.loss import LogitTransform
+
+    z, w, b, ya, yb, coef, tw = _lce_inputs(n=40, v=300, d=32)
+    z32, w32 = z.detach().float().requires_grad_(), w.detach().float().requires_grad_()
+    tr = LogitTransform(softcap=5.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = linear_cross_entropy(z32, w32, None, ya, yb, coef=coef.float(), token_weight=tw.float(), chunk_size=7,
+                                   transform=tr)
+        logits = F.linear(z32, w32)
+    assert logits.dtype == torch.bfloat16 and got.dtype == torch.float32
+    lf = tr(logits.float())
+    ref = (tw.float() * (coef.float() * F.cross_entropy(lf, ya, reduction="none")
+                         + (1 - coef.float()) * F.cross_entropy(lf, yb, reduction="none"))).sum()
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)  # same bf16 logits, same fp32 math after
+    g_got = torch.autograd.grad(got, (z32, w32))
+    g_ref = torch.autograd.grad(ref, (z32, w32))
+    for g, r in zip(g_got, g_ref):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, r, rtol=2e-2, atol=2e-3)  # backward matmuls in bf16 (fp32 accumulation)
+
+
+def test_chunk_rows_follow_the_memory_budget(monkeypatch):
+    from sftmix.loss import chunk_rows
+
+    cpu = torch.device("cpu")
+    # Default CPU budget: 192 MiB of [chunk, V] temporaries (fp32 logits + 2 fp32 buffers), rounded down to 8 rows.
+    assert chunk_rows(32000, torch.float32, torch.float32, cpu) == 520  # 201,326,592 // (32,000 * 12) = 524
+    assert chunk_rows(128000, torch.float32, torch.float32, cpu) == 128  # // (128,000 * 12) = 131
+    # bf16 logits take less room than fp32 ones: more rows for the same budget.
+    assert chunk_rows(32000, torch.bfloat16, torch.float32, cpu) > 520
+    monkeypatch.setenv("SFTMIX_LCE_CHUNK_MB", "1")
+    assert chunk_rows(1000, torch.float32, torch.float32, cpu) == 80  # 2**20 // (1000 * 12) = 87 -> multiple of 8
+    assert chunk_rows(10**7, torch.float32, torch.float32, cpu) == 8  # never below 8 rows

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from bench.cli import main
-from bench.perf import SHAPES, evaluate_targets, run_perf, run_worker
+from bench.perf import SHAPES, _merge_rounds, evaluate_targets, render_markdown, run_perf, run_worker
 from sftmix.errors import UserError
 
 
@@ -15,7 +15,8 @@ from sftmix.errors import UserError
 def quick_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("perf")
     # In-process workers keep this fast; the fresh-process path is covered by test_worker_in_fresh_process.
-    rep = run_perf(quick=True, only=["step", "trl", "dynamics"], out=out, fresh_process=False, log=lambda m: None)
+    rep = run_perf(quick=True, only=["step", "trl", "scaling", "dynamics", "scoring"], out=out, fresh_process=False,
+                   log=lambda m: None)
     return rep, out
 
 
@@ -25,61 +26,116 @@ def test_quick_report_files_and_tables(quick_report):
     md = (out / "perf-cpu.md").read_text()
     assert data["machine"]["device"] == "cpu" and data["machine"]["cores"] >= 1
     assert set(data["machine"]["versions"]) >= {"torch", "transformers", "trl"}
-    assert data["machine"]["date"] and "git_commit" in data["machine"]
+    assert data["machine"]["date"] and "git_commit" in data["machine"] and len(data["machine"]["load_avg"]) == 3
     steps = {**data["sections"]["step"], **data["sections"]["trl"]}
-    assert set(steps) == {"ntp", "sftmix", "sftmix-naive", "trl"}
+    assert set(steps) == {"ntp", "sftmix", "sftmix-2pass", "sftmix-naive", "hf-loss", "trl"}
     for name, r in steps.items():
         assert "error" not in r, (name, r)
         assert r["step_s"] > 0 and len(r["step_times_s"]) == SHAPES["quick"]["steps"]
-        assert r["loss_tokens"] > 0
+        assert r["loss_tokens"] > 0 and len(r["load_avg"]) == 2
         assert f"| {name} |" in md
-    # Same model, data and λ seed: the lean and the naive Mixup give the same loss; TRL's NTP equals ours.
-    assert steps["sftmix"]["last_loss"] == pytest.approx(steps["sftmix-naive"]["last_loss"], rel=1e-4)
-    assert steps["trl"]["last_loss"] == pytest.approx(steps["ntp"]["last_loss"], rel=1e-4)
+    # Same model, data and λ seed: the one-pass, two-pass and naive Mixup give the same loss; TRL's and HF's NTP
+    # equal ours.
+    for other in ("sftmix-naive", "sftmix-2pass"):
+        assert steps["sftmix"]["last_loss"] == pytest.approx(steps[other]["last_loss"], rel=1e-4)
+    for other in ("trl", "hf-loss"):
+        assert steps[other]["last_loss"] == pytest.approx(steps["ntp"]["last_loss"], rel=1e-4)
     assert steps["sftmix"]["last_loss"] != pytest.approx(steps["ntp"]["last_loss"], rel=1e-4)
+    sc = data["sections"]["scaling"]
+    assert len(sc) == len(SHAPES["quick"]["scaling"])
+    for label, res in sc.items():
+        assert {"ntp", "sftmix", "hf-loss"} <= set(res) and label in md
+        assert res["hf-loss"]["last_loss"] == pytest.approx(res["ntp"]["last_loss"], rel=1e-4)
     dyn = data["sections"]["dynamics"]
-    assert set(dyn) == {"response_nll", "forward_logits", "forward_backbone"}
-    assert len({r["tokens"] for r in dyn.values()}) == 1  # every pass sees the same tokens
+    assert {"ntp", "offline", "online"} <= set(dyn) and 0.0 <= dyn["agreement"] <= 1.0
+    assert all(dyn[m]["seconds"] > 0 and "split" not in dyn[m] for m in ("ntp", "offline", "online"))
+    scoring = data["sections"]["scoring"]
+    assert len(scoring) == 2
+    for res in scoring.values():
+        assert {"response_nll", "forward_logits", "forward_backbone"} <= set(res)
+        assert len({r["tokens"] for k, r in res.items() if not k.startswith("_")}) == 1  # same tokens everywhere
     by_name = {t["target"]: t for t in data["targets"]}
-    for name in ("sftmix step time / ntp (CPU time)", "sftmix peak memory / ntp",
+    for name in ("sftmix step time / ntp (CPU time)", "sftmix step peak memory / ntp",
                  "our ntp step time / TRL SFTTrainer (CPU time)",
-                 "dynamics scoring / bare forward throughput"):
-        assert by_name[name]["status"] in ("PASS", "MISS") and math.isfinite(by_name[name]["ratio"])
-        # quick shapes are too small for memory deltas to be meaningful (they can even come out negative)
-        assert "memory" in name or by_name[name]["ratio"] > 0
+                 "our ntp step time / HF model(labels=...) loss (CPU time)",
+                 "online dynamics / one NTP epoch (wall)",
+                 "sftmix/ntp step time at V=512 x T=64 (B=2) (CPU time)",
+                 "ntp/HF loss step peak memory at V=512 x T=64 (B=2)"):
+        assert by_name[name]["status"] in ("PASS", "MISS") and math.isfinite(by_name[name]["ratio"]), name
+        assert by_name[name]["margin"] == pytest.approx(by_name[name]["ratio"] / float(
+            by_name[name]["bound"].split()[-1]) - 1)
         assert f"| {name} |" in md
-    assert by_name["finished-run re-run: 0 requests, < 5 s"]["status"] == "n/a"  # not asked for
+    # the "largest shape only" targets appear once, at the largest shape
+    assert not any(t.startswith("ntp/HF loss step time at V=256") for t in by_name)
 
 
 def test_worker_in_fresh_process():
-    r = run_worker({"kind": "step", "config": "sftmix", "device": "cpu", "shape": SHAPES["quick"]})
+    r = run_worker({"kind": "step", "config": "sftmix", "device": "cpu", "shape": SHAPES["quick"], "threads": 1})
     assert "error" not in r, r
-    assert r["config"] == "sftmix" and r["step_s"] > 0 and r["peak_mb"] > 0 and r["torch_threads"] >= 1
+    assert r["config"] == "sftmix" and r["step_s"] > 0 and r["peak_mb"] > 0 and r["torch_threads"] == 1
 
 
-def test_target_evaluation():
+def test_target_evaluation_and_margins():
     sections = {
         "step": {"ntp": {"step_s": 1.0, "peak_mb": 100.0, "step_peak_mb": 50.0},
                  "sftmix": {"step_s": 1.2, "peak_mb": 104.0, "step_peak_mb": 52.0},
-                 "sftmix-naive": {"step_s": 1.1, "peak_mb": 200.0, "step_peak_mb": 150.0}},
+                 "sftmix-2pass": {"step_s": 1.3, "peak_mb": 104.0, "step_peak_mb": 52.0},
+                 "sftmix-naive": {"step_s": 1.1, "peak_mb": 200.0, "step_peak_mb": 150.0},
+                 "hf-loss": {"step_s": 1.0, "peak_mb": 300.0, "step_peak_mb": 250.0}},
         "trl": {"trl": {"error": "boom"}},
         "rerun": {"rerun": {"seconds": 1.5, "requests_model": 0, "requests_judge": 0}},
     }
     t = {x["target"]: x for x in evaluate_targets(sections)}
-    assert t["sftmix step time / ntp"]["status"] == "MISS" and t["sftmix step time / ntp"]["ratio"] == pytest.approx(1.2)
+    st = t["sftmix step time / ntp"]
+    assert st["status"] == "MISS" and st["ratio"] == pytest.approx(1.2) and st["margin"] == pytest.approx(1.2 / 1.05 - 1)
+    assert t["our ntp step time / HF model(labels=...) loss"]["status"] == "MISS"  # 1.0 > 0.9
     # With CPU times on both sides the step-time target uses them instead of wall time.
     sections["step"]["ntp"]["step_cpu_s"], sections["step"]["sftmix"]["step_cpu_s"] = 2.0, 2.05
     t = {x["target"]: x for x in evaluate_targets(sections)}
     assert t["sftmix step time / ntp (CPU time)"]["status"] == "PASS"
     assert t["sftmix step time / ntp (CPU time)"]["ratio"] == pytest.approx(1.025)
-    assert t["sftmix peak memory / ntp"]["status"] == "PASS"
-    assert t["sftmix lean / naive peak memory"]["ratio"] == pytest.approx(0.52)
+    assert t["sftmix step peak memory / ntp"]["status"] == "PASS"
+    assert t["sftmix lean / naive step peak memory"]["ratio"] == pytest.approx(52 / 150)
     assert t["our ntp step time / TRL SFTTrainer"]["status"] == "n/a"
-    assert t["dynamics scoring / bare forward throughput"]["status"] == "n/a"
     assert t["finished-run re-run: 0 requests, < 5 s"]["status"] == "PASS"
     sections["rerun"]["rerun"]["requests_judge"] = 3
     t = {x["target"]: x for x in evaluate_targets(sections)}
     assert t["finished-run re-run: 0 requests, < 5 s"]["status"] == "MISS"
+    # Scaling: every shape for sftmix/ntp, the largest only for ntp vs HF loss.
+    row = lambda s, p: {"step_s": s, "step_peak_mb": p, "peak_mb": p}  # noqa: E731
+    sections["scaling"] = {
+        "small": {"_shape": {"vocab": 10, "seq": 4}, "ntp": row(1.0, 10), "sftmix": row(1.0, 10),
+                  "hf-loss": row(2.0, 40)},
+        "big": {"_shape": {"vocab": 20, "seq": 4}, "ntp": row(1.0, 10), "sftmix": row(1.1, 10),
+                "hf-loss": row(1.0, 20)},
+    }
+    t = {x["target"]: x for x in evaluate_targets(sections)}
+    assert t["sftmix/ntp step time at small"]["status"] == "PASS"
+    assert t["sftmix/ntp step time at big"]["status"] == "MISS"
+    assert t["ntp/HF loss step peak memory at big"]["ratio"] == pytest.approx(0.5)
+    assert "ntp/HF loss step peak memory at small" not in t
+    md = render_markdown(_fake_report({k: v for k, v in sections.items() if k != "rerun"}))
+    assert "| sftmix/ntp step time at big | 1.100 | <= 1.05 | MISS | 4.8% over the bound |" in md
+
+
+def _fake_report(sections):
+    from bench.perf import PerfReport
+
+    machine = {"device": "cpu", "cpu": "x", "cores": 2, "affinity_cores": 2, "torch_threads": 1, "versions": {},
+               "git_commit": "abc", "git_dirty": False, "date": "today", "load_avg": [1.0, 1.0, 1.0]}
+    rep = PerfReport(machine, dict(SHAPES["quick"]), sections)
+    rep.targets = evaluate_targets(sections)
+    return rep
+
+
+def test_rounds_merge_fastest_time_median_memory():
+    rs = [{"step_s": 2.0, "step_cpu_s": 2.0, "peak_mb": 10.0, "step_peak_mb": 5.0, "static_mb": 1.0, "load_avg": [1, 2]},
+          {"step_s": 1.0, "step_cpu_s": 1.5, "peak_mb": 30.0, "step_peak_mb": 7.0, "static_mb": 1.0, "load_avg": [3, 4]},
+          {"error": "boom"}]
+    m = _merge_rounds(rs)
+    assert m["step_cpu_s"] == 1.5 and m["round_step_s"] == [2.0, 1.5]
+    assert m["peak_mb"] == 20.0 and m["load_avg"] == [1, 4]
+    assert _merge_rounds([{"error": "x"}]) == {"error": "x"}
 
 
 def test_bad_section_is_a_user_error(tmp_path, capsys):

