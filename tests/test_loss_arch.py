@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
+from test_loss import naive_mixup
 from torch import nn
 
 from sftmix.errors import UserError
@@ -85,7 +86,7 @@ def test_ntp_and_mixup_match_the_models_own_loss(arch):
     hd = h.detach().double().requires_grad_()
     head64 = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None).double()
     head64.load_state_dict({k: v.double() for k, v in head.state_dict().items()})
-    ref = _naive_mixup(hd[pa], hd[pb], labels[pa], labels[pb], lambda z: tr(head64(z)), lam)
+    ref = naive_mixup(hd[pa], hd[pb], labels[pa], labels[pb], lambda z: tr(head64(z)), lam)
     got = mixup_loss(hd[pa], hd[pb], labels[pa], labels[pb], head64, lam, transform=tr)
     torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
     total, _, mix = ntp_mixup_loss(hd, labels, head64, pa, pb, lam, mu=0.5, transform=tr)
@@ -101,23 +102,6 @@ def test_ntp_and_mixup_match_the_models_own_loss(arch):
     m = labels[:, 1:] != -100
     torch.testing.assert_close(response_token_nll(h, labels, head, transform=tr).float(),
                                (nll * m).sum(1) / m.sum(1), rtol=1e-5, atol=1e-5)
-
-
-def _naive_mixup(ha, hb, la, lb, head, lam):
-    """The spec, literally: a loop over pairs and their first N = min(N_a, N_b) response positions."""
-    losses = []
-    for i in range(ha.shape[0]):
-        pa = [t for t in range(ha.shape[1] - 1) if la[i, t + 1] != -100]
-        pb = [t for t in range(hb.shape[1] - 1) if lb[i, t + 1] != -100]
-        n = min(len(pa), len(pb))
-        if n == 0:
-            continue
-        li = float(lam[i])
-        logits = head(li * ha[i, pa[:n]] + (1 - li) * hb[i, pb[:n]])
-        ya, yb = la[i, [t + 1 for t in pa[:n]]], lb[i, [t + 1 for t in pb[:n]]]
-        losses.append((li * F.cross_entropy(logits, ya, reduction="none")
-                       + (1 - li) * F.cross_entropy(logits, yb, reduction="none")).mean())
-    return torch.stack(losses).mean()
 
 
 @pytest.mark.parametrize("tr", [LogitTransform(scale=0.6), LogitTransform(softcap=1.5),
