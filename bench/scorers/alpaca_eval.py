@@ -197,7 +197,6 @@ class AlpacaEvalScorer(Scorer):
         return items
 
     def requests(self, task, items, generations, config, judge_kind):
-        self.select_items(task, items, judge_kind)
         from .mt_bench import answers_from_generations
 
         return build_requests(config, make_items(items, answers_from_generations(generations)), task=task.name)

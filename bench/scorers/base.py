@@ -89,9 +89,6 @@ class Scorer:
         """One line: which peer protocol the numbers follow (and whether they are comparable with it)."""
         return config.describe() if config is not None else self.name
 
-    def metric(self, name: str) -> Metric | None:
-        return next((m for m in self.metrics if m.name == name), None)
-
 
 def nan_to_none(x: Any) -> Any:
     return None if isinstance(x, float) and math.isnan(x) else x
