@@ -71,8 +71,10 @@ def _nan_to_none(x: Any) -> Any:
 
 def score_task(task: Task, items: list[dict], generations: list[dict], judge: BaseJudge | None, *, run_dir: Path,
                variant: str, meta: dict, repeats: int = 1, progress: bool = True,
-               judge_args: JudgeArgs | None = None) -> dict:
-    """Judge (if the task's scorer needs it) and score one (variant, task); write judgments, summary and items."""
+               judge_args: JudgeArgs | None = None, config=None) -> dict:
+    """Judge (if the task's scorer needs it) and score one (variant, task); write judgments, summary and items.
+
+    ``config``: the judge config already loaded for these ``judge_args`` (the one the stage key was made from)."""
     scorer = get_scorer(task.scorer)
     summary: dict[str, Any] = {"task": task.name, "variant": variant, "repeats": repeats, **meta,
                                "data_hash": task.data_hash, "prompt_hash": task.prompt_hash, "scorer": scorer.name,
@@ -82,7 +84,7 @@ def score_task(task: Task, items: list[dict], generations: list[dict], judge: Ba
     if scorer.judged:
         if judge is None:
             raise UserError(f"task {task.name}: scorer {scorer.name!r} needs a judge")
-        config = judge_config(task, judge_args)
+        config = config or judge_config(task, judge_args)
         requests = judge_requests(task, items, generations, judge, config)
         verdicts = judge.judge_many(requests, repeats=repeats, progress=progress)
         records = [{**v.to_record(), "variant": variant} for v in verdicts]

@@ -128,7 +128,7 @@ class Runner:
         self._items: dict[str, list[dict]] = {}
         self._backend_of: tuple[str, Any] | None = None  # (variant, backend): one model in memory at a time
         self._judge_obj = None
-        self._fingerprints: dict[str, str | None] = {}
+        self._judge_configs: dict[str, Any] = {}
         self.ledger = None
         self._git: dict | None = None
         self.train_data = data_identity(cfg.data.data)
@@ -210,9 +210,15 @@ class Runner:
 
     def protocols(self) -> dict[str, str]:
         """Task -> the peer protocol its numbers follow in this run (judged ones: with their prompt sources)."""
-        from .evaluate import judge_config
+        return {t.name: self.scorer(t).protocol(self.judge_config(t)) for t in self.tasks}
 
-        return {t.name: self.scorer(t).protocol(judge_config(t, self.cfg.judge)) for t in self.tasks}
+    def judge_config(self, task):
+        """The judge config the task's scorer uses in this run (None if unjudged), loaded once per run."""
+        if task.name not in self._judge_configs:
+            from .evaluate import judge_config
+
+            self._judge_configs[task.name] = judge_config(task, self.cfg.judge)
+        return self._judge_configs[task.name]
 
     def scorer(self, task):
         from .scorers import get_scorer
@@ -221,12 +227,8 @@ class Runner:
 
     def judge_fingerprint(self, task) -> str | None:
         """Content hash of the judge config (prompt texts, parser, settings) the task's scorer uses in this run."""
-        if task.name not in self._fingerprints:
-            from .evaluate import judge_config
-
-            config = judge_config(task, self.cfg.judge)
-            self._fingerprints[task.name] = config.fingerprint() if config is not None else None
-        return self._fingerprints[task.name]
+        config = self.judge_config(task)
+        return config.fingerprint() if config is not None else None
 
     # -- paths --------------------------------------------------------------------------------------------------
     def dyn_dir(self, ref: str | None, seed: int | None = None) -> Path:
@@ -407,7 +409,8 @@ class Runner:
                 "git_commit": self._git["commit"], "stage_key": self.score_key(v, task), "provenance": "provenance.json"}
         before = self._judge_calls()
         summary = score_task(task, self.items(task), gens, judge, run_dir=self.out, variant=v.name, meta=meta,
-                             repeats=self.cfg.judge.repeats, progress=self.progress, judge_args=self.cfg.judge)
+                             repeats=self.cfg.judge.repeats, progress=self.progress, judge_args=self.cfg.judge,
+                             config=self.judge_config(task))
         self.counters["judge_requests"] += self._judge_calls() - before
         failures = {k: n for k, n in (summary.get("failures") or {}).items() if n}
         # A deterministic judge gives the same failure again; an LLM judge may not: leave its stage open.
@@ -543,11 +546,9 @@ def plan(cfg: RunConfig, runner: Runner, warnings: list[str] = ()) -> str:
     lines.append("protocols:")
     lines += [f"  {name}: {p}" for name, p in runner.protocols().items()]
     if j["kind"] == "llm":
-        from .evaluate import judge_config
-
         per_call_prompt = 600 + (cfg.generation.max_new_tokens or 512)  # judge prompt + question + answer (rough)
         # the judge's explanation and verdict (rough), capped by the configs' max_tokens (AlpacaEval 2: 1 token)
-        caps = [judge_config(t, cfg.judge).max_tokens for t in judged]
+        caps = [runner.judge_config(t).max_tokens for t in judged]
         per_call_completion = min(250, max(caps))
         from .judge.ledger import cost
 

@@ -323,6 +323,9 @@ def _expand(value: str, variables: dict[str, str | None]) -> str:
     return re.sub(r"\$(?:(\w+)|\{(\w+)\})", sub, value)
 
 
+_FAILED_DOWNLOADS: dict[str, str] = {}
+
+
 def download_cached(url: str, sha256: str) -> Path:
     """A file fetched once from ``url`` into ``$SFTMIX_HOME/downloads`` and checked against its sha256.
 
@@ -334,11 +337,14 @@ def download_cached(url: str, sha256: str) -> Path:
         return target
     if os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}:
         raise _Skip(f"{url}: offline (HF_HUB_OFFLINE) and not downloaded before")
+    if url in _FAILED_DOWNLOADS:  # one attempt per process: every form of a config names the same file
+        raise _Skip(_FAILED_DOWNLOADS[url])
     try:
         with urllib.request.urlopen(url, timeout=15) as r:
             data = r.read()
     except OSError as e:
-        raise _Skip(f"{url}: {e}") from None
+        _FAILED_DOWNLOADS[url] = f"{url}: {e}"
+        raise _Skip(_FAILED_DOWNLOADS[url]) from None
     got = hashlib.sha256(data).hexdigest()
     if got != sha256:
         raise UserError(f"{url}: sha256 {got} does not match the pinned {sha256}; refusing to use it")
