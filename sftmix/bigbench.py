@@ -145,10 +145,15 @@ def load_items(name: str, root: str | os.PathLike | None = None, split: str = "a
                 "choices": choices, "answer": values.index(max(values)), "split": which,
                 "prompt": (fmt["task_prefix"] + fmt["example_input_prefix"] + shown
                            + fmt["example_output_prefix"]).rstrip(),
-                "instruction": (fmt["task_prefix"] + shown).strip(),
+                # BIG-bench's task_prefix often ends without a separator ("...starting point?"): start the input
+                # on its own line, as the evaluation prompt does
+                "instruction": "\n".join(x for x in (fmt["task_prefix"].strip(), shown.strip()) if x),
             })
     return items
 
+
+# Bump when training rows are rendered differently: it is part of the training data identity (stage keys).
+ROWS_VERSION = "2"  # 2: task_prefix and input on separate lines
 
 # ---- training rows -------------------------------------------------------------------------------------------
 def parse_source(source: str) -> tuple[list[str], dict[str, Any]]:

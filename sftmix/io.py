@@ -71,11 +71,12 @@ def data_identity(source: str) -> dict:
     from .toydata import BUNDLED  # not sftmix.data: a no-op re-run must not pay for torch's import
 
     if source.startswith("bigbench:"):  # the task files' contents (the split is a function of them)
-        from .bigbench import source_files
+        from .bigbench import ROWS_VERSION, source_files
         from .errors import UserError
 
-        try:
-            return {"source": source, "sha256_16": hash_obj([hash_file(p) for p in source_files(source)])}
+        try:  # the rows also depend on how they are rendered: ROWS_VERSION
+            return {"source": source, "rows_version": ROWS_VERSION,
+                    "sha256_16": hash_obj([hash_file(p) for p in source_files(source)])}
         except UserError:  # not on this machine: validation reports it (a dry run plans anyway)
             return {"source": source, "missing": True}
     path = Path(BUNDLED.get(source, source))

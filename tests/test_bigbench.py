@@ -93,6 +93,10 @@ def test_training_rows_are_instruction_to_answer_with_a_per_task_cap(bb):
     assert rows == load_rows("bigbench:navigate?n=10")  # deterministic subset
     val = load_rows("bigbench:navigate", split="validation")
     assert not {r["id"] for r in val} & {r["id"] for r in load_rows("bigbench:navigate")}
+    # a task_prefix without a trailing separator (as the real navigate task's) still starts the input on a new line
+    write_task(bb, "glued", mc_examples(20, "g"), task_prefix="Do you return to the starting point?")
+    assert all(r["instruction"].startswith("Do you return to the starting point?\ng ")
+               for r in load_rows("bigbench:glued", split="all"))
     both = load_rows("bigbench:navigate,hyperbaton?n=5")
     assert [r["id"].split("/")[0] for r in both] == ["navigate"] * 5 + ["hyperbaton"] * 5
 
