@@ -151,7 +151,7 @@ class Task:
         if self.data.get("bigbench"):  # $BIGBENCH_TASKS_DIR, else the installed bigbench package
             rows = _read_bigbench(None, self)
             return rows, f"bigbench:{self.bigbench_spec()['file']}"
-        hub, fallback, why = self.data.get("hub"), self.data.get("fallback"), ""
+        hub, why = self.data.get("hub"), ""
         if hub:
             if _offline():
                 why = "offline (HF_DATASETS_OFFLINE / HF_HUB_OFFLINE is set)"

@@ -7,7 +7,6 @@ FSDP group, so its weight is gathered by its hooks) | tied (tied embeddings, hea
 """
 import json
 import logging
-import os
 import sys
 
 import torch
