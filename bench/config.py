@@ -35,7 +35,8 @@ class RunArgs:
         default_factory=lambda: ["ntp", "sftmix"])
     tasks: Names = field(default_factory=lambda: ["toy_open", "toy_mcq", "toy_exact"])
     out: str = "runs/default"
-    limit: PosInt | None = None  # first N items of each task
+    limit: PosInt | None = None  # N items of each task (the first N, or spread: see limit_mode)
+    limit_mode: Literal["first", "spread"] = "first"  # spread: N evenly spaced items (tasks grouped by subject)
     layout: str = "default"  # table printed at the end
     num_gpus: NonNegInt = 0  # > 1: dynamics and training run under `accelerate launch --num_processes N`
     data_paths: dict[str, str] = field(default_factory=dict)  # task -> local data file/folder (beats the hub)

@@ -24,6 +24,7 @@ from sftmix.io import data_identity, hash_obj, write_json, write_text
 from sftmix.variants import Variant, get_variant
 
 from .config import RunConfig, model_key
+from .tasks import limit_rows
 
 STATE = "state"
 SEED_SEP = "@s"  # run.seeds: variant "sftmix" at seed 1 is "sftmix@s1" (variants/, generations/, scores/, stages)
@@ -187,6 +188,8 @@ class Runner:
                                       # out so tasks from before them keep their keys
                                       if k not in ("data_hash", "source", "path", "layout", "parametric", "param")},
                          "generation": self.cfg.generation.__dict__, "limit": self.cfg.run.limit,
+                         # only when not the default, so runs from before limit_mode keep their keys
+                         **({"limit_mode": self.cfg.run.limit_mode} if self.cfg.run.limit_mode != "first" else {}),
                          "local_data": self.cfg.run.data_paths.get(task.name),
                          "referenced_only": self.referenced_only(task)})
 
@@ -280,9 +283,9 @@ class Runner:
             if scorer.judged:
                 # The scorer keeps what this kind of judge can rate (the reference rubric: referenced items only).
                 items = scorer.select_items(task, task.load_records(local=local), self.judge_identity()["kind"])
-                items = items[:limit] if limit else items
+                items = limit_rows(items, limit or None, self.cfg.run.limit_mode)
             else:
-                items = task.load_records(limit=limit, local=local)
+                items = task.load_records(limit=limit, local=local, limit_mode=self.cfg.run.limit_mode)
             self._items[task.name] = items
         return self._items[task.name]
 

@@ -61,6 +61,19 @@ def tasks_dirs() -> list[Path]:
     return dirs
 
 
+def limit_rows(rows: list, limit: int | None, mode: str = "first") -> list:
+    """``limit`` rows: the first ones (lm-eval's ``--limit``), or ``spread``: evenly spaced over the source order
+    (row ``floor(i * n / limit)``), so that a task whose file is grouped by subject or subtask (MMLU, HHH) is
+    sampled across all of them rather than from the first group only."""
+    if limit is None or limit >= len(rows):
+        return list(rows)
+    if mode == "first":
+        return list(rows[:limit])
+    if mode == "spread":
+        return [rows[i * len(rows) // limit] for i in range(limit)]
+    raise UserError(f"run.limit_mode must be first or spread, got {mode!r}")
+
+
 @dataclass
 class Task:
     name: str
@@ -125,14 +138,16 @@ class Task:
                 _expr(mapping[key], f"{path}: {where}.{key}")  # fail on syntax errors at load time
         return cls(**raw, path=str(path))
 
-    def load_records(self, limit: int | None = None, local: str | os.PathLike | None = None) -> list[dict]:
-        """Normalised items (first ``limit`` in source order). Sets ``self.data_hash`` and ``self.source``."""
+    def load_records(self, limit: int | None = None, local: str | os.PathLike | None = None,
+                     limit_mode: str = "first") -> list[dict]:
+        """Normalised items (``limit`` of them: the first, or ``spread`` evenly over the source order). Sets
+        ``self.data_hash`` and ``self.source``."""
         rows, self.source = self._load_rows(local)
         self._pick_layout(rows)
         if limit is not None:
             if limit < 0:
                 raise UserError(f"--limit must be >= 0, got {limit}")
-            rows = rows[:limit]
+            rows = limit_rows(rows, limit, limit_mode)
         refs = self._load_references()
         items = [self._normalise(i, r, refs) for i, r in enumerate(rows)]
         seen: set[str] = set()

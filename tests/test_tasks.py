@@ -273,3 +273,15 @@ def test_exact_match_normalises_and_matches_numbers():
     assert exact.score("It is 1,000 in total", "1000") == {"em": 0.0, "numeric": 1.0}
     assert exact.score("12", "13")["numeric"] == 0.0
     assert exact.score("liver", "liver")["numeric"] is None
+
+
+def test_limit_rows_first_and_spread():
+    from bench.tasks import limit_rows
+
+    rows = list(range(10))
+    assert limit_rows(rows, 3) == [0, 1, 2]
+    # spread: rows floor(i * 10 / 4) for i < 4, one from each stretch of a file grouped by subject
+    assert limit_rows(rows, 4, "spread") == [0, 2, 5, 7]
+    assert limit_rows(rows, 20, "spread") == rows and limit_rows(rows, None) == rows
+    with pytest.raises(UserError, match="limit_mode"):
+        limit_rows(rows, 2, "random")
