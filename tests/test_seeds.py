@@ -94,3 +94,29 @@ def test_seeds_are_validated_and_absent_seeds_keep_the_old_config_hash():
 
     with pytest.raises(UserError, match="distinct seeds"):
         Runner(load_run_config(None, {"seeds": "1,1"}), "unused")
+
+
+def test_study_report_reproduces_the_per_seed_deltas_and_writes_its_files(seeded_run, tmp_path):
+    import csv
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("study_report", Path(__file__).parents[1] / "scripts" / "study_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    out = seeded_run[0]
+    dest = tmp_path / "report"
+    assert report.main([str(out), str(dest), "--group", "all=bigbench:navigate,hhh_alignment",
+                        "--command", "bench run ..."]) == 0
+    acc = {(v, s, t): json.loads((out / "scores" / f"{v}@s{s}" / f"{t}.json").read_text())["metrics"]["acc"]
+           for v in ("ntp", "sftmix") for s in SEEDS for t in ("bigbench:navigate", "hhh_alignment")}
+    rows = {r["task"]: r for r in csv.DictReader((dest / "table.csv").open())}
+    nav = rows["bigbench:navigate"]
+    per_seed = [100 * (acc["sftmix", s, "bigbench:navigate"] - acc["ntp", s, "bigbench:navigate"]) for s in SEEDS]
+    assert float(nav["delta"]) == pytest.approx(sum(per_seed) / 2, abs=1e-3)
+    assert float(nav["ci_lo"]) <= float(nav["delta"]) <= float(nav["ci_hi"]) and nav["n_seeds"] == "2"
+    # the pooled row weighs items: 12 navigate + 8 hhh per seed
+    assert rows["all"]["n_items_per_seed"] == "20"
+    for f in ("table.md", "deltas.png", "confidence.png", "provenance.json", "command.txt"):
+        assert (dest / f).exists(), f
+    assert json.loads((dest / "provenance.json").read_text())["report"]["baseline"] == "ntp"
