@@ -15,13 +15,12 @@ import pandas as pd
 import torch
 from transformers import TrainerCallback
 
+from .constants import CONFIDENT, UNCONFIDENT
 from .errors import UserError
 from .io import atomic_path
 from .loss import logit_transform, response_token_nll
 
 log = logging.getLogger("sftmix")
-
-CONFIDENT, UNCONFIDENT = "confident", "unconfident"
 
 
 @torch.no_grad()

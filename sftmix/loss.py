@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .constants import IGNORE_INDEX
 from .errors import UserError
 
 log = logging.getLogger("sftmix")
 
-IGNORE_INDEX = -100
 # Default memory for one chunk's [chunk, V] temporaries (compute-dtype logits + fp32 log-probs and gradient).
 # CPU: 192 MiB = the 512-token chunks at V=32k fp32 that measured fastest here (128 tokens cost ~20% more CPU
 # time). CUDA: larger chunks keep the GPU's matmuls big (at V=128k, 64 MB chunks were only ~130 tokens).

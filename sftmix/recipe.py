@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .config import TrainConfig
+from .constants import CONFIDENT
 from .errors import UserError
 from .io import data_identity, write_json
 from .variants import Variant, get_variant
@@ -225,7 +226,7 @@ def run_dynamics(cfg: TrainConfig, out_dir: str | Path, reference_model: str | N
         plot_histogram(df, out_dir / "confidence.png", title=f"Training dynamics: {ref} ({len(df)} examples)")
         write_json(out_dir / "dynamics.json", {
             "reference_model": ref, "checkpoint_steps": steps, "online": online, "n_examples": len(df),
-            "n_confident": int((df["split"] == "confident").sum()), "config": cfg.to_dict(),
+            "n_confident": int((df["split"] == CONFIDENT).sum()), "config": cfg.to_dict(),
             "data_stats": _stats_dict(prep.stats),
         })
     return df

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer
 
+from .constants import CONFIDENT, IGNORE_INDEX, UNCONFIDENT
 from .errors import UserError
 from .irdro import irdro_loss
 from .loss import _KERNELS, logit_transform, ntp_loss, ntp_mixup_loss, sample_lambda
@@ -25,8 +26,6 @@ from .pairing import PairedBatchSampler, epoch_callback, mix_pair_mask
 from .variants import Variant
 
 log = logging.getLogger("sftmix")
-
-CONFIDENT = "confident"
 
 
 class ExampleDataset(Dataset):
@@ -91,7 +90,7 @@ class SFTMixTrainer(Trainer):
         if not self.variant.uses_mixup:
             return super().get_train_dataloader()
         sampler = PairedBatchSampler(
-            ["confident" if c else "unconfident" for c in self.is_confident.tolist()],
+            [CONFIDENT if c else UNCONFIDENT for c in self.is_confident.tolist()],
             batch_size=self.args.per_device_train_batch_size,
             mode=self.variant.pairing,
             seed=self.args.seed,
@@ -177,7 +176,7 @@ class SFTMixTrainer(Trainer):
             else:
                 ntp = ntp_loss(hidden, labels, head, **kw) / ga
             if tok is not None:  # per-example response NLL from this very forward pass: no scoring pass needed
-                count = (labels[:, 1:] != -100).sum(1).clamp(min=1)
+                count = (labels[:, 1:] != IGNORE_INDEX).sum(1).clamp(min=1)
                 nll = (tok.sum(1) / count).tolist()
                 self.loss_recorder(idx.tolist(), nll, self.state.global_step)
             loss = loss + v.ntp_weight * ntp
