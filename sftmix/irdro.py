@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .loss import (_full_logits, _lean_or_fallback, _shifted, linear_cross_entropy, logit_transform,
-                   response_token_nll)
+from .loss import linear_cross_entropy, logit_transform, response_token_nll
+from .loss.head import _full_logits, _lean_or_fallback
+from .loss.ntp import _shifted
 
 
 def irdro_weights(losses: Tensor, tau: float) -> Tensor:

@@ -21,7 +21,7 @@ from transformers import Trainer
 from .constants import CONFIDENT, IGNORE_INDEX, UNCONFIDENT
 from .errors import UserError
 from .irdro import irdro_loss
-from .loss import _KERNELS, logit_transform, ntp_loss, ntp_mixup_loss, sample_lambda
+from .loss import KERNELS, logit_transform, ntp_loss, ntp_mixup_loss, sample_lambda
 from .pairing import PairedBatchSampler, epoch_callback, mix_pair_mask
 from .variants import Variant
 
@@ -68,8 +68,8 @@ class SFTMixTrainer(Trainer):
         loss_recorder: Any = None,
         **kwargs: Any,
     ):
-        if ntp_kernel not in _KERNELS:
-            raise UserError(f"unknown ntp_kernel {ntp_kernel!r}; choose from {', '.join(_KERNELS)}")
+        if ntp_kernel not in KERNELS:
+            raise UserError(f"unknown ntp_kernel {ntp_kernel!r}; choose from {', '.join(KERNELS)}")
         super().__init__(*args, **kwargs)
         self.variant = variant
         self.lean_loss = lean_loss
