@@ -1,4 +1,5 @@
-"""The one chunked kernel: NTP is its zero-slot case, equal to plain full-logits cross-entropy."""
+"""The one chunked kernel: NTP is its zero-slot case, equal to plain full-logits cross-entropy; and the trainer's
+single gradient-accumulation scaling helper."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -78,3 +79,29 @@ def test_kernel_row_term_without_slots_is_weighted_cross_entropy(tr):
         for g, r in zip(_grads(total, [z, w, b]), _grads(ref, [z, w, b])):
             torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
 
+
+def test_grad_accum_scale_is_the_one_place():
+    from sftmix.trainer import GradAccumScale, grad_accum_scale
+
+    # No num_items: each micro-batch's token mean (and any per-micro-batch mean) is divided by the step count.
+    sc = grad_accum_scale(4)
+    assert sc == GradAccumScale(ga=4, num_items=None, ntp_scale=0.25) and sc.mean_scale == 0.25
+    # HF's num_items_in_batch: the NTP sum is divided by it, unscaled on one rank ...
+    n = torch.tensor(40)
+    sc = grad_accum_scale(4, n, world_size=1, average_tokens_across_devices=True)
+    assert sc.num_items is n and sc.ntp_scale == 1.0 and sc.mean_scale == 0.25 and sc.ga == 4
+    # ... multiplied by the rank count when tokens are averaged across ranks (DDP then averages the gradients).
+    assert grad_accum_scale(2, n, world_size=3, average_tokens_across_devices=True).ntp_scale == 3.0
+    assert grad_accum_scale(2, n, world_size=3, average_tokens_across_devices=False).ntp_scale == 1.0
+
+    # Accumulated over micro-batches, the scaled NTP terms give the whole step's loss.
+    hidden, labels, head = _inputs(seed=2)
+    halves = [slice(0, 2), slice(2, 4)]
+    whole = ntp_loss(hidden, labels, head)
+    n_items = (labels[:, 1:] != -100).sum()
+    sc = grad_accum_scale(2, n_items)
+    acc = sum(ntp_loss(hidden[h], labels[h], head, num_items=sc.num_items) * sc.ntp_scale for h in halves)
+    torch.testing.assert_close(acc, whole)
+    sc = grad_accum_scale(2)  # token means per micro-batch, averaged over the step
+    acc = sum(ntp_loss(hidden[h], labels[h], head) * sc.ntp_scale for h in halves)
+    torch.testing.assert_close(acc, sum(ntp_loss(hidden[h], labels[h], head) for h in halves) / 2)
