@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .config import TrainConfig
+from .config import TrainConfig, without_removed
 from .constants import CONFIDENT
 from .errors import UserError
 from .io import data_identity, write_json
@@ -312,7 +312,7 @@ def _finished(out_dir: Path, variant: Variant, cfg: TrainConfig, confidence) -> 
     except ValueError:
         return None
     same = (old.get("variant") == json.loads(json.dumps(variant.to_dict()))
-            and old.get("config") == json.loads(json.dumps(cfg.to_dict()))
+            and without_removed(old.get("config") or {}) == json.loads(json.dumps(cfg.to_dict()))
             and old.get("data_identity") == data_identity(cfg.data.data)
             and (confidence is None or old.get("confidence") == str(confidence)))
     if not same:
