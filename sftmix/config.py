@@ -93,9 +93,9 @@ class TrainArgs:
 class DynamicsArgs:
     num_checkpoints: PosInt = 5  # C, evenly spaced over the one-epoch reference run [INF]
     reference_epochs: PosFloat = 1.0
-    score_batch_size: PosInt = 16
+    score_batch_size: PosInt = 16  # batch size of the perplexity passes (name kept: it is in configs and hashes)
     save_checkpoints: bool = False  # also keep the C reference checkpoints on disk
-    online: bool = False  # confidence from the reference run's own training losses, no scoring passes [INF]
+    online: bool = False  # confidence from the reference run's own training losses, no perplexity passes [INF]
 
 
 @dataclass

@@ -190,11 +190,11 @@ def prepare(cfg: TrainConfig, model: str | None = None) -> Prepared:
 
 
 def run_dynamics(cfg: TrainConfig, out_dir: str | Path, reference_model: str | None = None, prepared: Prepared | None = None):
-    """Reference NTP run for one epoch; score every example at C checkpoints; write the confidence table.
+    """Reference NTP run for one epoch; every example's perplexity at C checkpoints; write the confidence table.
 
     Writes ``confidence.parquet`` and ``confidence.png`` into ``out_dir`` and returns the table (a DataFrame).
     """
-    from .dynamics import (OnlineLossRecorder, ScoreCallback, confidence_table, online_confidence_table,
+    from .dynamics import (OnlineLossRecorder, PerplexityCallback, confidence_table, online_confidence_table,
                            plot_histogram, write_table)
     from .trainer import ExampleDataset, SFTMixTrainer
 
@@ -208,7 +208,7 @@ def run_dynamics(cfg: TrainConfig, out_dir: str | Path, reference_model: str | N
     if online:
         cb = OnlineLossRecorder(len(prep.examples), cfg.dynamics.num_checkpoints)
     else:
-        cb = ScoreCallback(prep.examples, collate, cfg.dynamics.num_checkpoints, cfg.dynamics.score_batch_size,
+        cb = PerplexityCallback(prep.examples, collate, cfg.dynamics.num_checkpoints, cfg.dynamics.score_batch_size,
                            save=cfg.dynamics.save_checkpoints)
     args = training_arguments(cfg, out_dir / "reference", epochs=cfg.dynamics.reference_epochs, save=False)
     trainer = SFTMixTrainer(

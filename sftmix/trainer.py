@@ -198,7 +198,7 @@ class SFTMixTrainer(Trainer):
                 ntp = ntp * sc.mean_scale
             else:
                 ntp = ntp_loss(hidden, labels, head, num_items=sc.num_items, **kw) * sc.ntp_scale
-            if tok is not None:  # per-example response NLL from this very forward pass: no scoring pass needed
+            if tok is not None:  # per-example response NLL from this very forward pass: no perplexity pass needed
                 count = (labels[:, 1:] != IGNORE_INDEX).sum(1).clamp(min=1)
                 nll = (tok.sum(1) / count).tolist()
                 self.loss_recorder(idx.tolist(), nll, self.state.global_step)
