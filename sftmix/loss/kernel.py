@@ -89,7 +89,6 @@ def _acc_mm(acc: Tensor, a: Tensor, b: Tensor) -> None:
     acc.add_(a @ b)
 
 
-
 @dataclass
 class Terms:
     """What one kernel pass computes over the rows ``z_r`` of ``z`` (``[N, D]``), with ``l_r = W z_r + b``.
