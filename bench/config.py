@@ -14,7 +14,8 @@ import yaml
 from pydantic import BeforeValidator
 
 from sftmix.config import (DataArgs, DynamicsArgs, ModelArgs, Names, NonNegFloat, NonNegInt, PosFloat,
-                           PosInt, TrainArgs, apply_overrides, comma_list, load_config_file, validate_config)
+                           PosInt, TrainArgs, apply_overrides, comma_list, hashed_section, load_config_file,
+                           validate_config)
 from sftmix.errors import UserError
 from sftmix.io import hash_obj
 from sftmix.registry import nearest
@@ -98,6 +99,7 @@ class RunConfig:
                     if k not in ("out", "layout") and not (k == "seeds" and v is None)}
         d["judge"] = {k: v for k, v in d["judge"].items() if k not in ("concurrency", "timeout", "max_retries")}
         d["model"] = model_key(self.model)
+        d["train"] = hashed_section("train", self.train)  # removed options at their old value: old hashes stay
         return hash_obj(d)
 
     def to_yaml(self) -> str:

@@ -45,6 +45,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from sftmix.constants import CONFIDENT, IGNORE_INDEX, UNCONFIDENT
+
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS = ("step", "trl", "scaling", "dynamics", "scoring", "generation", "rerun")
 STEP_CONFIGS = ("ntp", "sftmix", "sftmix-2pass", "sftmix-naive", "hf-loss")
@@ -191,7 +193,7 @@ def random_examples(shape: dict, n: int, seed: int = 0) -> list[dict]:
     for i in range(n):
         prompt_len = seq - max(2, int(round(float(frac[i]) * seq)))
         labels = ids[i].clone()
-        labels[:prompt_len] = -100
+        labels[:prompt_len] = IGNORE_INDEX
         rows.append({"input_ids": ids[i].tolist(), "labels": labels.tolist(), "prompt_len": prompt_len})
     return rows
 
@@ -202,7 +204,7 @@ def collate(rows: list[dict]) -> dict:
 
     length = max(len(r["input_ids"]) for r in rows)
     ids = torch.zeros(len(rows), length, dtype=torch.long)
-    labels = torch.full((len(rows), length), -100, dtype=torch.long)
+    labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
     mask = torch.zeros(len(rows), length, dtype=torch.long)
     for i, r in enumerate(rows):
         n = len(r["input_ids"])
@@ -240,7 +242,7 @@ def _our_trainer(config: str, model, rows: list[dict], shape: dict, device: str,
     trainer = SFTMixTrainer(
         model=model, args=_training_args(TrainingArguments, shape, device, out),
         train_dataset=ExampleDataset(rows), data_collator=collate, variant=variant,
-        split_labels=["confident" if i < n // 2 else "unconfident" for i in range(n)],
+        split_labels=[CONFIDENT if i < n // 2 else UNCONFIDENT for i in range(n)],
         lean_loss=config != "sftmix-naive", one_pass=config != "sftmix-2pass", ntp_kernel=kernel,
     )
     batch = collate(rows)
@@ -319,7 +321,7 @@ def step_worker(spec: dict) -> dict:
         trainer.create_optimizer()
         trainer.current_gradient_accumulation_steps = 1  # normally set by the training loop
         model = trainer.model
-        n_loss_tokens = int((batch["labels"][:, 1:] != -100).sum())
+        n_loss_tokens = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
         # Exactly the training loop's per-step calls: count items, training_step (fwd + loss + bwd), optimizer.
         def step():
             samples, num_items = trainer.get_batch_samples(iter([batch]), 1, trainer.args.device)

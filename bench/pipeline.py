@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from sftmix.config import hashed_section
 from sftmix.errors import UserError
 from sftmix.io import data_identity, hash_obj, write_json, write_text
 from sftmix.variants import Variant, get_variant
@@ -164,7 +165,7 @@ class Runner:
     def _base(self, seed: int | None = None) -> dict:
         c = self.cfg
         return {"model": model_key(c.model), "data": c.data.__dict__, "train_data": self.train_data,
-                "train": self.train_config(seed).train.__dict__}
+                "train": hashed_section("train", self.train_config(seed).train)}
 
     def dyn_key(self, ref: str | None, seed: int | None = None) -> str:
         return hash_obj({"stage": "dynamics", **self._base(seed), "dynamics": self.cfg.dynamics.__dict__,

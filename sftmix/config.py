@@ -7,6 +7,7 @@ Defaults are the paper's (AdamW, lr 2e-6, wd 0.1, cosine, warm-up 0.1, global ba
 from __future__ import annotations
 
 import functools
+import logging
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -17,6 +18,8 @@ from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, Validation
 
 from .errors import UserError
 from .registry import nearest
+
+log = logging.getLogger("sftmix")
 
 # Field types are checked by pydantic (lax mode: "5" -> 5, 5 -> 5.0) when a value is set and again on the whole
 # resolved config; these aliases carry the constraints, so the schema is the annotations below.
@@ -83,7 +86,6 @@ class TrainArgs:
     report_to: str = "none"  # any HF Trainer integration: wandb, tensorboard, ...
     lean_loss: bool = True  # chunked linear cross-entropy (never materialises full logits)
     ntp_kernel: Literal["sftmix", "auto", "liger", "cce"] = "sftmix"  # NTP-only variants; the last three on CUDA
-    mixup_reduction: Literal["pair", "token"] = "pair"  # pair: token mean per pair, then mean over pairs [INF]; token: global token mean
     lambda_per: Literal["pair", "batch"] = "pair"  # pair: one λ per pair [INF]; batch: one λ per micro-batch
 
 
@@ -91,9 +93,9 @@ class TrainArgs:
 class DynamicsArgs:
     num_checkpoints: PosInt = 5  # C, evenly spaced over the one-epoch reference run [INF]
     reference_epochs: PosFloat = 1.0
-    score_batch_size: PosInt = 16
+    score_batch_size: PosInt = 16  # batch size of the perplexity passes (name kept: it is in configs and hashes)
     save_checkpoints: bool = False  # also keep the C reference checkpoints on disk
-    online: bool = False  # confidence from the reference run's own training losses, no scoring passes [INF]
+    online: bool = False  # confidence from the reference run's own training losses, no perplexity passes [INF]
 
 
 @dataclass
@@ -112,6 +114,27 @@ class TrainConfig:
 
 # Variant options (see sftmix.variants.Variant); reference_model names the dynamics model (weak-to-strong).
 VARIANT_KEYS = ("alpha", "mu", "pairing", "reference_model", "ntp_weight", "irdro_tau")
+
+# Options removed from the schema: section -> {name: (the value every run had, why it went)}. A config that still
+# sets one is accepted with a deprecation warning; hashed views put it back at that value, so config hashes, stage
+# keys and finished-training records from before the removal stay valid.
+REMOVED: dict[str, dict[str, tuple[Any, str]]] = {
+    "train": {"mixup_reduction": ("pair", "it was never read: the Mixup loss is always a token mean per pair, "
+                                          "then a mean over pairs")},
+}
+
+
+def hashed_section(name: str, section: Any) -> dict[str, Any]:
+    """Section ``name``'s fields as config hashes and stage keys see them (removed options at their old value)."""
+    d = asdict(section)
+    d.update({k: value for k, (value, _) in REMOVED.get(name, {}).items()})
+    return d
+
+
+def without_removed(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored config dict (``TrainConfig.to_dict()`` of an earlier run) without the removed options."""
+    return {s: ({k: v for k, v in sec.items() if k not in REMOVED.get(s, {})} if isinstance(sec, dict) else sec)
+            for s, sec in config.items()}
 
 
 def parse_value(text: str) -> Any:
@@ -218,6 +241,11 @@ def apply_overrides(cfg, overrides: dict[str, Any], extra_keys: tuple[str, ...] 
         section, _, name = key.rpartition(".")
         if name in extra_keys and section in ("", "variant"):
             rest[name] = value
+            continue
+        gone = [why for s, opts in REMOVED.items() for n, (_, why) in opts.items()
+                if n == name and section in ("", s) and s in cfg.sections()]
+        if gone:
+            log.warning("option %r is deprecated and ignored (%s); remove it from the config", key, gone[0])
             continue
         cands = [(s, f) for s, f in by_name.get(name, []) if not section or s == section]
         if not cands:

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from . import bigbench
+from .constants import IGNORE_INDEX
 from .errors import UserError
 from .io import hash_obj
 from .templates import apply_template
@@ -24,7 +25,7 @@ from .toydata import BUNDLED
 
 log = logging.getLogger("sftmix")
 
-IGNORE = -100
+IGNORE = IGNORE_INDEX  # this module's older name for it (tests and callers import it from here)
 ROLES = ("system", "user", "assistant")
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 # Data sets the project bundles, usable by name.
@@ -211,7 +212,7 @@ def tokenize_chat(messages: Sequence[dict], tokenizer, max_length: int) -> tuple
     # The template already printed any BOS it wants.
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    labels = [IGNORE] * len(ids)
+    labels = [IGNORE_INDEX] * len(ids)
     for t, (s, e) in enumerate(offsets):
         if any(s < b and e > a for a, b in spans):
             labels[t] = ids[t]
@@ -261,7 +262,7 @@ def build_examples(
         messages = to_messages(row, where=f"{where}:row {i + 1}")
         ids, labels, truncated = tokenize_chat(messages, tokenizer, max_length)
         stats.n_truncated += truncated
-        n_resp = sum(lab != IGNORE for lab in labels[1:])  # position 0 is never predicted
+        n_resp = sum(lab != IGNORE_INDEX for lab in labels[1:])  # position 0 is never predicted
         if n_resp == 0:
             stats.n_dropped += 1
             continue
@@ -289,7 +290,7 @@ class PaddedCollator:
         width = max(len(f["input_ids"]) for f in features)
         n = len(features)
         input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((n, width), IGNORE, dtype=torch.long)
+        labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
         mask = torch.zeros((n, width), dtype=torch.long)
         for i, f in enumerate(features):
             k = len(f["input_ids"])

@@ -15,13 +15,12 @@ import pandas as pd
 import torch
 from transformers import TrainerCallback
 
+from .constants import CONFIDENT, UNCONFIDENT
 from .errors import UserError
 from .io import atomic_path
 from .loss import logit_transform, response_token_nll
 
 log = logging.getLogger("sftmix")
-
-CONFIDENT, UNCONFIDENT = "confident", "unconfident"
 
 
 @torch.no_grad()
@@ -62,10 +61,11 @@ def checkpoint_steps(total_steps: int, num_checkpoints: int) -> list[int]:
     return sorted({max(1, round(total_steps * k / num_checkpoints)) for k in range(1, num_checkpoints + 1)})
 
 
-class ScoreCallback(TrainerCallback):
-    """Scores every example's response perplexity at the chosen steps of the reference run.
+class PerplexityCallback(TrainerCallback):
+    """Computes every example's response perplexity at the chosen steps of the reference run.
 
-    Under data parallelism each rank scores its share and the shares are gathered, so all ranks end with the same table.
+    Under data parallelism each rank computes its share and the shares are gathered, so all ranks end with the same
+    table.
     """
 
     def __init__(self, examples: Sequence[dict], collate: Callable, num_checkpoints: int, batch_size: int, save: bool = False):
@@ -98,8 +98,9 @@ class ScoreCallback(TrainerCallback):
 
 
 class OnlineLossRecorder(TrainerCallback):
-    """Online dynamics (an option; the paper scores offline): each example's mean response NLL as recorded by the
-    reference run's own training forward pass (``SFTMixTrainer(loss_recorder=...)``), so no scoring passes.
+    """Online dynamics (an option; the paper computes perplexities offline): each example's mean response NLL as
+    recorded by the reference run's own training forward pass (``SFTMixTrainer(loss_recorder=...)``), so no
+    perplexity passes.
 
     Each record is tagged with the segment of the epoch it fell in: the C checkpoint steps cut the run into C
     segments. Under data parallelism the records are gathered at the end, so all ranks hold the same table.
@@ -134,7 +135,7 @@ def online_confidence_table(ids: Sequence[str], hashes: Sequence[str], rec: Onli
 
     An example seen early in the epoch meets a less trained model than one seen late, so each perplexity is
     divided by the median perplexity of its segment before averaging (over epochs, if the reference run has
-    several): Conf = -mean relative perplexity. [INF]: the paper only describes offline scoring.
+    several): Conf = -mean relative perplexity. [INF]: the paper only describes offline perplexities.
     """
     if not rec.records:
         raise ValueError("no training loss was recorded")
@@ -167,7 +168,7 @@ def split_agreement(a: Sequence[str], b: Sequence[str]) -> float:
 def confidence_table(ids: Sequence[str], hashes: Sequence[str], perplexities: dict[int, np.ndarray]) -> pd.DataFrame:
     """The confidence table: id, hash, ppl_step_<s> per checkpoint, confidence, split (median cut)."""
     if not perplexities:
-        raise ValueError("no checkpoint was scored")
+        raise ValueError("no checkpoint's perplexities were computed")
     df = pd.DataFrame({"id": list(ids), "hash": list(hashes)})
     for step in sorted(perplexities):
         df[f"ppl_step_{step}"] = perplexities[step]

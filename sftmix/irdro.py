@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .loss import (_full_logits, _lean_or_fallback, _shifted, linear_cross_entropy, logit_transform,
-                   response_token_nll)
+from .loss import linear_cross_entropy, logit_transform, response_token_nll
+from .loss.head import _full_logits, _lean_or_fallback
+from .loss.ntp import _shifted
 
 
 def irdro_weights(losses: Tensor, tau: float) -> Tensor:
@@ -34,7 +35,7 @@ def irdro_loss(hidden: Tensor, labels: Tensor, lm_head: Union[nn.Module, Callabl
 
     ``hidden`` ``[B, T, D]`` (LM-head input), ``labels`` ``[B, T]`` (-100 ignored, shifted here as for NTP),
     ``transform`` the model's logit transform (as :func:`sftmix.loss.ntp_loss`). Returns ``(loss, per-example
-    losses, weights)``, the last two detached. The losses come from the chunked no-grad scoring pass
+    losses, weights)``, the last two detached. The losses come from the chunked no-grad NLL pass
     (:func:`sftmix.loss.response_token_nll`); the weighted loss is one pass of the chunked kernel with per-token
     weights ``w_i / n_i`` (with ``lean``; else full logits), so no ``[tokens, V]`` logits are kept.
     """

@@ -46,11 +46,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from .constants import CONFIDENT, PAIRINGS, UNCONFIDENT
 from .errors import UserError
-
-CONFIDENT, UNCONFIDENT = "confident", "unconfident"
-# Same names as sftmix.variants.PAIRINGS (kept separate to avoid an import cycle; a test checks they agree).
-PAIRINGS = ("conf_unconf", "random", "conf_conf", "unconf_unconf")
 
 
 def confidence_flags(labels: Sequence) -> np.ndarray:

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from .config import TrainConfig
+from .config import TrainConfig, without_removed
+from .constants import CONFIDENT
 from .errors import UserError
 from .io import data_identity, write_json
 from .variants import Variant, get_variant
@@ -189,11 +190,11 @@ def prepare(cfg: TrainConfig, model: str | None = None) -> Prepared:
 
 
 def run_dynamics(cfg: TrainConfig, out_dir: str | Path, reference_model: str | None = None, prepared: Prepared | None = None):
-    """Reference NTP run for one epoch; score every example at C checkpoints; write the confidence table.
+    """Reference NTP run for one epoch; every example's perplexity at C checkpoints; write the confidence table.
 
     Writes ``confidence.parquet`` and ``confidence.png`` into ``out_dir`` and returns the table (a DataFrame).
     """
-    from .dynamics import (OnlineLossRecorder, ScoreCallback, confidence_table, online_confidence_table,
+    from .dynamics import (OnlineLossRecorder, PerplexityCallback, confidence_table, online_confidence_table,
                            plot_histogram, write_table)
     from .trainer import ExampleDataset, SFTMixTrainer
 
@@ -207,7 +208,7 @@ def run_dynamics(cfg: TrainConfig, out_dir: str | Path, reference_model: str | N
     if online:
         cb = OnlineLossRecorder(len(prep.examples), cfg.dynamics.num_checkpoints)
     else:
-        cb = ScoreCallback(prep.examples, collate, cfg.dynamics.num_checkpoints, cfg.dynamics.score_batch_size,
+        cb = PerplexityCallback(prep.examples, collate, cfg.dynamics.num_checkpoints, cfg.dynamics.score_batch_size,
                            save=cfg.dynamics.save_checkpoints)
     args = training_arguments(cfg, out_dir / "reference", epochs=cfg.dynamics.reference_epochs, save=False)
     trainer = SFTMixTrainer(
@@ -225,7 +226,7 @@ def run_dynamics(cfg: TrainConfig, out_dir: str | Path, reference_model: str | N
         plot_histogram(df, out_dir / "confidence.png", title=f"Training dynamics: {ref} ({len(df)} examples)")
         write_json(out_dir / "dynamics.json", {
             "reference_model": ref, "checkpoint_steps": steps, "online": online, "n_examples": len(df),
-            "n_confident": int((df["split"] == "confident").sum()), "config": cfg.to_dict(),
+            "n_confident": int((df["split"] == CONFIDENT).sum()), "config": cfg.to_dict(),
             "data_stats": _stats_dict(prep.stats),
         })
     return df
@@ -311,7 +312,7 @@ def _finished(out_dir: Path, variant: Variant, cfg: TrainConfig, confidence) -> 
     except ValueError:
         return None
     same = (old.get("variant") == json.loads(json.dumps(variant.to_dict()))
-            and old.get("config") == json.loads(json.dumps(cfg.to_dict()))
+            and without_removed(old.get("config") or {}) == json.loads(json.dumps(cfg.to_dict()))
             and old.get("data_identity") == data_identity(cfg.data.data)
             and (confidence is None or old.get("confidence") == str(confidence)))
     if not same:

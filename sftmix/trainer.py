@@ -12,21 +12,49 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer
 
+from .constants import CONFIDENT, IGNORE_INDEX, UNCONFIDENT
 from .errors import UserError
 from .irdro import irdro_loss
-from .loss import _KERNELS, logit_transform, ntp_loss, ntp_mixup_loss, sample_lambda
+from .loss import KERNELS, logit_transform, ntp_loss, ntp_mixup_loss, sample_lambda
 from .pairing import PairedBatchSampler, epoch_callback, mix_pair_mask
 from .variants import Variant
 
 log = logging.getLogger("sftmix")
 
-CONFIDENT = "confident"
+
+@dataclass(frozen=True)
+class GradAccumScale:
+    """How one micro-batch's loss terms are scaled so that the accumulated gradient is the whole step's.
+
+    NTP: the token sum divided by ``num_items`` (HF's ``num_items_in_batch``: the step's response tokens over all
+    micro-batches, and ranks when tokens are averaged across them) times ``ntp_scale`` (the rank count then: DDP
+    averages gradients over ranks); without ``num_items``, the micro-batch token mean times ``ntp_scale = 1/ga``.
+    A per-micro-batch mean (Mixup, IR-DRO) is multiplied by ``mean_scale = 1/ga``; logged values by ``ga``.
+    """
+
+    ga: int
+    num_items: Any
+    ntp_scale: float
+
+    @property
+    def mean_scale(self) -> float:
+        return 1.0 / self.ga
+
+
+def grad_accum_scale(ga: int, num_items_in_batch: Any = None, world_size: int = 1,
+                     average_tokens_across_devices: bool = False) -> GradAccumScale:
+    """The trainer's one place for gradient-accumulation scaling (see :class:`GradAccumScale`)."""
+    if num_items_in_batch is None:
+        return GradAccumScale(ga, None, 1.0 / ga)
+    across = average_tokens_across_devices and world_size > 1
+    return GradAccumScale(ga, num_items_in_batch, float(world_size) if across else 1.0)
 
 
 class ExampleDataset(Dataset):
@@ -54,7 +82,7 @@ class SFTMixTrainer(Trainer):
     (online training dynamics; NTP-only variants).
     """
 
-    # compute_loss below scales for gradient accumulation itself (exactly like HF's causal-LM loss does).
+    # compute_loss below scales for gradient accumulation itself (grad_accum_scale, as HF's causal-LM loss does).
     loss_is_scaled_for_ga = True
 
     def __init__(
@@ -69,8 +97,8 @@ class SFTMixTrainer(Trainer):
         loss_recorder: Any = None,
         **kwargs: Any,
     ):
-        if ntp_kernel not in _KERNELS:
-            raise UserError(f"unknown ntp_kernel {ntp_kernel!r}; choose from {', '.join(_KERNELS)}")
+        if ntp_kernel not in KERNELS:
+            raise UserError(f"unknown ntp_kernel {ntp_kernel!r}; choose from {', '.join(KERNELS)}")
         super().__init__(*args, **kwargs)
         self.variant = variant
         self.lean_loss = lean_loss
@@ -91,7 +119,7 @@ class SFTMixTrainer(Trainer):
         if not self.variant.uses_mixup:
             return super().get_train_dataloader()
         sampler = PairedBatchSampler(
-            ["confident" if c else "unconfident" for c in self.is_confident.tolist()],
+            [CONFIDENT if c else UNCONFIDENT for c in self.is_confident.tolist()],
             batch_size=self.args.per_device_train_batch_size,
             mode=self.variant.pairing,
             seed=self.args.seed,
@@ -137,13 +165,8 @@ class SFTMixTrainer(Trainer):
         v = self.variant
         loss = hidden.new_zeros(())
 
-        ga = self.current_gradient_accumulation_steps
-        if num_items_in_batch is not None:
-            ntp_kw = dict(num_items=num_items_in_batch, ntp_scale=1.0)
-            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
-                ntp_kw["ntp_scale"] = float(self.accelerator.num_processes)  # DDP averages gradients over ranks
-        else:
-            ntp_kw = dict(num_items=None, ntp_scale=1.0 / ga)
+        sc = grad_accum_scale(self.current_gradient_accumulation_steps, num_items_in_batch,
+                              self.accelerator.num_processes, self.args.average_tokens_across_devices)
 
         if v.uses_mixup and model.training:
             k = hidden.shape[0] // 2
@@ -157,12 +180,13 @@ class SFTMixTrainer(Trainer):
             lam = lam.expand(a.numel()) if n_lam == 1 else lam
             # One LM-head pass for both terms (the mixed logits are the mix of the NTP logits).
             loss, ntp, mix = ntp_mixup_loss(
-                hidden, labels, head, a, a + k, lam, ntp_weight=v.ntp_weight, mu=v.mu, mix_scale=1.0 / ga,
-                lean=self.lean_loss, transform=tr, one_pass=self.one_pass, **ntp_kw,
+                hidden, labels, head, a, a + k, lam, ntp_weight=v.ntp_weight, mu=v.mu, num_items=sc.num_items,
+                ntp_scale=sc.ntp_scale, mix_scale=sc.mean_scale, lean=self.lean_loss, transform=tr,
+                one_pass=self.one_pass,
             )
             if v.ntp_weight > 0:
-                self._record("ntp_loss", ntp * ga)
-            self._record("mixup_loss", mix * ga)
+                self._record("ntp_loss", ntp * sc.ga)
+            self._record("mixup_loss", mix * sc.ga)
         elif v.ntp_weight > 0:
             kw = dict(lean=self.lean_loss, transform=tr, kernel=self.ntp_kernel)
             tok = None
@@ -170,18 +194,16 @@ class SFTMixTrainer(Trainer):
                 tok = torch.zeros(labels.shape[0], labels.shape[1] - 1, dtype=torch.float32, device=hidden.device)
                 kw["token_losses"] = tok
             if v.irdro_tau > 0:  # IR-DRO: the batch's per-example NTP losses, reweighted (sftmix.irdro)
-                ntp = irdro_loss(hidden, labels, head, v.irdro_tau, lean=self.lean_loss, transform=tr)[0] / ga
-            elif num_items_in_batch is not None:
-                ntp = ntp_loss(hidden, labels, head, num_items=num_items_in_batch, **kw)
-                ntp = ntp * ntp_kw["ntp_scale"]
+                ntp = irdro_loss(hidden, labels, head, v.irdro_tau, lean=self.lean_loss, transform=tr)[0]
+                ntp = ntp * sc.mean_scale
             else:
-                ntp = ntp_loss(hidden, labels, head, **kw) / ga
-            if tok is not None:  # per-example response NLL from this very forward pass: no scoring pass needed
-                count = (labels[:, 1:] != -100).sum(1).clamp(min=1)
+                ntp = ntp_loss(hidden, labels, head, num_items=sc.num_items, **kw) * sc.ntp_scale
+            if tok is not None:  # per-example response NLL from this very forward pass: no perplexity pass needed
+                count = (labels[:, 1:] != IGNORE_INDEX).sum(1).clamp(min=1)
                 nll = (tok.sum(1) / count).tolist()
                 self.loss_recorder(idx.tolist(), nll, self.state.global_step)
             loss = loss + v.ntp_weight * ntp
-            self._record("ntp_loss", ntp.detach() * ga)
+            self._record("ntp_loss", ntp.detach() * sc.ga)
 
         return (loss, outputs) if return_outputs else loss
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+from .constants import PAIRINGS
 from .errors import UserError
 from .registry import Registry, nearest
-
-PAIRINGS = ("conf_unconf", "random", "conf_conf", "unconf_unconf")
 
 
 @dataclass(frozen=True)

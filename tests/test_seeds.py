@@ -83,6 +83,7 @@ def test_seeds_are_validated_and_absent_seeds_keep_the_old_config_hash():
     d["run"] = {k: v for k, v in d["run"].items() if k not in ("out", "layout", "seeds")}
     d["judge"] = {k: v for k, v in d["judge"].items() if k not in ("concurrency", "timeout", "max_retries")}
     d["model"] = {k: v for k, v in d["model"].items() if k != "trainable_layers"}  # unset: left out too
+    d["train"]["mixup_reduction"] = "pair"  # a removed option, hashed at its old value (sftmix.config.REMOVED)
     assert cfg.config_hash() == hash_obj(d) and RunConfig().run.seeds is None
     assert load_run_config(None, {"seeds": "0"}).config_hash() != cfg.config_hash()
     assert load_run_config(None, {"trainable_layers": 1}).config_hash() != cfg.config_hash()

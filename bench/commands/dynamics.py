@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sftmix.constants import CONFIDENT
 from sftmix.errors import UserError
 
 from ._train_common import add_common, build_config
@@ -23,7 +24,7 @@ def run(args) -> int:
         raise UserError(f"option(s) {', '.join(variant_opts)} apply to `bench train`, not `bench dynamics`")
     df = run_dynamics(cfg, args.out, reference_model=ref)
     out = Path(args.out)
-    n_conf = int((df["split"] == "confident").sum())
+    n_conf = int((df["split"] == CONFIDENT).sum())
     print(f"confidence table: {out / 'confidence.parquet'} ({len(df)} examples, {n_conf} confident, "
           f"{len(df) - n_conf} unconfident; median confidence {df['confidence'].median():.4f})")
     print(f"histogram: {out / 'confidence.png'}")
