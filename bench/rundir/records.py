@@ -11,9 +11,11 @@ from .paths import RunDir, fail, read_json, write_json, write_jsonl
 
 
 def _split(cls, d: dict) -> tuple[dict, dict]:
-    """(the dataclass's own fields, everything else) of a record's JSON object."""
+    """(the dataclass's own fields, everything else) of a record's JSON object. An own field stored as an
+    explicit null stays in the rest too, so that writing the record back keeps the null (files stay identical)."""
     names = {f.name for f in fields(cls)} - {"extra"}
-    return {k: v for k, v in d.items() if k in names}, {k: v for k, v in d.items() if k not in names}
+    own = {k: v for k, v in d.items() if k in names}
+    return own, {k: v for k, v in d.items() if k not in names or v is None}
 
 
 @dataclass
