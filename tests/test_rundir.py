@@ -39,6 +39,9 @@ def test_paths_follow_the_documented_layout(tmp_path):
         "config.yaml", "provenance.json", "cache.sqlite", "judge_log.jsonl", "rundir.json"]
     assert split_seed("sftmix@s12") == ("sftmix", 12) and split_seed("ntp") == ("ntp", None)
     assert split_seed("odd@sx") == ("odd@sx", None)
+    found = RunDir.of_model_dir(rd.model_dir("sftmix@s1"))
+    assert found[0].root == tmp_path and found[1] == "sftmix@s1"
+    assert RunDir.of_model_dir(tmp_path / "some" / "model") is None
 
 
 def test_every_record_round_trips(tmp_path):

@@ -57,9 +57,12 @@ def default_out(model: str) -> Path:
     """``runs/generate/<name>``: a trained variant (``<run>/variants/<variant>/model``) is ``<run>-<variant>`` and
     ``bench train --out DIR``'s ``DIR/model`` is ``DIR``'s name, so two variants' generations never share a folder;
     any other model is named by its last path part."""
+    from bench.rundir import RunDir
+
     p = Path(model.rstrip("/"))
-    if p.name == "model" and p.parent.parent.name == "variants":
-        name = f"{p.parent.parent.parent.name}-{p.parent.name}"
+    trained = RunDir.of_model_dir(p)
+    if trained is not None:
+        name = f"{trained[0].root.name}-{trained[1]}"
     elif p.name == "model" and p.parent.name:  # `bench train --out DIR` saves DIR/model
         name = p.parent.name
     else:

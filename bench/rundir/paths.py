@@ -131,6 +131,14 @@ class RunDir:
     def model_dir(self, variant: str) -> Path:
         return self.variant_dir(variant) / "model"
 
+    @classmethod
+    def of_model_dir(cls, path: str | Path) -> "tuple[RunDir, str] | None":
+        """(run directory, variant) of a trained variant's ``RUN/variants/<v>/model``; None for any other path."""
+        p = Path(path)
+        if p.name == "model" and p.parent.parent.name == "variants":
+            return cls(p.parent.parent.parent), p.parent.name
+        return None
+
     def train_record(self, variant: str) -> Path:
         """``variants/<v>/train.json``, written by :func:`sftmix.recipe.finetune` (see :class:`TrainRecord`)."""
         return self.variant_dir(variant) / "train.json"
