@@ -59,9 +59,9 @@ def judge_requests(task: Task, items: list[dict], generations: list[dict], judge
     return scorer.requests(task, items, generations, config, judge.kind)
 
 
-def evaluate_task(task: Task, items: list[dict], generations: list[dict], judge: BaseJudge | None, *, run_dir: Path,
-               variant: str, meta: dict, repeats: int = 1, progress: bool = True,
-               judge_args: JudgeArgs | None = None, config=None) -> dict:
+def evaluate_task(task: Task, items: list[dict], generations: list[dict], judge: BaseJudge | None, *,
+                  run_dir: Path, variant: str, meta: dict, repeats: int = 1, progress: bool = True,
+                  judge_args: JudgeArgs | None = None, config=None) -> dict:
     """Judge (if the task's scorer needs it) and score one (variant, task); write judgments, the task summary and
     its item values; return the summary as written (a dict).
 

@@ -1,8 +1,9 @@
 """The SFTMix paper's reported numbers, as data, for the "paper" rows of our tables.
 
 Source: Yuxin Xiao, Shujian Zhang, Wenxuan Zhou, Marzyeh Ghassemi, Sanqiang Zhao, "SFTMix: Elevating Language
-Model Instruction Tuning with Mixup Recipe", arXiv 2410.05248 — as transcribed in the project's PAPER.md §4.1, §4.3
-and §4.4. Only recovered cells are listed (PAPER.md's "?" cells are absent, never guessed). Units are the paper's
+Model Instruction Tuning with Mixup Recipe", arXiv 2410.05248 — as transcribed in the project's PAPER.md
+(``../shared/PAPER.md``, beside the repository) §4.1, §4.3 and §4.4. Only recovered cells are listed (PAPER.md's
+"?" cells are absent, never guessed). Units are the paper's
 display units: MT-Bench scores 1-10, AlpacaEval 2 and accuracies in percent. Metric keys are ``task/metric`` with
 our task and metric names, so a paper row lines up with the columns of our own rows.
 """

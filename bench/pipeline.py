@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sftmix.errors import UserError
-from sftmix.io import data_identity, hash_obj, write_json, write_text
+from sftmix.io import data_identity, hash_obj, write_text
 from sftmix.variants import Variant, get_variant
 
 from .config import RunConfig, model_key
@@ -604,7 +604,7 @@ def _run_locked(cfg: RunConfig, runner: Runner, out: Path, force: bool, t0: floa
     prov = None
     if not all(runner.status(s) == "done" for s in runner.stages) or not rd.provenance.exists():
         prov = provenance(cfg, runner)  # computed once per run (it loads the tokenizer for the template hash)
-        write_json(rd.provenance, {**prov, "status": "running"})
+        Provenance(prov["config_hash"], "running", prov).write(rd)
     summary = runner.run()
     stored = rd.table(cfg.run.layout, "md")
     ledger = runner.ledger
@@ -623,6 +623,7 @@ def _run_locked(cfg: RunConfig, runner: Runner, out: Path, force: bool, t0: floa
     table = render_table([out], layout=cfg.run.layout, paper=paper)
     summary.update(seconds=round(time.time() - t0, 2), out=str(out), table=table,
                    plots=[str(p) for p in plots], judge_cost=ledger.summary() if ledger else None)
-    write_json(rd.provenance, {**(prov or provenance(cfg, runner)), "status": "done",
-                                         "last_run": {k: v for k, v in summary.items() if k != "table"}})
+    prov = prov or provenance(cfg, runner)
+    Provenance(prov["config_hash"], "done", {**prov, "last_run": {k: v for k, v in summary.items() if k != "table"}}
+               ).write(rd)
     return summary

@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 from .. import paper as paper_data
 from ..rundir import fail
 from .deltas import BASELINE, METHOD_NAMES, Comparison
-from .layouts import AUTO_ORDER, LAYOUT_SPECS, LAYOUTS, MCQ_METRICS, SETTINGS, Layout
+from .layouts import AUTO_ORDER, HEALTH_NOTE, LAYOUT_SPECS, LAYOUTS, MCQ_METRICS, SETTINGS, Layout
 from .model import MISSING, Cell, Table
 from .results import TaskResult, headline_metric, is_percent, load_results
 
@@ -215,8 +215,6 @@ def _auto(ctx: Comparison) -> str:
 def _layout_notes(ctx: Comparison, spec: Layout) -> list[str]:
     if spec.note != "mcq":
         return []
-    from .layouts import HEALTH_NOTE
-
     shown = sorted({s.metric_shown or "acc" for s in ctx.results if s.kind == "mcq"})
     return [f"Accuracy in % ({' / '.join(shown)}: " + ", ".join(f"{m} = {MCQ_METRICS.get(m, m)}" for m in shown)
             + "). " + HEALTH_NOTE]

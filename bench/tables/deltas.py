@@ -112,10 +112,10 @@ class Comparison:
 
     def macro_cell(self, sys: tuple, tasks: Sequence[str], label: str) -> Cell | None:
         """Unweighted mean over ``tasks`` of the shown metric; its delta bootstraps each task independently."""
-        scores = [self.by_system[sys].get(t) for t in tasks]
-        if any(s is None for s in scores):
+        results = [self.by_system[sys].get(t) for t in tasks]
+        if any(s is None for s in results):
             return None
-        values = [metric_value(s, resolve(s, "@shown")) for s in scores]
+        values = [metric_value(s, resolve(s, "@shown")) for s in results]
         if any(v is None for v in values):
             return None
         cell = Cell(value=sum(values) / len(values))
@@ -124,7 +124,7 @@ class Comparison:
         if any(b is None for b in base):
             return cell
         pairs = [(item_values(b, resolve(b, "@shown")), item_values(s, resolve(s, "@shown")))
-                 for b, s in zip(base, scores)]
+                 for b, s in zip(base, results)]
         if all(a and b for a, b in pairs):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
