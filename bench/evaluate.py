@@ -1,22 +1,21 @@
-"""Judge/score stage: generation records of one (variant, task) -> judgments, a score summary and per-item values.
+"""The score stage's body: generation records of one (variant, task) -> judgments, a task summary, item values.
 
-Writes, per the run-directory contract (README "Results directory"):
-``judgments/<variant>/<task>.jsonl``, ``scores/<variant>/<task>.json`` and ``scores/<variant>/<task>.items.jsonl``.
+Writes, through :mod:`bench.rundir` (the format: docs/RUNDIR.md): ``judgments/<variant>/<task>.jsonl``, the task
+summary ``scores/<variant>/<task>.json`` and its per-item values ``scores/<variant>/<task>.items.jsonl``.
 The task's scorer (``bench.scorers``) decides what is asked of the judge and how verdicts become numbers; which
 judge answers is the run's choice (``judge.model`` / ``judge.local`` / none = the reference rubric); its name, the
 judge config, its prompt fingerprint and the scorer's protocol go into every summary.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 from sftmix.errors import UserError
-from sftmix.io import atomic_path, stable_json, write_json
 
 from .config import JudgeArgs
 from .judge.client import BaseJudge, JudgeRequest
+from .rundir import ItemValues, RunDir, TaskSummary, write_jsonl
 from .scorers import get_scorer
 from .tasks import Task
 
@@ -60,27 +59,19 @@ def judge_requests(task: Task, items: list[dict], generations: list[dict], judge
     return scorer.requests(task, items, generations, config, judge.kind)
 
 
-def _write_jsonl(path: Path, records: list[dict]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(stable_json(r) + "\n" for r in records), encoding="utf-8")
-
-
-def _nan_to_none(x: Any) -> Any:
-    return None if isinstance(x, float) and math.isnan(x) else x
-
-
-def score_task(task: Task, items: list[dict], generations: list[dict], judge: BaseJudge | None, *, run_dir: Path,
-               variant: str, meta: dict, repeats: int = 1, progress: bool = True,
-               judge_args: JudgeArgs | None = None, config=None) -> dict:
-    """Judge (if the task's scorer needs it) and score one (variant, task); write judgments, summary and items.
+def evaluate_task(task: Task, items: list[dict], generations: list[dict], judge: BaseJudge | None, *,
+                  run_dir: Path, variant: str, meta: dict, repeats: int = 1, progress: bool = True,
+                  judge_args: JudgeArgs | None = None, config=None) -> dict:
+    """Judge (if the task's scorer needs it) and score one (variant, task); write judgments, the task summary and
+    its item values; return the summary as written (a dict).
 
     ``config``: the judge config already loaded for these ``judge_args`` (the one the stage key was made from)."""
+    rd = RunDir(run_dir)
     scorer = get_scorer(task.scorer)
     summary: dict[str, Any] = {"task": task.name, "variant": variant, "repeats": repeats, **meta,
                                "data_hash": task.data_hash, "prompt_hash": task.prompt_hash, "scorer": scorer.name,
                                "scorer_version": scorer.version}
     records: list[dict] = []
-    config = None
     if scorer.judged:
         if judge is None:
             raise UserError(f"task {task.name}: scorer {scorer.name!r} needs a judge")
@@ -88,7 +79,8 @@ def score_task(task: Task, items: list[dict], generations: list[dict], judge: Ba
         requests = judge_requests(task, items, generations, judge, config)
         verdicts = judge.judge_many(requests, repeats=repeats, progress=progress)
         records = [{**v.to_record(), "variant": variant} for v in verdicts]
-        _write_jsonl(run_dir / "judgments" / variant / f"{task.name}.jsonl", records)
+        rd.mark_version()
+        write_jsonl(rd.judgments(variant, task.name), records)
         summary.update(judge=judge.name, judge_kind=judge.kind, judge_config=config.name,
                        judge_fingerprint=config.fingerprint())
     else:
@@ -99,7 +91,12 @@ def score_task(task: Task, items: list[dict], generations: list[dict], judge: Ba
         from .judge.client import FAILURES
 
         summary["failures"] = {c: sum(1 for r in records if r.get("failure") == c) for c in FAILURES}
-    summary["metrics"] = {k: _nan_to_none(v) for k, v in result.metrics.items()}
-    write_json(run_dir / "scores" / variant / f"{task.name}.json", summary)
-    _write_jsonl(run_dir / "scores" / variant / f"{task.name}.items.jsonl", result.items)
-    return summary
+    summary["metrics"] = dict(result.metrics)
+    record = TaskSummary.from_dict(summary, variant=variant, task=task.name)
+    record.write(rd)
+    ItemValues(result.items).write(rd, variant, task.name)
+    return record.to_dict()
+
+
+# The old name, kept while the pipeline's stage modules are split out in parallel (issue 13); use evaluate_task.
+score_task = evaluate_task

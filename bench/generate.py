@@ -165,8 +165,9 @@ def _mcq_context(task: Task, backend: Backend, item: dict) -> str:
     return render(task.messages(item))
 
 
-def score_records(task: Task, records: list[dict]) -> dict[str, Any] | None:
-    """Scores of a task whose scorer needs no judge (mcq, exact), from its records; None for judged tasks."""
+def record_metrics(task: Task, records: list[dict]) -> dict[str, Any] | None:
+    """Metrics of a task whose scorer needs no judge (mcq, exact), from its generation records (what `bench
+    generate` writes to ``<task>.scores.json``); None for judged tasks."""
     scorer = get_scorer(task.scorer)
     if scorer.judged:
         return None

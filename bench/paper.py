@@ -1,8 +1,9 @@
 """The SFTMix paper's reported numbers, as data, for the "paper" rows of our tables.
 
 Source: Yuxin Xiao, Shujian Zhang, Wenxuan Zhou, Marzyeh Ghassemi, Sanqiang Zhao, "SFTMix: Elevating Language
-Model Instruction Tuning with Mixup Recipe", arXiv 2410.05248 — as transcribed in the project's PAPER.md §4.1, §4.3
-and §4.4. Only recovered cells are listed (PAPER.md's "?" cells are absent, never guessed). Units are the paper's
+Model Instruction Tuning with Mixup Recipe", arXiv 2410.05248 — as transcribed in the project's PAPER.md
+(``../shared/PAPER.md``, beside the repository) §4.1, §4.3 and §4.4. Only recovered cells are listed (PAPER.md's
+"?" cells are absent, never guessed). Units are the paper's
 display units: MT-Bench scores 1-10, AlpacaEval 2 and accuracies in percent. Metric keys are ``task/metric`` with
 our task and metric names, so a paper row lines up with the columns of our own rows.
 """
@@ -18,9 +19,17 @@ _HEALTH_SRC = "arXiv 2410.05248, healthcare table (MedAlpaca-263K SFT, accuracy 
 _ROLE_SRC = "arXiv 2410.05248, ablation on the role of Mixup (Llama-3.1-8B, Alpaca-52K); PAPER.md §4.4"
 
 
-def _row(layout, train_data, model, variant, source, **metrics):
-    return {"layout": layout, "train_data": train_data, "model": model, "variant": variant, "source": source,
-            "metrics": {k.replace("__", "/"): v for k, v in metrics.items()}}
+def _row(layout, train_data, model, variant, source, settings=None, **metrics):
+    row = {"layout": layout, "train_data": train_data, "model": model, "variant": variant, "source": source,
+           "metrics": {k.replace("__", "/"): v for k, v in metrics.items()}}
+    if settings:  # the loss weights the paper used for this row (the mixup-role layout shows their roles)
+        row["settings"] = settings
+    return row
+
+
+# The paper's loss weights in §4.4 (NTP weight, Mixup weight μ): its own, not this project's variant registry.
+_ROLE_SETTINGS = {"ntp": {"ntp_weight": 1.0, "mu": 0.0}, "sftmix": {"ntp_weight": 1.0, "mu": 0.2},
+                  "mixup-equal": {"ntp_weight": 1.0, "mu": 1.0}, "mixup-only": {"ntp_weight": 0.0, "mu": 1.0}}
 
 
 PAPER_ROWS: list[dict] = [
@@ -47,13 +56,13 @@ PAPER_ROWS: list[dict] = [
     _row("health", "MedAlpaca-263K", "Mistral-7B-v0.1", "sftmix", _HEALTH_SRC,
          medqa_4__acc=51.77, medqa_5__acc=45.72, pubmedqa__acc=77.40, medmcqa__acc=49.03, average=55.98),
     # §4.4 role of Mixup.
-    _row("mixup-role", "Alpaca-52K", "Llama-3.1-8B", "ntp", _ROLE_SRC,
+    _row("mixup-role", "Alpaca-52K", "Llama-3.1-8B", "ntp", _ROLE_SRC, _ROLE_SETTINGS["ntp"],
          mt_bench__overall=4.3625, alpaca_eval__lc_win_rate=8.6528),
-    _row("mixup-role", "Alpaca-52K", "Llama-3.1-8B", "sftmix", _ROLE_SRC,
+    _row("mixup-role", "Alpaca-52K", "Llama-3.1-8B", "sftmix", _ROLE_SRC, _ROLE_SETTINGS["sftmix"],
          mt_bench__overall=4.5825, alpaca_eval__lc_win_rate=10.3195),
-    _row("mixup-role", "Alpaca-52K", "Llama-3.1-8B", "mixup-equal", _ROLE_SRC,
+    _row("mixup-role", "Alpaca-52K", "Llama-3.1-8B", "mixup-equal", _ROLE_SRC, _ROLE_SETTINGS["mixup-equal"],
          mt_bench__overall=4.4062, alpaca_eval__lc_win_rate=8.2856),
-    _row("mixup-role", "Alpaca-52K", "Llama-3.1-8B", "mixup-only", _ROLE_SRC,
+    _row("mixup-role", "Alpaca-52K", "Llama-3.1-8B", "mixup-only", _ROLE_SRC, _ROLE_SETTINGS["mixup-only"],
          mt_bench__overall=4.5062, alpaca_eval__lc_win_rate=7.2964),
 ]
 

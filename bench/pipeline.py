@@ -8,7 +8,6 @@ finished judge call or generation is repeated after Ctrl-C or kill -9.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -21,14 +20,12 @@ from typing import Any, Callable
 
 from sftmix.config import hashed_section
 from sftmix.errors import UserError
-from sftmix.io import data_identity, hash_obj, write_json, write_text
+from sftmix.io import data_identity, hash_obj, write_text
 from sftmix.variants import Variant, get_variant
 
 from .config import RunConfig, model_key
+from .rundir import SEED_SEP, Provenance, RunDir, StageState
 from .tasks import limit_rows
-
-STATE = "state"
-SEED_SEP = "@s"  # run.seeds: variant "sftmix" at seed 1 is "sftmix@s1" (variants/, generations/, scores/, stages)
 
 
 # ---- variants and tasks of a run -----------------------------------------------------------------------------
@@ -118,6 +115,7 @@ class Runner:
 
     def __init__(self, cfg: RunConfig, out: str | Path, progress: bool = True):
         self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.rd = RunDir(self.out)  # every path of the results directory (bench.rundir)
         pairs = run_variants(cfg)
         self.seed_of: dict[str, int] = {}  # variant-at-seed name -> its training seed (run.seeds only)
         if cfg.run.seeds is not None:
@@ -236,14 +234,13 @@ class Runner:
 
     # -- paths --------------------------------------------------------------------------------------------------
     def dyn_dir(self, ref: str | None, seed: int | None = None) -> Path:
-        name = "dynamics" if ref in (None, self.cfg.model.model) else f"dynamics-{hash_obj(ref, 8)}"
-        return self.out / (name if seed is None else f"{name}{SEED_SEP}{seed}")
+        return self.rd.dynamics_dir(None if ref in (None, self.cfg.model.model) else hash_obj(ref, 8), seed)
 
     def model_dir(self, v: Variant) -> Path:
-        return self.out / "variants" / v.name / "model"
+        return self.rd.model_dir(v.name)
 
     def gen_path(self, v: Variant, task) -> Path:
-        return self.out / "generations" / v.name / f"{task.name}.jsonl"
+        return self.rd.generations(v.name, task.name)
 
     # -- plan ---------------------------------------------------------------------------------------------------
     def _build(self) -> list[Stage]:
@@ -256,9 +253,9 @@ class Runner:
             d = self.dyn_dir(ref, seed)
             name = f"dynamics{'' if seed is None else f'{SEED_SEP}{seed}'}{'' if ref is None else '/' + ref}"
             stages.append(Stage(name, self.dyn_key(ref, seed), lambda ref=ref, d=d, seed=seed: self._dynamics(ref, d, seed),
-                                [d / "confidence.parquet"], [d]))
+                                [self.rd.confidence(d)], [d]))
         for v in self.variants:
-            vdir = self.out / "variants" / v.name
+            vdir = self.rd.variant_dir(v.name)
             stages.append(Stage(f"train/{v.name}", self.train_key(v), lambda v=v: self._train(v),
                                 [self.model_dir(v)], [vdir]))
         for v in self.variants:
@@ -268,7 +265,7 @@ class Runner:
         for v in self.variants:
             for t in self.tasks:
                 stages.append(Stage(f"score/{v.name}/{t.name}", self.score_key(v, t), lambda v=v, t=t: self._score(v, t),
-                                    [self.out / "scores" / v.name / f"{t.name}.json"],
+                                    [self.rd.summary(v.name, t.name)],
                                     n_judge_calls=self._n_judge_calls(t)))
         return stages
 
@@ -311,23 +308,19 @@ class Runner:
         return self.scorer(task).n_judge_calls(task, items, n, self.cfg.judge.repeats)
 
     # -- state --------------------------------------------------------------------------------------------------
-    def _state_path(self, stage: Stage) -> Path:
-        return self.out / STATE / (stage.name.replace("/", "__") + ".json")
-
     def status(self, stage: Stage) -> str:
         """done | partial (same key, unfinished: resumes) | stale (other key: redone) | todo."""
-        p = self._state_path(stage)
-        if not p.exists():
+        st = StageState.read(self.rd, stage.name)
+        if st is None:
             return "todo"
-        st = json.loads(p.read_text())
-        if st.get("key") != stage.key:
+        if st.key != stage.key:
             return "stale"
-        if st.get("status") == "done" and all(o.exists() for o in stage.outputs):
+        if st.status == "done" and all(o.exists() for o in stage.outputs):
             return "done"
         return "partial"
 
     def _mark(self, stage: Stage, status: str, **extra) -> None:
-        write_json(self._state_path(stage), {"key": stage.key, "status": status, "time": time.time(), **extra})
+        StageState(stage.key, status, time.time(), extra).write(self.rd, stage.name)
 
     # -- the stages' work ---------------------------------------------------------------------------------------
     @property
@@ -335,13 +328,13 @@ class Runner:
         if self._cache is None:
             from .cache import Cache
 
-            self._cache = Cache(self.out / "cache.sqlite")
+            self._cache = Cache(self.rd.cache)
         return self._cache
 
     def _dynamics(self, ref, d: Path, seed: int | None = None) -> None:
         if self.cfg.run.num_gpus > 1:
             args = ["dynamics", "--out", str(d)] + ([f"reference_model={ref}"] if ref else [])
-            return self._launch(args, d / "train-config.yaml", seed)
+            return self._launch(args, self.rd.launch_config(d), seed)
         from sftmix.recipe import run_dynamics
 
         run_dynamics(self.train_config(seed), d, reference_model=ref)
@@ -352,19 +345,19 @@ class Runner:
         from sftmix.recipe import finetune
 
         seed = self._seed_arg(v)
-        conf = self.dyn_dir(v.reference_model, seed) / "confidence.parquet" if v.needs_confidence else None
-        finetune(v, self.train_config(seed), self.out / "variants" / v.name, confidence=conf, resume=True)
+        conf = self.rd.confidence(self.dyn_dir(v.reference_model, seed)) if v.needs_confidence else None
+        finetune(v, self.train_config(seed), self.rd.variant_dir(v.name), confidence=conf, resume=True)
 
     def _train_distributed(self, v: Variant) -> None:
         """Multi-GPU: the same `bench train` under `accelerate launch` (DDP/FSDP/DeepSpeed from accelerate's config)."""
-        vdir = self.out / "variants" / v.name
+        vdir = self.rd.variant_dir(v.name)
         args = ["train", "--variant", self.bases[v.name], "--out", str(vdir)]
         args += [f"{k}={getattr(v, k)}" for k in ("alpha", "mu", "pairing", "ntp_weight", "irdro_tau")]
         if v.reference_model:
             args.append(f"reference_model={v.reference_model}")
         if v.needs_confidence:
-            args += ["--confidence", str(self.dyn_dir(v.reference_model, self._seed_arg(v)) / "confidence.parquet")]
-        self._launch(args, vdir / "train-config.yaml", self._seed_arg(v))
+            args += ["--confidence", str(self.rd.confidence(self.dyn_dir(v.reference_model, self._seed_arg(v))))]
+        self._launch(args, self.rd.launch_config(vdir), self._seed_arg(v))
 
     def _launch(self, bench_args: list[str], cfg_path: Path, seed: int | None = None) -> None:
         import yaml
@@ -400,19 +393,19 @@ class Runner:
                       self.cache, settings_override=override, items=self.items(task))
 
     def _score(self, v: Variant, task) -> None:
-        from .evaluate import score_task
+        from .evaluate import evaluate_task
         from .generate import read_jsonl
 
         gens = read_jsonl(self.gen_path(v, task))
         judge = self._judge() if self.scorer(task).judged else None
         if self._git is None:
             self._git = git_commit()
-        # Each score file says how it was made; the full record (packages, hardware, ...) is provenance.json.
+        # Each task summary says how it was made; the full record (packages, hardware, ...) is provenance.json.
         meta = {"model": self.cfg.run.model_name or self.cfg.model.model, "train_data": self.cfg.run.train_data_name,
                 "run": self.cfg.run.name, "config_hash": self.cfg.config_hash(), "seed": self.seed(v),
-                "git_commit": self._git["commit"], "stage_key": self.score_key(v, task), "provenance": "provenance.json"}
+                "git_commit": self._git["commit"], "stage_key": self.score_key(v, task), "provenance": self.rd.provenance.name}
         before = self._judge_calls()
-        summary = score_task(task, self.items(task), gens, judge, run_dir=self.out, variant=v.name, meta=meta,
+        summary = evaluate_task(task, self.items(task), gens, judge, run_dir=self.out, variant=v.name, meta=meta,
                              repeats=self.cfg.judge.repeats, progress=self.progress, judge_args=self.cfg.judge,
                              config=self.judge_config(task))
         self.counters["judge_requests"] += self._judge_calls() - before
@@ -432,12 +425,12 @@ class Runner:
 
             self.ledger = CostLedger(self.cfg.judge.prices)
             self._judge_obj = make_judge(self.cfg.judge, cache=self.cache, ledger=self.ledger,
-                                         log_path=self.out / "judge_log.jsonl")
+                                         log_path=self.rd.judge_log)
         return self._judge_obj
 
     def _judge_calls(self) -> int:
         """Judge calls actually made so far (attempts logged, cache hits excluded)."""
-        p = self.out / "judge_log.jsonl"
+        p = self.rd.judge_log
         return sum(1 for _ in p.open()) if p.exists() else 0
 
     # -- run ----------------------------------------------------------------------------------------------------
@@ -513,15 +506,16 @@ def provenance(cfg: RunConfig, runner: Runner) -> dict:
 
 def check_out_dir(cfg: RunConfig, out: Path, force: bool) -> None:
     """Refuse a results directory made by a different config, unless ``force``."""
-    prov = out / "provenance.json"
-    if not prov.exists():
+    rd = RunDir(out).check()  # a directory in a format this bench cannot read (or write) is refused here
+    prov = Provenance.read(rd)
+    if prov is None:
         from .lock import HOLDER, LOCK
 
         if out.exists() and any(p.name not in (LOCK, HOLDER) for p in out.iterdir()) \
-                and not (out / "config.yaml").exists():
+                and not rd.config.exists():
             raise UserError(f"{out} exists and is not a bench run directory: choose another --out")
         return
-    old = json.loads(prov.read_text()).get("config_hash")
+    old = prov.config_hash
     if old != cfg.config_hash() and not force:
         raise UserError(f"{out} holds results of a different config ({old} != {cfg.config_hash()}); use another "
                         "--out, or --force to reuse it (only stages whose inputs changed will re-run)")
@@ -608,13 +602,15 @@ def _needs_judge(runner: Runner) -> bool:
 
 def _run_locked(cfg: RunConfig, runner: Runner, out: Path, force: bool, t0: float) -> dict:
     check_out_dir(cfg, out, force)  # again, under the lock: a run that finished meanwhile may have written it
-    write_text(out / "config.yaml", cfg.to_yaml())
+    rd = RunDir(out)
+    rd.mark_version()
+    write_text(rd.config, cfg.to_yaml())
     prov = None
-    if not all(runner.status(s) == "done" for s in runner.stages) or not (out / "provenance.json").exists():
+    if not all(runner.status(s) == "done" for s in runner.stages) or not rd.provenance.exists():
         prov = provenance(cfg, runner)  # computed once per run (it loads the tokenizer for the template hash)
-        write_json(out / "provenance.json", {**prov, "status": "running"})
+        Provenance(prov["config_hash"], "running", prov).write(rd)
     summary = runner.run()
-    stored = out / "tables" / f"{cfg.run.layout}.md"
+    stored = rd.table(cfg.run.layout, "md")
     ledger = runner.ledger
     if not summary["ran"] and stored.exists():
         # Nothing changed: the stored table and plots are current; skip the heavy imports they would cost.
@@ -622,15 +618,16 @@ def _run_locked(cfg: RunConfig, runner: Runner, out: Path, force: bool, t0: floa
                        judge_cost=None)
         return summary
     from .plots import make_plots
-    from .tables import render_table, write_tables
+    from .tables import has_paper_rows, render_table, write_tables
 
     # The paper's reported numbers go beside ours, in rows marked as the paper's, in the layouts that have them.
-    paper = cfg.run.layout in ("main", "health", "mixup-role")
+    paper = has_paper_rows(cfg.run.layout)
     write_tables(out, layout=cfg.run.layout, paper=paper)
     plots = make_plots(out)
     table = render_table([out], layout=cfg.run.layout, paper=paper)
     summary.update(seconds=round(time.time() - t0, 2), out=str(out), table=table,
                    plots=[str(p) for p in plots], judge_cost=ledger.summary() if ledger else None)
-    write_json(out / "provenance.json", {**(prov or provenance(cfg, runner)), "status": "done",
-                                         "last_run": {k: v for k, v in summary.items() if k != "table"}})
+    prov = prov or provenance(cfg, runner)
+    Provenance(prov["config_hash"], "done", {**prov, "last_run": {k: v for k, v in summary.items() if k != "table"}}
+               ).write(rd)
     return summary

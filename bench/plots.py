@@ -1,17 +1,15 @@
 """PNG plots of a `bench run` directory: confidence histogram, training-loss curves, per-category chat scores.
 
 Figures are drawn with matplotlib's object API on the Agg canvas (no display, no global pyplot state) and written
-atomically under ``RUN/plots/``. Every function returns the path it wrote, or None when the run has nothing to plot.
+atomically under ``RUN/plots/``; the run directory is read through :mod:`bench.rundir`. Every function returns the path it wrote, or None when the run has nothing to plot.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from sftmix.errors import UserError
-from sftmix.io import atomic_path
+from .rundir import RunDir, TaskSummary, TrainRecord, fail
 
 # Loss components logged by the SFTMix trainer beside the total loss, with their line styles.
 LOSS_KEYS = {"loss": "-", "ntp_loss": "--", "mixup_loss": ":"}
@@ -24,6 +22,8 @@ def _figure(figsize):
 
 
 def _save(fig, path: Path) -> Path:
+    from sftmix.io import atomic_path  # only when writing (reading a run directory needs nothing from sftmix)
+
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -32,24 +32,22 @@ def _save(fig, path: Path) -> Path:
 
 def plot_confidence(run_dir: str | Path) -> Path | None:
     """``plots/confidence.png``: the confidence histogram with the median split (``sftmix.dynamics``'s plot)."""
-    src = Path(run_dir) / "dynamics" / "confidence.parquet"
+    rd = RunDir(run_dir)
+    src = rd.confidence()
     if not src.exists():
         return None
     from sftmix.dynamics import plot_histogram, read_table  # heavy (torch) import, only when there is a table
 
-    out = Path(run_dir) / "plots" / "confidence.png"
+    out = rd.plot("confidence")
     plot_histogram(read_table(src), out)
     return out
 
 
 def _train_logs(run_dir: Path) -> dict[str, list[dict]]:
     logs = {}
-    for path in sorted((run_dir / "variants").glob("*/train.json")):
-        try:
-            history = json.loads(path.read_text(encoding="utf-8")).get("log_history") or []
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
-        rows = [h for h in history if isinstance(h, dict) and "step" in h and any(k in h for k in LOSS_KEYS)]
+    for path in RunDir(run_dir).train_records():
+        history = TrainRecord.read(path).log_history
+        rows = [h for h in history if "step" in h and any(k in h for k in LOSS_KEYS)]
         if rows:
             logs[path.parent.name] = rows
     return logs
@@ -74,21 +72,18 @@ def plot_loss_curves(run_dir: str | Path) -> Path | None:
     ax.set_ylabel("loss")
     ax.set_title("Training loss per variant (solid: total; dashed: NTP term; dotted: Mixup term)", fontsize=9)
     ax.legend(fontsize=7)
-    return _save(fig, run_dir / "plots" / "training_loss.png")
+    return _save(fig, RunDir(run_dir).plot("training_loss"))
 
 
-def _category_scores(run_dir: Path) -> dict[str, dict[str, dict[str, float]]]:
-    """task -> variant -> category -> score, from the ``category/<name>`` metrics of every score file."""
+def _category_values(run_dir: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """task -> variant -> category -> value, from the ``category/<name>`` metrics of every task summary."""
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for path in sorted((run_dir / "scores").glob("*/*.json")):
-        try:
-            s = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
-        cats = {k.split("/", 1)[1]: float(v) for k, v in (s.get("metrics") or {}).items()
+    for path in RunDir(run_dir).summaries():
+        s = TaskSummary.read(path)
+        cats = {k.split("/", 1)[1]: float(v) for k, v in s.metrics.items()
                 if k.startswith("category/") and v is not None}
         if cats:
-            out.setdefault(s.get("task") or path.stem, {})[s.get("variant") or path.parent.name] = cats
+            out.setdefault(s.task, {})[s.variant] = cats
     return out
 
 
@@ -96,7 +91,7 @@ def plot_categories(run_dir: str | Path) -> list[Path]:
     """``plots/<task>_categories.png`` per task with per-category scores (MT-Bench's 8): grouped bars per variant."""
     run_dir = Path(run_dir)
     paths = []
-    for task, by_variant in _category_scores(run_dir).items():
+    for task, by_variant in _category_values(run_dir).items():
         cats = sorted({c for v in by_variant.values() for c in v})
         variants = list(by_variant)
         width = 0.8 / len(variants)
@@ -110,7 +105,7 @@ def plot_categories(run_dir: str | Path) -> list[Path]:
         ax.set_ylabel("score")
         ax.set_title(f"{task}: score per category")
         ax.legend(fontsize=8)
-        paths.append(_save(fig, run_dir / "plots" / f"{task}_categories.png"))
+        paths.append(_save(fig, RunDir(run_dir).plot(f"{task}_categories")))
     return paths
 
 
@@ -118,6 +113,7 @@ def make_plots(run_dir: str | Path) -> list[Path]:
     """Every plot the run's files allow, written under ``RUN/plots/``; returns the paths written."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: no such run directory")
+        fail(f"{run_dir}: no such run directory")
+    RunDir(run_dir).check()
     paths = [plot_confidence(run_dir), plot_loss_curves(run_dir), *plot_categories(run_dir)]
     return [p for p in paths if p is not None]

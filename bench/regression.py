@@ -1,6 +1,7 @@
 """CI regression on small models: re-run the `ci` experiment and compare its scores with a committed baseline.
 
-``results/ci/baseline.json`` holds, per (variant, task), the headline metrics of a `bench run --config ci`, plus each
+``results/ci/baseline.json`` holds, per (variant, task), the headline metrics of a `bench run --config ci` (read from
+its run directory through :mod:`bench.rundir`), plus each
 variant's final training loss, with the tolerances they are checked against. CPU training with fixed seeds is
 deterministic on a given torch build, so the tolerances only absorb floating-point drift across machines and
 library patch releases; a real change in the recipe or the harness moves the numbers well beyond them.
@@ -18,6 +19,8 @@ from pathlib import Path
 
 from sftmix.io import write_json
 
+from .rundir import RunDir, TaskSummary, TrainRecord, read_jsonl
+
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "results" / "ci" / "baseline.json"
 # Absolute tolerances per metric (rates in [0, 1], judge scores on 1-10, losses in nats).
@@ -28,23 +31,22 @@ TOLERANCES = {"acc": 0.05, "acc_norm": 0.05, "exact_match": 0.05, "overall": 0.2
 def collect(run_dir: str | Path) -> dict:
     """Headline metrics of a finished run: {variant: {task/metric: value, "final_loss": value}}, plus the
     multiple-choice tasks' mean log-likelihood of the correct option."""
-    run_dir = Path(run_dir)
+    rd = RunDir(run_dir).check()
     out: dict[str, dict] = {}
-    for path in sorted((run_dir / "scores").glob("*/*.json")):
-        s = json.loads(path.read_text())
-        for k, v in s["metrics"].items():
+    for path in rd.summaries():
+        s = TaskSummary.read(path)
+        for k, v in s.metrics.items():
             if k in TOLERANCES and v is not None:
-                out.setdefault(s["variant"], {})[f"{s['task']}/{k}"] = v
+                out.setdefault(s.variant, {})[f"{s.task}/{k}"] = v
     # A continuous metric that moves with any change to the model, even when accuracies sit at chance:
     # the mean log-likelihood of the correct option over the multiple-choice items.
-    for path in sorted((run_dir / "generations").glob("*/*.jsonl")):
-        recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for path in rd.generation_files():
+        recs = read_jsonl(path)
         lls = [r["logliks"][r["answer"]] for r in recs if "logliks" in r]
         if lls:
             out.setdefault(path.parent.name, {})[f"{path.stem}/answer_loglik"] = sum(lls) / len(lls)
-    for train in sorted((run_dir / "variants").glob("*/train.json")):
-        hist = json.loads(train.read_text())["log_history"]
-        losses = [h["loss"] for h in hist if "loss" in h]
+    for train in rd.train_records():
+        losses = TrainRecord.read(train).losses()
         if losses:
             out.setdefault(train.parent.name, {})["final_loss"] = losses[-1]
     return out

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.bootstrap import two_level_bootstrap
-from bench.tables import headline_metric, item_values, load_scores, metric_value
+from bench.tables import headline_metric, item_values, load_results
 
 N_RESAMPLES = 2000
 
@@ -46,7 +46,7 @@ def _row(name: str, base: dict[int, dict], other: dict[int, dict]) -> dict:
 
 
 def build(run_dir: Path, baseline: str, groups: dict[str, list[str]]) -> tuple[list[dict], list[str], list[str]]:
-    scores = [s for s in load_scores([run_dir]) if s.seeds]
+    scores = [s for s in load_results([run_dir]) if s.seeds]
     tasks = sorted({s.task for s in scores}, key=lambda t: min(s.task_rank for s in scores if s.task == t))
     variants = list(dict.fromkeys(s.variant for s in scores))
     by = {(s.variant, s.task): s for s in scores}

@@ -7,7 +7,7 @@ from fixtures import write_fixtures
 
 from bench.cache import Cache
 from bench.cli import main
-from bench.generate import generate_task, model_fingerprint, read_jsonl, score_records
+from bench.generate import generate_task, model_fingerprint, read_jsonl, record_metrics
 from bench.tasks import load_task
 
 
@@ -89,14 +89,14 @@ def test_limit_and_scores_for_mcq_and_exact(hf_backend, data, tmp_path):
     task = load_task("medmcqa")
     records = generate_task(task, hf_backend, "tiny", tmp_path / "m.jsonl", None, limit=5, local=data["medmcqa"])
     assert [r["example_id"] for r in records] == [f"mm{i:04x}-id" for i in range(5)]
-    scores = score_records(task, records)
+    scores = record_metrics(task, records)
     assert scores["n"] == 5 and scores["acc"] == pytest.approx(sum(r["acc"] for r in records) / 5)
     assert scores["data_hash"] == task.data_hash and scores["primary"] == "acc"
 
     exact = load_task("toy_exact")
     recs = generate_task(exact, hf_backend, "tiny", None, None, limit=3, settings_override=_settings())
     assert len(recs) == 3 and all(r["em"] in (0.0, 1.0) and r["answer"] for r in recs)
-    assert score_records(exact, recs)["n"] == 3
+    assert record_metrics(exact, recs)["n"] == 3
 
 
 def test_mcq_generate_then_parse_mode(hf_backend, data):

@@ -1,7 +1,6 @@
 """Plots from a hand-made run directory: non-empty PNG files where the data allows, nothing where it doesn't."""
 from __future__ import annotations
 
-import json
 import struct
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pandas as pd
 import pytest
 
 from bench.plots import make_plots, plot_categories, plot_loss_curves
+from bench.rundir import RunDir, TaskSummary, TrainRecord
 from sftmix.errors import UserError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -28,9 +28,10 @@ def make_run(run: Path) -> None:
     order = np.argsort(-conf, kind="stable")
     split = np.array(["unconfident"] * n, dtype=object)
     split[order[: n // 2]] = "confident"
-    (run / "dynamics").mkdir(parents=True)
+    rd = RunDir(run)
+    rd.dynamics_dir().mkdir(parents=True)
     pd.DataFrame({"id": [str(i) for i in range(n)], "hash": ["h"] * n, "ppl_step_10": -conf, "confidence": conf,
-                  "split": split}).to_parquet(run / "dynamics" / "confidence.parquet", index=False)
+                  "split": split}).to_parquet(rd.confidence(), index=False)
     for variant, mixup in (("ntp", False), ("sftmix", True)):
         hist = []
         for step in range(1, 21):
@@ -39,16 +40,11 @@ def make_run(run: Path) -> None:
                 h.update(ntp_loss=2.8 / step ** 0.3, mixup_loss=1.0 / step ** 0.2)
             hist.append(h)
         hist.append({"step": 20, "train_runtime": 1.0})  # summary entry without a loss: ignored
-        (run / "variants" / variant).mkdir(parents=True)
-        (run / "variants" / variant / "train.json").write_text(json.dumps({"variant": {"name": variant},
-                                                                           "log_history": hist}))
-        (run / "scores" / variant).mkdir(parents=True)
+        TrainRecord(variant={"name": variant}, log_history=hist).write(rd, variant)
         cats = {f"category/{c}": float(rng.uniform(1, 10)) for c in
                 ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")}
-        (run / "scores" / variant / "mt_bench.json").write_text(json.dumps(
-            {"task": "mt_bench", "kind": "chat", "variant": variant, "metrics": {"overall": 5.0, **cats}}))
-        (run / "scores" / variant / "toy_mcq.json").write_text(json.dumps(
-            {"task": "toy_mcq", "kind": "mcq", "variant": variant, "metrics": {"acc": 0.5}}))
+        TaskSummary(task="mt_bench", kind="chat", variant=variant, metrics={"overall": 5.0, **cats}).write(rd)
+        TaskSummary(task="toy_mcq", kind="mcq", variant=variant, metrics={"acc": 0.5}).write(rd)
 
 
 def test_make_plots_writes_pngs(tmp_path):
@@ -66,8 +62,7 @@ def test_make_plots_writes_pngs(tmp_path):
 
 def test_nothing_to_plot(tmp_path):
     run = tmp_path / "bare"
-    (run / "scores" / "ntp").mkdir(parents=True)
-    (run / "scores" / "ntp" / "toy_mcq.json").write_text(json.dumps({"task": "toy_mcq", "metrics": {"acc": 1.0}}))
+    TaskSummary(task="toy_mcq", variant="ntp", metrics={"acc": 1.0}).write(RunDir(run))
     assert make_plots(run) == []
     assert plot_loss_curves(run) is None and plot_categories(run) == []
     with pytest.raises(UserError, match="no such run directory"):

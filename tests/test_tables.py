@@ -1,13 +1,13 @@
-"""Tables from hand-made run directories (notes/RUNDIR.md contract), checked cell by cell."""
+"""Tables from hand-made run directories (docs/RUNDIR.md, written through bench.rundir), checked cell by cell."""
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from bench.rundir import ItemValues, RunDir, TaskSummary, TrainRecord
 from bench.tables import build_table, render_table, write_tables
 from sftmix.errors import UserError
 
@@ -24,20 +24,14 @@ def write_score(run: Path, variant: str, task: str, kind: str, metrics: dict, it
                 model: str = "meta-llama/Llama-3.1-8B", train_data: str = "Alpaca-52K", judge: str = "none",
                 judge_kind: str = "none", n_failed: int = 0, metric_shown: str | None = None,
                 variant_cfg: dict | None = None) -> None:
-    d = run / "scores" / variant
-    d.mkdir(parents=True, exist_ok=True)
-    summary = {"task": task, "kind": kind, "variant": variant, "model": model, "train_data": train_data,
-               "judge": judge, "judge_kind": judge_kind, "metrics": metrics, "n_items": len(items or []),
-               "n_failed": n_failed, "repeats": 1}
-    if metric_shown:
-        summary["metric_shown"] = metric_shown
-    (d / f"{task}.json").write_text(json.dumps(summary))
+    rd = RunDir(run)
+    TaskSummary(task=task, variant=variant, metrics=metrics, kind=kind, model=model, train_data=train_data,
+                judge=judge, judge_kind=judge_kind, n_items=len(items or []), n_failed=n_failed, repeats=1,
+                metric_shown=metric_shown).write(rd)
     if items is not None:
-        (d / f"{task}.items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
-    vdir = run / "variants" / variant
-    vdir.mkdir(parents=True, exist_ok=True)
+        ItemValues(items).write(rd, variant, task)
     cfg = variant_cfg or REGISTERED.get(variant, {"name": variant})
-    (vdir / "train.json").write_text(json.dumps({"variant": cfg, "log_history": [{"step": 1, "loss": 2.0}]}))
+    TrainRecord(variant=cfg, log_history=[{"step": 1, "loss": 2.0}]).write(rd, variant)
 
 
 def mt_items(turn1: list[float], turn2: list[float]) -> list[dict]:
@@ -220,7 +214,7 @@ def test_ablation_layout_across_runs(tmp_path):
 
 def write_default_run(run: Path) -> None:
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text("run:\n  tasks: [toy_open, toy_mcq, toy_exact]\n  train_data_name: toy\n"
+    RunDir(run).config.write_text("run:\n  tasks: [toy_open, toy_mcq, toy_exact]\n  train_data_name: toy\n"
                                      "model:\n  model: tiny-llama\n")
     for v, shift, n_failed in (("ntp", 0.0, 0), ("sftmix", 1.0, 1)):
         ids = range(5) if v == "ntp" else range(4)  # sftmix lost one verdict to a parse failure
@@ -272,7 +266,7 @@ def test_bad_input_is_user_error(tmp_path):
         build_table([run], "main")
     with pytest.raises(UserError, match="did you mean 'health'"):
         build_table([run], "helth")
-    bad = run / "scores" / "ntp" / "toy_exact.items.jsonl"
+    bad = RunDir(run).item_values("ntp", "toy_exact")
     bad.write_text('{"example_id": "e0", "value": 1}\n{oops\n')
     with pytest.raises(UserError, match=r"toy_exact.items.jsonl: line 2"):
         build_table([run])
@@ -296,15 +290,15 @@ def test_cli_table(tmp_path, capsys):
 def test_protocol_notes_and_dagger_on_non_conformant_columns(tmp_path):
     run = tmp_path / "run"
     write_main_run(run)
+    rd = RunDir(run)
     for variant in ("ntp", "sftmix"):
-        path = run / "scores" / variant / "mt_bench.json"
-        s = json.loads(path.read_text())
-        s.update(protocol="NOT MT-Bench (FastChat llm_judge single-answer grading): prompts from ours", conformant=False)
-        path.write_text(json.dumps(s))
-        path = run / "scores" / variant / "alpaca_eval.json"
-        s = json.loads(path.read_text())
-        s.update(protocol="AlpacaEval 2.0 (weighted_alpaca_eval_gpt4_turbo) (prompts: alpaca_eval)", conformant=True)
-        path.write_text(json.dumps(s))
+        s = TaskSummary.read(rd.summary(variant, "mt_bench"))
+        s.protocol = "NOT MT-Bench (FastChat llm_judge single-answer grading): prompts from ours"
+        s.conformant = False
+        s.write(rd)
+        s = TaskSummary.read(rd.summary(variant, "alpaca_eval"))
+        s.protocol, s.conformant = "AlpacaEval 2.0 (weighted_alpaca_eval_gpt4_turbo) (prompts: alpaca_eval)", True
+        s.write(rd)
     table = build_table([run], layout="main")
     assert "MT-Bench overall †" in table.value_cols and "AE2 WR" in table.value_cols
     assert not any(c.startswith("AE2") and c.endswith("†") for c in table.value_cols)

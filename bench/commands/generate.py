@@ -1,4 +1,5 @@
-"""`bench generate`: answers for tasks with a model, into DIR/<task>.generations.jsonl (+ <task>.scores.json).
+"""`bench generate`: answers for tasks with a model, into DIR/<task>.generations.jsonl, and for tasks that need no
+judge (mcq, exact) their metrics in DIR/<task>.scores.json (paths: :class:`bench.rundir.RunDir`).
 
 Extra ``key=value`` arguments are backend options (e.g. ``tensor_parallel_size=2`` for vllm).
 """
@@ -56,9 +57,12 @@ def default_out(model: str) -> Path:
     """``runs/generate/<name>``: a trained variant (``<run>/variants/<variant>/model``) is ``<run>-<variant>`` and
     ``bench train --out DIR``'s ``DIR/model`` is ``DIR``'s name, so two variants' generations never share a folder;
     any other model is named by its last path part."""
+    from bench.rundir import RunDir
+
     p = Path(model.rstrip("/"))
-    if p.name == "model" and p.parent.parent.name == "variants":
-        name = f"{p.parent.parent.parent.name}-{p.parent.name}"
+    trained = RunDir.of_model_dir(p)
+    if trained is not None:
+        name = f"{trained[0].root.name}-{trained[1]}"
     elif p.name == "model" and p.parent.name:  # `bench train --out DIR` saves DIR/model
         name = p.parent.name
     else:
@@ -70,7 +74,9 @@ def _claim(out: Path, model: str, model_path: str, force: bool) -> None:
     """Refuse to mix two models' generations (and scores) in one folder; record whose they are."""
     from sftmix.io import write_json
 
-    marker = out / "generate.json"
+    from bench.rundir import RunDir
+
+    marker = RunDir(out).generate_marker
     ident = str(Path(model_path).resolve()) if Path(model_path).exists() else model_path
     if marker.is_file() and not force:
         import json
@@ -93,7 +99,8 @@ def _resolve_model(name: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from bench.backends import get_backend
     from bench.cache import Cache
-    from bench.generate import generate_task, score_records
+    from bench.generate import generate_task, record_metrics
+    from bench.rundir import RunDir
     from bench.tasks import load_task
     from sftmix.io import write_json
 
@@ -126,16 +133,17 @@ def run(args: argparse.Namespace) -> int:
         backend_opts.setdefault("template", args.template)
     backend = get_backend(args.backend, model_path, **backend_opts)
     _claim(out, args.model, model_path, args.force)  # only once the model loaded: bad input writes nothing
-    cache = Cache(args.cache or out / "cache.sqlite")
+    rd = RunDir(out)
+    cache = Cache(args.cache or rd.cache)
 
     for task in tasks:
         t0 = time.perf_counter()
-        records = generate_task(task, backend, args.model, out / f"{task.name}.generations.jsonl", cache,
+        records = generate_task(task, backend, args.model, rd.generate_output(task.name), cache,
                                 settings_override=override, repeat=args.repeat, items=items[task.name])
         line = f"{task.name}: {len(records)} records in {time.perf_counter() - t0:.1f}s"
-        scores = score_records(task, records)
-        if scores is not None:
-            write_json(out / f"{task.name}.scores.json", scores)
-            line += f"; {scores['primary']}={scores.get(scores['primary'], float('nan')):.4f}"
-        print(line + f" -> {out / (task.name + '.generations.jsonl')}")
+        metrics = record_metrics(task, records)
+        if metrics is not None:
+            write_json(rd.generate_metrics(task.name), metrics)
+            line += f"; {metrics['primary']}={metrics.get(metrics['primary'], float('nan')):.4f}"
+        print(line + f" -> {rd.generate_output(task.name)}")
     return 0

@@ -2,11 +2,12 @@
 
 Chat tasks go to the configured judge (an OpenAI-compatible LLM, a local model in-process, or by default the
 reference-based rubric, which says so in every score); mcq/exact tasks are scored from their records.
-Writes DIR/judgments/<label>/<task>.jsonl and DIR/scores/<label>/<task>.json (+ .items.jsonl).
+Writes DIR/judgments/<label>/<task>.jsonl and the task summary DIR/scores/<label>/<task>.json (+ .items.jsonl),
+so DIR is then a run directory that `bench table DIR` reads (docs/RUNDIR.md).
 
 Failed verdicts are counted by cause (transport, refused, unparsable) and never cached, so running the same command
 again asks exactly those again; a refusing judge (bad key, unknown model: 400/401/403/404, or replies without
-choices) stops the command with exit 2 before any score file is written. The folder is locked while judging.
+choices) stops the command with exit 2 before any task summary is written. The folder is locked while judging.
 """
 from __future__ import annotations
 
@@ -39,13 +40,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from bench.config import JudgeArgs
+    from bench.rundir import RunDir
     from bench.tasks import load_task
 
     gdir = Path(args.generations)
+    rd = RunDir(gdir)
     if not gdir.is_dir():
         raise UserError(f"generations folder not found: {gdir}")
     names = [n.strip() for n in args.tasks.split(",")] if args.tasks else sorted(
-        p.name.split(".")[0] for p in gdir.glob("*.generations.jsonl"))
+        p.name.split(".")[0] for p in gdir.glob(rd.generate_output("*").name))
     if not names:
         raise UserError(f"{gdir} holds no <task>.generations.jsonl files")
     bad = [p for p in args.data_path if "=" not in p.strip("=")]
@@ -66,11 +69,12 @@ def run(args) -> int:
             check_model(jargs.local, "--judge-local")
     for name in names:  # unknown tasks and missing generation files fail before anything is written
         load_task(name)
-        if not (gdir / f"{name}.generations.jsonl").exists():
-            raise UserError(f"no generations for task {name}: {gdir / (name + '.generations.jsonl')} is missing "
+        if not rd.generate_output(name).exists():
+            raise UserError(f"no generations for task {name}: {rd.generate_output(name)} is missing "
                             "(run `bench generate` first)")
     if args.dry_run:
         return _run(args, gdir, names, local, jargs)
+    rd.check()  # refuse, before judging, a folder in a run-directory format this bench cannot write
     from bench.lock import RunLock
 
     with RunLock(gdir, "bench judge"):
@@ -79,21 +83,23 @@ def run(args) -> int:
 
 def _run(args, gdir: Path, names: list[str], local: dict, jargs) -> int:
     from bench.cache import Cache
-    from bench.evaluate import judge_config, judge_requests, make_judge, score_task
+    from bench.evaluate import evaluate_task, judge_config, judge_requests, make_judge
     from bench.generate import read_jsonl
     from bench.judge.ledger import CostLedger, estimate
+    from bench.rundir import RunDir
     from bench.tasks import load_task
 
-    cache = Cache(gdir / "cache.sqlite")
+    rd = RunDir(gdir)
+    cache = Cache(rd.cache)
     ledger = CostLedger(jargs.prices)
-    judge = make_judge(jargs, cache=cache, ledger=ledger, log_path=gdir / "judge_log.jsonl")
+    judge = make_judge(jargs, cache=cache, ledger=ledger, log_path=rd.judge_log)
     label = args.label or gdir.name
     if args.judge_model and not args.dry_run:
         judge.preflight()
     status = 0
     for name in names:
         task = load_task(name)
-        gens = read_jsonl(gdir / f"{name}.generations.jsonl")
+        gens = read_jsonl(rd.generate_output(name))
         items = task.load_records(local=local.get(name))
         ids = {str(g["example_id"]) for g in gens}
         items = [it for it in items if str(it["id"]) in ids]
@@ -102,7 +108,7 @@ def _run(args, gdir: Path, names: list[str], local: dict, jargs) -> int:
             est = estimate(reqs, judge.name, repeats=args.repeats, prices=jargs.prices, cache=cache)
             print(f"{name}: {json.dumps(est)}")
             continue
-        s = score_task(task, items, gens, judge, run_dir=gdir, variant=label, meta={"model": label},
+        s = evaluate_task(task, items, gens, judge, run_dir=gdir, variant=label, meta={"model": label},
                        repeats=args.repeats, judge_args=jargs)
         shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in s["metrics"].items() if "/" not in k}
         failures = s.get("failures") or {}

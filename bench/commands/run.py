@@ -54,6 +54,7 @@ def run(args) -> int:
     import logging
 
     from bench.pipeline import run_pipeline
+    from bench.rundir import RunDir
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     cfg = build_config(args)
@@ -61,8 +62,9 @@ def run(args) -> int:
     if args.dry_run:
         return 0
     print(summary["table"])
-    print(f"\nresults: {summary['out']}  (tables in {summary['out']}/tables, plots in {summary['out']}/plots, "
-          f"provenance in {summary['out']}/provenance.json)")
+    rd = RunDir(summary["out"])
+    print(f"\nresults: {summary['out']}  (tables in {rd.tables_dir}, plots in {rd.plots_dir}, "
+          f"provenance in {rd.provenance})")
     print(f"stages run: {len(summary['ran'])}, skipped (already done): {len(summary['skipped'])}; "
           f"model requests: {summary['model_requests']}, judge requests: {summary['judge_requests']}; "
           f"{summary['seconds']:.1f} s")

@@ -1,0 +1,24 @@
+"""The run directory: every path and record of a `bench run` results directory, in one place (docs/RUNDIR.md).
+
+Writers (the pipeline, :mod:`bench.evaluate`, `bench generate` / `bench judge`) and readers (:mod:`bench.tables`,
+:mod:`bench.plots`, :mod:`bench.regression`, the tests) name files only through :class:`RunDir` and read and
+write them only through its records, so the format has one owner.
+
+The format is versioned: ``rundir.json`` holds ``{"format": FORMAT, "version": VERSION}``. A directory without it
+predates the stamp and has the layout of version 1, so it is read as version 1. A directory stamped with a version
+this bench cannot read (older than ``MIN_VERSION`` or newer than ``VERSION``) is refused with a one-line
+:class:`~sftmix.errors.UserError` (the CLI's exit 2), never half-read.
+
+Reading imports nothing from ``sftmix`` (the tables must not depend on the training side); the CLI's shared error
+type and the atomic writers of :mod:`sftmix.io` are imported only when an error is raised or a file is written.
+
+The package: :mod:`~bench.rundir.paths` (:class:`RunDir`: the names of every file, the format version, the
+read/write helpers) and :mod:`~bench.rundir.records` (the typed records with ``read``/``write``).
+"""
+from .paths import (CONFIG, FORMAT, MIN_VERSION, PROVENANCE, SEED_SEP, STAMP, VERSION, RunDir, fail, read_json,
+                    read_jsonl, split_seed, write_json, write_jsonl, write_text)
+from .records import ItemValues, Provenance, RunConfigRecord, StageState, TaskSummary, TrainRecord
+
+__all__ = ["CONFIG", "FORMAT", "MIN_VERSION", "PROVENANCE", "SEED_SEP", "STAMP", "VERSION", "ItemValues",
+           "Provenance", "RunConfigRecord", "RunDir", "StageState", "TaskSummary", "TrainRecord", "fail",
+           "read_json", "read_jsonl", "split_seed", "write_json", "write_jsonl", "write_text"]

@@ -1,0 +1,204 @@
+"""What a table reads from run directories (through :mod:`bench.rundir`), and what the metrics mean.
+
+A :class:`TaskResult` is one task summary with its per-item values and the variant's settings as trained; a variant
+trained over several seeds becomes one TaskResult holding the per-seed ones (:func:`merge_seeds`).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+from ..bootstrap import aggregate_repeats
+from ..rundir import (ItemValues, Provenance, RunConfigRecord, RunDir, TaskSummary, TrainRecord, fail,
+                      split_seed)
+
+
+@dataclass
+class TaskResult:
+    """One ``scores/<variant>/<task>.json`` with its per-item values and the variant's settings."""
+
+    run: str
+    variant: str
+    task: str
+    kind: str
+    model: str
+    train_data: str
+    judge: str
+    judge_kind: str
+    metrics: dict
+    n_items: int | None
+    n_failed: int
+    repeats: int
+    metric_shown: str | None
+    items: list[dict] | None
+    variant_cfg: dict = field(default_factory=dict)
+    failures: dict | None = None  # failed verdicts by cause: {transport, refused, unparsable}
+    task_rank: int = 1 << 30  # position in the run config's task list (tables keep that column order)
+    protocol: str | None = None  # the peer protocol the numbers follow (scorer + judge prompts)
+    conformant: bool | None = None  # False: made another way, not comparable with the published benchmark
+    seed: int | None = None  # run.seeds: the training seed of a "<variant>@s<seed>" summary
+    seeds: dict[int, "TaskResult"] | None = None  # a variant's results over seeds, merged (see merge_seeds)
+    variant_rank: int = 1 << 30  # position in the run config's variant list (tables keep that row order)
+
+    @property
+    def system(self) -> tuple[str, str, str, str]:
+        return (self.run, self.train_data, self.model, self.variant)
+
+
+def _variant_cfg(rd: RunDir, folder: str, cfg: RunConfigRecord, prov: Provenance | None) -> dict:
+    """The variant's settings as this run recorded them: its train.json, else provenance.json's variants, else
+    the config's sweep entry; only the name when the run recorded none (never today's variant registry)."""
+    path = rd.train_record(folder)
+    if path.exists():
+        v = TrainRecord.read(path).variant
+        if v:
+            return v
+    recorded = ((prov.extra.get("variants") if prov else None) or {}).get(folder)
+    if isinstance(recorded, dict):
+        return recorded
+    return cfg.variant_settings(split_seed(folder)[0]) or {"name": split_seed(folder)[0]}
+
+
+def _read_items(path: Path) -> list[dict] | None:
+    values = ItemValues.read(path)
+    # The format stores medians already; re-aggregating makes a file with one line per repeat safe too.
+    return None if values is None else aggregate_repeats(values.rows)
+
+
+def load_results(run_dirs: Sequence[str | Path]) -> list[TaskResult]:
+    """Every task summary of the given run directories; a missing or empty run directory is a UserError."""
+    if not run_dirs:
+        fail("no run directory given")
+    labels = _run_labels([Path(d) for d in run_dirs])
+    out: list[TaskResult] = []
+    for run_dir, label in zip(map(Path, run_dirs), labels):
+        if not run_dir.is_dir():
+            fail(f"{run_dir}: no such run directory")
+        rd = RunDir(run_dir).check()
+        files = rd.summaries()
+        if not files:
+            fail(f"{run_dir}: not a bench run directory with results (no scores/<variant>/<task>.json)")
+        cfg = RunConfigRecord.read(rd)
+        prov = Provenance.read(rd) if rd.provenance.exists() else None
+        task_order, variant_order = cfg.tasks(), cfg.variants()
+        for path in files:
+            s = TaskSummary.read(path)
+            variant, seed = split_seed(s.variant)
+            out.append(TaskResult(
+                run=label, variant=variant, task=s.task, kind=s.kind,
+                model=str(s.model or cfg.model_name), train_data=str(s.train_data or cfg.train_data_name),
+                judge=s.judge, judge_kind=s.judge_kind, metrics=s.metrics, n_items=s.n_items, n_failed=s.n_failed,
+                repeats=s.repeats, metric_shown=s.metric_shown,
+                items=_read_items(rd.item_values(path.parent.name, path.stem)),
+                variant_cfg=_variant_cfg(rd, path.parent.name, cfg, prov), failures=s.failures, seed=seed,
+                task_rank=task_order.index(s.task) if s.task in task_order else 1 << 30,
+                variant_rank=variant_order.index(variant) if variant in variant_order else 1 << 30,
+                protocol=s.protocol, conformant=s.conformant))
+    return merge_seeds(out)
+
+
+def merge_seeds(results: list[TaskResult]) -> list[TaskResult]:
+    """One TaskResult per system and task: a variant trained over several seeds becomes a TaskResult whose
+    ``seeds`` holds the per-seed ones and whose metrics are their means (metrics every seed has)."""
+    groups: dict[tuple, list[TaskResult]] = {}
+    out: list[TaskResult] = []
+    for s in results:
+        if s.seed is None:
+            out.append(s)
+        else:
+            groups.setdefault((*s.system, s.task), []).append(s)
+    for members in groups.values():
+        members.sort(key=lambda m: m.seed)
+        first = members[0]
+        keys = [k for k, v in first.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                and all(isinstance(m.metrics.get(k), (int, float)) for m in members)]
+        metrics = {k: sum(float(m.metrics[k]) for m in members) / len(members) for k in keys}
+        out.append(replace(first, metrics=metrics, items=None, seed=None, seeds={m.seed: m for m in members},
+                           n_failed=sum(m.n_failed for m in members)))
+    return out
+
+
+def _run_labels(dirs: list[Path]) -> list[str]:
+    """Short unique labels for run directories (their names, or their paths when names collide)."""
+    names = [d.resolve().name or str(d) for d in dirs]
+    return names if len(set(names)) == len(names) else [str(d) for d in dirs]
+
+
+def results_frame(run_dirs: Sequence[str | Path]):
+    """All summary metrics as a long DataFrame: run, train_data, model, variant, task, metric, value."""
+    import pandas as pd
+
+    rows = [{"run": s.run, "train_data": s.train_data, "model": s.model, "variant": s.variant, "task": s.task,
+             "metric": k, "value": v} for s in load_results(run_dirs) for k, v in s.metrics.items()]
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+
+
+def headline_metric(s: TaskResult) -> str:
+    """The one metric a task is summarised by: chat overall/win rate, the MCQ metric shown, exact match."""
+    if s.kind == "mcq":
+        return s.metric_shown or "acc"
+    if s.kind == "exact":
+        return "exact_match" if "exact_match" in s.metrics or "em" not in s.metrics else "em"
+    for k in ("overall", "win_rate", "score"):
+        if k in s.metrics:
+            return k
+    plain = [k for k in s.metrics if "/" not in k]
+    return plain[0] if plain else "overall"
+
+
+def resolve(s: TaskResult, metric: str) -> str:
+    """A column's metric spec for this result: ``@headline``, ``@shown`` (the MCQ metric shown), or a name."""
+    if metric == "@headline":
+        return headline_metric(s)
+    if metric == "@shown":
+        return s.metric_shown or "acc"
+    if metric == "exact_match" and "exact_match" not in s.metrics and "em" in s.metrics:
+        return "em"
+    return metric
+
+
+def is_percent(s: TaskResult, key: str) -> bool:
+    return s.kind in ("mcq", "exact")  # stored as fractions 0-1; win rates are already percent
+
+
+def _item_scale(s: TaskResult, key: str) -> float:
+    return 100.0 if s.kind in ("mcq", "exact") or key == "win_rate" else 1.0
+
+
+def item_values(s: TaskResult, key: str) -> dict | None:
+    """Per-item values behind metric ``key`` keyed by (example_id, turn), in the metric's display unit, or None
+    when the metric has no per-item values (LC win rate, average length, an MCQ metric other than the one shown)."""
+    if not s.items:
+        return None
+    recs = s.items
+    if s.kind == "mcq" and key != (s.metric_shown or "acc"):
+        return None
+    if s.kind == "exact" and key not in ("exact_match", "em"):
+        return None
+    if s.kind not in ("mcq", "exact"):
+        m = re.fullmatch(r"turn(\d+)", key)
+        if m:
+            recs = [r for r in recs if r.get("turn") is not None and int(r["turn"]) == int(m.group(1))]
+        elif key.startswith("category/"):
+            recs = [r for r in recs if r.get("category") == key.split("/", 1)[1]]
+        elif key not in ("overall", "win_rate", "score", headline_metric(s)):
+            return None
+    scale = _item_scale(s, key)
+    return {(r["example_id"], r.get("turn")): float(r["value"]) * scale for r in recs}
+
+
+def metric_value(s: TaskResult, key: str) -> float | None:
+    """The summary value of ``key`` in display units (percent for MCQ/exact), from the items when absent."""
+    if s.seeds:  # the mean over seeds of each seed's value
+        vals = [metric_value(m, key) for m in s.seeds.values()]
+        return None if any(v is None for v in vals) else sum(vals) / len(vals)
+    v = s.metrics.get(key)
+    if v is None:
+        vals = item_values(s, key)
+        return sum(vals.values()) / len(vals) if vals else None
+    return float(v) * (100.0 if is_percent(s, key) else 1.0)

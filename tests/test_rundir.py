@@ -1,0 +1,194 @@
+"""The run-directory module (bench.rundir, docs/RUNDIR.md): paths, record round trips, the format version, and
+the tables' independence from sftmix (row order and settings from the run's own records)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.rundir import (FORMAT, VERSION, ItemValues, Provenance, RunConfigRecord, RunDir, StageState,
+                          TaskSummary, TrainRecord, read_jsonl, split_seed, write_jsonl)
+from bench.tables import build_table, render_table
+from sftmix.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_paths_follow_the_documented_layout(tmp_path):
+    rd = RunDir(tmp_path)
+    rel = lambda p: p.relative_to(tmp_path).as_posix()  # noqa: E731
+    assert rel(rd.state("score/sftmix@s1/toy_open")) == "state/score__sftmix@s1__toy_open.json"
+    assert rel(rd.summary("ntp", "bigbench:navigate")) == "scores/ntp/bigbench:navigate.json"
+    assert rel(rd.item_values("ntp", "toy_mcq")) == "scores/ntp/toy_mcq.items.jsonl"
+    assert rel(rd.generations("ntp", "toy_mcq")) == "generations/ntp/toy_mcq.jsonl"
+    assert rel(rd.judgments("ntp", "toy_open")) == "judgments/ntp/toy_open.jsonl"
+    assert rel(rd.train_record("sftmix")) == "variants/sftmix/train.json"
+    assert rel(rd.model_dir("sftmix")) == "variants/sftmix/model"
+    assert rel(rd.confidence(rd.dynamics_dir("ab12cd34", 2))) == "dynamics-ab12cd34@s2/confidence.parquet"
+    assert rel(rd.confidence()) == "dynamics/confidence.parquet"
+    assert rel(rd.table("default", "latex")) == "tables/default.tex"
+    assert rel(rd.plot("training_loss")) == "plots/training_loss.png"
+    assert rel(rd.generate_output("toy_mcq")) == "toy_mcq.generations.jsonl"
+    assert rel(rd.generate_metrics("toy_mcq")) == "toy_mcq.scores.json"
+    assert [rel(p) for p in (rd.config, rd.provenance, rd.cache, rd.judge_log, rd.stamp)] == [
+        "config.yaml", "provenance.json", "cache.sqlite", "judge_log.jsonl", "rundir.json"]
+    assert split_seed("sftmix@s12") == ("sftmix", 12) and split_seed("ntp") == ("ntp", None)
+    assert split_seed("odd@sx") == ("odd@sx", None)
+    found = RunDir.of_model_dir(rd.model_dir("sftmix@s1"))
+    assert found[0].root == tmp_path and found[1] == "sftmix@s1"
+    assert RunDir.of_model_dir(tmp_path / "some" / "model") is None
+
+
+def test_every_record_round_trips(tmp_path):
+    rd = RunDir(tmp_path / "run")
+    state = StageState("k1", "done", 12.5, {"seconds": 3.2})
+    state.write(rd, "train/ntp")
+    assert StageState.read(rd, "train/ntp") == state and StageState.read(rd, "train/other") is None
+
+    summary = TaskSummary(task="toy_mcq", variant="ntp", kind="mcq", metrics={"acc": 0.5, "acc_norm": float("nan")},
+                          model="tiny", train_data="toy", n_items=4, n_failed=1, repeats=2, metric_shown="acc",
+                          failures={"transport": 1}, protocol="lm-eval", conformant=None, seed=3,
+                          extra={"scorer": "mcq", "conformant": None})
+    path = summary.write(rd)
+    assert path == rd.summary("ntp", "toy_mcq")
+    back = TaskSummary.read(path)
+    assert back.metrics == {"acc": 0.5, "acc_norm": None}  # NaN is stored as null
+    assert back.to_dict() == summary.to_dict() and back.seed == 3 and back.extra["scorer"] == "mcq"
+    assert json.loads(path.read_text())["conformant"] is None  # an explicit null stays in the file
+
+    items = ItemValues([{"example_id": "1", "value": 1.0, "turn": None}, {"example_id": "2", "value": 0.0,
+                                                                          "turn": None}])
+    items.write(rd, "ntp", "toy_mcq")
+    assert ItemValues.read(rd.item_values("ntp", "toy_mcq")) == items
+    assert ItemValues.read(rd.item_values("ntp", "missing")) is None
+
+    train = TrainRecord(variant={"name": "ntp", "mu": 0.0}, log_history=[{"step": 1, "loss": 2.0}, {"step": 2}],
+                        extra={"config_hash": "abc"})
+    train.write(rd, "ntp")
+    assert TrainRecord.read(rd.train_record("ntp")) == train and train.losses() == [2.0]
+
+    prov = Provenance("h1", "done", {"variants": {"ntp": {"name": "ntp"}}, "seed": 0})
+    prov.write(rd)
+    assert Provenance.read(rd) == prov and Provenance.read(RunDir(tmp_path / "none")) is None
+
+    write_jsonl(rd.generations("ntp", "toy_mcq"), [{"example_id": "1", "logliks": [0.1, -1.0]}])
+    assert read_jsonl(rd.generations("ntp", "toy_mcq")) == [{"example_id": "1", "logliks": [0.1, -1.0]}]
+
+    rd.config.write_text("run:\n  variants: [ntp, {name: hot, base: sftmix, alpha: 2.0}]\n  tasks: [a, {name: b}]\n"
+                         "  train_data_name: toy\nmodel:\n  model: tiny-llama\n")
+    cfg = RunConfigRecord.read(rd)
+    assert cfg.variants() == ["ntp", "hot"] and cfg.tasks() == ["a", "b"]
+    assert cfg.variant_settings("hot") == {"name": "hot", "base": "sftmix", "alpha": 2.0}
+    assert cfg.model_name == "tiny-llama" and cfg.train_data_name == "toy"
+
+
+def test_records_name_the_bad_file(tmp_path):
+    rd = RunDir(tmp_path)
+    TaskSummary(task="t", variant="v", metrics={"acc": 1.0}).write(rd)
+    rd.summary("v", "t").write_text('{"task": "t"}')
+    with pytest.raises(UserError, match=r"t\.json: missing field 'metrics'"):
+        TaskSummary.read(rd.summary("v", "t"))
+    rd.item_values("v", "t").write_text('{"value": 1}\n')
+    with pytest.raises(UserError, match=r"t\.items\.jsonl: line 1: missing field 'example_id'"):
+        ItemValues.read(rd.item_values("v", "t"))
+
+
+def write_run(run: Path, variants=("ntp", "sftmix"), config: str | None = None) -> None:
+    rd = RunDir(run)
+    for i, v in enumerate(variants):
+        vals = [1.0 if k <= i else 0.0 for k in range(4)]
+        TaskSummary(task="toy_mcq", variant=v, kind="mcq", metrics={"acc": sum(vals) / 4}, model="tiny",
+                    train_data="toy", n_items=4, metric_shown="acc").write(rd)
+        ItemValues([{"example_id": str(k), "value": x} for k, x in enumerate(vals)]).write(rd, v, "toy_mcq")
+    if config is not None:
+        rd.config.write_text(config)
+
+
+def test_first_write_stamps_the_version_and_unstamped_dirs_read_as_version_1(tmp_path):
+    run = tmp_path / "run"
+    write_run(run)
+    rd = RunDir(run)
+    assert json.loads(rd.stamp.read_text()) == {"format": FORMAT, "version": VERSION} and rd.version() == VERSION
+    rd.stamp.unlink()  # a run directory from before the stamp
+    assert rd.version() == 1
+    assert "NTP" in render_table([run])
+
+
+@pytest.mark.parametrize("stamp, why", [
+    ({"format": FORMAT, "version": 99}, "format version 99 is newer than this bench reads"),
+    ({"format": FORMAT, "version": 0}, "format version 0 is older than this bench reads"),
+    ({"format": "something else", "version": 1}, "unknown run-directory format"),
+    ({"format": FORMAT, "version": "1"}, "unknown run-directory format"),
+], ids=["newer", "older", "other-format", "bad-version"])
+def test_unreadable_versions_are_refused_with_one_line(tmp_path, capsys, stamp, why):
+    from bench.cli import main
+
+    run = tmp_path / "run"
+    write_run(run)
+    RunDir(run).stamp.write_text(json.dumps(stamp))
+    with pytest.raises(UserError, match=why):
+        build_table([run])
+    with pytest.raises(UserError, match=why):  # writers refuse too: nothing is mixed into a format we cannot read
+        TaskSummary(task="x", variant="ntp", metrics={}).write(RunDir(run))
+    assert main(["table", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and why in err[0] and "Traceback" not in err[0]
+
+
+def test_bench_run_refuses_a_newer_run_directory(tmp_path):
+    from bench.config import experiment_path, load_run_config
+    from bench.pipeline import check_out_dir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    RunDir(run).stamp.write_text(json.dumps({"format": FORMAT, "version": VERSION + 1}))
+    cfg = load_run_config(experiment_path("default"), {"run.out": str(run)})
+    with pytest.raises(UserError, match="newer than this bench reads"):
+        check_out_dir(cfg, run, force=True)
+
+
+def test_tables_import_nothing_from_sftmix(tmp_path):
+    """Loading runs and rendering every layout and format never imports sftmix (not even its registry for row
+    order); only writing a file (atomic writes of sftmix.io) or raising the CLI's error type would."""
+    run = tmp_path / "run"
+    write_run(run, config="run:\n  variants: [ntp, sftmix]\n  tasks: [toy_mcq]\n")
+    code = ("import sys; import bench.tables as t\n"
+            "for layout in ('auto', 'default', 'ablation', 'mixup-role'):\n"
+            "    for fmt in ('md', 'csv', 'latex'):\n"
+            "        out = t.render_table([sys.argv[1]], layout, fmt, paper=True)\n"
+            "bad = sorted(m for m in sys.modules if m == 'sftmix' or m.startswith('sftmix.'))\n"
+            "assert not bad, bad\n"
+            "assert 'SFTMix' in t.render_table([sys.argv[1]])\n")
+    r = subprocess.run([sys.executable, "-c", code, str(run)], cwd=tmp_path, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+
+
+def test_row_order_comes_from_the_run_config(tmp_path):
+    order = ["ntp", "zeta", "sftmix", "alpha"]
+    run = tmp_path / "run"
+    write_run(run, variants=order, config="run:\n  variants: [ntp, zeta, sftmix, alpha]\n")
+    assert list(build_table([run]).display_frame()["Method"]) == ["NTP", "zeta", "SFTMix", "alpha"]
+    # without a recorded order: the baseline, then SFTMix, then the rest in file (name) order
+    RunDir(run).config.unlink()
+    assert list(build_table([run]).display_frame()["Method"]) == ["NTP", "SFTMix", "alpha", "zeta"]
+
+
+def test_variant_settings_come_from_the_run_not_the_registry(tmp_path):
+    run = tmp_path / "run"
+    write_run(run, variants=("ntp", "sftmix"),
+              config="run:\n  variants: [ntp, {name: sftmix, base: sftmix, alpha: 7.0}]\n")
+    # no train.json: the settings recorded in provenance.json win over the config's sweep entry
+    df = build_table([run], "ablation").display_frame()
+    assert df.loc[df["Method"] == "SFTMix", "alpha"].item() == "7.0"
+    Provenance("h", "done", {"variants": {"sftmix": {"name": "sftmix", "alpha": 0.25, "mu": 0.2}}}).write(RunDir(run))
+    df = build_table([run], "ablation").display_frame()
+    assert df.loc[df["Method"] == "SFTMix", "alpha"].item() == "0.25"
+    # a variant the registry knows but the run recorded nothing for shows no settings, not today's registry's
+    assert df.loc[df["Method"] == "NTP", "mu"].item() == "—"
+    assert not math.isnan(build_table([run]).rows[1]["toy_mcq acc (%)"].delta)
