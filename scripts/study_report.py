@@ -45,10 +45,19 @@ def _row(name: str, base: dict[int, dict], other: dict[int, dict]) -> dict:
             "significant": bool(r["lo"] > 0 or r["hi"] < 0)}
 
 
+def _config(run_dir: Path) -> dict:
+    import yaml
+
+    path = run_dir / "config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
 def build(run_dir: Path, baseline: str, groups: dict[str, list[str]]) -> tuple[list[dict], list[str], list[str]]:
     scores = [s for s in load_results([run_dir]) if s.seeds]
     tasks = sorted({s.task for s in scores}, key=lambda t: min(s.task_rank for s in scores if s.task == t))
     variants = list(dict.fromkeys(s.variant for s in scores))
+    order = [v if isinstance(v, str) else v.get("name") for v in _config(run_dir).get("run", {}).get("variants", [])]
+    variants.sort(key=lambda v: order.index(v) if v in order else len(order))  # the run config's order
     by = {(s.variant, s.task): s for s in scores}
     rows = []
     for v in variants:
