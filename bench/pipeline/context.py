@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sftmix.errors import UserError
 from sftmix.io import data_identity, hash_obj
@@ -12,6 +12,11 @@ from sftmix.variants import Variant
 
 from ..config import RunConfig
 from .selection import SEED_SEP, per_seed, run_tasks, run_variants
+
+if TYPE_CHECKING:
+    from ..judge import JudgeConfig
+    from ..scorers.base import Scorer
+    from ..tasks import Task
 
 
 class RunContext:
@@ -62,17 +67,17 @@ class RunContext:
     def model_dir(self, v: Variant) -> Path:
         return self.variant_dir(v) / "model"
 
-    def gen_path(self, v: Variant, task) -> Path:
+    def gen_path(self, v: Variant, task: Task) -> Path:
         return self.out / "generations" / v.name / f"{task.name}.jsonl"
 
-    def score_path(self, v: Variant, task) -> Path:
+    def score_path(self, v: Variant, task: Task) -> Path:
         return self.out / "scores" / v.name / f"{task.name}.json"
 
     def judge_log_path(self) -> Path:
         return self.out / "judge_log.jsonl"
 
     # -- scorers and judges -------------------------------------------------------------------------------------
-    def scorer(self, task):
+    def scorer(self, task: Task) -> Scorer:
         from ..scorers import get_scorer
 
         return get_scorer(task.scorer)
@@ -88,7 +93,7 @@ class RunContext:
 
         return {"kind": "reference", "model": NAME}
 
-    def judge_config(self, task):
+    def judge_config(self, task: Task) -> JudgeConfig | None:
         """The judge config the task's scorer uses in this run (None if unjudged), loaded once per run."""
         if task.name not in self._judge_configs:
             from ..evaluate import judge_config
@@ -96,7 +101,7 @@ class RunContext:
             self._judge_configs[task.name] = judge_config(task, self.cfg.judge)
         return self._judge_configs[task.name]
 
-    def judge_fingerprint(self, task) -> str | None:
+    def judge_fingerprint(self, task: Task) -> str | None:
         """Content hash of the judge config (prompt texts, parser, settings) the task's scorer uses in this run."""
         config = self.judge_config(task)
         return config.fingerprint() if config is not None else None
@@ -105,12 +110,12 @@ class RunContext:
         """Task -> the peer protocol its numbers follow in this run (judged ones: with their prompt sources)."""
         return {t.name: self.scorer(t).protocol(self.judge_config(t)) for t in self.tasks}
 
-    def referenced_only(self, task) -> bool:
+    def referenced_only(self, task: Task) -> bool:
         """MT-Bench-style tasks under the reference rubric keep only the items it can rate (those with references)."""
         return self.scorer(task).judged and self.judge_identity()["kind"] == "reference"
 
     # -- items --------------------------------------------------------------------------------------------------
-    def items(self, task) -> list[dict]:
+    def items(self, task: Task) -> list[dict]:
         """The task's items in this run (limit, local data and the judge's selection applied), loaded once."""
         if task.name not in self._items:
             local = self.cfg.run.data_paths.get(task.name)
@@ -125,7 +130,7 @@ class RunContext:
             self._items[task.name] = items
         return self._items[task.name]
 
-    def loaded_items(self, task) -> tuple[list[dict] | None, int]:
+    def loaded_items(self, task: Task) -> tuple[list[dict] | None, int]:
         """(items, count); offline hub tasks without data give (None, the task's declared n_items)."""
         try:
             items = self.items(task)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .context import RunContext
 from .keys import dyn_key, gen_key, score_key, train_key
@@ -13,6 +13,9 @@ from .selection import SEED_SEP
 from .stages.generate import generate_stage
 from .stages.score import score_stage
 from .stages.train import run_dynamics_stage, train_stage
+
+if TYPE_CHECKING:
+    from ..tasks import Task
 
 
 @dataclass
@@ -55,7 +58,7 @@ def build_stages(ctx: RunContext) -> list[Stage]:
     return stages
 
 
-def n_generations(ctx: RunContext, task) -> int:
+def n_generations(ctx: RunContext, task: Task) -> int:
     """Turns to generate (chat: every item's turns; else one per item)."""
     items, n = ctx.loaded_items(task)
     if task.kind != "chat":
@@ -63,7 +66,7 @@ def n_generations(ctx: RunContext, task) -> int:
     return sum(len(it.get("turns") or [1]) for it in items) if items is not None else n * task.n_turns
 
 
-def n_judge_calls(ctx: RunContext, task) -> int:
+def n_judge_calls(ctx: RunContext, task: Task) -> int:
     """Judge calls scoring ``task`` takes for one variant (0 for unjudged tasks)."""
     items, n = ctx.loaded_items(task)
     return ctx.scorer(task).n_judge_calls(task, items, n, ctx.cfg.judge.repeats)

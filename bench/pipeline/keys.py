@@ -3,12 +3,16 @@ skipped; one whose key changed is redone. Any change here re-runs finished runs,
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from sftmix.io import hash_obj
 from sftmix.variants import Variant
 
 from ..config import model_key
 from .context import RunContext
+
+if TYPE_CHECKING:
+    from ..tasks import Task
 
 # Task fields left out of the generation key: data_hash/source/path/layout say where the data came from, not what
 # it is; parametric/param: the name says it all (bigbench:navigate), and tasks from before them keep their keys.
@@ -34,7 +38,7 @@ def train_key(ctx: RunContext, v: Variant) -> str:
                      "dynamics": dyn})
 
 
-def gen_key(ctx: RunContext, v: Variant, task) -> str:
+def gen_key(ctx: RunContext, v: Variant, task: Task) -> str:
     """Key of ``v``'s generations for ``task``."""
     cfg = ctx.cfg
     return hash_obj({"stage": "generate", "train": train_key(ctx, v), "task": task.name,
@@ -43,7 +47,7 @@ def gen_key(ctx: RunContext, v: Variant, task) -> str:
                      "local_data": cfg.run.data_paths.get(task.name), "referenced_only": ctx.referenced_only(task)})
 
 
-def score_key(ctx: RunContext, v: Variant, task) -> str:
+def score_key(ctx: RunContext, v: Variant, task: Task) -> str:
     """Key of scoring ``v`` on ``task``: the generations, the scorer's version, and for judged tasks the judge."""
     scorer = ctx.scorer(task)
     judged = scorer.judged

@@ -1,14 +1,17 @@
 """The generation stage: one variant's completions for one task, through the configured backend."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sftmix.variants import Variant
 
 from ..context import RunContext
 
+if TYPE_CHECKING:
+    from ...tasks import Task
 
-def generate_stage(ctx: RunContext, v: Variant, task) -> None:
+
+def generate_stage(ctx: RunContext, v: Variant, task: Task) -> None:
     """Generate ``v``'s answers to ``task``'s items (cached ones are served by the run's cache)."""
     from ...generate import generate_task
 

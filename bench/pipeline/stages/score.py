@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from sftmix.variants import Variant
 
 from ..context import RunContext
 from ..keys import score_key
 
+if TYPE_CHECKING:
+    from ...tasks import Task
 
-def score_stage(ctx: RunContext, v: Variant, task) -> dict:
+
+def score_stage(ctx: RunContext, v: Variant, task: Task) -> dict:
     """Score ``v`` on ``task``; ``{"incomplete": True}`` when an LLM judge failed verdicts a re-run should retry."""
     from ...evaluate import score_task
     from ...generate import read_jsonl
