@@ -1,10 +1,11 @@
 """`bench perf`: what SFTMix costs over NTP, side by side, with the machine description.
 
-Every measurement runs in a fresh worker process (``python -m bench.perf --worker SPEC``, see :mod:`.protocol`), so peak memory is that
-configuration's alone. On CPU each worker runs with 1 thread and ``OMP_WAIT_POLICY=PASSIVE`` (on a shared machine,
-spinning OpenMP threads inflate both sides of a ratio and push it toward 1), and the repeats are interleaved
-across configurations (round 1: every configuration once, round 2: again...), so a change in others' load hits
-all alike; the fastest round counts. The load average is recorded beside every measurement.
+Every measurement runs in a fresh worker process (``python -m bench.perf --worker SPEC``, see :mod:`.protocol`),
+so peak memory is that configuration's alone. On CPU each worker runs with 1 thread and
+``OMP_WAIT_POLICY=PASSIVE`` (on a shared machine, spinning OpenMP threads inflate both sides of a ratio and push
+it toward 1), and the repeats are interleaved across configurations (round 1: every configuration once, round 2:
+again...), so a change in others' load hits all alike; the fastest round counts. The load average is recorded
+beside every measurement.
 
 * ``step``: one optimizer step (``Trainer.training_step`` = forward + loss + backward, then the AdamW step) of a
   random-init Llama on random tokens whose response (loss) part is the last 50-70% of each sequence, for ``ntp``,

@@ -190,7 +190,8 @@ def _scaling(rep: PerfReport) -> list[str]:
     if not sc:
         return []
     rows = [([label, name], r) for label, res in sc.items() for name, r in _results(res)]
-    return (["", "## Scaling: vocabulary x sequence length", ""] + _grid(["V x T (batch)", "config"], SCALING_COLS, rows)
+    return (["", "## Scaling: vocabulary x sequence length", ""]
+            + _grid(["V x T (batch)", "config"], SCALING_COLS, rows)
             + ["\nBatch 2 at T = 1024 (8 at T = 256): 2,048 tokens per step, so a 1-thread CPU step at V = 128k "
                "stays within seconds."])
 

@@ -32,6 +32,7 @@ def step_worker(spec: dict) -> dict:
     import transformers  # noqa: F401
 
     import sftmix.trainer  # noqa: F401
+    from sftmix.data import IGNORE
 
     mem = Memory(device)
     model = build_model(shape, device)
@@ -46,7 +47,7 @@ def step_worker(spec: dict) -> dict:
         trainer.create_optimizer()
         trainer.current_gradient_accumulation_steps = 1  # normally set by the training loop
         model = trainer.model
-        n_loss_tokens = int((batch["labels"][:, 1:] != -100).sum())
+        n_loss_tokens = int((batch["labels"][:, 1:] != IGNORE).sum())
         # Exactly the training loop's per-step calls: count items, training_step (fwd + loss + bwd), optimizer.
         def step():
             samples, num_items = trainer.get_batch_samples(iter([batch]), 1, trainer.args.device)

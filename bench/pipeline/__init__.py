@@ -8,13 +8,13 @@ finished judge call or generation is repeated after Ctrl-C or kill -9.
 
 Modules: :mod:`.selection` (variants, seeds, tasks), :mod:`.context` (what stages share, paths), :mod:`.keys`
 (stage keys), :mod:`.graph` (the stage list), :mod:`.state` (state files), :mod:`.stages` (each stage's body),
-:mod:`.runner` (walks the graph), :mod:`.plan` (``--dry-run``), :mod:`.command` (``bench run`` end to end).
+:mod:`.runner` (walks the graph), :mod:`.planning` (``--dry-run``), :mod:`.command` (``bench run`` end to end).
 """
 from ..provenance import git_commit, hardware, package_versions
 from .command import check_out_dir, provenance, run_pipeline
 from .context import RunContext
 from .graph import Stage, build_stages
-from .plan import plan
+from .planning import plan
 from .runner import Runner
 from .selection import SEED_SEP, run_tasks, run_variants
 from .state import STATE

@@ -86,7 +86,7 @@ def run_pipeline(cfg: RunConfig, *, dry_run: bool = False, force: bool = False, 
     # Validation first, so that a changed option's own mistake is reported rather than "different config".
     warnings = validate_run(cfg, runner, dry_run=dry_run)
     if dry_run:
-        from .plan import plan
+        from .planning import plan
 
         text = plan(cfg, runner, warnings)
         print(text)

@@ -14,8 +14,8 @@ from .context import RunContext
 if TYPE_CHECKING:
     from ..tasks import Task
 
-# Task fields left out of the generation key: data_hash/source/path/layout say where the data came from, not what
-# it is; parametric/param: the name says it all (bigbench:navigate), and tasks from before them keep their keys.
+# Task fields the generation key leaves out, as it always has: data_hash/source/path/layout (the data's hash and
+# whereabouts); parametric/param: the name says it all (bigbench:navigate), so tasks from before them keep their keys.
 _TASK_FIELDS_NOT_KEYED = ("data_hash", "source", "path", "layout", "parametric", "param")
 
 
