@@ -216,7 +216,7 @@ def run(peer_dir: str | Path) -> tuple[dict, list[Check]]:
 
 def provenance(peer: Path) -> dict:
     """How these figures were made: our code and packages, and a content hash of every peer file read."""
-    from bench.pipeline import git_commit, package_versions
+    from bench.provenance import git_commit, package_versions
     from sftmix.io import hash_file
 
     files = sorted(p for p in peer.rglob("*") if p.is_file() and p.suffix in (".json", ".jsonl", ".csv", ".txt"))

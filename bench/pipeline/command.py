@@ -1,0 +1,134 @@
+"""`bench run` end to end: validate, lock the results directory, walk the stages, then tables, plots and the
+provenance record."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from sftmix.errors import UserError
+from sftmix.io import write_text
+
+from ..config import RunConfig
+from ..rundir import Provenance, RunDir
+from .runner import Runner
+
+
+def provenance(cfg: RunConfig, runner: Runner) -> dict:
+    """How these results were made: config, hashes, seeds, code, packages, backend, judge, data, hardware."""
+    from sftmix.presets import resolve_model
+
+    from ..provenance import git_commit, hardware, package_versions
+
+    ctx = runner.ctx
+    prov = {"config_hash": cfg.config_hash(), "seed": cfg.train.seed, "seeds": cfg.run.seeds, "git": git_commit(),
+            "packages": package_versions(), "hardware": hardware(),
+            "backend": {"name": cfg.generation.backend, **{k: v for k, v in cfg.generation.__dict__.items()}},
+            "judge": ctx.judge_identity(), "protocols": ctx.protocols(), "train_data": ctx.train_data,
+            "task_data": {t.name: {"data_hash": t.data_hash, "prompt_hash": t.prompt_hash, "source": t.source}
+                          for t in ctx.tasks},
+            "variants": {v.name: v.to_dict() for v in ctx.variants},
+            "stage_keys": {s.name: s.key for s in runner.stages}}
+    try:
+        from sftmix.recipe import load_tokenizer
+        from sftmix.templates import template_hash
+
+        prov["model"] = {"id": cfg.model.model, "path": resolve_model(cfg.model.model)}
+        prov["chat_template_hash"] = template_hash(load_tokenizer(prov["model"]["path"], cfg.model.template))
+    except (UserError, OSError):
+        prov["chat_template_hash"] = None
+    return prov
+
+
+def check_out_dir(cfg: RunConfig, out: Path, force: bool) -> None:
+    """Refuse a results directory made by a different config, unless ``force``."""
+    rd = RunDir(out).check()  # a directory in a format this bench cannot read (or write) is refused here
+    prov = Provenance.read(rd)
+    if prov is None:
+        from ..lock import HOLDER, LOCK
+
+        if out.exists() and any(p.name not in (LOCK, HOLDER) for p in out.iterdir()) \
+                and not rd.config.exists():
+            raise UserError(f"{out} exists and is not a bench run directory: choose another --out")
+        return
+    old = prov.config_hash
+    if old != cfg.config_hash() and not force:
+        raise UserError(f"{out} holds results of a different config ({old} != {cfg.config_hash()}); use another "
+                        "--out, or --force to reuse it (only stages whose inputs changed will re-run)")
+
+
+def run_pipeline(cfg: RunConfig, *, dry_run: bool = False, force: bool = False, progress: bool = True) -> dict:
+    """Run (or, with ``dry_run``, plan) the whole pipeline into ``cfg.run.out``; return a summary dict.
+
+    Everything is validated first (:mod:`bench.validate`); then the results directory is locked for this process
+    (:mod:`bench.lock`): a second run on it is refused at once, naming the holder.
+    """
+    from ..lock import RunLock
+    from ..validate import validate_run
+
+    out = Path(cfg.run.out)
+    t0 = time.time()
+    runner = Runner(cfg, out, progress=progress)
+    # Validation first, so that a changed option's own mistake is reported rather than "different config".
+    warnings = validate_run(cfg, runner, dry_run=dry_run)
+    if dry_run:
+        from .planning import plan
+
+        text = plan(cfg, runner, warnings)
+        print(text)
+        return {"plan": text}
+    check_out_dir(cfg, out, force)
+    if cfg.judge.model and _needs_judge(runner):
+        from ..evaluate import make_judge
+
+        make_judge(cfg.judge).preflight()  # fail fast, before hours of training; no cache, so nothing is written
+    for task, protocol in runner.ctx.protocols().items():
+        if protocol.startswith("NOT "):  # loud, once per run: these numbers cannot be set beside the benchmark's
+            print(f"bench: WARNING: {task}: {protocol}", file=sys.stderr, flush=True)
+    lock = RunLock(out, "bench run")
+    lock.acquire()  # creates the directory; refuses at once if another live run holds it
+    try:
+        return _run_locked(cfg, runner, out, force, t0)
+    finally:
+        lock.release()
+
+
+def _needs_judge(runner: Runner) -> bool:
+    return any(s.name.startswith("score/") and s.n_judge_calls and runner.status(s) != "done" for s in runner.stages)
+
+
+def _run_locked(cfg: RunConfig, runner: Runner, out: Path, force: bool, t0: float) -> dict:
+    check_out_dir(cfg, out, force)  # again, under the lock: a run that finished meanwhile may have written it
+    rd = RunDir(out)
+    rd.mark_version()
+    write_text(rd.config, cfg.to_yaml())
+    prov = None
+    if not all(runner.status(s) == "done" for s in runner.stages) or not rd.provenance.exists():
+        prov = provenance(cfg, runner)  # computed once per run (it loads the tokenizer for the template hash)
+        Provenance(prov["config_hash"], "running", prov).write(rd)
+    summary = runner.run()
+    stored = rd.table(cfg.run.layout, "md")
+    ledger = runner.ledger
+    if not summary["ran"] and stored.exists():
+        # Nothing changed: the stored table and plots are current; skip the heavy imports they would cost.
+        summary.update(seconds=round(time.time() - t0, 2), out=str(out), table=stored.read_text(), plots=[],
+                       judge_cost=None)
+        return summary
+    table, plots = _report(cfg, out)
+    summary.update(seconds=round(time.time() - t0, 2), out=str(out), table=table,
+                   plots=[str(p) for p in plots], judge_cost=ledger.summary() if ledger else None)
+    prov = prov or provenance(cfg, runner)
+    Provenance(prov["config_hash"], "done", {**prov, "last_run": {k: v for k, v in summary.items() if k != "table"}}
+               ).write(rd)
+    return summary
+
+
+def _report(cfg: RunConfig, out: Path) -> tuple[str, list[Path]]:
+    """Write the run's tables (built once) and plots; return the Markdown table and the plot paths."""
+    from ..plots import make_plots
+    from ..tables import has_paper_rows, write_tables
+
+    # The paper's reported numbers go beside ours, in rows marked as the paper's, in the layouts that have them.
+    paths = write_tables(out, layout=cfg.run.layout, paper=has_paper_rows(cfg.run.layout))
+    table = next(p for p in paths if p.suffix == ".md").read_text(encoding="utf-8")
+    return table, make_plots(out)

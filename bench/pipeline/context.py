@@ -1,0 +1,160 @@
+"""What every stage of one run shares: the config, its variants and tasks, where things go, and the things loaded
+once per run (items, judge configs, the cache, the judge, counters)."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sftmix.errors import UserError
+from sftmix.io import data_identity, hash_obj
+from sftmix.variants import Variant
+
+from ..config import RunConfig
+from ..rundir import RunDir
+from ..tasks import limit_rows
+from .selection import per_seed, run_tasks, run_variants
+
+if TYPE_CHECKING:
+    from ..judge import JudgeConfig
+    from ..scorers.base import Scorer
+    from ..tasks import Task
+
+
+class RunContext:
+    """One run's config resolved into variants (per seed) and tasks, plus what its stages load once and share."""
+
+    def __init__(self, cfg: RunConfig, out: str | Path, progress: bool = True):
+        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.rd = RunDir(self.out)  # every path of the results directory (bench.rundir)
+        pairs = run_variants(cfg)
+        self.seed_of: dict[str, int] = {}  # variant-at-seed name -> its training seed (run.seeds only)
+        if cfg.run.seeds is not None:
+            pairs, self.seed_of = per_seed(pairs, cfg.run.seeds)
+        self.variants: list[Variant] = [v for v, _ in pairs]
+        self.bases: dict[str, str] = {v.name: base for v, base in pairs}
+        self.tasks = run_tasks(cfg)
+        self.train_data = data_identity(cfg.data.data)
+        self.counters: dict[str, int] = {"model_requests": 0, "judge_requests": 0}
+        # Loaded on first use and kept for the run (the stage bodies set the last three).
+        self._cache = None
+        self._items: dict[str, list[dict]] = {}
+        self._judge_configs: dict[str, Any] = {}
+        self._git: dict | None = None
+        self.backend_of: tuple[str, Any] | None = None  # (variant, backend): one model in memory at a time
+        self.judge_obj = None
+        self.ledger = None
+
+    # -- seeds --------------------------------------------------------------------------------------------------
+    def train_config(self, seed: int | None = None):
+        """The sftmix TrainConfig of one seed (``None``: the config's own ``train.seed``)."""
+        tc = self.cfg.train_config()
+        return tc if seed is None else replace(tc, train=replace(tc.train, seed=seed))
+
+    def seed(self, v: Variant) -> int:
+        """The training seed of ``v`` (its run.seeds seed, else ``train.seed``)."""
+        return self.seed_of.get(v.name, self.cfg.train.seed)
+
+    def seed_arg(self, v: Variant) -> int | None:
+        """``v``'s run.seeds seed, ``None`` without run.seeds (keys and paths then carry no seed)."""
+        return self.seed_of.get(v.name)
+
+    # -- paths --------------------------------------------------------------------------------------------------
+    def dyn_dir(self, ref: str | None, seed: int | None = None) -> Path:
+        return self.rd.dynamics_dir(None if ref in (None, self.cfg.model.model) else hash_obj(ref, 8), seed)
+
+    def variant_dir(self, v: Variant) -> Path:
+        return self.rd.variant_dir(v.name)
+
+    def model_dir(self, v: Variant) -> Path:
+        return self.rd.model_dir(v.name)
+
+    def gen_path(self, v: Variant, task: Task) -> Path:
+        return self.rd.generations(v.name, task.name)
+
+    def score_path(self, v: Variant, task: Task) -> Path:
+        return self.rd.summary(v.name, task.name)
+
+    def judge_log_path(self) -> Path:
+        return self.rd.judge_log
+
+    # -- scorers and judges -------------------------------------------------------------------------------------
+    def scorer(self, task: Task) -> Scorer:
+        from ..scorers import get_scorer
+
+        return get_scorer(task.scorer)
+
+    def judge_identity(self) -> dict:
+        """The judge this run uses: ``{"kind": "llm" | "local" | "reference", "model": ..., ...}``."""
+        j = self.cfg.judge
+        if j.model:
+            return {"kind": "llm", "model": j.model, "base_url": j.base_url}
+        if j.local:
+            return {"kind": "local", "model": j.local}
+        from ..judge.reference import NAME
+
+        return {"kind": "reference", "model": NAME}
+
+    def judge_config(self, task: Task) -> JudgeConfig | None:
+        """The judge config the task's scorer uses in this run (None if unjudged), loaded once per run."""
+        if task.name not in self._judge_configs:
+            from ..evaluate import judge_config
+
+            self._judge_configs[task.name] = judge_config(task, self.cfg.judge)
+        return self._judge_configs[task.name]
+
+    def judge_fingerprint(self, task: Task) -> str | None:
+        """Content hash of the judge config (prompt texts, parser, settings) the task's scorer uses in this run."""
+        config = self.judge_config(task)
+        return config.fingerprint() if config is not None else None
+
+    def protocols(self) -> dict[str, str]:
+        """Task -> the peer protocol its numbers follow in this run (judged ones: with their prompt sources)."""
+        return {t.name: self.scorer(t).protocol(self.judge_config(t)) for t in self.tasks}
+
+    def referenced_only(self, task: Task) -> bool:
+        """MT-Bench-style tasks under the reference rubric keep only the items it can rate (those with references)."""
+        return self.scorer(task).judged and self.judge_identity()["kind"] == "reference"
+
+    # -- items --------------------------------------------------------------------------------------------------
+    def items(self, task: Task) -> list[dict]:
+        """The task's items in this run (limit, local data and the judge's selection applied), loaded once."""
+        if task.name not in self._items:
+            local = self.cfg.run.data_paths.get(task.name)
+            limit = self.cfg.run.limit
+            scorer = self.scorer(task)
+            if scorer.judged:
+                # The scorer keeps what this kind of judge can rate (the reference rubric: referenced items only).
+                items = scorer.select_items(task, task.load_records(local=local), self.judge_identity()["kind"])
+                items = limit_rows(items, limit or None, self.cfg.run.limit_mode)
+            else:
+                items = task.load_records(limit=limit, local=local, limit_mode=self.cfg.run.limit_mode)
+            self._items[task.name] = items
+        return self._items[task.name]
+
+    def loaded_items(self, task: Task) -> tuple[list[dict] | None, int]:
+        """(items, count); offline hub tasks without data give (None, the task's declared n_items)."""
+        try:
+            items = self.items(task)
+            return items, len(items)
+        except UserError:
+            n = task.n_items or 0
+            return None, min(n, self.cfg.run.limit) if self.cfg.run.limit else n
+
+    # -- shared resources ---------------------------------------------------------------------------------------
+    @property
+    def cache(self):
+        """The run's content-addressed cache of generations and judgments (``cache.sqlite``)."""
+        if self._cache is None:
+            from ..cache import Cache
+
+            self._cache = Cache(self.rd.cache)
+        return self._cache
+
+    def git(self) -> dict:
+        """This checkout's commit, looked up once per run."""
+        if self._git is None:
+            from ..provenance import git_commit
+
+            self._git = git_commit()
+        return self._git

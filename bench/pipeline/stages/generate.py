@@ -1,0 +1,57 @@
+"""The generation stage: one variant's completions for one task, through the configured backend."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sftmix.variants import Variant
+
+from ..context import RunContext
+
+if TYPE_CHECKING:
+    from ...tasks import Task
+
+
+def generate_stage(ctx: RunContext, v: Variant, task: Task) -> None:
+    """Generate ``v``'s answers to ``task``'s items (cached ones are served by the run's cache)."""
+    from ...generate import generate_task
+
+    g = ctx.cfg.generation
+    override = {k: val for k, val in (("max_new_tokens", g.max_new_tokens), ("temperature", g.temperature))
+                if val is not None}
+    override["greedy"] = not g.mt_bench_category_temperatures
+    if ctx.backend_of is None or ctx.backend_of[0] != v.name:
+        ctx.backend_of = None  # release the previous variant's model before loading the next
+        ctx.backend_of = (v.name, _backend(ctx, v))
+    generate_task(task, ctx.backend_of[1], f"{ctx.cfg.run.name}/{v.name}", ctx.gen_path(v, task), ctx.cache,
+                  settings_override=override, items=ctx.items(task))
+
+
+def _backend(ctx: RunContext, v: Variant) -> "Counting":
+    from ...backends import get_backend
+
+    g = ctx.cfg.generation
+    opts: dict[str, Any] = {"template": ctx.cfg.model.template}
+    if g.backend == "hf":
+        opts["batch_size"] = g.batch_size
+    elif g.backend == "vllm":
+        opts["tensor_parallel_size"] = g.tensor_parallel_size
+    return Counting(get_backend(g.backend, str(ctx.model_dir(v)), **opts), ctx.counters)
+
+
+class Counting:
+    """Backend proxy that counts model requests (cache misses reach the backend, hits don't)."""
+
+    def __init__(self, backend, counters: dict):
+        self._b, self._c = backend, counters
+        self.name = backend.name
+
+    def generate(self, requests):
+        self._c["model_requests"] += len(requests)
+        return self._b.generate(requests)
+
+    def loglikelihood(self, requests):
+        self._c["model_requests"] += len(requests)
+        return self._b.loglikelihood(requests)
+
+    def __getattr__(self, name):
+        return getattr(self._b, name)
