@@ -214,7 +214,8 @@ def test_toy_tasks_load_from_bundled_assets():
 
 def test_prompt_hash_tracks_the_prompt_format(tmp_path, monkeypatch):
     src = task_registry().get("toy_mcq").read_text()
-    (tmp_path / "my_mcq.yaml").write_text(src.replace("name: toy_mcq", "name: my_mcq").replace("Answer:", "A:"))
+    (tmp_path / "my_mcq.yaml").write_text(src.replace("name: toy_mcq", "name: my_mcq")
+                                          .replace('prompt: "{{ question }}"', 'prompt: "{{ question }} A:"'))
     monkeypatch.setenv("BENCH_TASKS_DIR", str(tmp_path))
     mine, toy = load_task("my_mcq"), load_task("toy_mcq")
     assert mine.prompt_hash != toy.prompt_hash and toy.prompt_hash == load_task("toy_mcq").prompt_hash
