@@ -6,8 +6,12 @@ variant's final training loss, with the tolerances they are checked against. CPU
 deterministic on a given torch build, so the tolerances only absorb floating-point drift across machines and
 library patch releases; a real change in the recipe or the harness moves the numbers well beyond them.
 
+The baseline also records the ``untrained`` scores: the same model before training, scored on the same items with the
+same settings (:func:`score_untrained`). ``tests/test_regression.py`` checks that every variant's baseline beats them
+by a stated margin, larger than the tolerance, so a run that learns nothing fails the comparison.
+
 Refresh the baseline deliberately, after a change that is meant to move the numbers, with
-``python -m bench.regression refresh`` and commit the new file with a note saying why.
+``python -m bench.regression refresh --note "why"`` and commit the new file.
 """
 from __future__ import annotations
 
@@ -76,16 +80,46 @@ def run_ci(out_dir: str | Path) -> dict:
     return collect(out_dir)
 
 
+def score_untrained(overrides: dict | None = None) -> dict:
+    """The `ci` experiment's model before any training, scored as the run scores its variants (same tasks, items,
+    backend and generation settings), on the tasks that need no judge: ``{task/metric: value}``."""
+    from sftmix.presets import resolve_model
+
+    from .backends import get_backend
+    from .config import experiment_path, load_run_config
+    from .generate import generate_task, record_metrics
+    from .scorers import get_scorer
+    from .tasks import load_task
+
+    cfg = load_run_config(experiment_path("ci"), dict(overrides or {}))
+    g = cfg.generation
+    opts = {"template": cfg.model.template, "batch_size": g.batch_size, "progress": False} if g.backend == "hf" else {}
+    backend = get_backend(g.backend, resolve_model(cfg.model.model), **opts)
+    override = {k: v for k, v in (("max_new_tokens", g.max_new_tokens), ("temperature", g.temperature)) if v is not None}
+    override["greedy"] = not g.mt_bench_category_temperatures
+    out = {}
+    for name in cfg.run.tasks:
+        task = load_task(name)
+        if get_scorer(task.scorer).judged:
+            continue
+        records = generate_task(task, backend, "untrained", None, None, limit=cfg.run.limit, settings_override=override)
+        scores = record_metrics(task, records)
+        out.update({f"{name}/{k}": v for k, v in scores.items() if k in TOLERANCES and v is not None})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.regression", description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["check", "refresh"])
     parser.add_argument("--out", help="run directory (default: a temporary one)")
+    parser.add_argument("--note", help="refresh: why the numbers changed (kept in the file)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         current = run_ci(args.out or tmp)
     if args.action == "refresh":
-        write_json(BASELINE, {"tolerances": TOLERANCES, "metrics": current,
-                              "note": "scores of `bench run --config ci`; refresh with `python -m bench.regression refresh`"})
+        note = "scores of `bench run --config ci`; refresh with `python -m bench.regression refresh --note WHY`"
+        write_json(BASELINE, {"tolerances": TOLERANCES, "metrics": current, "untrained": score_untrained(),
+                              "note": note + (f". {args.note}" if args.note else "")})
         print(f"baseline written to {BASELINE}")
         return 0
     problems = compare(current, json.loads(BASELINE.read_text())["metrics"])

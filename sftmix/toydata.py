@@ -2,9 +2,12 @@
 
 Seven simple skills (addition, word-list reversal, uppercasing, opposites, capitals, letter multiple choice,
 templated descriptions) with a mix of 1-3-token and 20-60-word responses, so a confidence split has something
-to separate. Held-out eval sets use the same skills but items that never appear in training (new number pairs,
-words, subjects, or new phrasings of a known fact). ``corpus.txt`` (all of it plus generic English) trains the
-tiny preset's tokenizer.
+to separate. ``toy_open`` and half of ``toy_exact`` are held out: the same skills on items that never appear in
+training (new subjects, number pairs, word lists, words). ``toy_mcq`` and the other half of ``toy_exact`` ask facts
+the training data teaches (capitals, opposites) in its own phrasing: a tiny model trained for a minute on CPU
+learns those and nothing held out, so they are what shows that training worked (the CI regression relies on it;
+the held-out items stay near 0 for it). ``corpus.txt`` (all of it plus generic English) trains the tiny preset's
+tokenizer.
 """
 from __future__ import annotations
 
@@ -271,8 +274,6 @@ def generate(seed: int = SEED) -> dict[str, list]:
     items = _mcq_items(rng)
     for q, ch, ans in items[:60]:
         add("Answer with the letter of the correct choice.", "ABCD"[ans], _mcq_block(q, ch))
-    mcq = [{"id": f"mcq-{i:03d}", "question": q, "choices": ch, "answer": ans} for i, (q, ch, ans) in
-           enumerate(items[60:100])]
 
     # Descriptions (long answers): training subjects and held-out subjects are disjoint.
     subjects = sorted(SUBJECTS)
@@ -304,7 +305,37 @@ def generate(seed: int = SEED) -> dict[str, list]:
     for i, row in enumerate(train):
         row["id"] = f"toy-{i:04d}"
 
+    # Recall of trained facts (own generator: the training rows and the held-out draws above stay as they were).
+    mcq, recall = _recall_sets(random.Random(seed + 1), train)
+    exact = [{"id": f"exact-{i:03d}", "question": r["question"], "answer": r["answer"]}
+             for i, r in enumerate(recall + exact[:20])]
+
     return {"train": train, "open": open_rows, "mcq": mcq, "exact": exact, "corpus": _corpus(rng, train, open_rows, mcq, exact)}
+
+
+def _recall_sets(rng: random.Random, train: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Facts the training rows state, in their phrasing: 40 four-option items (every capital question, then
+    opposites), and 20 short-answer items (10 capitals, 10 opposites)."""
+    facts = {"capital": [], "opposite": []}
+    for r in train:
+        if not r["input"] and r["instruction"].startswith(("What is the capital of ", "What is the opposite of ")):
+            facts["capital" if "capital" in r["instruction"] else "opposite"].append((r["instruction"], r["output"]))
+    for kind in facts:
+        facts[kind].sort()
+        rng.shuffle(facts[kind])
+    mcq = []
+    for kind in ("capital", "opposite"):
+        answers = sorted({a for _, a in facts[kind]})
+        for q, a in facts[kind]:
+            choices = rng.sample([x for x in answers if x != a], 3) + [a]
+            rng.shuffle(choices)
+            mcq.append({"question": q, "choices": choices, "answer": choices.index(a)})
+    mcq = mcq[:40]
+    rng.shuffle(mcq)
+    mcq = [{"id": f"mcq-{i:03d}", **r} for i, r in enumerate(mcq)]
+    exact = [{"question": q, "answer": a} for kind in ("capital", "opposite") for q, a in facts[kind][-10:]]
+    rng.shuffle(exact)
+    return mcq, exact
 
 
 def _corpus(rng: random.Random, train, open_rows, mcq, exact) -> list[str]:

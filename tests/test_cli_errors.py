@@ -110,6 +110,7 @@ def test_train_bad_input(case, data, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_train_refuses_confidence_file_of_other_data(data, tmp_path):
     dyn = tmp_path / "dyn"
     rc, stdout, stderr = bench("dynamics", "--model", "tiny-llama", "--data", data["good"], "--out", dyn,

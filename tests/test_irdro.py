@@ -73,7 +73,7 @@ def test_variant_registered_and_validated():
 
 
 def test_irdro_trains_through_the_trainer(tmp_path, tiny_model_dir):
-    from tests.test_recipe import tiny_cfg, weights
+    from test_recipe import tiny_cfg, weights
     from pathlib import Path
 
     from sftmix.recipe import finetune

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from fixtures import ORGANS, medqa_4
 
-from bench.backends.hf import HFBackend
 from bench.generate import generate_task
 from bench.tasks import load_task
 
@@ -57,12 +56,15 @@ def lm_eval_task(src_dir: Path, dst_dir: Path, name: str, data: Path) -> None:
     (dst_dir / f"{name}.yaml").write_text(text)
 
 
+@pytest.mark.slow
 def test_choices_equal_lm_eval_per_document(tmp_path, tiny_model_dir):
     import torch
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bench.backends.hf import HFBackend
 
     data = {"pubmedqa": tmp_path / "pubmedqa.jsonl", "medqa_4": tmp_path / "medqa.jsonl"}
     data["pubmedqa"].write_text("".join(json.dumps(r) + "\n" for r in pubmedqa_rows(24)))

@@ -20,6 +20,7 @@ def quick_report(tmp_path_factory):
     return rep, out
 
 
+@pytest.mark.slow
 def test_quick_report_files_and_tables(quick_report):
     rep, out = quick_report
     data = json.loads((out / "perf-cpu.json").read_text())
@@ -69,6 +70,7 @@ def test_quick_report_files_and_tables(quick_report):
     assert not any(t.startswith("ntp/HF loss step time at V=256") for t in by_name)
 
 
+@pytest.mark.slow
 def test_worker_in_fresh_process():
     r = run_worker({"kind": "step", "config": "sftmix", "device": "cpu", "shape": SHAPES["quick"], "threads": 1})
     assert "error" not in r, r

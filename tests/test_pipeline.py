@@ -180,6 +180,7 @@ def test_changing_judge_repeats_reruns_only_chat_scoring(copy_of):
 
 # ---- resume after kill -9 mid-judging -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_resume_after_kill_mid_judging_repeats_no_judge_call_and_no_training(tmp_path):
     """Kill `bench run` while the LLM judge is answering; the re-run asks only what was not answered."""
     kill_at = 4  # the 4th judge request blocks until the process is dead
@@ -256,6 +257,7 @@ def test_missing_training_data_leaves_existing_run_untouched(copy_of, tmp_path):
     assert listing(copy_of) == before
 
 
+@pytest.mark.slow
 def test_dead_judge_fails_fast_before_training(tmp_path):
     out = tmp_path / "run"
     proc = bench_subprocess(*run_args(out, "--judge-model", "test-judge", "--judge-base-url",
@@ -372,6 +374,7 @@ def test_refusing_judge_stops_and_keeps_earlier_scores(copy_of, refusal):
     assert {p: p.read_bytes() for p in sorted((copy_of / "judgments").rglob("*")) if p.is_file()} == judgments
 
 
+@pytest.mark.slow
 def test_second_run_on_a_directory_in_use_is_refused_and_a_killed_runs_lock_is_taken_over(tmp_path):
     reached, release = threading.Event(), threading.Event()
 

