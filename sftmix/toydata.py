@@ -1,5 +1,7 @@
 """Deterministic generator of the small synthetic data the project bundles (``python -m sftmix.toydata``).
 
+Longer than ~350 lines because most of it is word lists and templates (data), not logic.
+
 Seven simple skills (addition, word-list reversal, uppercasing, opposites, capitals, letter multiple choice,
 templated descriptions) with a mix of 1-3-token and 20-60-word responses, so a confidence split has something
 to separate. ``toy_open`` and half of ``toy_exact`` are held out: the same skills on items that never appear in
