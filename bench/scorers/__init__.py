@@ -6,8 +6,8 @@
 - ``mcq`` — lm-evaluation-harness multiple choice: acc, acc_norm, acc_bytes (:mod:`.mcq`);
 - ``exact`` — exact match of a generated short answer (:mod:`.exact`).
 
-Add one: subclass :class:`~bench.scorers.base.Scorer` and ``SCORERS.add(name, instance)`` (a module imported here,
-or your own code before the run).
+Add one: a module in this package that subclasses :class:`~bench.scorers.base.Scorer` and calls
+``SCORERS.add(name, instance)`` (every module here is imported on first lookup), or your own code before the run.
 """
 from __future__ import annotations
 
@@ -25,7 +25,13 @@ def get_scorer(name: str) -> Scorer:
 
 
 def _load_builtin() -> None:
-    from . import alpaca_eval, exact, mcq, mt_bench  # noqa: F401 - each registers itself on first import
+    """Import every module of this package once: each registers its scorer(s) on import."""
+    import importlib
+    import pkgutil
+
+    for mod in pkgutil.iter_modules(__path__):
+        if mod.name != "base":
+            importlib.import_module(f"{__name__}.{mod.name}")
 
 
 __all__ = ["Metric", "SCORERS", "ScoreResult", "Scorer", "get_scorer"]

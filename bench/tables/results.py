@@ -143,6 +143,8 @@ def headline_metric(s: TaskResult) -> str:
     if s.kind == "mcq":
         return s.metric_shown or "acc"
     if s.kind == "exact":
+        if s.metric_shown and s.metric_shown in s.metrics:  # the scorer's primary metric (exact_match, f1, ...)
+            return s.metric_shown
         return "exact_match" if "exact_match" in s.metrics or "em" not in s.metrics else "em"
     for k in ("overall", "win_rate", "score"):
         if k in s.metrics:
@@ -178,7 +180,7 @@ def item_values(s: TaskResult, key: str) -> dict | None:
     recs = s.items
     if s.kind == "mcq" and key != (s.metric_shown or "acc"):
         return None
-    if s.kind == "exact" and key not in ("exact_match", "em"):
+    if s.kind == "exact" and key not in ("exact_match", "em", s.metric_shown):
         return None
     if s.kind not in ("mcq", "exact"):
         m = re.fullmatch(r"turn(\d+)", key)
