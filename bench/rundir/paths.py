@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Iterator, NoReturn
 
 FORMAT = "sftmix-bench run directory"
 VERSION = 1  # the layout of docs/RUNDIR.md
@@ -38,18 +38,22 @@ def read_json(path: Path) -> dict:
     return obj
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Every record of a JSON-lines file (blank lines skipped); a malformed line is an error naming its number."""
-    records = []
+def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, record) of a JSON-lines file (blank lines skipped); a malformed line is an error naming it."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as e:
                 fail(f"{path}: line {lineno}: invalid JSON ({e.msg})")
-    return records
+            yield lineno, record
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every record of a JSON-lines file (blank lines skipped); a malformed line is an error naming its number."""
+    return [record for _, record in iter_jsonl(path)]
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -1,13 +1,12 @@
 """The typed records of a run directory, each with ``read`` and ``write`` (the format: docs/RUNDIR.md)."""
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .paths import RunDir, fail, read_json, write_json, write_jsonl
+from .paths import RunDir, fail, iter_jsonl, read_json, write_json, write_jsonl
 
 
 def _split(cls, d: dict) -> tuple[dict, dict]:
@@ -117,20 +116,13 @@ class ItemValues:
         if not path.exists():
             return None
         rows = []
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError as e:
-                    fail(f"{path}: line {lineno}: invalid JSON ({e.msg})")
-                for k in ("example_id", "value"):
-                    if k not in r:
-                        fail(f"{path}: line {lineno}: missing field {k!r}")
-                r["example_id"] = str(r["example_id"])
-                r.setdefault("turn", None)
-                rows.append(r)
+        for lineno, r in iter_jsonl(path):
+            for k in ("example_id", "value"):
+                if k not in r:
+                    fail(f"{path}: line {lineno}: missing field {k!r}")
+            r["example_id"] = str(r["example_id"])
+            r.setdefault("turn", None)
+            rows.append(r)
         return cls(rows)
 
 
