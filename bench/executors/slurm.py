@@ -105,7 +105,8 @@ class SlurmExecutor(Executor):
             if shutil.which("sbatch") is None or shutil.which("srun") is None:
                 raise UserError("the slurm executor needs Slurm's sbatch and srun on this machine (a login node)")
             self.rd.slurm_dir.mkdir(parents=True, exist_ok=True)
-            self._submitit = submitit.SlurmExecutor(folder=self.rd.slurm_dir / "%j", python=sys.executable)
+            self._submitit = submitit.SlurmExecutor(folder=self.rd.slurm_dir.resolve() / "%j",
+                                                    python=sys.executable)
         return self._submitit
 
     def submit(self, stages, attempts):
@@ -157,7 +158,7 @@ class SlurmExecutor(Executor):
         except ImportError:
             return ["(install submitit, pip install -e '.[slurm]', to see the sbatch script)"]
         s = stages[0]
-        folder = self.rd.slurm_dir / "%j"
+        folder = self.rd.slurm_dir.resolve() / "%j"
         params = sbatch_parameters(self.cfg, s.resources, f"bench:{s.name}")
         text = _make_sbatch_string(command=f"{sys.executable} -u -m submitit.core._submit {folder}",
                                    folder=folder, **params)

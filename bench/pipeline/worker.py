@@ -102,7 +102,11 @@ def run_in_worker(run_dir: str | Path, name: str, key: str | None = None, execut
         return "done"
     ctx = runner.ctx
     ctx.cache_path, ctx.judge_log = ctx.rd.stage_cache(name), ctx.rd.stage_judge_log(name)
-    return execute(runner, stage, where(executor, job_id=job_id, attempt=attempt), lock_wait_s=STAGE_LOCK_WAIT_S)
+    place = where(executor, job_id=job_id, attempt=attempt)
+    # One line per start in the stage's log: how many times a stage really started is countable.
+    print(f"bench stage {name}: start (attempt {attempt or 1}, {executor} job {job_id}, pid {place['pid']} on "
+          f"{place['host']}, {time.strftime('%Y-%m-%d %H:%M:%S')})", file=sys.stderr, flush=True)
+    return execute(runner, stage, place, lock_wait_s=STAGE_LOCK_WAIT_S)
 
 
 def redirect_output(log: Path) -> None:

@@ -11,6 +11,7 @@ from sftmix.io import write_text
 from sftmix.variants import Variant
 
 from ..context import RunContext
+from ..resources import train_gpus
 
 
 def confidence_path(ctx: RunContext, v: Variant) -> Path:
@@ -52,7 +53,7 @@ def _train_distributed(ctx: RunContext, v: Variant) -> None:
 
 def distributed(ctx: RunContext) -> bool:
     """More than one device: the stage runs under `accelerate launch`."""
-    return ctx.cfg.run.num_gpus > 1 or ctx.cfg.run.num_nodes > 1
+    return train_gpus(ctx.cfg) > 1 or ctx.cfg.run.num_nodes > 1
 
 
 def launch(ctx: RunContext, bench_args: list[str], cfg_path: Path, seed: int | None = None) -> None:
@@ -60,7 +61,7 @@ def launch(ctx: RunContext, bench_args: list[str], cfg_path: Path, seed: int | N
     import yaml
 
     write_text(cfg_path, yaml.safe_dump(ctx.train_config(seed).to_dict(), sort_keys=False))
-    subprocess.run(launch_command(ctx.cfg.run.num_gpus, ctx.cfg.run.num_nodes, bench_args, cfg_path), check=True)
+    subprocess.run(launch_command(train_gpus(ctx.cfg), ctx.cfg.run.num_nodes, bench_args, cfg_path), check=True)
 
 
 def launch_command(num_gpus: int, num_nodes: int, bench_args: list[str], cfg_path: Path,
