@@ -161,7 +161,7 @@ def test_worker_killed_mid_training_is_retried_and_resumes_from_its_checkpoint(s
     proc = bench_subprocess("run", *SMALL, *LONG, "--out", str(out), "--executor", "processes")
     try:
         state = out / "state" / "train__sftmix.json"
-        ckpt = out / "variants" / "sftmix" / "checkpoints" / "checkpoint-10"
+        ckpt = out / "variants" / "sftmix" / "checkpoints" / "checkpoint-10" / "trainer_state.json"  # complete
         wait_for(lambda: ckpt.exists() and state.exists() and json.loads(state.read_text())["status"] == "running",
                  900, proc, "train/sftmix's first checkpoint")
         pid = json.loads(state.read_text())["pid"]
@@ -241,7 +241,7 @@ def test_slurm_preemption_requeues_and_resumes(slurm, serial_long, tmp_path):
     proc = bench_subprocess("run", *SMALL, *LONG, "--out", str(out), "--executor", "slurm", env=slurm)
     try:
         state = out / "state" / "train__sftmix.json"
-        ckpt = out / "variants" / "sftmix" / "checkpoints" / "checkpoint-10"
+        ckpt = out / "variants" / "sftmix" / "checkpoints" / "checkpoint-10" / "trainer_state.json"  # complete
         wait_for(lambda: ckpt.exists() and state.exists() and json.loads(state.read_text())["status"] == "running",
                  900, proc, "train/sftmix's first checkpoint")
         job = json.loads(state.read_text())["job_id"]
@@ -255,7 +255,8 @@ def test_slurm_preemption_requeues_and_resumes(slurm, serial_long, tmp_path):
     assert st["job_id"] == job and st["attempt"] == 1  # requeued as the same job, not re-submitted
     assert starts(out, "train/sftmix") == 2
     log = (out / "executor" / "logs" / "train__sftmix.log").read_text()
-    assert "preempted" in log or "Requeu" in log or "requeu" in log, log[-3000:]
+    assert "this job is preempted" in log and f"Requeued job {job}" in log, log[-3000:]
+    assert re.search(r"resuming from \S*checkpoint-(10|20|30)", log.split(f"Requeued job {job}")[1])
     assert results(out) == results(serial_long)
 
 

@@ -69,4 +69,5 @@ class ProcessExecutor(Executor):
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             return None
-        return ProcessJob(None, pid) if b"stage" in cmd and b"bench.cli" in cmd else None
+        mine = b"stage" in cmd and b"bench.cli" in cmd and str(record.get("stage", "")).encode() in cmd
+        return ProcessJob(None, pid) if mine else None

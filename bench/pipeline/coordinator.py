@@ -85,9 +85,11 @@ class Coordinator:
                 if pending:
                     time.sleep(self.ex.poll_s)
         except KeyboardInterrupt:
-            if self.jobs:
-                say(f"bench: {len(self.jobs)} stage(s) keep running as {self.executor.name} jobs "
-                    f"({', '.join(f'{n}: {j.id}' for n, j in self.jobs.items())}); re-run the same command to wait "
+            time.sleep(0.5)  # local workers got the terminal's Ctrl-C too: say only what really goes on
+            alive = {n: j for n, j in self.jobs.items() if j.alive()}
+            if alive:
+                say(f"bench: {len(alive)} stage(s) keep running as {self.executor.name} jobs "
+                    f"({', '.join(f'{n}: {j.id}' for n, j in alive.items())}); re-run the same command to wait "
                     "for them and go on")
             raise
         counters = dict(self.runner.ctx.counters)
@@ -118,7 +120,7 @@ class Coordinator:
         for s in stages:
             job = jobs[s.name]
             self.jobs[s.name] = job
-            write_json(self.rd.stage_job(s.name), {"executor": self.executor.name, "job_id": job.id,
+            write_json(self.rd.stage_job(s.name), {"stage": s.name, "executor": self.executor.name, "job_id": job.id,
                                                    "host": socket.gethostname(), "attempt": self.attempts[s.name],
                                                    "time": time.time()})
             self.seen[s.name] = "queued"
