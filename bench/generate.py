@@ -139,9 +139,10 @@ def generate_task(task: Task, backend: Backend, model_id: str, out_path: str | o
                 rec = {**base, "example_id": it["id"], "turn": turn, "category": it["category"],
                        "settings": {**req.settings.to_dict(), "stop": list(req.settings.stop)}, "text": gen.text, "prompt_tokens": gen.prompt_tokens,
                        "completion_tokens": gen.completion_tokens, "messages": req.messages}
+                # chat: this turn's reference answer (MT-Bench's GPT-4 answer, AlpacaEval's baseline output)
                 refs = it.get("reference") if task.kind == "chat" else None
                 if refs and turn < len(refs) and refs[turn] is not None:
-                    rec["reference"] = refs[turn]  # the reference answer of this turn (MT-Bench's, AlpacaEval's baseline)
+                    rec["reference"] = refs[turn]
                 if task.kind == "mcq":
                     pred = mcq_scorer.parse_letter(gen.text, len(it["choices"]), "".join(task.labels))
                     rec.update(scoring="generate", answer=it["answer"], pred=pred, acc=float(pred == it["answer"]))
