@@ -195,6 +195,63 @@ def test_runs_without_recorded_prompts_and_several_runs(view_run, tmp_path):
     assert "Run" in view["tables"][0]["label_cols"]
 
 
+def relabel(scores: Path) -> None:
+    """Task summaries copied into another variant folder name that folder, as the score stage would have."""
+    for summary in scores.glob("*.json"):
+        summary.write_text(json.dumps({**json.loads(summary.read_text()), "variant": scores.name}))
+
+
+def test_seed_folders_are_columns_compared_with_ntp_of_the_same_seed(view_run, tmp_path):
+    run = tmp_path / "seeded"
+    shutil.copytree(view_run, run, ignore=shutil.ignore_patterns("plots"))
+    for kind in ("generations", "judgments", "scores", "variants"):
+        for v in VARIANTS:
+            for seed in (0, 1):
+                shutil.copytree(run / kind / v, run / kind / f"{v}@s{seed}")
+                if kind == "scores":
+                    relabel(run / kind / f"{v}@s{seed}")
+            shutil.rmtree(run / kind / v)
+    view = gather([run])
+    cols = view["browser"]["columns"]
+    assert [(c["key"], c["baseline"], c["seed"]) for c in cols] == [
+        ("ntp@s0", None, 0), ("ntp@s1", None, 1), ("sftmix@s0", "ntp@s0", 0), ("sftmix@s1", "ntp@s1", 1)]
+    files = files_of(view_run)
+    items = {(it["task"], it["id"]): it for it in view["browser"]["items"]}
+    for t in TASKS:
+        for eid, sc in item_scores(files, t).items():
+            assert items[t, eid]["diff"] == pytest.approx({"sftmix@s0": sc["sftmix"] - sc["ntp"],
+                                                           "sftmix@s1": sc["sftmix"] - sc["ntp"]})
+    assert "seeds" in " ".join(view["tables"][-1]["notes"])  # the tables merge the seeds, as bench table does
+
+
+def test_a_bench_judge_folder_is_read_with_its_generations(view_run, tmp_path):
+    """`bench generate --out DIR` + `bench judge --generations DIR --label L`: generations at DIR/<task>.generations
+    .jsonl, scores and judgments under the label."""
+    folder = tmp_path / "gen"
+    shutil.copytree(view_run / "scores" / "ntp", folder / "scores" / "mine")
+    relabel(folder / "scores" / "mine")
+    shutil.copytree(view_run / "judgments" / "ntp", folder / "judgments" / "mine")
+    for t in TASKS:
+        shutil.copy(view_run / "generations" / "ntp" / f"{t}.jsonl", folder / f"{t}.generations.jsonl")
+    (folder / "generate.json").write_text(json.dumps({"model": "x"}))
+    b = gather([folder])["browser"]
+    assert [c["key"] for c in b["columns"]] == ["mine"]
+    answers = {(it["task"], it["id"]): it["cells"]["mine"]["answers"] for it in b["items"]}
+    for r in files_of(view_run)["gens"]["ntp", "toy_exact"]:
+        assert answers["toy_exact", r["example_id"]] == [r["text"]]
+    assert any(it["cells"]["mine"].get("verdicts") for it in b["items"] if it["task"] == "mt_bench")
+
+
+def test_out_may_be_a_folder_and_unwritable_output_is_one_line(view_run, tmp_path, capsys):
+    assert main(["view", str(view_run), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "report.html").is_file()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["view", str(view_run), "--out", str(blocker / "r.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bench view: error: cannot write")
+
+
 def test_serve_serves_the_file_on_localhost_only(report):
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from bench.view.serve import serve; "
                              "serve(__import__('pathlib').Path(sys.argv[1]), 0, open_browser=False)", str(report)],

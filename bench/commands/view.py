@@ -24,16 +24,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     import sys
+    from pathlib import Path
 
     from bench.view import write_report
+    from sftmix.errors import UserError
 
-    out = write_report(args.runs, args.out, layouts=tuple(args.layout or ("auto",)), paper=args.paper,
-                       n_resamples=args.resamples, seed=args.seed)
+    out = Path(args.out)
+    if out.is_dir():  # a folder: the report goes inside it
+        out = out / "report.html"
+    try:
+        out = write_report(args.runs, out, layouts=tuple(args.layout or ("auto",)), paper=args.paper,
+                           n_resamples=args.resamples, seed=args.seed)
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
     size = out.stat().st_size
     print(f"wrote {out} ({size / 1e6:.1f} MB)" if size >= 1e5 else f"wrote {out} ({size / 1e3:.0f} kB)")
     if args.serve:
         from bench.view.serve import serve
 
         sys.stdout.flush()
-        serve(out, args.port, open_browser=not args.no_browser)
+        try:
+            serve(out, args.port, open_browser=not args.no_browser)
+        except OSError as e:
+            raise UserError(f"--serve: cannot listen on 127.0.0.1:{args.port} ({e.strerror or e})") from None
+        except KeyboardInterrupt:
+            print("stopped serving", file=sys.stderr)
     return 0
