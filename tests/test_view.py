@@ -434,6 +434,13 @@ def test_filters_change_the_visible_item_count(loaded, files):
     page.fill("#f-search", "no such text anywhere")
     shows(0)
     assert page.locator("#f-dirty-wrap").is_hidden()  # no contamination report in this run
+    page.fill("#f-search", "")
+    shows(total)
+    page.uncheck('#f-columns input[data-col="ntp"]')  # hide a variant's column: its answers go, the others stay
+    assert page.locator('[data-variant="ntp"]:visible').count() == 0
+    assert page.locator('[data-variant="sftmix"]:visible').count() == page.locator('[data-variant="sftmix"]').count()
+    page.check('#f-columns input[data-col="ntp"]')
+    assert page.locator('[data-variant="ntp"]:visible').count() == page.locator('[data-variant="ntp"]').count() > 0
 
 
 def test_hostile_answers_and_judge_replies_are_shown_as_text(browser, report):
