@@ -424,9 +424,9 @@ def test_bench_view_of_the_finished_run_shows_it_item_by_item(finished, browser,
     assert rc == 0, stderr
     page = Loaded(browser, report)
     assert page.errors == [] and not [m for m in page.console if m.startswith("error")]
-    shown = page.page.eval_on_selector_all("#item-list [data-variant]", """els => els.map(e => [
-        e.closest('article').dataset.task, e.closest('article').dataset.item, e.dataset.variant, e.dataset.turn,
-        e.textContent])""")
+    shown = page.page.eval_on_selector_all("#item-list [data-variant] pre.answer", """els => els.map(e => [
+        e.closest('article').dataset.task, e.closest('article').dataset.item,
+        e.closest('[data-variant]').dataset.variant, e.dataset.turn, e.textContent])""")
     want = []
     for path in sorted((out / "generations").glob("*/*.jsonl")):
         for line in path.read_text().splitlines():

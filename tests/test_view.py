@@ -355,13 +355,15 @@ def test_items_found_by_data_attributes_match_the_run_directory(loaded, files):
     page = loaded.page
     shown = page.eval_on_selector_all("#item-list article.item", """els => els.map(a => ({
         task: a.dataset.task, item: a.dataset.item,
-        answers: [...a.querySelectorAll('[data-variant]')].map(e => [e.dataset.variant, e.dataset.turn, e.textContent,
-                                                                       e.innerText, e.dataset.pred ?? null]),
+        groups: [...a.querySelectorAll('[data-variant]')].map(g => [g.dataset.variant, g.textContent, g.innerText]),
+        answers: [...a.querySelectorAll('[data-variant] pre.answer')].map(e => [
+            e.closest('[data-variant]').dataset.variant, e.dataset.turn, e.textContent, e.innerText,
+            e.dataset.pred ?? null]),
         verdicts: [...a.querySelectorAll('.verdict')].map(e => [e.dataset.of, e.dataset.turn, e.dataset.repeat,
                                                                   e.dataset.score ?? null,
                                                                   e.querySelector('.verdict-text').textContent]),
         values: [...a.querySelectorAll('[data-value-of]')].map(e => [e.dataset.valueOf,
-            e.closest('section.turn').dataset.turn, e.dataset.value ?? null]),
+            e.closest('.col-head').dataset.turn, e.dataset.value ?? null]),
         diff: Object.fromEntries([...a.querySelectorAll('[data-diff-of]')].map(e => [e.dataset.diffOf,
                                                                                     Number(e.dataset.diff)]))}))""")
     by_item = {(s["task"], s["item"]): s for s in shown}
@@ -374,6 +376,12 @@ def test_items_found_by_data_attributes_match_the_run_directory(loaded, files):
             assert got[0][2] == want and got[0][3] == want  # textContent and the rendered text
             if "pred" in r:
                 assert got[0][4] == str(r["pred"])
+    for (t, eid), s in by_item.items():  # one data-variant element per variant and item; its text is the answer(s)
+        assert [g[0] for g in s["groups"]] == list(VARIANTS)
+        for v, text, _ in s["groups"]:
+            turns = sorted((r for r in files["gens"][v, t] if str(r["example_id"]) == eid), key=lambda r: r["turn"])
+            want = [r["continuations"][r["pred"]] if r.get("scoring") == "loglik" else r["text"] for r in turns]
+            assert text == "".join(want)
     for (v, t), recs in files["judgments"].items():
         for r in recs:
             got = [x for x in by_item[t, str(r["example_id"])]["verdicts"]
@@ -437,10 +445,12 @@ def test_filters_change_the_visible_item_count(loaded, files):
     page.fill("#f-search", "")
     shows(total)
     page.uncheck('#f-columns input[data-col="ntp"]')  # hide a variant's column: its answers go, the others stay
-    assert page.locator('[data-variant="ntp"]:visible').count() == 0
-    assert page.locator('[data-variant="sftmix"]:visible').count() == page.locator('[data-variant="sftmix"]').count()
+    loaded.settle()
+    assert page.locator('[data-variant="ntp"]').count() == 0
+    assert page.locator('[data-variant="sftmix"]:visible').count() == total
     page.check('#f-columns input[data-col="ntp"]')
-    assert page.locator('[data-variant="ntp"]:visible').count() == page.locator('[data-variant="ntp"]').count() > 0
+    loaded.settle()
+    assert page.locator('[data-variant="ntp"]:visible').count() == total
 
 
 def test_hostile_answers_and_judge_replies_are_shown_as_text(browser, report):
@@ -452,7 +462,7 @@ def test_hostile_answers_and_judge_replies_are_shown_as_text(browser, report):
         for sel in ("#item-list script", "#item-list img", "#item-list b", "#item-list iframe",
                     '#item-list a[href^="javascript"]'):
             assert page.locator(sel).count() == 0, sel
-        ans = page.locator('article[data-task="mt_bench"][data-item="82"] [data-variant="sftmix"][data-turn="1"]')
+        ans = page.locator('article[data-task="mt_bench"][data-item="82"] [data-variant="sftmix"] [data-turn="1"]')
         assert ans.text_content() == HOSTILE and ans.inner_text() == HOSTILE
         texts = page.locator('article[data-task="mt_bench"][data-item="82"] .verdict[data-turn="1"] .verdict-text')
         assert texts.count() == 4 and set(texts.all_text_contents()) == {HOSTILE_JUDGE}

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..rundir import (Provenance, RunConfigRecord, RunDir, StageState, fail, read_json, read_jsonl, split_seed)
-from ..tables import BASELINE, METHOD_NAMES, LAYOUTS, Table, TaskResult, build_table, headline_metric, load_results
+from ..tables import (BASELINE, LAYOUTS, METHOD_NAMES, Cell, Table, TaskResult, build_table, headline_metric,
+                      load_results)
 from ..tables.results import _item_scale, _run_labels, item_values
 
 # Chat scorers number judged turns from 1 (FastChat); generation records number them from 0.
@@ -111,8 +112,7 @@ def run_summary(run_dir: Path, label: str) -> dict:
         "protocols": p.get("protocols"),
         "fingerprints": _fingerprints(rd),
         "stages": _stage_times(rd),
-        "last_run": p.get("last_run"),
-        "provenance": p and {**({"config_hash": prov.config_hash, "status": prov.status}), **p},
+        "provenance": prov.to_dict() if prov else None,
     })
 
 
@@ -130,7 +130,7 @@ def table_data(run_dirs: Sequence[Path], layout: str, paper: bool, n_resamples: 
         for c in table.label_cols + table.value_cols:
             cell = r.get(c)
             num = None
-            if c in table.value_cols and cell is not None and hasattr(cell, "value"):
+            if c in table.value_cols and isinstance(cell, Cell):
                 num = {"value": cell.value, "delta": cell.delta, "lo": cell.lo, "hi": cell.hi, "n": cell.n}
             cells.append({"text": str(text_row[c]), "num": num})
         rows.append(cells)
@@ -138,8 +138,8 @@ def table_data(run_dirs: Sequence[Path], layout: str, paper: bool, n_resamples: 
                    "rows": rows, "notes": table.notes})
 
 
-def table_layouts(run_dirs: Sequence[Path], wanted: Sequence[str]) -> list[str]:
-    """``auto`` resolved (and ``default`` beside it when auto picks another layout), or the layouts asked for."""
+def table_layouts(wanted: Sequence[str]) -> list[str]:
+    """The layouts asked for, checked, without repeats."""
     bad = [w for w in wanted if w not in LAYOUTS]
     if bad:
         fail(f"unknown layout {bad[0]!r}; choose from {', '.join(LAYOUTS)}")
@@ -390,11 +390,12 @@ def items_data(run_dirs: Sequence[Path], results: list[TaskResult]) -> dict:
         scores = {round(c["score"], 9) for c in cells.values() if c["score"] is not None}
         it["disagree"] = len(scores) > 1
         it["failed"] = any(v.get("failed") for c in cells.values() for v in c.get("verdicts", []))
-        it["unscored"] = [k for k, c in cells.items() if c["score"] is None]
         if dirty is not None and task in dirty:  # items of a task the report does not cover stay unknown
             it["dirty"] = it["id"] in dirty[task]
         items.append(it)
-    task_list = sorted(tasks.values(), key=lambda t: (t.pop("rank"), t["name"]))
+    task_list = sorted(tasks.values(), key=lambda t: (t["rank"], t["name"]))
+    for t in task_list:
+        del t["rank"]
     names = [t["name"] for t in task_list]
     items.sort(key=lambda it: names.index(it["task"]))  # stable: each task's items in file order
     for t in task_list:
@@ -415,7 +416,7 @@ def gather(run_dirs: Sequence[str | Path], layouts: Sequence[str] = ("auto",), p
     run_dirs = [Path(d) for d in run_dirs]
     results = load_results(run_dirs)  # also refuses a missing, empty or unreadable run directory
     labels = _run_labels(run_dirs)
-    wanted = table_layouts(run_dirs, layouts)
+    wanted = table_layouts(layouts)
     tables = []
     for layout in wanted:
         t = table_data(run_dirs, layout, paper, n_resamples, seed)

@@ -59,8 +59,19 @@
     return d;
   }
 
+  // One grid per item: a column per shown variant, four rows per turn (prompt and reference across the row, then
+  // each variant's head, answer and verdicts). Each variant's answers of every turn sit in one element carrying
+  // data-variant (display: contents, so they still take their places in the grid): one element per variant per
+  // item, whose text is exactly its answer (its answers, one per turn, for multi-turn items).
+  function place(e, row, col) {
+    e.style.gridRow = String(row);
+    e.style.gridColumn = col === 0 ? "1 / -1" : String(col);
+    return e;
+  }
+
   function renderItem(idx) {
     var it = items[idx], task = tasks[it.task] || {}, unit = task.unit || "";
+    var shown = cols.filter(function (c) { return !state.hidden[c.key]; });
     var art = el("article", "item");
     art.dataset.task = it.task;
     art.dataset.item = it.id;
@@ -79,19 +90,19 @@
       cols.forEach(function (c) {
         var cell = it.cells[c.key];
         if (!cell || cell.score === undefined || cell.score === null) return;
-        var s = el("span", "score", colLabel(c) + ": " + fmt(cell.score) + unit);
-        s.dataset.scoreOf = c.key;
-        head.appendChild(s);
+        var sc = el("span", "score", colLabel(c) + ": " + fmt(cell.score) + unit);
+        sc.dataset.scoreOf = c.key;
+        head.appendChild(sc);
       });
     }
     compared.forEach(function (c) {
       var d = it.diff[c.key];
       if (d === undefined) return;
-      var s = el("span", "diff " + (d > 0 ? "pos" : d < 0 ? "neg" : ""),
-                 colLabel(c) + " \u2212 " + colLabel(cols[colIndex[c.baseline]]) + ": " + fmtDiff(d) + unit);
-      s.dataset.diffOf = c.key;
-      s.dataset.diff = String(d);
-      head.appendChild(s);
+      var sp = el("span", "diff " + (d > 0 ? "pos" : d < 0 ? "neg" : ""),
+                  colLabel(c) + " \u2212 " + colLabel(cols[colIndex[c.baseline]]) + ": " + fmtDiff(d) + unit);
+      sp.dataset.diffOf = c.key;
+      sp.dataset.diff = String(d);
+      head.appendChild(sp);
     });
     art.appendChild(head);
     if (it.system) art.appendChild(box("System prompt", it.system, "system"));
@@ -101,70 +112,74 @@
       if (cell) nTurns = Math.max(nTurns, cell.answers.length);
     });
     nTurns = Math.max(nTurns, 1);
+    var grid = el("div", "sheet");
+    grid.style.gridTemplateColumns = "repeat(" + Math.max(shown.length, 1) + ", minmax(280px, 1fr))";
     for (var t = 0; t < nTurns; t++) {
-      var turn = it.turns[t] || {};
-      var sec = el("section", "turn");
-      sec.dataset.turn = String(t + 1);
-      if (nTurns > 1) sec.appendChild(el("h4", null, "Turn " + (t + 1)));
-      sec.appendChild(box(nTurns > 1 ? "Prompt, turn " + (t + 1) : "Prompt",
+      var turn = it.turns[t] || {}, row = 1 + 4 * t;
+      var top = place(el("div", "turn-top"), row, 0);
+      top.dataset.turn = String(t + 1);
+      top.appendChild(box(nTurns > 1 ? "Prompt, turn " + (t + 1) : "Prompt",
                           turn.prompt !== undefined && turn.prompt !== null ? turn.prompt
                             : "(the prompt is not recorded in this run's generations)", "prompt"));
       if (t === 0 && it.choices) {
         var ol = el("ol", "choices");
         ol.start = 0;
         it.choices.forEach(function (ch, k) {
-          var li = el("li", k === it.answer ? "correct" : null, ch + (k === it.answer ? "   \u2190 correct" : ""));
-          ol.appendChild(li);
+          ol.appendChild(el("li", k === it.answer ? "correct" : null, ch + (k === it.answer ? "   \u2190 correct" : "")));
         });
         var cb = el("div", "box choices-box");
         cb.appendChild(el("div", "label", "Options (0-based)"));
         cb.appendChild(ol);
-        sec.appendChild(cb);
+        top.appendChild(cb);
       }
       if (turn.reference !== undefined && turn.reference !== null) {
-        sec.appendChild(box("Reference answer", turn.reference, "reference"));
+        top.appendChild(box("Reference answer", turn.reference, "reference"));
       }
-      var grid = el("div", "answers");
-      cols.forEach(function (c) {
-        var cell = it.cells[c.key];
-        var col = el("div", "col");
-        col.dataset.col = c.key;
-        if (state.hidden[c.key]) col.hidden = true;
-        var ch = el("div", "col-head");
-        ch.appendChild(el("span", "col-name", colLabel(c)));
+      grid.appendChild(top);
+    }
+    shown.forEach(function (c, k) {
+      var cell = it.cells[c.key], col = k + 1;
+      var group = el("div", "answers-of");
+      group.dataset.variant = c.key;
+      for (var t = 0; t < nTurns; t++) {
+        var row = 1 + 4 * t;
+        var h = place(el("div", "col-head"), row + 1, col);
+        h.dataset.headOf = c.key;
+        h.dataset.turn = String(t + 1);
+        h.appendChild(el("span", "col-name", colLabel(c)));
         if (cell) {
           var v = cell.values[t];
           var name = nTurns > 1 ? "turn " + (t + 1) : (task.metric || "value");
           var val = el("span", "value", name + " " + fmt(v) + (v === null || v === undefined ? "" : unit));
           if (v !== null && v !== undefined) val.dataset.value = String(v);
           val.dataset.valueOf = c.key;
-          ch.appendChild(val);
+          h.appendChild(val);
         }
-        col.appendChild(ch);
-        if (!cell) {
-          col.appendChild(el("p", "missing", "no answer from this variant"));
-        } else {
-          var text = cell.answers[t];
-          var ans = el("pre", "answer", text === undefined || text === null ? "" : text);
-          ans.dataset.variant = c.key;
-          ans.dataset.turn = String(t + 1);
-          if (cell.pred !== undefined && cell.pred !== null) ans.dataset.pred = String(cell.pred);
-          if (text === undefined || text === null) col.appendChild(el("p", "missing", "no answer for this turn"));
-          col.appendChild(ans);
-          if (t === 0 && cell.logliks) {
-            col.appendChild(el("div", "loglik", "log-likelihoods: " + cell.logliks.map(function (x, k) {
-              return k + ": " + Number(x).toFixed(3);
-            }).join(", ")));
-          }
-          (cell.verdicts || []).forEach(function (vd) {
-            if (vd.turn === t) col.appendChild(verdictEl(vd, c.key));
-          });
+        grid.appendChild(h);
+        var text = cell ? cell.answers[t] : undefined;
+        var ans = place(el("pre", "answer", text === undefined || text === null ? "" : text), row + 2, col);
+        ans.dataset.turn = String(t + 1);
+        if (text === undefined || text === null) ans.dataset.missing = cell ? "turn" : "variant";
+        if (cell && cell.pred !== undefined && cell.pred !== null) ans.dataset.pred = String(cell.pred);
+        group.appendChild(ans);
+        var foot = place(el("div", "col-foot"), row + 3, col);
+        foot.dataset.of = c.key;
+        foot.dataset.turn = String(t + 1);
+        if (cell && t === 0 && cell.logliks) {
+          foot.appendChild(el("div", "loglik", "log-likelihoods: " + cell.logliks.map(function (x, i) {
+            return i + ": " + Number(x).toFixed(3);
+          }).join(", ")));
         }
-        grid.appendChild(col);
-      });
-      sec.appendChild(grid);
-      art.appendChild(sec);
-    }
+        ((cell && cell.verdicts) || []).forEach(function (vd) {
+          if (vd.turn === t) foot.appendChild(verdictEl(vd, c.key));
+        });
+        grid.appendChild(foot);
+      }
+      grid.appendChild(group);
+    });
+    var wrap = el("div", "sheet-wrap");
+    wrap.appendChild(grid);
+    art.appendChild(wrap);
     return art;
   }
 
@@ -354,11 +369,10 @@
       box.type = "checkbox";
       box.checked = true;
       box.dataset.col = c.key;
-      box.addEventListener("change", function () {
+      box.addEventListener("change", function () {  // items are drawn again with the columns shown
         state.hidden[c.key] = !box.checked;
-        cache.forEach(function (e) {
-          e.querySelectorAll(".col").forEach(function (x) { if (x.dataset.col === c.key) x.hidden = !box.checked; });
-        });
+        cache.clear();
+        refresh(true);
       });
       lab.appendChild(box);
       lab.appendChild(document.createTextNode(" " + colLabel(c)));
