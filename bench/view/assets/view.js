@@ -125,7 +125,8 @@
         var ol = el("ol", "choices");
         ol.start = 0;
         it.choices.forEach(function (ch, k) {
-          ol.appendChild(el("li", k === it.answer ? "correct" : null, ch + (k === it.answer ? "   \u2190 correct" : "")));
+          var right = k === it.answer;
+          ol.appendChild(el("li", right ? "correct" : null, ch + (right ? "   \u2190 correct" : "")));
         });
         var cb = el("div", "box choices-box");
         cb.appendChild(el("div", "label", "Options (0-based)"));
