@@ -149,7 +149,7 @@ def test_lock_refuses_a_live_holder_naming_its_pid_and_takes_over_after_kill(tmp
                               stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(UserError, match=f"in use by another run \\(pid {holder.pid}, holder started"):
+        with pytest.raises(UserError, match=f"in use by another run \\(pid {holder.pid} on \\S+, holder started"):
             RunLock(out, "second").acquire()
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait(timeout=60)
