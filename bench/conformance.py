@@ -19,8 +19,11 @@ are computed from the recorded ``score`` column.
 
 AlpacaEval 2, per model with annotations: win rate, standard error, counts and discrete win rate from the recorded
 preferences through our :func:`bench.scorers.alpaca_eval.winrate`, against the leaderboard row (WR and SE to 1e-6,
-counts exactly); and our logprob parser on every ``raw_completion``, whose preference must be 1 + p or 2 - p of the
-recorded one (the per-item output order alpaca_eval used is not in the file).
+counts exactly); our logprob parser on every ``raw_completion``, whose shown-order preference 2 - p must be the
+recorded one (output order kept) or its mirror 3 - x (outputs switched); and the output order item by item: the
+order each annotation reveals that way must be the one :func:`bench.scorers.alpaca_eval.is_switched` gives (items
+with p = 0.5 reveal none). The annotator's prompt comes from the peer folder's ``alpaca_eval_clf.txt`` when it has
+one, so the ``alpaca-eval`` package is not needed.
 """
 from __future__ import annotations
 
@@ -141,16 +144,36 @@ LEADERBOARD = "weighted_alpaca_eval_gpt4_turbo_leaderboard.csv"
 COUNTS = ("n_wins", "n_wins_base", "n_draws", "n_total")
 
 
+def alpaca_eval_template(peer: Path) -> str | None:
+    """The peer folder's copy of alpaca_eval's annotator prompt (``alpaca_eval/alpaca_eval_clf.txt``), if it has one."""
+    path = peer / "alpaca_eval" / "alpaca_eval_clf.txt"
+    return str(path) if path.is_file() else None
+
+
+def inferred_switch(shown: float | None, recorded: float | None) -> bool | None:
+    """The output order alpaca_eval used for one annotation, from our parse of its raw reply (the shown-order
+    preference 2 - p) and its recorded preference: unswitched when they are equal, switched when the recorded one is
+    their mirror 3 - x; None when it cannot be told (no parse, p = 0.5, or neither)."""
+    if shown is None or recorded is None or _close(shown, 1.5, 1e-12):
+        return None
+    if _close(shown, recorded, 1e-9):
+        return False
+    if _close(3 - shown, recorded, 1e-9):
+        return True
+    return None
+
+
 def alpaca_eval(peer: Path) -> tuple[dict, list[Check]]:
-    """AlpacaEval 2.0 per annotated model: leaderboard figures, and our logprob parser on the raw replies."""
-    from bench.scorers.alpaca_eval import AlpacaEvalScorer, winrate
+    """AlpacaEval 2.0 per annotated model: leaderboard figures, our logprob parser on the raw replies, and our
+    per-item output order against the order each annotation reveals."""
+    from bench.scorers.alpaca_eval import AlpacaEvalScorer, is_switched, winrate
 
     root = peer / "alpaca_eval"
     board_path = root / LEADERBOARD
     if not board_path.is_file():
         raise UserError(f"{board_path} is missing: AlpacaEval conformance needs the leaderboard CSV")
     board = pd.read_csv(board_path, index_col=0)
-    parser = AlpacaEvalScorer().load_config().parser
+    parser = AlpacaEvalScorer().load_config(alpaca_eval_prompt=alpaca_eval_template(peer)).parser
     files = sorted((root / "annotations").glob("*.json"))
     if not files:
         raise UserError(f"{root / 'annotations'} holds no <model>.json annotations")
@@ -162,7 +185,7 @@ def alpaca_eval(peer: Path) -> tuple[dict, list[Check]]:
         except json.JSONDecodeError as e:
             raise UserError(f"{path}: invalid JSON ({e.msg})") from None
         figures = winrate([a.get("preference", math.nan) for a in annotations])
-        mismatches = checked = 0
+        mismatches = checked = order_known = order_agree = 0
         for a in annotations:
             raw = a.get("raw_completion")
             if not isinstance(raw, dict):
@@ -174,10 +197,14 @@ def alpaca_eval(peer: Path) -> tuple[dict, list[Check]]:
             if a.get("output_1") == a.get("output_2"):
                 ok = recorded == 1.5  # alpaca_eval sets identical outputs to a draw whatever the judge said
             else:
-                ok = shown is not None and recorded is not None and (
-                    _close(shown, recorded, 1e-9) or _close(3 - shown, recorded, 1e-9))
+                switched = inferred_switch(shown, recorded)
+                ok = switched is not None or (shown is not None and _close(shown, 1.5, 1e-12) and recorded == 1.5)
+                if switched is not None:
+                    order_known += 1
+                    order_agree += is_switched(str(a.get("instruction", ""))) == switched
             mismatches += not ok
-        results[model] = {**figures, "preference_mismatches": mismatches, "n_raw_completions": checked}
+        results[model] = {**figures, "preference_mismatches": mismatches, "n_raw_completions": checked,
+                          "order_inferred": order_known, "order_agrees": order_agree}
         if model not in board.index:
             checks.append(Check(f"alpaca_eval {model}: on the leaderboard", "a row", "none", False))
             continue
@@ -190,6 +217,9 @@ def alpaca_eval(peer: Path) -> tuple[dict, list[Check]]:
                                 int(row[key]) == figures[key]))
         checks.append(Check(f"alpaca_eval {model}: preferences parsed from raw logprobs", checked,
                             checked - mismatches, mismatches == 0))
+        if order_known:  # annotations without raw replies reveal no order
+            checks.append(Check(f"alpaca_eval {model}: output order item by item", order_known, order_agree,
+                                order_agree == order_known))
     return {"models": results}, checks
 
 

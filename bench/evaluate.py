@@ -45,7 +45,8 @@ def judge_config(task: Task, args: JudgeArgs | None = None):
     if not scorer.judged:
         return None
     args = args or JudgeArgs()
-    return scorer.load_config(text_verdicts=args.text_verdicts, prompts=args.prompts)
+    return scorer.load_config(text_verdicts=args.text_verdicts, prompts=args.prompts,
+                              alpaca_eval_prompt=args.alpaca_eval_prompt)
 
 
 def judge_requests(task: Task, items: list[dict], generations: list[dict], judge: BaseJudge,

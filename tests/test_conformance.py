@@ -109,3 +109,47 @@ def test_mt_bench_task_data_equals_fastchats(monkeypatch):
         assert it["turns"] == q["turns"] and it["category"] == q["category"]
         expected = refs.get(str(q["question_id"])) if q["category"] in ("math", "reasoning", "coding") else None
         assert it["reference"] == expected
+
+
+def _hide_alpaca_eval(monkeypatch):
+    """As on a machine without the alpaca-eval package, offline (no pinned download)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.split(".")[0] == "alpaca_eval"
+                        else real(name, *a))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("ALPACA_EVAL_PROMPT", raising=False)
+    monkeypatch.setenv("SFTMIX_HOME", "/nonexistent-sftmix-home")
+
+
+@needs_peer
+def test_alpaca_eval_order_checked_item_by_item(monkeypatch):
+    """Every annotation whose order can be inferred (recorded preference vs the raw reply's p) must have the order
+    our requests use; with the processor's default seed (123, the old bug) about half disagree and the check fails."""
+    from bench import conformance
+    from bench.scorers import alpaca_eval as ae
+
+    _hide_alpaca_eval(monkeypatch)  # the peer folder's template suffices
+    figures, checks = conformance.alpaca_eval(PEER)
+    order = [c for c in checks if "output order item by item" in c.name]
+    assert len(order) == 5 and all(c.ok for c in order)  # FuseChat's file has no raw replies
+    assert sum(c.expected for c in order) > 4000
+    monkeypatch.setattr(ae, "SWITCH_SEED", 123)
+    monkeypatch.setattr(ae.is_switched, "__defaults__", (123,))
+    _, checks = conformance.alpaca_eval(PEER)
+    order = [c for c in checks if "output order item by item" in c.name]
+    assert not any(c.ok for c in order)
+    agree = sum(c.ours for c in order) / sum(c.expected for c in order)
+    assert 0.4 < agree < 0.6
+
+
+@needs_peer
+def test_conformance_runs_without_the_alpaca_eval_package(monkeypatch, capsys):
+    from bench.judge import load_judge_config
+
+    _hide_alpaca_eval(monkeypatch)
+    with pytest.raises(Exception, match="no source could be loaded"):
+        load_judge_config("alpaca_eval_weighted")  # nothing else to take it from here
+    assert main(["conformance", "--peer-dir", str(PEER)]) == 0
+    assert capsys.readouterr().out.strip().endswith("passed, 0 failed")

@@ -94,15 +94,18 @@ def ae_rec(eid, swapped, score, repeat=0, failed=False):
 
 
 def test_alpaca_output_order_is_alpaca_evals():
-    """Our per-item order is alpaca_eval's own RandomSwitchTwoColumnsProcessor decision (seeded by instruction)."""
-    processors = pytest.importorskip("alpaca_eval.processors")
+    """Our per-item order is the one alpaca_eval's own annotator uses: its PairwiseAnnotator for
+    weighted_alpaca_eval_gpt4_turbo builds the RandomSwitchTwoColumnsProcessor with the annotator's seed (0), not
+    the processor's default (123)."""
+    annotators = pytest.importorskip("alpaca_eval.annotators", reason="needs the alpaca-eval package")
+    annotator = annotators.PairwiseAnnotator(annotators_config="weighted_alpaca_eval_gpt4_turbo")
+    (single,) = annotator.annotators.values()
+    (proc,) = [p for p in single.processors if type(p).__name__ == "RandomSwitchTwoColumnsProcessor"]
     instructions = [f"Write item {i} {'x' * (i % 7)}" for i in range(200)]
-    proc = processors.RandomSwitchTwoColumnsProcessor(two_columns_to_switch=["output_1", "output_2"],
-                                                      random_seed_columns=["instruction"],
-                                                      _switch_column="is_switched_outputs")
     df = proc.preprocess(pd.DataFrame({"instruction": instructions, "output_1": "a", "output_2": "b"}))
     assert [ae.is_switched(i) for i in instructions] == df["is_switched_outputs"].tolist()
     assert 60 < sum(map(ae.is_switched, instructions)) < 140  # both orders occur
+    assert [ae.is_switched(i, seed=123) for i in instructions] != df["is_switched_outputs"].tolist()
 
 
 def test_alpaca_requests_one_per_item_in_alpaca_eval_order():

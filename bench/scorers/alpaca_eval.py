@@ -2,7 +2,10 @@
 
 Per item, one judge call: alpaca_eval's prompt with the reference (``output_1``, gpt4_turbo) and the model
 (``output_2``) shown in an order randomised per item and seeded by the instruction
-(:func:`is_switched`, alpaca_eval's ``RandomSwitchTwoColumnsProcessor``); ``max_tokens=1``, top-5 log-probabilities.
+(:func:`is_switched`, alpaca_eval's ``RandomSwitchTwoColumnsProcessor`` as its ``PairwiseAnnotator`` sets it up:
+seeded by ``"is_switched_outputs" + instruction + "0"``, the annotator's own ``seed=0`` handed down to the
+processor); ``max_tokens=1``, top-5 log-probabilities. With ``judge.swap`` (our addition) every item is also judged
+in the other order and the two preferences are averaged; the pair of verdicts measures position bias.
 The parser turns p = P(m) / (P(m) + P(M)) into the shown-order preference 2 - p; a switched item's preference is
 mirrored (3 - x), so ``preference`` in [1, 2] is always "how much the model beats the reference" + 1. Items whose
 output equals the reference get 1.5 without a call, as alpaca_eval does. Repeats (our addition) are averaged.
@@ -35,12 +38,19 @@ from .base import Metric, Scorer, ScoreResult
 
 TASK = "alpaca_eval"
 SWITCH_COLUMN = "is_switched_outputs"  # alpaca_eval's _switch_column for pairwise annotators
-SWITCH_SEED = 123  # alpaca_eval BaseProcessor's default seed
+# The seed alpaca_eval really uses: BaseAnnotator(seed=0) builds each SingleAnnotator with seed=self.seed, which
+# sets processor_kwargs["seed"] for the RandomSwitchTwoColumnsProcessor; the processor's own default (123) and the
+# SingleAnnotator's default (123) are both overridden. Checked item by item against real annotations
+# (`bench conformance`: the order inferred from each recorded preference and the raw reply's logprobs).
+SWITCH_SEED = 0
 
 
-def is_switched(instruction: str) -> bool:
-    """alpaca_eval's per-item output order: True shows the model's output first (as ``output_1``)."""
-    return random.Random(SWITCH_COLUMN + instruction + str(SWITCH_SEED)).choices([False, True], k=1)[0]
+def is_switched(instruction: str, seed: int = SWITCH_SEED) -> bool:
+    """alpaca_eval's per-item output order: True shows the model's output first (as ``output_1``).
+
+    ``utils.random_seeded_choice(seed=_switch_column + "".join(row[random_seed_columns]) + str(seed),
+    choices=[False, True])`` with ``random_seed_columns == ["instruction"]``."""
+    return random.Random(SWITCH_COLUMN + instruction + str(seed)).choices([False, True], k=1)[0]
 
 
 def make_items(task_items: list[dict], outputs: dict[str, str | list[str]]) -> list[dict]:
@@ -171,7 +181,7 @@ def score(records: Iterable[dict], items: list[dict], generator: str = "model", 
 
 class AlpacaEvalScorer(Scorer):
     name = "alpaca_eval"
-    version = "2"  # 2: weighted (logprob) preference, one call per item in alpaca_eval's order
+    version = "3"  # 3: alpaca_eval's real output order (seed 0); 2: weighted (logprob) preference
     judged = True
     judge_config = "alpaca_eval_weighted"
     text_judge_config = "alpaca_eval_pairwise"

@@ -59,13 +59,16 @@ class Scorer:
         """The judge config this scorer uses (the text-verdict one when asked and available)."""
         return self.text_judge_config if text_verdicts and self.text_judge_config else self.judge_config
 
-    def load_config(self, text_verdicts: bool = False, prompts: str | None = None) -> "JudgeConfig":
+    def load_config(self, text_verdicts: bool = False, prompts: str | None = None,
+                    alpaca_eval_prompt: str | None = None) -> "JudgeConfig":
+        """The judge config, its prompt files taken from these paths first (``None``: the environment's, then the
+        package's or a pinned download): FastChat's ``judge_prompts.jsonl``, alpaca_eval's ``alpaca_eval_clf.txt``."""
         from bench.judge import load_judge_config
 
         name = self.config_name(text_verdicts)
         if name is None:
             raise UserError(f"scorer {self.name!r} needs no judge")
-        return load_judge_config(name, {"FASTCHAT_JUDGE_PROMPTS": prompts})
+        return load_judge_config(name, {"FASTCHAT_JUDGE_PROMPTS": prompts, "ALPACA_EVAL_PROMPT": alpaca_eval_prompt})
 
     def select_items(self, task: "Task", items: list[dict], judge_kind: str | None) -> list[dict]:
         """The items this scorer can score with this kind of judge (default: all)."""
