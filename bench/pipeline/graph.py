@@ -52,9 +52,10 @@ def build_stages(ctx: RunContext) -> list[Stage]:
                                 [ctx.gen_path(v, t)], n_generations=n_generations(ctx, t)))
     for v in ctx.variants:
         for t in ctx.tasks:
+            compares = not ctx.scorer(t).pairwise or ctx.pairwise_baseline(v) is not None
             stages.append(Stage(f"score/{v.name}/{t.name}", score_key(ctx, v, t),
                                 lambda v=v, t=t: score_stage(ctx, v, t),
-                                [ctx.score_path(v, t)], n_judge_calls=n_judge_calls(ctx, t)))
+                                [ctx.score_path(v, t)], n_judge_calls=n_judge_calls(ctx, t) if compares else 0))
     return stages
 
 
@@ -69,4 +70,6 @@ def n_generations(ctx: RunContext, task: Task) -> int:
 def n_judge_calls(ctx: RunContext, task: Task) -> int:
     """Judge calls scoring ``task`` takes for one variant (0 for unjudged tasks)."""
     items, n = ctx.loaded_items(task)
-    return ctx.scorer(task).n_judge_calls(task, items, n, ctx.cfg.judge.repeats)
+    config = ctx.judge_config(task)
+    orders = 2 if config is not None and config.both_orders else 1  # judge.swap
+    return orders * ctx.scorer(task).n_judge_calls(task, items, n, ctx.cfg.judge.repeats)

@@ -51,10 +51,15 @@ def gen_key(ctx: RunContext, v: Variant, task: Task) -> str:
 
 
 def score_key(ctx: RunContext, v: Variant, task: Task) -> str:
-    """Key of scoring ``v`` on ``task``: the generations, the scorer's version, and for judged tasks the judge."""
+    """Key of scoring ``v`` on ``task``: the generations, the scorer's version, and for judged tasks the judge
+    (under ``judge.mode: pairwise`` also the generations of the NTP variant ``v`` is compared with)."""
     scorer = ctx.scorer(task)
     judged = scorer.judged
+    pair = {}
+    if scorer.pairwise:  # judge.mode: pairwise reads the baseline's generations too (only then: old keys stay)
+        other = ctx.pairwise_baseline(v)
+        pair = {"versus": gen_key(ctx, other, task) if other is not None else None}
     return hash_obj({"stage": "score", "generate": gen_key(ctx, v, task), "scorer": [scorer.name, scorer.version],
                      "judge": ctx.judge_identity() if judged else None,
                      "judge_prompts": ctx.judge_fingerprint(task) if judged else None,
-                     "repeats": ctx.cfg.judge.repeats if judged else 1})
+                     "repeats": ctx.cfg.judge.repeats if judged else 1, **pair})
