@@ -17,6 +17,13 @@ reads every ``judgment``; a result other than FastChat's ``score`` (-1 = failure
 overall means from our parse and our aggregation are checked against FastChat's ``show_result.py`` figures, which
 are computed from the recorded ``score`` column.
 
+MT-Bench pairwise (``model_judgment/gpt-4_pair.jsonl``, 75 real GPT-4 pairwise judgments written by FastChat's
+``gen_judgment.py``): for every match both games' prompts (game 1: model_1 as assistant A; game 2 swapped) built by our
+pairwise scorer must equal ``g1_user_prompt`` / ``g2_user_prompt`` byte for byte with the recorded form; our parser's
+winner of each judgment must be the recorded ``g1_winner`` / ``g2_winner``; and show_result's pairwise-all tally
+(win, loss, tie, win_rate, loss_rate, win_rate_adjusted per model) and the inconsistent / flipped games computed from
+our winners must equal those computed from the recorded ones.
+
 AlpacaEval 2, per model with annotations: win rate, standard error, counts and discrete win rate from the recorded
 preferences through our :func:`bench.scorers.alpaca_eval.winrate`, against the leaderboard row (WR and SE to 1e-6,
 counts exactly); our logprob parser on every ``raw_completion``, whose shown-order preference 2 - p must be the
@@ -129,6 +136,81 @@ def mt_bench(peer: Path) -> tuple[dict, list[Check]]:
     return {"models": results}, checks
 
 
+def mt_bench_pair(peer: Path) -> tuple[dict, list[Check]]:
+    """MT-Bench pairwise (``model_judgment/gpt-4_pair.jsonl``, FastChat ``gen_judgment.py`` pairwise output): both
+    games' prompts byte for byte, both games' winners from our parse of each judgment, and show_result's
+    pairwise-all tally (and the inconsistent games it turns into ties) from our winners against the recorded ones."""
+    from bench.scorers.mt_bench_pair import FASTCHAT_FORMS, MTBenchPairScorer, position_stats, show_result_pairwise
+    from bench.scorers.mt_bench_pair import build_requests as build_pair_requests
+
+    root = peer / "fastchat"
+    bench_dir = root / "mt_bench"
+    prompts = root / "judge_prompts.jsonl"
+    config = MTBenchPairScorer().load_config(prompts=str(prompts))
+    questions = {str(q["question_id"]): q for q in _jsonl(bench_dir / "question.jsonl")}
+    refs = {str(r["question_id"]): r["choices"][0]["turns"]
+            for r in _jsonl(bench_dir / "reference_answer" / "gpt-4.jsonl")}
+    items = [{"id": qid, "category": q["category"], "turns": q["turns"], "reference": refs.get(qid)}
+             for qid, q in questions.items()]
+    judgments = _jsonl(bench_dir / "model_judgment" / "gpt-4_pair.jsonl")
+    form_names = {v: k for k, v in FASTCHAT_FORMS.items()}
+    answers: dict[str, dict] = {}
+    prompt_mismatch = winner_mismatch = 0
+    ours_rows = []
+    game_map = {1: {1.0: "model_1", 2.0: "model_2", 1.5: "tie"}, 2: {1.0: "model_2", 2.0: "model_1", 1.5: "tie"}}
+    requests: dict[tuple, dict] = {}
+    for j in judgments:
+        pair = (j["model_1"], j["model_2"])
+        if pair not in requests:
+            for m in pair:
+                if m not in answers:
+                    answers[m] = {str(a["question_id"]): a["choices"][0]["turns"]
+                                  for a in _jsonl(bench_dir / "model_answer" / f"{m}.jsonl")}
+            requests[pair] = {(r.example_id, r.turn, r.meta["game"]): r for r in build_pair_requests(
+                config, items, answers[pair[0]], answers[pair[1]], model_1=pair[0], model_2=pair[1])}
+        row = {"model_1": j["model_1"], "model_2": j["model_2"]}
+        judge_form = j["judge"][1] if isinstance(j.get("judge"), list) and len(j["judge"]) > 1 else None
+        for game in (1, 2):
+            req = requests[pair].get((str(j["question_id"]), int(j["turn"]), game))
+            if (req is None or req.messages[-1]["content"] != j[f"g{game}_user_prompt"]
+                    or (judge_form is not None and form_names.get(judge_form) != req.form)):
+                prompt_mismatch += 1
+            verdict = config.parser(j[f"g{game}_judgment"])
+            row[f"g{game}_winner"] = "error" if verdict is None else game_map[game][verdict]
+            winner_mismatch += row[f"g{game}_winner"] != j[f"g{game}_winner"]
+        ours_rows.append(row)
+    n_games = 2 * len(judgments)
+    theirs_df, ours_df = pd.DataFrame(judgments), pd.DataFrame(ours_rows)
+    expected, mine = show_result_pairwise(theirs_df), show_result_pairwise(ours_df)
+    checks = [Check("mt_bench pairwise: prompts identical (both games)", n_games, n_games - prompt_mismatch,
+                    prompt_mismatch == 0),
+              Check("mt_bench pairwise: winners parsed (both games)", n_games, n_games - winner_mismatch,
+                    winner_mismatch == 0)]
+    for model in expected.index:
+        for col in ("win", "loss", "tie"):
+            want, got = int(expected.loc[model, col]), int(mine.loc[model, col]) if model in mine.index else -1
+            checks.append(Check(f"mt_bench pairwise {model}: {col}", want, got, want == got))
+        for col in ("win_rate", "loss_rate", "win_rate_adjusted"):
+            want = float(expected.loc[model, col])
+            got = float(mine.loc[model, col]) if model in mine.index else math.nan
+            checks.append(Check(f"mt_bench pairwise {model}: {col}", want, got, _close(want, got)))
+
+    def stats(df):
+        df = df.assign(g1_shown=math.nan, g2_shown=math.nan, question_id=0, turn=1, repeat=0, category=None)
+        return position_stats(df)
+
+    want, got = stats(theirs_df), stats(ours_df)
+    checks.append(Check("mt_bench pairwise: inconsistent games (ties by FastChat's rule)", want["inconsistent"],
+                        got["inconsistent"], want["inconsistent"] == got["inconsistent"]))
+    checks.append(Check("mt_bench pairwise: flips (both games decisive, same position won)", want["flips"],
+                        got["flips"], want["flips"] == got["flips"]))
+    figures = {"n_matches": len(judgments), "prompt_mismatches": prompt_mismatch, "winner_mismatches": winner_mismatch,
+               "tally": {m: {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+                         for m, r in mine.to_dict(orient="index").items()},
+               "inconsistent": got["inconsistent"], "flips": got["flips"], "n_decisive_pairs": got["n_decisive_pairs"]}
+    return figures, checks
+
+
 @dataclass
 class _MTTask:
     """The slice of a Task the MT-Bench scorer reads (FastChat's reference categories)."""
@@ -235,6 +317,9 @@ def run(peer_dir: str | Path) -> tuple[dict, list[Check]]:
     if (peer / "fastchat").is_dir():
         out["mt_bench"], c = mt_bench(peer)
         checks += c
+        if (peer / "fastchat" / "mt_bench" / "model_judgment" / "gpt-4_pair.jsonl").is_file():
+            out["mt_bench_pair"], c = mt_bench_pair(peer)
+            checks += c
     if (peer / "alpaca_eval").is_dir():
         out["alpaca_eval"], c = alpaca_eval(peer)
         checks += c
