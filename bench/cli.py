@@ -20,6 +20,9 @@ COMMANDS = {
     "tasks": "list the evaluation tasks",
     "perf": "benchmarks: step time, memory, throughput ratios",
     "conformance": "reproduce FastChat's MT-Bench and AlpacaEval 2.0's figures from their own data",
+    "judge-report": "the judge's reliability on every judged task of a run (repeats, position and length bias)",
+    "judge-calibrate": "a judge's agreement with MT-Bench's experts (FastChat's matches), next to GPT-4's",
+    "judge-agreement": "GPT-4's and the experts' agreement with MT-Bench's experts, from the stored votes",
 }
 
 

@@ -70,16 +70,17 @@ def build_requests(config: JudgeConfig, questions: list[dict], answers_1: dict[s
 
 
 def matches(records: Iterable[dict]) -> pd.DataFrame:
-    """Judgment records -> FastChat's pairwise rows, one per (question, turn, repeat): ``question_id``, ``turn``,
+    """Judgment records -> FastChat's pairwise rows, one per match (question, turn, repeat, model_1, model_2):
+    ``question_id``, ``turn``,
     ``repeat``, ``model_1``, ``model_2``, ``g1_winner``, ``g2_winner`` ("model_1" / "model_2" / "tie" / "error"),
     ``category``, ``g1_shown`` / ``g2_shown`` (the games' shown-order verdicts, NaN for errors)."""
     rows: dict[tuple, dict] = {}
     for r in records:
         meta = r.get("meta") or {}
         game = int(meta.get("game", 1))
-        key = (str(r["example_id"]), int(r["turn"]), int(r.get("repeat", 0)))
-        row = rows.setdefault(key, {"question_id": key[0], "turn": key[1], "repeat": key[2],
-                                    "model_1": meta.get("model_1", "model_1"), "model_2": meta.get("model_2", "model_2"),
+        m1, m2 = meta.get("model_1", "model_1"), meta.get("model_2", "model_2")
+        key = (str(r["example_id"]), int(r["turn"]), int(r.get("repeat", 0)), m1, m2)
+        row = rows.setdefault(key, {"question_id": key[0], "turn": key[1], "repeat": key[2], "model_1": m1, "model_2": m2,
                                     "category": meta.get("category"), "g1_winner": "error", "g2_winner": "error",
                                     "g1_shown": math.nan, "g2_shown": math.nan})
         ok = not r.get("failed") and r.get("score") is not None
