@@ -77,3 +77,34 @@ def test_plan_cost_is_the_ledgers(tmp_path, prices):
         assert line.endswith("cost ~$0.43")  # the figure the plan showed before planning used the ledger
     else:
         assert est["cost_usd"] is None and line.endswith("cost: no price for this model in judge.prices")
+
+
+def test_pairwise_score_stage_keys_on_ntps_generations(tmp_path, monkeypatch):
+    """judge.mode: pairwise (issue 19): sftmix's MT-Bench score stage reads NTP's generations, so its key includes
+    their key; NTP's own stage makes no judge call; single grading's keys are untouched by the option's existence."""
+    from pathlib import Path
+
+    from bench.pipeline import keys
+    from sftmix.errors import UserError
+
+    prompts = Path(__file__).resolve().parents[2] / "shared" / "peer" / "fastchat" / "judge_prompts.jsonl"
+    if not prompts.is_file():
+        pytest.skip(f"FastChat's judge prompts not found at {prompts}")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    base = {"run.tasks": ["mt_bench"], "run.limit": 3, "judge.prompts": str(prompts), "judge.model": "m"}
+    r = runner(tmp_path, **base, **{"judge.mode": "pairwise"})
+    single = runner(tmp_path, **base)
+    by = {s.name: s for s in r.stages}
+    assert by["score/ntp/mt_bench"].n_judge_calls == 0 and by["score/sftmix/mt_bench"].n_judge_calls == 2 * 3 * 2
+    assert {s.name: s.key for s in single.stages}["score/sftmix/mt_bench"] != by["score/sftmix/mt_bench"].key
+    assert r.cfg.config_hash() != single.cfg.config_hash()
+    assert single.cfg.config_hash() == runner(tmp_path, **base, **{"judge.swap": False}).cfg.config_hash()
+    ctx = r.ctx
+    sftmix, task = ctx.variants[1], ctx.tasks[0]
+    before = keys.score_key(ctx, sftmix, task)
+    real = keys.gen_key
+    monkeypatch.setattr(keys, "gen_key", lambda c, v, t: real(c, v, t) + ("x" if v.name == "ntp" else ""))
+    assert keys.score_key(ctx, sftmix, task) != before  # NTP's generations changed: sftmix is re-scored
+    monkeypatch.setattr(keys, "gen_key", real)
+    with pytest.raises(UserError, match="add ntp to run.variants"):
+        runner(tmp_path, **base, **{"judge.mode": "pairwise", "run.variants": ["sftmix", "sftmix-random"]})
