@@ -134,8 +134,8 @@ def test_dry_run_with_alpaca_eval_needs_no_package_given_a_template_file(tmp_pat
     template.write_text("<|im_start|>system\nJudge.\n<|im_end|>\n<|im_start|>user\n{instruction}\n{output_1}\n"
                         "{output_2}\n<|im_end|>\n")
     assert cli.main(args + [f"judge.alpaca_eval_prompt={template}"]) == 0, capsys.readouterr().err
-    assert "alpaca_eval: AlpacaEval 2.0 (weighted_alpaca_eval_gpt4_turbo) (prompts: " + str(template) \
-        in capsys.readouterr().out
+    expected = f"alpaca_eval: AlpacaEval 2.0 (weighted_alpaca_eval_gpt4_turbo) (prompts: {template})"
+    assert expected in capsys.readouterr().out
 
 
 @pytest.mark.skipif(not PEER_TEMPLATE.is_file(), reason=f"peer template not found at {PEER_TEMPLATE}")

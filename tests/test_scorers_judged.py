@@ -131,7 +131,7 @@ def test_logprob_parser_matches_alpaca_eval():
     assert parser({"text": "M", "top_logprobs": [{"token": "M", "logprob": -1e-6}]}) == pytest.approx(2.0)
     assert parser({"text": "x", "top_logprobs": [{"token": "The", "logprob": -0.1}]}) is None
     assert parser("M") is None  # a text-only reply has no log-probabilities
-    cp = pytest.importorskip("alpaca_eval.completion_parsers")
+    cp = pytest.importorskip("alpaca_eval.completion_parsers", reason="needs the alpaca-eval package")
     theirs = cp.logprob_parser({"logprobs": {"content": [{"top_logprobs": top}]}}, numerator_token="m",
                                denominator_tokens=["m", "M"], is_binarize=False)
     assert parser({"top_logprobs": top}) == pytest.approx(theirs[0], abs=1e-12)
@@ -159,7 +159,7 @@ def test_alpaca_preferences_mirror_switched_items_and_average_repeats():
 
 
 def test_winrate_equals_alpaca_evals_get_winrate():
-    metrics = pytest.importorskip("alpaca_eval.metrics")
+    metrics = pytest.importorskip("alpaca_eval.metrics", reason="needs the alpaca-eval package")
     rng = np.random.default_rng(1)
     prefs = list(1 + rng.random(300)) + [1.5, 1.5, 1.0, 2.0, 1.49999, 1.50001, math.nan, 0]
     ours, theirs = ae.winrate(prefs), metrics.get_winrate(pd.DataFrame({"preference": prefs}))
@@ -197,7 +197,7 @@ def _fake_gamed_table(folder, n, rng):
 
 
 def test_alpaca_length_controlled_via_package(tmp_path, monkeypatch):
-    pytest.importorskip("alpaca_eval.metrics.glm_winrate")
+    pytest.importorskip("alpaca_eval.metrics.glm_winrate", reason="needs the alpaca-eval package (LC win rate)")
     from alpaca_eval.metrics import glm_winrate
 
     rng = np.random.default_rng(0)

@@ -83,7 +83,8 @@ def test_seeds_are_validated_and_absent_seeds_keep_the_old_config_hash():
     cfg = load_run_config(None, {})
     d = cfg.to_dict()
     d["run"] = {k: v for k, v in d["run"].items() if k not in ("out", "layout", "seeds")}
-    d["judge"] = {k: v for k, v in d["judge"].items() if k not in ("concurrency", "timeout", "max_retries")}
+    d["judge"] = {k: v for k, v in d["judge"].items() if k not in ("concurrency", "timeout", "max_retries")
+                  and k not in ("mode", "swap", "alpaca_eval_prompt")}  # issue 19's options, at their defaults
     d["model"] = {k: v for k, v in d["model"].items() if k != "trainable_layers"}  # unset: left out too
     d["train"]["mixup_reduction"] = "pair"  # a removed option, hashed at its old value (sftmix.config.REMOVED)
     assert cfg.config_hash() == hash_obj(d) and RunConfig().run.seeds is None

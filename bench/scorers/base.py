@@ -116,7 +116,8 @@ def repeat_values(records: list[dict], value=lambda r: r.get("score")) -> dict[t
     for r in records:
         v = None if r.get("failed") else value(r)
         if v is not None:
-            out.setdefault((str(r["example_id"]), int(r.get("turn", 1))), []).append((int(r.get("repeat", 0)), float(v)))
+            key = (str(r["example_id"]), int(r.get("turn", 1)))
+            out.setdefault(key, []).append((int(r.get("repeat", 0)), float(v)))
     return {k: [v for _, v in sorted(vals)] for k, vals in out.items()}
 
 

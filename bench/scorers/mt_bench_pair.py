@@ -80,9 +80,9 @@ def matches(records: Iterable[dict]) -> pd.DataFrame:
         game = int(meta.get("game", 1))
         m1, m2 = meta.get("model_1", "model_1"), meta.get("model_2", "model_2")
         key = (str(r["example_id"]), int(r["turn"]), int(r.get("repeat", 0)), m1, m2)
-        row = rows.setdefault(key, {"question_id": key[0], "turn": key[1], "repeat": key[2], "model_1": m1, "model_2": m2,
-                                    "category": meta.get("category"), "g1_winner": "error", "g2_winner": "error",
-                                    "g1_shown": math.nan, "g2_shown": math.nan})
+        row = rows.setdefault(key, {"question_id": key[0], "turn": key[1], "repeat": key[2], "model_1": m1,
+                                    "model_2": m2, "category": meta.get("category"), "g1_winner": "error",
+                                    "g2_winner": "error", "g1_shown": math.nan, "g2_shown": math.nan})
         ok = not r.get("failed") and r.get("score") is not None
         row[f"g{game}_winner"] = _GAME_MAP[game].get(float(r["score"]), "error") if ok else "error"
         row[f"g{game}_shown"] = float(r["score"]) if ok else math.nan
