@@ -155,6 +155,14 @@ class MTBenchPairScorer(Scorer):
                higher_is_better=False),
     )
 
+    def select_items(self, task, items, judge_kind):
+        if judge_kind == "reference":
+            from sftmix.errors import UserError
+
+            raise UserError(f"task {task.name}: judge.mode: pairwise needs an LLM judge (the reference rubric rates "
+                            "one answer at a time): pass --judge-model/--judge-base-url or judge.local")
+        return items
+
     def requests(self, task, items, generations, config, judge_kind, versus=None):
         """``versus``: ``{"model_1": this variant, "model_2": the baseline, "generations": its records}``; None for
         the baseline's own row (nothing to compare)."""
