@@ -9,6 +9,7 @@ import pytest
 
 from bench.config import experiment_path, load_run_config
 from bench.pipeline import Runner, plan
+from bench.pipeline.graph import n_generations, n_judge_calls
 
 CI_KEYS = {
     "dynamics": "549e2e2abfa37741",
@@ -36,16 +37,17 @@ def test_ci_stage_order_keys_and_counts(tmp_path):
     r = runner(tmp_path)
     assert [s.name for s in r.stages] == list(CI_KEYS)
     assert {s.name: s.key for s in r.stages} == CI_KEYS
-    counts = {s.name: (s.n_generations, s.n_judge_calls) for s in r.stages if s.n_generations or s.n_judge_calls}
+    counts = {s.name: (n_generations(r.ctx, s), n_judge_calls(r.ctx, s)) for s in r.stages
+              if n_generations(r.ctx, s) or n_judge_calls(r.ctx, s)}
     assert counts == {**{f"generate/{v}/{t}": (n, 0) for v in ("ntp", "sftmix")
                          for t, n in (("toy_open", 53), ("toy_mcq", 40), ("toy_exact", 40))},
                       "score/ntp/toy_open": (0, 53), "score/sftmix/toy_open": (0, 53)}
     out = tmp_path / "run"
     by_name = {s.name: s for s in r.stages}
-    assert by_name["train/sftmix"].outputs == [out / "variants" / "sftmix" / "model"]
-    assert by_name["generate/ntp/toy_mcq"].outputs == [out / "generations" / "ntp" / "toy_mcq.jsonl"]
-    assert by_name["score/ntp/toy_mcq"].outputs == [out / "scores" / "ntp" / "toy_mcq.json"]
-    assert by_name["dynamics"].clean == [out / "dynamics"]
+    assert by_name["train/sftmix"].outputs == (out / "variants" / "sftmix" / "model",)
+    assert by_name["generate/ntp/toy_mcq"].outputs == (out / "generations" / "ntp" / "toy_mcq.jsonl",)
+    assert by_name["score/ntp/toy_mcq"].outputs == (out / "scores" / "ntp" / "toy_mcq.json",)
+    assert by_name["dynamics"].clean == (out / "dynamics",)
 
 
 def test_seeded_stage_order_and_keys(tmp_path):
@@ -64,7 +66,7 @@ def test_plan_cost_is_the_ledgers(tmp_path, prices):
 
     r = runner(tmp_path, **{"judge.model": "gpt-4o", "judge.prices": prices})
     text = plan(r.cfg, r)
-    n_calls = sum(s.n_judge_calls for s in r.stages)
+    n_calls = sum(n_judge_calls(r.ctx, s) for s in r.stages)
     assert n_calls == 106  # 53 toy_open turns x 2 variants
     caps = [r.ctx.judge_config(t).max_tokens for t in r.ctx.tasks if r.ctx.scorer(t).judged]
     est = rough_estimate(n_calls, "gpt-4o", prices, answer_tokens=r.cfg.generation.max_new_tokens,
@@ -80,11 +82,11 @@ def test_plan_cost_is_the_ledgers(tmp_path, prices):
 
 
 def test_pairwise_score_stage_keys_on_ntps_generations(tmp_path, monkeypatch):
-    """judge.mode: pairwise (issue 19): sftmix's MT-Bench score stage reads NTP's generations, so its key includes
-    their key; NTP's own stage makes no judge call; single grading's keys are untouched by the option's existence."""
+    """judge.mode: pairwise (issue 19): sftmix's MT-Bench score stage reads NTP's generations, so it depends on
+    NTP's generate stage and its key includes theirs; NTP's own stage makes no judge call; the option at its default
+    changes no config hash."""
     from pathlib import Path
 
-    from bench.pipeline import keys
     from sftmix.errors import UserError
 
     prompts = Path(__file__).resolve().parents[2] / "shared" / "peer" / "fastchat" / "judge_prompts.jsonl"
@@ -95,16 +97,18 @@ def test_pairwise_score_stage_keys_on_ntps_generations(tmp_path, monkeypatch):
     r = runner(tmp_path, **base, **{"judge.mode": "pairwise"})
     single = runner(tmp_path, **base)
     by = {s.name: s for s in r.stages}
-    assert by["score/ntp/mt_bench"].n_judge_calls == 0 and by["score/sftmix/mt_bench"].n_judge_calls == 2 * 3 * 2
+    assert by["score/sftmix/mt_bench"].deps == ("generate/sftmix/mt_bench", "generate/ntp/mt_bench")
+    assert by["score/ntp/mt_bench"].deps == ("generate/ntp/mt_bench",)
+    assert n_judge_calls(r.ctx, by["score/ntp/mt_bench"]) == 0
+    assert n_judge_calls(r.ctx, by["score/sftmix/mt_bench"]) == 2 * 3 * 2  # 3 questions, 2 turns, 2 orders
     assert {s.name: s.key for s in single.stages}["score/sftmix/mt_bench"] != by["score/sftmix/mt_bench"].key
     assert r.cfg.config_hash() != single.cfg.config_hash()
     assert single.cfg.config_hash() == runner(tmp_path, **base, **{"judge.swap": False}).cfg.config_hash()
-    ctx = r.ctx
-    sftmix, task = ctx.variants[1], ctx.tasks[0]
-    before = keys.score_key(ctx, sftmix, task)
-    real = keys.gen_key
-    monkeypatch.setattr(keys, "gen_key", lambda c, v, t: real(c, v, t) + ("x" if v.name == "ntp" else ""))
-    assert keys.score_key(ctx, sftmix, task) != before  # NTP's generations changed: sftmix is re-scored
-    monkeypatch.setattr(keys, "gen_key", real)
+    from bench.pipeline.keys import score_key
+
+    task = r.ctx.tasks[0]
+    gen = by["generate/sftmix/mt_bench"].key
+    assert score_key(r.ctx, gen, task, "a") != score_key(r.ctx, gen, task, "b")  # NTP's generations changed
+    assert by["score/sftmix/mt_bench"].key == score_key(r.ctx, gen, task, by["generate/ntp/mt_bench"].key)
     with pytest.raises(UserError, match="add ntp to run.variants"):
         runner(tmp_path, **base, **{"judge.mode": "pairwise", "run.variants": ["sftmix", "sftmix-random"]})

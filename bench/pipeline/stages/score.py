@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING
 from sftmix.variants import Variant
 
 from ..context import RunContext
-from ..keys import score_key
 
 if TYPE_CHECKING:
     from ...tasks import Task
 
 
-def score_stage(ctx: RunContext, v: Variant, task: Task) -> dict:
+def score_stage(ctx: RunContext, v: Variant, task: Task, key: str) -> dict:
     """Score ``v`` on ``task``; ``{"incomplete": True}`` when an LLM judge failed verdicts a re-run should retry."""
     from ...evaluate import evaluate_task
     from ...generate import read_jsonl
@@ -23,7 +22,7 @@ def score_stage(ctx: RunContext, v: Variant, task: Task) -> dict:
     # Each task summary says how it was made; the full record (packages, hardware, ...) is provenance.json.
     meta = {"model": ctx.cfg.run.model_name or ctx.cfg.model.model, "train_data": ctx.cfg.run.train_data_name,
             "run": ctx.cfg.run.name, "config_hash": ctx.cfg.config_hash(), "seed": ctx.seed(v),
-            "git_commit": ctx.git()["commit"], "stage_key": score_key(ctx, v, task), "provenance": ctx.rd.provenance.name}
+            "git_commit": ctx.git()["commit"], "stage_key": key, "provenance": ctx.rd.provenance.name}
     versus = None
     if ctx.scorer(task).pairwise:  # judge.mode: pairwise: v's answers against NTP's (None: NTP's own row)
         other = ctx.pairwise_baseline(v)
