@@ -20,6 +20,7 @@ COMMANDS = {
     "tasks": "list the evaluation tasks",
     "perf": "benchmarks: step time, memory, throughput ratios",
     "conformance": "reproduce FastChat's MT-Bench and AlpacaEval 2.0's figures from their own data",
+    "contamination": "which evaluation items the training data already holds (lm-eval's 13-gram overlap)",
 }
 
 

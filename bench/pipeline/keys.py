@@ -16,8 +16,9 @@ if TYPE_CHECKING:
     from ..tasks import Task
 
 # Task fields the generation key leaves out, as it always has: data_hash/source/path/layout (the data's hash and
-# whereabouts); parametric/param: the name says it all (bigbench:navigate), so tasks from before them keep their keys.
-_TASK_FIELDS_NOT_KEYED = ("data_hash", "source", "path", "layout", "parametric", "param")
+# whereabouts); parametric/param: the name says it all (bigbench:navigate), so tasks from before them keep their keys;
+# contamination: the fields the contamination check compares, which no generation depends on.
+_TASK_FIELDS_NOT_KEYED = ("data_hash", "source", "path", "layout", "parametric", "param", "contamination")
 
 
 def _base(ctx: RunContext, seed: int | None = None) -> dict:

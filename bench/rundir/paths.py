@@ -16,6 +16,7 @@ PROVENANCE = "provenance.json"
 STATE = "state"
 CACHE = "cache.sqlite"
 JUDGE_LOG = "judge_log.jsonl"
+CONTAMINATION = "contamination"
 CONFIDENCE = "confidence.parquet"
 TABLE_EXT = {"md": "md", "csv": "csv", "latex": "tex", "tex": "tex"}
 
@@ -166,6 +167,15 @@ class RunDir:
     def item_values(self, variant: str, task: str) -> Path:
         """``scores/<v>/<task>.items.jsonl``: the per-item values behind the summary (:class:`ItemValues`)."""
         return self.root / "scores" / variant / f"{task}.items.jsonl"
+
+    # ---- contamination (per task: its items against the run's training data) ----------------------------------
+    def contamination(self, task: str) -> Path:
+        """``contamination/<task>.json``: the contamination report (:class:`ContaminationReport`)."""
+        return self.root / CONTAMINATION / f"{task}.json"
+
+    def contamination_reports(self) -> list[Path]:
+        """Every ``contamination/<task>.json``, sorted."""
+        return sorted((self.root / CONTAMINATION).glob("*.json"))
 
     # ---- `bench generate` folders (which `bench judge` then uses as a run directory) -------------------------
     def generate_output(self, task: str) -> Path:
