@@ -60,6 +60,18 @@ class Settings:
         return f"near duplicates (Jaccard of {self.shingle}-word shingles >= {self.threshold:g}, MinHash LSH)"
 
 
+def rows_hash(rows: Sequence[dict]) -> str:
+    """Short sha256 of the rows as loaded (row by row: the whole set is never serialised at once)."""
+    import hashlib
+
+    from sftmix.io import stable_json
+
+    h = hashlib.sha256()
+    for row in rows:
+        h.update(stable_json(row).encode("utf-8") + b"\n")
+    return h.hexdigest()[:16]
+
+
 def _row_id(row: dict, index: int) -> str:
     rid = row.get("id")  # as sftmix.data.example_id: the row's own id, else its position
     return str(index) if rid is None else str(rid)
@@ -75,7 +87,8 @@ def check(train_rows: Sequence[dict], train_data: dict, tasks: Sequence[tuple["T
     for s, (task, items) in enumerate(tasks):
         fields = item_fields(task)
         for i, item in enumerate(items):
-            texts += [EvalText(s, i, name, text, norm(text)) for name, text in item_texts(item, fields, task.kind)]
+            texts += [EvalText(s, i, name, text, " ".join(norm(text).split()))
+                      for name, text in item_texts(item, fields, task.kind)]
     n_items = [len(items) for _, items in tasks]
 
     def bar(rows):
@@ -93,7 +106,7 @@ def check(train_rows: Sequence[dict], train_data: dict, tasks: Sequence[tuple["T
                             shingle=settings.shingle, num_perm=settings.num_perm, progress=bar,
                             max_matches=settings.max_matches)
     seconds = round(time.time() - t0, 2)
-    train = {**train_data, "n_rows": len(train_rows), "rows_hash": hash_obj(list(train_rows))}
+    train = {**train_data, "n_rows": len(train_rows), "rows_hash": rows_hash(train_rows)}
     reports = {}
     for (task, items), f in zip(tasks, found):
         dirty = {}

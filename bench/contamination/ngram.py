@@ -3,14 +3,13 @@ training row. Linear in the data: the evaluation side's n-grams go into a hash i
 n-gram is looked up in it as the rows stream past; nothing compares items with rows pairwise.
 
 Memory: the index holds one 64-bit hash per distinct evaluation n-gram (Python's ``hash`` of the n-gram string,
-a dict of ints), plus the normalised evaluation texts; the training rows are never held as n-grams. A hash hit
-is confirmed by comparing the n-gram strings themselves, so a hash collision can never flag an item: the result is
-exactly that of comparing the sets of n-gram strings.
+a dict of ints to the text holding it), plus the normalised evaluation texts; the training rows are never held as
+n-grams. A hash hit is only a candidate: it counts once the n-gram string itself is found in the evaluation text,
+so a hash collision can never flag an item: the result is exactly that of comparing the sets of n-gram strings.
 """
 from __future__ import annotations
 
 import re
-from array import array
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, Iterable, Sequence
@@ -30,7 +29,7 @@ class EvalText:
     item_index: int
     field: str
     text: str  # as given (for spans)
-    norm: str  # normalised
+    norm: str  # its normalised words, joined by one space
 
 
 @dataclass
@@ -43,63 +42,45 @@ class Findings:
 
 
 class NgramIndex:
-    """The hashed n-grams of every evaluation text, with where each first occurs and which texts hold it."""
+    """The hashed n-grams of every evaluation text: hash -> the texts holding an n-gram with that hash.
+
+    A hash is only a candidate: :meth:`holders` keeps the texts that hold the n-gram string itself (word-aligned in
+    their normalised words), so two strings with one hash can never be confused."""
 
     def __init__(self, texts: Sequence[EvalText], n: int):
         self.texts, self.n = list(texts), n
-        self.index: dict[int, int] = {}  # hash of the n-gram string -> gram id
-        self.first_text = array("l")  # gram id -> the text it first occurs in, and where (word position)
-        self.first_pos = array("l")
-        self.more_texts: dict[int, list[int]] = {}  # gram id -> further texts holding it (rare: repeated n-grams)
-        self.collisions: dict[str, int] = {}  # n-gram string -> gram id, for strings whose hash another one has
-        self._words = lru_cache(maxsize=4096)(lambda t_idx: self.texts[t_idx].norm.split())
+        self.index: dict[int, int] = {}  # hash of an n-gram string -> the first text holding such an n-gram
+        self.more: dict[int, list[int]] = {}  # hash -> the further texts (repeated n-grams, or another string)
+        self._padded = lru_cache(maxsize=4096)(lambda t_idx: f" {self.texts[t_idx].norm} ")
         for t_idx, t in enumerate(self.texts):
             toks = t.norm.split()
             seen: set[int] = set()
             for pos in range(len(toks) - n + 1):
-                gram = " ".join(toks[pos:pos + n])
-                gid = self._find(gram)
-                if gid is None:
-                    gid = len(self.first_text)
-                    self.first_text.append(t_idx)
-                    self.first_pos.append(pos)
-                    h = _hash(gram)
-                    if h in self.index:
-                        self.collisions[gram] = gid
-                    else:
-                        self.index[h] = gid
-                elif gid not in seen and self.first_text[gid] != t_idx:
-                    self.more_texts.setdefault(gid, []).append(t_idx)
-                seen.add(gid)
+                h = _hash(" ".join(toks[pos:pos + n]))
+                first = self.index.setdefault(h, t_idx)
+                if first != t_idx and h not in seen:
+                    self.more.setdefault(h, []).append(t_idx)
+                seen.add(h)
 
     def __len__(self) -> int:
-        return len(self.first_text)
+        """Distinct n-gram hashes held."""
+        return len(self.index)
 
-    def gram(self, gid: int) -> str:
-        """The n-gram string of a gram id."""
-        pos = self.first_pos[gid]
-        return " ".join(self._words(self.first_text[gid])[pos:pos + self.n])
+    def holders(self, gram: str) -> list[int]:
+        """The evaluation texts that hold the n-gram ``gram`` (normalised words joined by one space)."""
+        h = _hash(gram)
+        if h not in self.index:
+            return []
+        return [t for t in (self.index[h], *self.more.get(h, ())) if f" {gram} " in self._padded(t)]
 
-    def _find(self, gram: str) -> int | None:
-        """The gram id of an n-gram string, confirmed string to string; None when no evaluation text has it."""
-        gid = self.index.get(_hash(gram))
-        if gid is not None and self.gram(gid) == gram:
-            return gid
-        return self.collisions.get(gram) if self.collisions else None
-
-    def holders(self, gid: int) -> list[int]:
-        """Every evaluation text holding gram ``gid``."""
-        return [self.first_text[gid], *self.more_texts.get(gid, ())]
-
-    def scan(self, words: list[str]) -> Iterable[int]:
-        """Gram ids of the evaluation n-grams that occur in ``words`` (a training text's normalised words)."""
-        n, index, find = self.n, self.index, self._find
+    def scan(self, words: list[str]) -> Iterable[str]:
+        """The n-grams of ``words`` (a training text's normalised words) whose hash an evaluation n-gram has:
+        candidates, which :meth:`holders` confirms."""
+        n, index = self.n, self.index
         for pos in range(len(words) - n + 1):
             gram = " ".join(words[pos:pos + n])
-            if _hash(gram) in index or self.collisions:
-                gid = find(gram)
-                if gid is not None:
-                    yield gid
+            if _hash(gram) in index:
+                yield gram
 
 
 def detect(train_rows: Sequence[dict], texts: Sequence[EvalText], n_items: Sequence[int], n: int = 13,
@@ -111,17 +92,17 @@ def detect(train_rows: Sequence[dict], texts: Sequence[EvalText], n_items: Seque
     and, for the first ``max_matches`` of those rows, the longest matched span on each side."""
     norm = normaliser()
     index = NgramIndex(texts, n)
-    rows_of_gram: dict[int, list[int]] = {}
+    rows_of_gram: dict[str, list[int]] = {}  # candidate n-gram -> the training rows holding it
     for r, row in enumerate(progress(train_rows)):
         for _, text in train_texts(row):
-            for gid in index.scan(norm(text).split()):
-                rows = rows_of_gram.setdefault(gid, [])
+            for gram in index.scan(norm(text).split()):
+                rows = rows_of_gram.setdefault(gram, [])
                 if not rows or rows[-1] != r:
                     rows.append(r)
     out = [Findings(k) for k in n_items]
     hit_rows: dict[tuple[int, int], set[int]] = {}
-    for gid, rows in rows_of_gram.items():
-        for t_idx in index.holders(gid):
+    for gram, rows in rows_of_gram.items():
+        for t_idx in index.holders(gram):
             t = index.texts[t_idx]
             hit_rows.setdefault((t.set_index, t.item_index), set()).update(rows)
     texts_of: dict[tuple[int, int], list[EvalText]] = {}

@@ -1,6 +1,8 @@
 """The performance targets: ratios between configurations, each with its bound, PASS/MISS and the margin."""
 from __future__ import annotations
 
+from .contamination import contamination_target
+
 # (target name, numerator, denominator, field, comparison, bound) over the main step table and the other sections.
 TARGETS = [
     ("sftmix step time / ntp", "sftmix", "ntp", "step_s", "<=", 1.05),
@@ -104,4 +106,5 @@ def evaluate_targets(sections: dict[str, dict]) -> list[dict]:
     elif "rerun" in sections:
         out.append({"target": "finished-run re-run: 0 requests, < 5 s", "ratio": None, "value": None, "margin": None,
                     "bound": "0 req, < 5 s", "status": "n/a"})
+    out += contamination_target(sections)
     return out
