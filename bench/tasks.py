@@ -13,6 +13,7 @@ and its scorer. Example (MedQA, lm-eval's prompt)::
     prompt: "Question: {{ question }}\\n{% for l, c in options %}{{ l }}. {{ c }}\\n{% endfor %}Answer:"
     continuation: " {{ label }}"
     scorer: mcq
+    contamination: [question, choices]   # item fields `bench contamination` compares (default: the kind's)
 
 ``fields`` values are Jinja *expressions* over one raw record (``_index`` is the row number), so a mapping can
 combine or index fields (``"[opa, opb, opc, opd]"``, ``"context.contexts"``). A task whose data comes in several
