@@ -173,9 +173,13 @@ class RunDir:
         """``contamination/<task>.json``: the contamination report (:class:`ContaminationReport`)."""
         return self.root / CONTAMINATION / f"{task}.json"
 
+    @property
+    def contamination_dir(self) -> Path:
+        return self.root / CONTAMINATION
+
     def contamination_reports(self) -> list[Path]:
         """Every ``contamination/<task>.json``, sorted."""
-        return sorted((self.root / CONTAMINATION).glob("*.json"))
+        return sorted(self.contamination_dir.glob("*.json"))
 
     # ---- `bench generate` folders (which `bench judge` then uses as a run directory) -------------------------
     def generate_output(self, task: str) -> Path:

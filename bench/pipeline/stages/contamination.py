@@ -1,0 +1,14 @@
+"""The contamination stage: the run's training rows against each task's items as the run evaluates them
+(:mod:`bench.contamination`); one report per task, ``contamination/<task>.json``. No generation, no judge call."""
+from __future__ import annotations
+
+from ..context import RunContext
+from ..keys import contamination_key
+
+
+def contamination_stage(ctx: RunContext) -> None:
+    """Check the run's training data against every task's items and store the reports."""
+    from ...contamination.run import check_config, store
+
+    reports = check_config(ctx.cfg, [(t, ctx.items(t)) for t in ctx.tasks], progress=ctx.progress)
+    store(ctx.out, reports, stage_key=contamination_key(ctx))
