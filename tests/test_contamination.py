@@ -469,3 +469,31 @@ def test_runs_without_reports_have_no_contamination_table(tmp_path):
     assert rc == 0 and "Contamination" not in stdout
     rc, _, stderr = bench("table", str(run), "--contamination", "only")
     assert rc == 2 and "no contamination report" in stderr
+
+
+def test_command_refuses_a_run_trained_on_other_rows_and_unknown_data_paths(small_files, tmp_path):
+    train, items = small_files
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("run: {tasks: [toy_mcq]}\ndata: {data: x, split: train, max_examples: 3}\n")
+    rc, _, stderr = bench("contamination", "--data", str(train), "--tasks", "toy_mcq", "--data-path",
+                          f"toy_mcq={items}", "--out", str(out))
+    assert rc == 2 and "data.max_examples=3, not None" in stderr and "pass max_examples=3" in stderr
+    rc, _, _ = bench("contamination", "--data", str(train), "--tasks", "toy_mcq", "--data-path",
+                     f"toy_mcq={items}", "--out", str(out), "max_examples=3")
+    assert rc == 0 and RunDir(out).contamination("toy_mcq").is_file()
+    rc, _, stderr = bench("contamination", "--data", str(train), "--tasks", "toy_mcq", "--data-path",
+                          f"toy_exact={items}")
+    assert rc == 2 and "names task 'toy_exact', which is not in --tasks" in stderr
+
+
+def test_bench_run_refuses_minhash_without_datasketch_before_creating_anything(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "datasketch" else real(name, *a))
+    out = tmp_path / "run"
+    rc, _, stderr = bench("run", "--out", str(out), "contamination.method=minhash")
+    assert rc == 2 and "datasketch is not installed" in stderr and not out.exists()
+    rc, stdout, _ = bench("run", "--out", str(out), "contamination.method=minhash", "--dry-run")
+    assert rc == 0 and "warning: contamination.method is minhash but datasketch" in stdout

@@ -154,7 +154,7 @@ def summary_lines(reports: dict[str, dict], show: int = 5) -> list[str]:
         for item_id, d in list(r["dirty"].items())[:show]:
             rows = ", ".join(map(str, d["rows"][:8])) + (f", ... ({len(d['rows'])} rows)" if len(d["rows"]) > 8 else "")
             lines.append(f"  {item_id}: training rows {rows}")
-            m = d["matches"][0] if d["matches"] else None
+            m = max(d["matches"], key=lambda m: m.get("words", m.get("similarity", 0))) if d["matches"] else None
             if m and "span" in m:
                 lines.append(f"    row {m['row']}: {m['words']} words, {m['item_field']} ~ {m['train_field']}: "
                              f"{_one_line(m['span'])!r}")

@@ -93,7 +93,8 @@ def detect(train_rows: Sequence[dict], texts: Sequence[EvalText], n_items: Seque
     norm = normaliser()
     index = NgramIndex(texts, n)
     rows_of_gram: dict[str, list[int]] = {}  # candidate n-gram -> the training rows holding it
-    for r, row in enumerate(progress(train_rows)):
+    # no evaluation text has n words: nothing can match, and the rows need not be read
+    for r, row in enumerate(progress(train_rows if len(index) else [])):
         for _, text in train_texts(row):
             for gram in index.scan(norm(text).split()):
                 rows = rows_of_gram.setdefault(gram, [])

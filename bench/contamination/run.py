@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Sequence
 from sftmix.errors import UserError
 from sftmix.io import data_identity
 
-from ..rundir import ContaminationReport, Provenance, RunDir
+from ..rundir import ContaminationReport, Provenance, RunConfigRecord, RunDir
 from .check import check
 
 if TYPE_CHECKING:
@@ -34,6 +34,9 @@ def task_items(cfg: RunConfig) -> list[tuple[Task, list[dict]]]:
     """Each task of the config with its items (``run.limit`` and ``--data-path`` applied, every item otherwise)."""
     from ..tasks import load_task
 
+    for name in cfg.run.data_paths:
+        if name not in cfg.run.tasks:
+            raise UserError(f"--data-path names task {name!r}, which is not in --tasks ({', '.join(cfg.run.tasks)})")
     out = []
     for name in cfg.run.tasks:
         task = load_task(name)
@@ -61,15 +64,20 @@ def check_config(cfg: RunConfig, tasks: Sequence[tuple[Task, list[dict]]] | None
 
 
 def check_run_dir(out: Path, cfg: RunConfig) -> None:
-    """Refuse to store reports in a run directory trained on other data than ``cfg``'s."""
+    """Refuse to store reports in a run directory trained on other data, or other rows of it, than ``cfg``'s."""
     rd = RunDir(out).check()
     prov = Provenance.read(rd)
     ran = (prov.extra.get("train_data") or {}) if prov else {}
     ours = data_identity(cfg.data.data)
+    why = "its table would set these reports beside the wrong scores"
     if ran and ran != ours:
         raise UserError(f"{out} was trained on {ran.get('source')} ({ran.get('sha256_16', 'hub')}), not on "
-                        f"{ours.get('source')} ({ours.get('sha256_16', 'hub')}): its table would set these reports "
-                        "beside the wrong scores")
+                        f"{ours.get('source')} ({ours.get('sha256_16', 'hub')}): {why}")
+    data = RunConfigRecord.read(rd).data
+    for key in ("split", "max_examples"):
+        if key in data and data[key] != getattr(cfg.data, key):
+            raise UserError(f"{out} was trained with data.{key}={data[key]}, not {getattr(cfg.data, key)}: {why} "
+                            f"(pass {key}={data[key]})")
 
 
 def store(out: Path, reports: dict[str, dict], **extra) -> list[Path]:

@@ -225,6 +225,7 @@ class RunConfigRecord:
 
     run: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)  # the training data section (source, split, max_examples, ...)
 
     @classmethod
     def read(cls, rd: RunDir) -> "RunConfigRecord":
@@ -237,7 +238,7 @@ class RunConfigRecord:
         except yaml.YAMLError as e:
             fail(f"{rd.config}: invalid YAML ({str(e).splitlines()[0]})")
         cfg = cfg if isinstance(cfg, dict) else {}
-        return cls(run=cfg.get("run") or {}, model=cfg.get("model") or {})
+        return cls(run=cfg.get("run") or {}, model=cfg.get("model") or {}, data=cfg.get("data") or {})
 
     @property
     def model_name(self) -> str:
