@@ -76,10 +76,10 @@ class NgramIndex:
     def scan(self, words: list[str]) -> Iterable[str]:
         """The n-grams of ``words`` (a training text's normalised words) whose hash an evaluation n-gram has:
         candidates, which :meth:`holders` confirms."""
-        n, index = self.n, self.index
+        n, index, h, join = self.n, self.index, _hash, " ".join  # locals: this loop runs once per training word
         for pos in range(len(words) - n + 1):
-            gram = " ".join(words[pos:pos + n])
-            if _hash(gram) in index:
+            gram = join(words[pos:pos + n])
+            if h(gram) in index:
                 yield gram
 
 
