@@ -342,7 +342,11 @@ def test_command_prints_writes_json_and_stores_the_report(small_files, tmp_path)
         "toy_mcq": {"n_items": 6, "dirty": {"mcq-2": [1], "mcq-4": [4]}}}
     assert "| toy_mcq | 6 | 2 | 33.33 | question, choices |" in stdout
     assert "mcq-2: training rows 1" in stdout and "question ~ instruction" in stdout
-    report = ContaminationReport.read(RunDir(out).contamination("toy_mcq"))
+    assert json.loads(RunDir(out).contamination.read_text()) == json.loads((tmp_path / "c.json").read_text())
+    from bench.view.data import dirty_items
+
+    assert dirty_items(RunDir(out)) == {"toy_mcq": {"mcq-2", "mcq-4"}}  # what bench view's dirty filter reads
+    report = ContaminationReport.read(RunDir(out).contamination_report("toy_mcq"))
     assert report.item_ids == [f"mcq-{i}" for i in range(6)] and report.clean_ids() == {"mcq-0", "mcq-1", "mcq-3",
                                                                                           "mcq-5"}
     x = report.extra
@@ -481,7 +485,7 @@ def test_command_refuses_a_run_trained_on_other_rows_and_unknown_data_paths(smal
     assert rc == 2 and "data.max_examples=3, not None" in stderr and "pass max_examples=3" in stderr
     rc, _, _ = bench("contamination", "--data", str(train), "--tasks", "toy_mcq", "--data-path",
                      f"toy_mcq={items}", "--out", str(out), "max_examples=3")
-    assert rc == 0 and RunDir(out).contamination("toy_mcq").is_file()
+    assert rc == 0 and RunDir(out).contamination_report("toy_mcq").is_file()
     rc, _, stderr = bench("contamination", "--data", str(train), "--tasks", "toy_mcq", "--data-path",
                           f"toy_exact={items}")
     assert rc == 2 and "names task 'toy_exact', which is not in --tasks" in stderr

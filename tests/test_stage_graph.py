@@ -47,8 +47,8 @@ def test_ci_stage_order_keys_and_counts(tmp_path):
     assert by_name["generate/ntp/toy_mcq"].outputs == [out / "generations" / "ntp" / "toy_mcq.jsonl"]
     assert by_name["score/ntp/toy_mcq"].outputs == [out / "scores" / "ntp" / "toy_mcq.json"]
     assert by_name["dynamics"].clean == [out / "dynamics"]
-    assert by_name["contamination"].outputs == [out / "contamination" / f"{t}.json"
-                                                for t in ("toy_open", "toy_mcq", "toy_exact")]
+    reports = [out / "contamination" / f"{t}.json" for t in ("toy_open", "toy_mcq", "toy_exact")]
+    assert by_name["contamination"].outputs == reports + [out / "contamination.json"]
     assert by_name["contamination"].clean == [out / "contamination"]
 
 

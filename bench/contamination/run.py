@@ -81,11 +81,13 @@ def check_run_dir(out: Path, cfg: RunConfig) -> None:
 
 
 def store(out: Path, reports: dict[str, dict], **extra) -> list[Path]:
-    """Write each task's report to ``out/contamination/<task>.json``; returns the paths."""
+    """Write each task's report to ``out/contamination/<task>.json`` and the summary ``out/contamination.json``;
+    returns the reports' paths."""
     rd = RunDir(out)
     paths = []
     for task, r in reports.items():
         own = ("task", "n_items", "item_ids", "dirty")
         paths.append(ContaminationReport(task, r["n_items"], r["item_ids"], r["dirty"],
                                          {**{k: v for k, v in r.items() if k not in own}, **extra}).write(rd))
+    ContaminationReport.write_summary(rd)  # contamination.json: every task's dirty items (what bench view reads)
     return paths

@@ -36,7 +36,8 @@ def build_stages(ctx: RunContext) -> list[Stage]:
     stages: list[Stage] = []
     if ctx.cfg.contamination.enabled and ctx.tasks:  # data only: first, so its finding comes before the training
         stages.append(Stage("contamination", contamination_key(ctx), lambda: contamination_stage(ctx),
-                            [ctx.rd.contamination(t.name) for t in ctx.tasks], [ctx.rd.contamination_dir]))
+                            [ctx.rd.contamination_report(t.name) for t in ctx.tasks] + [ctx.rd.contamination],
+                            [ctx.rd.contamination_dir]))
     refs = []  # (reference model, seed): one reference run per seed
     for v in ctx.variants:
         if v.needs_confidence and (v.reference_model, ctx.seed_arg(v)) not in refs:

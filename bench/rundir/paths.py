@@ -16,8 +16,9 @@ PROVENANCE = "provenance.json"
 STATE = "state"
 CACHE = "cache.sqlite"
 JUDGE_LOG = "judge_log.jsonl"
-CONTAMINATION = "contamination"
+CONTAMINATION_DIR = "contamination"
 CONFIDENCE = "confidence.parquet"
+CONTAMINATION = "contamination.json"
 TABLE_EXT = {"md": "md", "csv": "csv", "latex": "tex", "tex": "tex"}
 
 
@@ -113,6 +114,13 @@ class RunDir:
     def judge_log(self) -> Path:
         return self.root / JUDGE_LOG
 
+    @property
+    def contamination(self) -> Path:
+        """``contamination.json``: which evaluation items the training data holds, per task ``{"n_items": N,
+        "dirty": {item id: [training row index, ...]}}`` (`bench contamination --json`'s shape), rewritten from the
+        full reports (:meth:`contamination_report`) whenever one is stored."""
+        return self.root / CONTAMINATION
+
     # ---- stages, training, dynamics -------------------------------------------------------------------------
     def state(self, stage: str) -> Path:
         """``state/<stage with / as __>.json``: the stage's key and status."""
@@ -169,13 +177,13 @@ class RunDir:
         return self.root / "scores" / variant / f"{task}.items.jsonl"
 
     # ---- contamination (per task: its items against the run's training data) ----------------------------------
-    def contamination(self, task: str) -> Path:
-        """``contamination/<task>.json``: the contamination report (:class:`ContaminationReport`)."""
-        return self.root / CONTAMINATION / f"{task}.json"
+    def contamination_report(self, task: str) -> Path:
+        """``contamination/<task>.json``: the task's full contamination report (:class:`ContaminationReport`)."""
+        return self.contamination_dir / f"{task}.json"
 
     @property
     def contamination_dir(self) -> Path:
-        return self.root / CONTAMINATION
+        return self.root / CONTAMINATION_DIR
 
     def contamination_reports(self) -> list[Path]:
         """Every ``contamination/<task>.json``, sorted."""
@@ -218,6 +226,14 @@ class RunDir:
 
     def generation_files(self) -> list[Path]:
         return sorted((self.root / "generations").glob("*/*.jsonl"))
+
+    def state_files(self) -> list[Path]:
+        """Every ``state/<stage>.json``, sorted (the stage name is the stem with ``__`` as ``/``)."""
+        return sorted(self.state_dir.glob("*.json"))
+
+    def plot_files(self) -> list[Path]:
+        """Every ``plots/<name>.png``, sorted."""
+        return sorted(self.plots_dir.glob("*.png"))
 
     # ---- the format version ----------------------------------------------------------------------------------
     def version(self) -> int:

@@ -145,7 +145,7 @@ class ContaminationReport:
 
     def write(self, rd: RunDir) -> Path:
         rd.mark_version()
-        path = rd.contamination(self.task)
+        path = rd.contamination_report(self.task)
         write_json(path, self.to_dict())
         return path
 
@@ -159,6 +159,16 @@ class ContaminationReport:
             fail(f"{path}: not a contamination report (needs item_ids and dirty: {{item id: {{rows: [...]}}}})")
         return cls(task=str(own.get("task") or path.stem), n_items=int(own.get("n_items") or len(ids)),
                    item_ids=[str(i) for i in ids], dirty={str(k): v for k, v in dirty.items()}, extra=extra)
+
+    @classmethod
+    def write_summary(cls, rd: RunDir) -> Path:
+        """Rewrite ``contamination.json`` (every task's ``{"n_items", "dirty": {item id: [rows]}}``) from the
+        full reports in ``contamination/``."""
+        rd.mark_version()
+        summary = {t: {"n_items": r.n_items, "dirty": {i: d["rows"] for i, d in r.dirty.items()}}
+                   for t, r in cls.read_all(rd).items()}
+        write_json(rd.contamination, summary)
+        return rd.contamination
 
     @classmethod
     def read_all(cls, rd: RunDir) -> dict[str, "ContaminationReport"]:
