@@ -466,6 +466,20 @@ def test_table_clean_items_over_turns_and_seeds(tmp_path):
     assert "two-level" in text
 
 
+def test_nothing_dirty_is_one_line(tmp_path):
+    run = tmp_path / "run"
+    for v in ("ntp", "sftmix"):
+        write_score(run, v, "medqa_4", "mcq", [1, 0], ["a", "b"], {"acc": 0.5}, metric_shown="acc")
+    write_report(run, "medqa_4", ["a", "b"], {})
+    rc, stdout, _ = bench("table", str(run))
+    assert rc == 0 and "### Contamination" not in stdout
+    assert "- Contamination: no scored item is dirty by 13-gram overlap with the training data (D; items checked: " \
+           "medqa_4 2;" in stdout
+    write_report(run, "medqa_4", ["a"], {})  # item b was scored but never checked: the table is kept
+    rc, stdout, _ = bench("table", str(run))
+    assert rc == 0 and "### Contamination" in stdout and "did not check" in stdout
+
+
 def test_runs_without_reports_have_no_contamination_table(tmp_path):
     run = tmp_path / "run"
     write_score(run, "ntp", "medqa_4", "mcq", [1, 0], ["a", "b"], {"acc": 0.5}, metric_shown="acc")

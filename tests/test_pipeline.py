@@ -177,9 +177,13 @@ def test_contamination_stage_added_to_a_finished_run_sends_no_request(copy_of):
     assert set(reports) == set(TASKS) and reports["toy_mcq"].extra["n"] == 5
     assert any(r.dirty and r.clean_ids() for r in reports.values())  # toy_open: some of each
     assert {d: listing(copy_of / d) for d in made} == made  # nothing generated, judged, scored or trained again
-    table = stdout.partition("### Contamination")[2]
-    assert "toy_open overall: clean" in table and "| SFTMix |" in table
+    assert "5-gram overlap between toy" in stderr and "| toy_open | 6 |" in stderr  # the finding, as it runs
+    stored = (copy_of / "tables" / "contamination.md").read_text()
+    assert "toy_open overall: clean" in stored and "| SFTMix |" in stored
     assert (copy_of / "tables" / "contamination.csv").is_file()
+    rc, table, _ = bench("table", str(copy_of))
+    assert rc == 0 and table.partition("### Contamination: scores on all items and on the clean items")[2].strip() \
+        == stored.strip()
 
 
 def test_changing_max_new_tokens_reruns_only_generation_and_scoring(copy_of):

@@ -146,7 +146,7 @@ def summary_lines(reports: dict[str, dict], show: int = 5) -> list[str]:
     lines += ["| task | items | dirty | dirty % | item fields compared |", "|---|---:|---:|---:|---|"]
     lines += [f"| {r['task']} | {r['n_items']} | {r['n_dirty']} | {r['dirty_pct']:.2f} | "
               f"{', '.join(r['fields']['item'])} |" for r in reports.values()]
-    for r in reports.values():
+    for r in reports.values() if show > 0 else ():
         if not r["dirty"]:
             continue
         lines += ["", f"{r['task']}: {r['n_dirty']} dirty item(s)" + (f", the first {show}:" if r['n_dirty'] > show

@@ -68,6 +68,16 @@ def build_contamination_table(run_dirs: Sequence[str | Path], n_resamples: int =
             unchecked.append(f"{s.task} ({s.run}, {s.variant}): {len(scored - set(report.item_ids))}")
     if not rows:
         return None
+    shown = {(label, task): r for label, by_task in reports.items() for task, r in by_task.items()
+             if task in {s.task for s in results if s.run == label}}
+    if not unchecked and not any(r.dirty for r in shown.values()):  # all columns would repeat: one line says so
+        first = next(iter(shown.values())).extra
+        checked = ", ".join(f"{task}{f' ({label})' if len(reports) > 1 else ''} {r.n_items}"
+                            for (label, task), r in shown.items())
+        return Table("contamination", [], [], [], notes=[
+            f"Contamination: no scored item is dirty by {_how(first)} with the training data "
+            f"({(first.get('train_data') or {}).get('source')}; items checked: {checked}; normalisation: "
+            f"{first.get('normalisation')} [{first.get('implementation')}]), so every score is a clean-item score."])
     ctx = Comparison(rows, n_resamples, seed)
     cols = []
     for task in dict.fromkeys(s.task for s in ctx.results if not s.task.endswith(f" ({CLEAN})")):
@@ -89,11 +99,7 @@ def build_contamination_table(run_dirs: Sequence[str | Path], n_resamples: int =
         notes.append(f"Runs over {'/'.join(map(str, sorted(ctx.n_seeds)))} training seeds: value = mean over seeds; "
                      "[lo, hi] = two-level paired bootstrap 95% CI (resample seeds, then example ids); 'seeds' lists "
                      "each seed's own Δ.")
-    for label, by_task in reports.items():
-        for task, r in by_task.items():
-            if task not in {s.task for s in results if s.run == label}:
-                continue
-            notes.append(_report_note(label if len(reports) > 1 else "", r))
+    notes += [_report_note(label if len(reports) > 1 else "", r) for (label, _), r in shown.items()]
     if unchecked:
         notes.append("scored items the contamination report did not check (left out of the clean column): "
                      + "; ".join(unchecked))
@@ -102,11 +108,17 @@ def build_contamination_table(run_dirs: Sequence[str | Path], n_resamples: int =
     return table
 
 
+def _how(x: dict) -> str:
+    """The rule a report was made with, in words."""
+    if x.get("method", "ngram") == "ngram":
+        return f"{x.get('n')}-gram overlap"
+    return f"near duplicates (Jaccard >= {x.get('threshold')} of {x.get('shingle')}-word shingles)"
+
+
 def _report_note(run: str, r: ContaminationReport) -> str:
     x = r.extra
     t = x.get("train_data") or {}
-    how = (f"{x.get('n')}-gram overlap" if x.get("method", "ngram") == "ngram"
-           else f"near duplicates (Jaccard >= {x.get('threshold')} of {x.get('shingle')}-word shingles)")
+    how = _how(x)
     data = f"{t.get('source')}" + (f" sha256 {t['sha256_16']}" if t.get("sha256_16") else "") \
         + (f", {t['n_rows']} rows" if t.get("n_rows") is not None else "")
     task_data = (x.get("task_data") or {}).get("data_hash")

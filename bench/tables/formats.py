@@ -24,7 +24,9 @@ def _md(df: pd.DataFrame) -> str:
 
 def format_table(table: Table, fmt: str = "md") -> str:
     """``md``: pipe table + notes; ``csv``: numbers only (Δ, CI and n in their own columns, no notes);
-    ``latex``: a tabular environment + notes as % comments."""
+    ``latex``: a tabular environment + notes as % comments. A table without rows is its notes alone."""
+    if not table.rows and fmt != "csv":
+        return "".join(f"{'- ' if fmt == 'md' else '% '}{n}\n" for n in table.notes)
     if fmt == "md":
         return _md(table.display_frame()) + "\n\n" + "\n".join(f"- {n}" for n in table.notes) + "\n"
     if fmt == "csv":
@@ -44,6 +46,8 @@ def with_contamination(text: str, extra: Table | None, fmt: str) -> str:
     """The main table's text followed by the contamination table's (md, latex; a csv holds one table)."""
     if extra is None or fmt == "csv":
         return text
+    if not extra.rows:  # nothing dirty: its one note
+        return text + "\n" + format_table(extra, fmt)
     title = f"### {CONTAMINATION_TITLE}\n\n" if fmt == "md" else f"% {CONTAMINATION_TITLE}\n"
     return text + "\n" + title + format_table(extra, fmt)
 
@@ -68,22 +72,15 @@ def render_table(run_dirs: Sequence[str | Path], layout: str = "default", fmt: s
 
 def write_tables(run_dir: str | Path, layout: str = "default", formats: Sequence[str] = ("md", "csv", "latex"),
                  paper: bool = False) -> list[Path]:
-    """Write ``RUN/tables/<layout>.{md,csv,tex}`` atomically (md and tex followed by the contamination table when
-    the run has contamination reports, which also go to ``RUN/tables/contamination.{md,csv,tex}``); returns the
-    paths, the layout's first."""
+    """Write ``RUN/tables/<layout>.{md,csv,tex}`` atomically, and ``RUN/tables/contamination.{md,csv,tex}`` when the
+    run has contamination reports; returns the paths, the layout's first."""
     from .contamination import build_contamination_table
 
-    table = build_table([run_dir], layout, paper)
-    extra = build_contamination_table([run_dir])
     rd = RunDir(run_dir)
     paths = []
-    for fmt in formats:
-        path = rd.table(table.layout, fmt)
-        write_text(path, with_contamination(format_table(table, fmt), extra, fmt))
-        paths.append(path)
-    if extra is not None:
-        for fmt in formats:
-            path = rd.table(extra.layout, fmt)
-            write_text(path, format_table(extra, fmt))
+    for table in (build_table([run_dir], layout, paper), build_contamination_table([run_dir])):
+        for fmt in formats if table is not None else ():
+            path = rd.table(table.layout, fmt)
+            write_text(path, format_table(table, fmt))
             paths.append(path)
     return paths

@@ -8,7 +8,12 @@ from ..keys import contamination_key
 
 def contamination_stage(ctx: RunContext) -> None:
     """Check the run's training data against every task's items and store the reports."""
+    import sys
+
+    from ...contamination import summary_lines
     from ...contamination.run import check_config, store
 
     reports = check_config(ctx.cfg, [(t, ctx.items(t)) for t in ctx.tasks], progress=ctx.progress)
     store(ctx.out, reports, stage_key=contamination_key(ctx))
+    # the finding now, before hours of training; `bench table RUN` sets the clean-item scores beside it
+    print("\n".join(summary_lines(reports, show=0)), file=sys.stderr, flush=True)
