@@ -1,7 +1,6 @@
-"""The stage graph of a run, in the order it runs: contamination (the training data against every task's items) ->
-dynamics (one per reference model and seed) -> train each variant -> generate each (variant, task) -> score each
-(variant, task). Each stage carries its key, its outputs, what to remove when its key changed, and the generations /
-judge calls it costs (for the plan)."""
+"""The stage graph of a run, in the order it runs: dynamics (one per reference model and seed) -> train each
+variant -> generate each (variant, task) -> score each (variant, task). Each stage carries its key, its outputs,
+what to remove when its key changed, and the generations / judge calls it costs (for the plan)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,9 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from .context import RunContext
-from .keys import contamination_key, dyn_key, gen_key, score_key, train_key
+from .keys import dyn_key, gen_key, score_key, train_key
 from .selection import SEED_SEP
-from .stages.contamination import contamination_stage
 from .stages.generate import generate_stage
 from .stages.score import score_stage
 from .stages.train import run_dynamics_stage, train_stage
@@ -34,10 +32,6 @@ class Stage:
 def build_stages(ctx: RunContext) -> list[Stage]:
     """Every stage of the run, in run order (a stage's inputs are made by stages before it)."""
     stages: list[Stage] = []
-    if ctx.cfg.contamination.enabled and ctx.tasks:  # data only: first, so its finding comes before the training
-        stages.append(Stage("contamination", contamination_key(ctx), lambda: contamination_stage(ctx),
-                            [ctx.rd.contamination_report(t.name) for t in ctx.tasks] + [ctx.rd.contamination],
-                            [ctx.rd.contamination_dir]))
     refs = []  # (reference model, seed): one reference run per seed
     for v in ctx.variants:
         if v.needs_confidence and (v.reference_model, ctx.seed_arg(v)) not in refs:

@@ -59,19 +59,3 @@ def score_key(ctx: RunContext, v: Variant, task: Task) -> str:
                      "judge": ctx.judge_identity() if judged else None,
                      "judge_prompts": ctx.judge_fingerprint(task) if judged else None,
                      "repeats": ctx.cfg.judge.repeats if judged else 1})
-
-
-def contamination_key(ctx: RunContext) -> str:
-    """Key of the contamination check: the training data's identity (and split, row limit), each task's items
-    (their hash when they load; else what selects them) and fields compared, and the check's settings."""
-    from ..contamination import item_fields
-
-    tasks = {}
-    for t in ctx.tasks:
-        items, _ = ctx.loaded_items(t)
-        tasks[t.name] = {"items": hash_obj(items) if items is not None else
-                         {"limit": ctx.cfg.run.limit, "local": ctx.cfg.run.data_paths.get(t.name)},
-                         "fields": list(item_fields(t)), "kind": t.kind}
-    return hash_obj({"stage": "contamination", "train_data": ctx.train_data, "split": ctx.cfg.data.split,
-                     "max_examples": ctx.cfg.data.max_examples, "tasks": tasks,
-                     "settings": ctx.cfg.contamination.settings().key()})
