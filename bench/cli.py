@@ -21,6 +21,8 @@ COMMANDS = {
     "tasks": "list the evaluation tasks",
     "perf": "benchmarks: step time, memory, throughput ratios",
     "conformance": "reproduce FastChat's MT-Bench and AlpacaEval 2.0's figures from their own data",
+    "status": "each stage of a run: done, queued, running where, failed why (also while it runs)",
+    "stage": "run one stage of a run in this process (what an executor's worker runs)",
     "contamination": "which evaluation items the training data already holds (lm-eval's 13-gram overlap)",
 }
 

@@ -7,16 +7,21 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # The CPU torch pin first: an unpinned torch would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e '.[test,judge-lc,view,contamination]'  # judge-lc: alpaca-eval's LC GLM; view: playwright
-# bench view's browser tests drive Debian's Chromium through Playwright (never a Playwright browser download): install
-# it when it is missing and apt is usable; otherwise those tests skip, saying why.
-if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+.venv/bin/python -m pip install -q -e '.[test,judge-lc,view,slurm,ray,contamination]'  # judge-lc: alpaca-eval's LC
+# GLM; view: playwright; slurm, ray: the executors (submitit, ray); contamination: datasketch.
+# Real parts the tests drive, never downloaded by pip or Playwright: Debian's Chromium for bench view's browser tests,
+# and a one-node Slurm cluster (slurmctld, slurmd, slurm-client, munge) for the executor tests. Installed with apt
+# when missing and this is a root shell with apt (a CI runner); otherwise those tests skip, saying why.
+missing=()
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium)
+[ -x /usr/sbin/slurmctld ] || missing+=(slurmctld slurmd slurm-client munge)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    { apt-get install -y -q chromium >/dev/null 2>&1 \
-      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; } \
-      || echo "scripts/test.sh: could not install chromium with apt; the browser tests will skip" >&2
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"; } \
+      >/tmp/test-apt.log 2>&1 \
+      || echo "scripts/test.sh: could not install ${missing[*]} with apt (see /tmp/test-apt.log); their tests skip" >&2
   else
-    echo "scripts/test.sh: no chromium and no apt-get as root; the browser tests will skip" >&2
+    echo "scripts/test.sh: ${missing[*]} missing and no apt-get as root; their tests will skip" >&2
   fi
 fi
 # Packages whose data files the tests read (MT-Bench questions, MMLU medical questions, SmolLM2 GGUF, an offline

@@ -41,8 +41,8 @@ def _config(args):
     extra = [f"{key}={getattr(args, name)}" for name, key in flags.items() if getattr(args, name) is not None]
     ns = SimpleNamespace(config=args.config, variants=None, model=None, train_data=args.train_data, tasks=args.tasks,
                          backend=None, judge_model=None, judge_base_url=None, judge_prompts=None, limit=args.limit,
-                         out=None, data_path=args.data_path, overrides=list(args.overrides or []) + extra,
-                         extra=getattr(args, "extra", None))
+                         out=None, executor=None, data_path=args.data_path,
+                         overrides=list(args.overrides or []) + extra, extra=getattr(args, "extra", None))
     return build_config(ns)
 
 
