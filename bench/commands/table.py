@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="FILE", help="write the table to FILE (atomically) instead of stdout")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--contamination", default="auto", choices=["auto", "only", "off"],
+                        help="scores on the clean items (runs with contamination reports): auto = after the table "
+                             "(md, latex), only = that table alone (any format), off = never")
 
 
 def run(args) -> int:
@@ -23,7 +26,7 @@ def run(args) -> int:
     from sftmix.io import write_text
 
     text = render_table(args.runs, args.layout, args.fmt, paper=args.paper, n_resamples=args.resamples,
-                        seed=args.seed)
+                        seed=args.seed, contamination=args.contamination)
     if args.out:
         write_text(args.out, text)
         print(f"wrote {args.out}")
