@@ -140,7 +140,7 @@ def generate_task(task: Task, backend: Backend, model_id: str, out_path: str | o
                        "settings": {**req.settings.to_dict(), "stop": list(req.settings.stop)}, "text": gen.text, "prompt_tokens": gen.prompt_tokens,
                        "completion_tokens": gen.completion_tokens}
                 if task.kind == "mcq":
-                    pred = mcq_scorer.parse_letter(gen.text, len(it["choices"]), "".join(task.labels))
+                    pred = mcq_scorer.parse_letter(gen.text, len(it["choices"]), task.item_labels(it))
                     rec.update(scoring="generate", answer=it["answer"], pred=pred, acc=float(pred == it["answer"]))
                 elif task.kind == "exact":
                     rec.update(answer=it["answer"], **exact_scorer.score(gen.text, it["answer"]))

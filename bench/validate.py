@@ -119,7 +119,7 @@ def validate_run(cfg, runner, *, dry_run: bool = False) -> list[str]:
             continue
         local = cfg.run.data_paths.get(task.name) or task.data.get("local")
         try:
-            ctx.items(task)  # loads, normalises and checks every row (fields, types, encodings)
+            task.check_renders(ctx.items(task))  # loads, normalises, checks every row; renders every prompt
         except UserError as e:
             # A file that is there but wrong is a mistake; one that is absent may live on the machine of the run.
             if not dry_run or (local and Path(local).expanduser().exists()):
