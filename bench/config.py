@@ -100,6 +100,7 @@ class RunConfig:
         d["judge"] = {k: v for k, v in d["judge"].items() if k not in ("concurrency", "timeout", "max_retries")}
         d["model"] = model_key(self.model)
         d["train"] = hashed_section("train", self.train)  # removed options at their old value: old hashes stay
+        d["dynamics"] = hashed_section("dynamics", self.dynamics)  # added options at their default: left out
         return hash_obj(d)
 
     def to_yaml(self) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .config import TrainConfig, without_removed
+from .config import TrainConfig, comparable
 from .constants import CONFIDENT
 from .errors import UserError
 from .io import data_identity, write_json
@@ -219,7 +219,9 @@ def run_dynamics(cfg: TrainConfig, out_dir: str | Path, reference_model: str | N
     quiet_logs(trainer, out_dir / "train_log.jsonl")
     trainer.train()
     ids, hashes = [e["id"] for e in prep.examples], [e["hash"] for e in prep.examples]
-    df = online_confidence_table(ids, hashes, cb) if online else confidence_table(ids, hashes, cb.perplexities)
+    sources, how = [e.get("source") for e in prep.examples], cfg.dynamics.split
+    df = (online_confidence_table(ids, hashes, cb, sources, how) if online
+          else confidence_table(ids, hashes, cb.perplexities, sources, how))
     steps = cb.steps if online else sorted(cb.perplexities)
     if trainer.is_world_process_zero():
         write_table(df, out_dir / "confidence.parquet")
@@ -274,7 +276,7 @@ def finetune(
             confidence = out_dir / "dynamics" / "confidence.parquet"
         else:
             df = read_table(confidence)
-        split_labels = labels_for(df, prep.examples, confidence)
+        split_labels = labels_for(df, prep.examples, confidence, how=variant.confidence_split or cfg.dynamics.split)
     torch.manual_seed(cfg.train.seed)
     model = load_model(prep.model_path, cfg)
     collate = _collator(prep.tokenizer)
@@ -312,7 +314,7 @@ def _finished(out_dir: Path, variant: Variant, cfg: TrainConfig, confidence) -> 
     except ValueError:
         return None
     same = (old.get("variant") == json.loads(json.dumps(variant.to_dict()))
-            and without_removed(old.get("config") or {}) == json.loads(json.dumps(cfg.to_dict()))
+            and comparable(old.get("config") or {}) == comparable(json.loads(json.dumps(cfg.to_dict())))
             and old.get("data_identity") == data_identity(cfg.data.data)
             and (confidence is None or old.get("confidence") == str(confidence)))
     if not same:

@@ -28,7 +28,8 @@ def _base(ctx: RunContext, seed: int | None = None) -> dict:
 
 def dyn_key(ctx: RunContext, ref: str | None, seed: int | None = None) -> str:
     """Key of the training-dynamics (reference) run for reference model ``ref`` at ``seed``."""
-    return hash_obj({"stage": "dynamics", **_base(ctx, seed), "dynamics": ctx.cfg.dynamics.__dict__, "reference": ref})
+    return hash_obj({"stage": "dynamics", **_base(ctx, seed), "dynamics": hashed_section("dynamics", ctx.cfg.dynamics),
+                     "reference": ref})
 
 
 def train_key(ctx: RunContext, v: Variant) -> str:

@@ -43,6 +43,8 @@ def _train_distributed(ctx: RunContext, v: Variant) -> None:
     args += [f"{k}={getattr(v, k)}" for k in ("alpha", "mu", "pairing", "ntp_weight", "irdro_tau")]
     if v.reference_model:
         args.append(f"reference_model={v.reference_model}")
+    if v.confidence_split:
+        args.append(f"confidence_split={v.confidence_split}")
     if v.needs_confidence:
         args += ["--confidence", str(confidence_path(ctx, v))]
     launch(ctx, args, ctx.rd.launch_config(vdir), ctx.seed_arg(v))
