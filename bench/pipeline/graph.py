@@ -27,6 +27,7 @@ class Stage:
     clean: list[Path] = field(default_factory=list)  # removed when the key changed (stale partial work)
     n_generations: int = 0
     n_judge_calls: int = 0
+    note: str = ""  # shown in the plan (e.g. a training the reference run stands in for)
 
 
 def build_stages(ctx: RunContext) -> list[Stage]:
@@ -43,8 +44,11 @@ def build_stages(ctx: RunContext) -> list[Stage]:
                             lambda ref=ref, d=d, seed=seed: run_dynamics_stage(ctx, ref, d, seed),
                             [ctx.rd.confidence(d)], [d]))
     for v in ctx.variants:
+        seed = ctx.seed_arg(v)
+        note = (f"the reference run dynamics{'' if seed is None else f'{SEED_SEP}{seed}'} trains exactly this: its "
+                "model is reused, no training" if ctx.reference_stands_in(v) else "")
         stages.append(Stage(f"train/{v.name}", train_key(ctx, v), lambda v=v: train_stage(ctx, v),
-                            [ctx.model_dir(v)], [ctx.variant_dir(v)]))
+                            [ctx.model_dir(v)], [ctx.variant_dir(v)], note=note))
     for v in ctx.variants:
         for t in ctx.tasks:
             stages.append(Stage(f"generate/{v.name}/{t.name}", gen_key(ctx, v, t),

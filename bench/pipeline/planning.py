@@ -26,6 +26,8 @@ def plan(cfg: RunConfig, runner: Runner, warnings: Sequence[str] = ()) -> str:
         elif s.n_judge_calls:
             extra = f"  ({s.n_judge_calls} judge calls)"
             n_judge += s.n_judge_calls if st != "done" else 0
+        elif s.note:
+            extra = f"  ({s.note})"
         lines.append(f"  {_VERB.get(st, 'run'):<6} {s.name}{extra}")
     lines.append(f"generations to make: {n_gen} (backend {cfg.generation.backend}, at most; cached ones are free)")
     lines.append("protocols:")

@@ -23,7 +23,9 @@ def run_dynamics_stage(ctx: RunContext, ref: str | None, d: Path, seed: int | No
         return launch(ctx, args, ctx.rd.launch_config(d), seed)
     from sftmix.recipe import run_dynamics
 
-    run_dynamics(ctx.train_config(seed), d, reference_model=ref)
+    keep = ref in (None, ctx.cfg.model.model) and any(ctx.reference_stands_in(v) for v in ctx.variants
+                                                      if ctx.seed_arg(v) == seed)
+    run_dynamics(ctx.train_config(seed), d, reference_model=ref, keep_model=keep)
 
 
 def train_stage(ctx: RunContext, v: Variant) -> None:
@@ -33,7 +35,8 @@ def train_stage(ctx: RunContext, v: Variant) -> None:
     from sftmix.recipe import finetune
 
     conf = confidence_path(ctx, v) if v.needs_confidence else None
-    finetune(v, ctx.train_config(ctx.seed_arg(v)), ctx.variant_dir(v), confidence=conf, resume=True)
+    reuse = ctx.dyn_dir(None, ctx.seed_arg(v)) if ctx.reference_stands_in(v) else None
+    finetune(v, ctx.train_config(ctx.seed_arg(v)), ctx.variant_dir(v), confidence=conf, resume=True, reuse=reuse)
 
 
 def _train_distributed(ctx: RunContext, v: Variant) -> None:

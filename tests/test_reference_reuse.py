@@ -1,0 +1,60 @@
+"""The reference run stands in for NTP when it trains exactly NTP: same weights as a separate NTP training, adopted
+instead of trained again, and the plan says so; anything that makes them differ trains NTP as before."""
+import json
+
+import pytest
+import torch
+
+from sftmix.recipe import finetune, reference_stands_in, run_dynamics
+from sftmix.variants import get_variant
+from test_recipe import tiny_cfg, weights
+
+
+def test_which_variants_the_reference_run_stands_in_for():
+    cfg = tiny_cfg("reference_epochs=2")  # num_train_epochs=2 in tiny_cfg
+    assert reference_stands_in(get_variant("ntp"), cfg)
+    assert not reference_stands_in(get_variant("sftmix"), cfg)
+    assert not reference_stands_in(get_variant("irdro"), cfg)
+    assert not reference_stands_in(get_variant("ntp", reference_model="other"), cfg)
+    assert not reference_stands_in(get_variant("ntp"), tiny_cfg("reference_epochs=1"))  # a shorter reference run
+    assert not reference_stands_in(get_variant("ntp"), tiny_cfg("reference_epochs=2", "dynamics.online=true"))
+
+
+@pytest.mark.slow
+def test_adopted_reference_model_equals_a_separate_ntp_training(tmp_path, tiny_model_dir):
+    cfg = tiny_cfg("reference_epochs=2", "save_steps=3")  # NTP saves checkpoints, the reference run does not
+    ntp = get_variant("ntp")
+    alone = finetune(ntp, cfg, tmp_path / "alone")
+    run_dynamics(cfg, tmp_path / "dyn", keep_model=True)
+    assert (tmp_path / "dyn" / "confidence.parquet").is_file() and (tmp_path / "dyn" / "model").is_dir()
+    reused = finetune(ntp, cfg, tmp_path / "reused", reuse=tmp_path / "dyn")
+    assert reused.reused and not (tmp_path / "reused" / "checkpoints").exists()  # nothing was trained
+    a, b = weights(alone.model_dir), weights(reused.model_dir)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rec = json.loads((tmp_path / "reused" / "train.json").read_text())
+    assert rec["reused_from"] == str(tmp_path / "dyn") and rec["variant"]["name"] == "ntp"
+    losses = [h["loss"] for h in rec["log_history"] if "loss" in h]
+    assert losses == [h["loss"] for h in alone.log_history if "loss" in h]
+    # another learning rate: the reference run no longer trained this config, so NTP trains
+    other = finetune(ntp, tiny_cfg("reference_epochs=2", "learning_rate=1e-3"), tmp_path / "other",
+                     reuse=tmp_path / "dyn")
+    assert not other.reused and (tmp_path / "other" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_bench_run_plans_and_reuses_the_reference_run_as_ntp(tmp_path, tiny_model_dir):
+    from test_pipeline import bench, run_args
+
+    out = tmp_path / "run"
+    rc, plan, err = bench(*run_args(out, "--dry-run", "reference_epochs=1"))  # SMALL: num_train_epochs=1
+    assert rc == 0, err[-2000:]
+    assert "train/ntp  (the reference run dynamics trains exactly this: its model is reused, no training)" in plan
+    assert "train/sftmix  (" not in plan
+    rc, _, err = bench(*run_args(out, "reference_epochs=1"))
+    assert rc == 0, err[-2000:]
+    rec = json.loads((out / "variants" / "ntp" / "train.json").read_text())
+    assert rec["reused_from"] == str(out / "dynamics") and not (out / "variants" / "ntp" / "checkpoints").exists()
+    assert (out / "scores" / "ntp" / "toy_mcq.json").is_file()
+    # the default config (3 epochs against a 1-epoch reference run) plans NTP's own training
+    rc, plan, _ = bench("run", "--config", "ci", "--out", str(tmp_path / "other"), "--dry-run")
+    assert rc == 0 and "reused" not in plan
