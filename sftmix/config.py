@@ -130,6 +130,7 @@ REMOVED: dict[str, dict[str, tuple[Any, str]]] = {
 # default, so config hashes, stage keys and finished-training records from before it stay valid.
 ADDED: dict[str, dict[str, Any]] = {
     "dynamics": {"split": "global"},
+    "generation": {"share_prefix": False},  # bench's generation section
 }
 
 

@@ -45,7 +45,7 @@ def gen_key(ctx: RunContext, v: Variant, task: Task) -> str:
     cfg = ctx.cfg
     return hash_obj({"stage": "generate", "train": train_key(ctx, v), "task": task.name,
                      "task_def": {k: val for k, val in asdict(task).items() if k not in _TASK_FIELDS_NOT_KEYED},
-                     "generation": cfg.generation.__dict__, "limit": cfg.run.limit,
+                     "generation": hashed_section("generation", cfg.generation), "limit": cfg.run.limit,
                      # only when not the default, so runs from before limit_mode keep their keys
                      **({"limit_mode": cfg.run.limit_mode} if cfg.run.limit_mode != "first" else {}),
                      "local_data": cfg.run.data_paths.get(task.name), "referenced_only": ctx.referenced_only(task)})
