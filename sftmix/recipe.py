@@ -349,6 +349,8 @@ def _adopt(src: Path, out_dir: Path, variant: Variant) -> TrainResult:
     shutil.copytree(src / "model", tmp, copy_function=link)
     shutil.rmtree(out_dir / "model", ignore_errors=True)
     os.replace(tmp, out_dir / "model")
+    if (src / "train_log.jsonl").is_file():  # the per-step log of the training the variant now has
+        shutil.copy2(src / "train_log.jsonl", out_dir / "train_log.jsonl")
     record = json.loads((src / "train.json").read_text())
     record.update(variant=variant.to_dict(), reused_from=str(src))
     write_json(out_dir / "train.json", record)

@@ -29,6 +29,7 @@ def test_adopted_reference_model_equals_a_separate_ntp_training(tmp_path, tiny_m
     assert (tmp_path / "dyn" / "confidence.parquet").is_file() and (tmp_path / "dyn" / "model").is_dir()
     reused = finetune(ntp, cfg, tmp_path / "reused", reuse=tmp_path / "dyn")
     assert reused.reused and not (tmp_path / "reused" / "checkpoints").exists()  # nothing was trained
+    assert (tmp_path / "reused" / "train_log.jsonl").read_text() == (tmp_path / "dyn" / "train_log.jsonl").read_text()
     a, b = weights(alone.model_dir), weights(reused.model_dir)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     rec = json.loads((tmp_path / "reused" / "train.json").read_text())
