@@ -86,9 +86,10 @@ def test_seeds_are_validated_and_absent_seeds_keep_the_old_config_hash():
     d["judge"] = {k: v for k, v in d["judge"].items() if k not in ("concurrency", "timeout", "max_retries")}
     d["model"] = {k: v for k, v in d["model"].items() if k != "trainable_layers"}  # unset: left out too
     d["train"]["mixup_reduction"] = "pair"  # a removed option, hashed at its old value (sftmix.config.REMOVED)
-    del d["dynamics"]["split"]  # an added option, left out at its default (sftmix.config.ADDED)
+    del d["dynamics"]["split"], d["generation"]["share_prefix"]  # added options, left out at their default (ADDED)
     assert cfg.config_hash() == hash_obj(d) and RunConfig().run.seeds is None
     assert load_run_config(None, {"dynamics.split": "per_source"}).config_hash() != cfg.config_hash()
+    assert load_run_config(None, {"share_prefix": "true"}).config_hash() != cfg.config_hash()
     assert load_run_config(None, {"seeds": "0"}).config_hash() != cfg.config_hash()
     assert load_run_config(None, {"trainable_layers": 1}).config_hash() != cfg.config_hash()
     assert load_run_config(None, {"seeds": 3}).run.seeds == [3]
