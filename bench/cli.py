@@ -16,6 +16,7 @@ COMMANDS = {
     "generate": "generate answers for tasks with a model (hf or vllm backend)",
     "judge": "judge/score generations (LLM judge, reference judge, mcq, exact)",
     "table": "tables in the paper's layouts from run directories",
+    "view": "a self-contained HTML report of runs: tables, plots, every answer and verdict side by side",
     "variants": "list the training variants",
     "tasks": "list the evaluation tasks",
     "perf": "benchmarks: step time, memory, throughput ratios",

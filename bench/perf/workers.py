@@ -234,7 +234,13 @@ def rerun_worker(spec: dict) -> dict:
             "requests_model": int(m.group(1)), "requests_judge": int(m.group(2)), "skipped": len(summary["skipped"])}
 
 
+def view_worker(spec: dict) -> dict:
+    from .view import view_worker as worker
+
+    return worker(spec)
+
+
 WORKERS: dict[str, Callable[[dict], dict]] = {
     "step": step_worker, "dynamics": dynamics_worker, "scoring": scoring_worker, "generation": generation_worker,
-    "rerun": rerun_worker,
+    "rerun": rerun_worker, "view": view_worker,
 }

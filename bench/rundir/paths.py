@@ -17,6 +17,7 @@ STATE = "state"
 CACHE = "cache.sqlite"
 JUDGE_LOG = "judge_log.jsonl"
 CONFIDENCE = "confidence.parquet"
+CONTAMINATION = "contamination.json"
 TABLE_EXT = {"md": "md", "csv": "csv", "latex": "tex", "tex": "tex"}
 
 
@@ -112,6 +113,12 @@ class RunDir:
     def judge_log(self) -> Path:
         return self.root / JUDGE_LOG
 
+    @property
+    def contamination(self) -> Path:
+        """``contamination.json``: which evaluation items the training data holds (issue 22's report), per task
+        ``{"n_items": N, "dirty": {item id: [training row index, ...]}}``."""
+        return self.root / CONTAMINATION
+
     # ---- stages, training, dynamics -------------------------------------------------------------------------
     def state(self, stage: str) -> Path:
         """``state/<stage with / as __>.json``: the stage's key and status."""
@@ -204,6 +211,14 @@ class RunDir:
 
     def generation_files(self) -> list[Path]:
         return sorted((self.root / "generations").glob("*/*.jsonl"))
+
+    def state_files(self) -> list[Path]:
+        """Every ``state/<stage>.json``, sorted (the stage name is the stem with ``__`` as ``/``)."""
+        return sorted(self.state_dir.glob("*.json"))
+
+    def plot_files(self) -> list[Path]:
+        """Every ``plots/<name>.png``, sorted."""
+        return sorted(self.plots_dir.glob("*.png"))
 
     # ---- the format version ----------------------------------------------------------------------------------
     def version(self) -> int:
