@@ -256,7 +256,10 @@ def _read_bigbench(path: Path | None, task: Task) -> list[dict]:
     spec = bigbench_spec(task)
     rows = bigbench.load_items(spec["task"], path, spec["split"], spec["fractions"])
     if not rows:
-        raise UserError(f"task {task.name}: no BIG-bench example in split {spec['split']!r}")
+        from sftmix.splits import EmptySplit
+
+        raise EmptySplit(f"task {task.name}: no BIG-bench example in split {spec['split']!r} (fractions "
+                         f"{list(spec['fractions'])})")
     return rows
 
 
@@ -270,7 +273,10 @@ def _read_bbh(path: Path | None, task: Task) -> list[dict]:
     spec = bigbench_spec(task)
     rows = bbh.load_items(spec["task"], path, spec["split"], spec["fractions"])
     if not rows:
-        raise UserError(f"task {task.name}: no BBH example in split {spec['split']!r}")
+        from sftmix.splits import EmptySplit
+
+        raise EmptySplit(f"task {task.name}: no BBH example in split {spec['split']!r} (fractions "
+                         f"{list(spec['fractions'])})")
     if task.kind == "mcq" and rows[0]["kind"] != "mcq":
         raise UserError(f"task {task.name}: BBH's {spec['task']} is free-form (no options): use "
                         f"bbh_exact:{spec['task']} (generated answer, exact match)")

@@ -211,7 +211,7 @@ def training_rows(source: str, split: str = "train") -> list[dict]:
     for name in names:
         items = load_items(name, opts["root"], split, opts["fractions"])
         if not items:
-            raise UserError(f"BBH task {name!r} has no example in split {split!r}")
+            raise splits.EmptySplit(f"BBH task {name!r} has no example in split {split!r}")
         rows += [{"id": f"{name}/{it['id']}", "instruction": it["input"], "output": it["target"], "source": name}
                  for it in splits.first_n(items, opts["n"])]
     return rows

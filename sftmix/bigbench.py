@@ -150,7 +150,7 @@ def training_rows(source: str, split: str = "train") -> list[dict]:
     for name in names:
         items = load_items(name, opts["root"], split, opts["fractions"])
         if not items:
-            raise UserError(f"BIG-bench task {name!r} has no example in split {split!r}")
+            raise splits.EmptySplit(f"BIG-bench task {name!r} has no example in split {split!r}")
         rows += [{"id": f"{name}/{it['id']}", "instruction": it["instruction"],
                   "output": it["choices"][it["answer"]], "source": name} for it in splits.first_n(items, opts["n"])]
     return rows

@@ -21,6 +21,11 @@ from .errors import UserError
 
 log = logging.getLogger("sftmix")
 
+
+class EmptySplit(UserError):
+    """A task has no example in the requested bucket (e.g. all its examples form one near-duplicate group): a
+    mistake in the input, refused by a dry run too (unlike data that is merely not on this machine)."""
+
 SPLITS = ("train", "validation", "eval")
 DEFAULT_FRACTIONS = (0.6, 0.1, 0.3)  # train, validation, eval
 

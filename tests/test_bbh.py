@@ -214,3 +214,22 @@ def test_real_eval_buckets_hold_no_near_duplicate_of_their_training_rows(monkeyp
         train = [it["input"] for it in items if it["split"] == "train"]
         evals = [it["input"] for it in items if it["split"] == "eval"]
         assert len(evals) >= 40 and matches(evals, train) == {}, name
+
+
+def test_an_empty_bucket_fails_a_dry_run_too(tmp_path, monkeypatch):
+    from test_pipeline import bench, error_lines
+
+    (tmp_path / "navigate.json").write_text(json.dumps({"examples": [  # one near-duplicate group: one bucket
+        {"input": "Take 1 step. Do you return?\nOptions:\n- Yes\n- No", "target": "No"}] * 12}))
+    monkeypatch.setenv(bbh.ENV_DIR, str(tmp_path))
+    bucket = bbh.load_items("navigate")[0]["split"]
+    empty = {"train": ["data=bbh:navigate"], "validation": ["tasks=bbh_validation:navigate"],
+             "eval": ["tasks=bbh:navigate"]}
+    for split, args in empty.items():
+        if split == bucket:
+            continue
+        rc, _, stderr = bench("run", "--config", "ci", "--out", str(tmp_path / "run"), *args, "--dry-run")
+        assert rc == 2, (split, stderr[-2000:])
+        (line,) = error_lines(stderr)
+        assert "no BBH example in split" in line or "has no example in split" in line, line
+        assert not (tmp_path / "run").exists()
