@@ -19,7 +19,8 @@ def home() -> Path:
 
 
 def offline() -> bool:
-    return any(os.environ.get(v, "").upper() in {"1", "ON", "YES", "TRUE"} for v in ("HF_HUB_OFFLINE", "SFTMIX_OFFLINE"))
+    truthy = {"1", "ON", "YES", "TRUE"}
+    return any(os.environ.get(v, "").upper() in truthy for v in ("HF_HUB_OFFLINE", "SFTMIX_OFFLINE"))
 
 
 def sha256_of(path: Path) -> str:

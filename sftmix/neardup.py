@@ -141,7 +141,8 @@ def groups(texts: Sequence[str], threshold: float = THRESHOLD) -> list[int]:
     return [find(i) for i in range(len(texts))]
 
 
-def matches(queries: Sequence[str], corpus: Sequence[str], threshold: float = THRESHOLD) -> dict[int, tuple[int, float]]:
+def matches(queries: Sequence[str], corpus: Sequence[str],
+            threshold: float = THRESHOLD) -> dict[int, tuple[int, float]]:
     """For each query with a near-duplicate in ``corpus``: ``query index -> (its most similar corpus index, ratio)``
     (e.g. evaluation items against training rows)."""
     best: dict[int, tuple[int, float]] = {}

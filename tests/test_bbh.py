@@ -69,7 +69,8 @@ def test_parsing_lettered_dashed_binary_and_free_form(bbh_dir):
     assert kind == "mcq" and len(items) == 40 and not skipped
     it = items[3]
     assert it["choices"] == COLOURS and it["labels"] == list("ABCDEFGHIJKLMN") and it["answer"] == 3
-    assert it["targets"][3] == "(D)" and it["input"].endswith("(N) gold") and it["source"] == "reasoning_about_colored_objects"
+    assert it["targets"][3] == "(D)" and it["input"].endswith("(N) gold")
+    assert it["source"] == "reasoning_about_colored_objects"
     _, kind, items, _ = bbh.read_task("navigate")
     assert kind == "mcq" and items[0]["choices"] == ["Yes", "No"] and items[0]["labels"] is None
     assert [it["answer"] for it in items[:3]] == [1, 0, 0]
@@ -177,7 +178,8 @@ def test_download_from_a_local_http_server(mirror, monkeypatch):
         monkeypatch.setenv(bbh.ENV_URL, f"http://127.0.0.1:{server.server_address[1]}/")
         rows = load_rows("bbh:navigate,reasoning_about_colored_objects")  # the data source downloads as it loads
         assert {r["source"] for r in rows} == {"navigate", "reasoning_about_colored_objects"}
-        assert sorted(p.name for p in bbh.cache_dir().iterdir()) == ["navigate.json", "reasoning_about_colored_objects.json"]
+        assert sorted(p.name for p in bbh.cache_dir().iterdir()) == [
+            "navigate.json", "reasoning_about_colored_objects.json"]
     finally:
         server.shutdown()
 

@@ -8,8 +8,8 @@ from sftmix.errors import UserError
 
 
 def mcq_task(tmp_path, n_choices: int, **extra) -> Task:
-    rows = [{"id": str(i), "q": f"question {i}", "opts": [f"option {k}" for k in range(n_choices)], "gold": i % n_choices}
-            for i in range(3)]
+    rows = [{"id": str(i), "q": f"question {i}", "opts": [f"option {k}" for k in range(n_choices)],
+             "gold": i % n_choices} for i in range(3)]
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     spec = {"name": "many", "kind": "mcq", "scorer": "mcq", "data": {"local": str(data)},
