@@ -6,8 +6,9 @@ number in [0, 1) cut at the cumulative fractions (:func:`bucket`). The text is n
 normalisation, a he/she swap, the same story with another question) are grouped, transitively, and the whole group
 takes the bucket of its (lexicographically) smallest member's text (chosen independently of the hash, so unbiased).
 So identical inputs always share a bucket, no evaluation item has a near-duplicate training row of its own task,
-and an example's bucket depends only on the task's texts (not their order, other tasks or the machine). Training rows (split ``train``) and evaluation items (split ``eval``)
-computed from the same file with the same fractions can never share an example.
+and an example's bucket depends only on the task's texts (not their order, other tasks or the machine). Training
+rows (split ``train``) and evaluation items (split ``eval``) computed from the same file with the same fractions can
+never share an example.
 """
 from __future__ import annotations
 
