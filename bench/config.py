@@ -54,6 +54,9 @@ class GenerationArgs:
     batch_size: PosInt = 16
     mt_bench_category_temperatures: bool = False  # FastChat's per-category temperatures instead of greedy
     tensor_parallel_size: PosInt = 1
+    # hf: score a question's options from one pass over their shared context (its KV cache copied to each option):
+    # the same log-likelihoods up to float rounding, ~1/n of the cost for n options
+    share_prefix: bool = False
 
 
 @dataclass
@@ -163,6 +166,8 @@ class RunConfig:
         d["model"] = model_key(self.model)
         d["train"] = hashed_section("train", self.train)  # removed options at their old value: old hashes stay
         del d["contamination"]  # an analysis of the data, not of the results: its stage has its own key
+        d["dynamics"] = hashed_section("dynamics", self.dynamics)  # added options at their default: left out
+        d["generation"] = hashed_section("generation", self.generation)
         return hash_obj(d)
 
     def to_yaml(self) -> str:

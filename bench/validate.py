@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 from sftmix.config import validate_config
 from sftmix.errors import UserError
+from sftmix.splits import EmptySplit
 
 LOOPBACK = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
 
@@ -127,10 +128,11 @@ def validate_run(cfg, runner, *, dry_run: bool = False) -> list[str]:
             continue
         local = cfg.run.data_paths.get(task.name) or task.data.get("local")
         try:
-            ctx.items(task)  # loads, normalises and checks every row (fields, types, encodings)
+            task.check_renders(ctx.items(task))  # loads, normalises, checks every row; renders every prompt
         except UserError as e:
             # A file that is there but wrong is a mistake; one that is absent may live on the machine of the run.
-            if not dry_run or (local and Path(local).expanduser().exists()):
+            # An empty bucket is a mistake wherever the data is.
+            if not dry_run or isinstance(e, EmptySplit) or (local and Path(local).expanduser().exists()):
                 raise
             warnings.append(f"{e} (the plan counts {task.name} from its declared size)")
     for name in cfg.run.data_paths:
@@ -144,7 +146,8 @@ def validate_run(cfg, runner, *, dry_run: bool = False) -> list[str]:
         except UserError as e:
             from sftmix.toydata import BUNDLED
 
-            if not dry_run or Path(BUNDLED.get(cfg.data.data, cfg.data.data)).expanduser().exists():
+            here = Path(BUNDLED.get(cfg.data.data, cfg.data.data)).expanduser().exists()
+            if not dry_run or isinstance(e, EmptySplit) or here:
                 raise
             warnings.append(str(e))
     return warnings

@@ -6,8 +6,13 @@ OUT_DIR gets: ``table.md`` / ``table.csv`` (each task's headline metric: the bas
 every other variant its mean, the mean difference from the baseline, a two-level paired bootstrap 95% CI —
 seeds, then items — and the per-seed differences), the same for task groups pooled item by item; ``deltas.png``
 (per-task differences with CIs); ``confidence.png`` (each seed's reference-run confidence histogram with the
-median split); ``provenance.json`` (the run's own provenance, plus this report's inputs); ``command.txt``.
-Reads the run directory through bench's table reader; no training code is imported.
+median split); ``answers.md`` / ``answers.json`` (multiple-choice tasks: how often each variant picks each option,
+over seeds and items, beside the gold answers' distribution: answer-prior shifts show there);
+``confidence-by-source.md`` (per source task, the share of its training rows in the confident half under the global
+median and the per-source one); ``provenance.json`` (the run's own provenance, plus this report's inputs);
+``command.txt``. With ``--near-duplicates``: ``near-duplicates.md``, every evaluated item that has a near-duplicate
+training row (sftmix.neardup: ratio >= 0.98), whatever task the row comes from; this check loads the training data
+and the tasks (sftmix's data loading), the rest reads the run directory only.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.bootstrap import two_level_bootstrap
+from bench.rundir import RunDir, read_jsonl, split_seed
 from bench.tables import headline_metric, item_values, load_results
 
 N_RESAMPLES = 2000
@@ -176,6 +182,117 @@ def plot_confidence(run_dir: Path, out: Path) -> bool:
     return True
 
 
+def answer_distribution(run_dir: Path, variants: list[str], tasks: list[str]) -> dict:
+    """task -> {"gold": {option: share}, variant: {option: share}, "n": items over seeds} for multiple-choice tasks,
+    an option named by its continuation ("(A)", "Yes"); from the generation records of every seed."""
+    rd = RunDir(run_dir)
+    out: dict = {}
+    for t in tasks:
+        rows: dict = {}
+        for vdir in sorted((run_dir / "generations").iterdir()) if (run_dir / "generations").is_dir() else []:
+            base, _ = split_seed(vdir.name)
+            if base not in variants:
+                continue
+            path = rd.generations(vdir.name, t)
+            if not path.is_file():
+                continue
+            for r in read_jsonl(path):
+                if r.get("logliks") is None or r.get("pred") is None:
+                    continue
+                conts = r["continuations"]
+                rows.setdefault(base, []).append(conts[int(r["pred"])])
+                if base == variants[0]:
+                    rows.setdefault("gold", []).append(conts[int(r["answer"])])
+        if rows:
+            out[t] = {k: _shares(v) for k, v in rows.items()}
+            out[t]["n"] = len(rows.get("gold", []))
+    return out
+
+
+def _shares(picks: list[str]) -> dict[str, float]:
+    counts: dict[str, int] = {}
+    for p in picks:
+        counts[p] = counts.get(p, 0) + 1
+    return {k: counts[k] / len(picks) for k in sorted(counts)}
+
+
+def write_answers(dist: dict, variants: list[str], out: Path) -> None:
+    lines = ["# Answer distributions", "",
+             "How often each variant picks each option (the option with the highest log-likelihood), over all seeds "
+             "and evaluated items, beside the gold answers' distribution. TV = total-variation distance from the "
+             "gold distribution (0: the same shares; a model that always picks one option of a balanced binary task "
+             "scores 50). A difference between variants that comes with a shift of these shares is at least partly a "
+             "change of answer prior, not of knowledge.", ""]
+    for t, d in dist.items():
+        options = sorted({o for k, v in d.items() if k != "n" for o in v})
+        lines += [f"## {t} ({d['n']} answers per variant: items x seeds)", "",
+                  "| | " + " | ".join(options) + " | TV from gold |", "|---|" + "---:|" * (len(options) + 1)]
+        for k in ["gold"] + [v for v in variants if v in d]:
+            tv = 0.5 * sum(abs(d[k].get(o, 0) - d["gold"].get(o, 0)) for o in options)
+            lines.append(f"| {k} | " + " | ".join(f"{100 * d[k].get(o, 0):.0f}" for o in options)
+                         + f" | {'' if k == 'gold' else f'{100 * tv:.0f}'} |")
+        lines.append("")
+    (out / "answers.md").write_text("\n".join(lines) + "\n")
+    (out / "answers.json").write_text(json.dumps(dist, indent=1) + "\n")
+
+
+def confidence_by_source(run_dir: Path, out: Path) -> bool:
+    import pandas as pd
+
+    tables = sorted(run_dir.glob("dynamics*/confidence.parquet"))
+    frames = [pd.read_parquet(p).assign(seed=p.parent.name) for p in tables]
+    frames = [f for f in frames if "source" in f.columns and f["source"].notna().any()]
+    if not frames:
+        return False
+    df = pd.concat(frames)
+    lines = ["# Confident share per source task", "",
+             "Share of each task's training rows in the confident half, over the reference runs of all seeds: under "
+             "the global median (the paper's split: `sftmix`, `sftmix-random` ignores it) and under the per-task "
+             "median (`sftmix-stratified`). A global split near 0 or 100 % for a task means the global "
+             "'confident/unconfident' pairs are mostly pairs of different tasks.", "",
+             "| source task | rows x seeds | confident (global median) | confident (per-task median) |",
+             "|---|---:|---:|---:|"]
+    for src, g in df.groupby("source"):
+        lines.append(f"| {src} | {len(g)} | {100 * (g['split_global'] == 'confident').mean():.0f} % | "
+                     f"{100 * (g['split_per_source'] == 'confident').mean():.0f} % |")
+    (out / "confidence-by-source.md").write_text("\n".join(lines) + "\n")
+    return True
+
+
+def near_duplicates(run_dir: Path, out: Path) -> int:
+    """Every evaluated item with a near-duplicate training row; returns how many. Loads the run's training data and
+    tasks as the run did (limit, limit_mode, local data)."""
+    import yaml
+
+    from bench.tasks import load_task
+    from sftmix.data import load_rows, to_messages
+    from sftmix.neardup import THRESHOLD, matches
+
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    run, data = cfg["run"], cfg["data"]
+    rows = load_rows(data["data"], split=data.get("split", "train"), limit=data.get("max_examples"))
+    texts = [" ".join(m["content"] for m in to_messages(r) if m["role"] != "assistant") for r in rows]
+    lines = ["# Evaluated items with a near-duplicate training row", "",
+             f"Training rows: {len(rows)} ({data['data']}). A near-duplicate: normalised texts with a similarity "
+             f"ratio >= {THRESHOLD} (sftmix.neardup), whatever task the row comes from. Evaluated items: the ones "
+             "the run scored (its limit and limit_mode).", "", "| task | items | with a near-duplicate row |",
+             "|---|---:|---:|"]
+    found, details = 0, []
+    for name in run["tasks"]:
+        task = load_task(name)
+        items = task.load_records(limit=run.get("limit"), local=(run.get("data_paths") or {}).get(name),
+                                  limit_mode=run.get("limit_mode", "first"))
+        prompts = [it.get("question") or "" for it in items]
+        hits = matches(prompts, texts)
+        found += len(hits)
+        lines.append(f"| {name} | {len(items)} | {len(hits)} |")
+        details += [f"- {name} item {items[i]['id']}: training row {rows[j].get('id', j)} (ratio {r:.3f})"
+                    for i, (j, r) in sorted(hits.items())]
+    lines += ["", f"{found} evaluated item(s) in all." + (" They are:" if details else ""), ""] + details
+    (out / "near-duplicates.md").write_text("\n".join(lines) + "\n")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path)
@@ -183,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", default="ntp")
     ap.add_argument("--group", action="append", default=[], help="NAME=task,task: a pooled row")
     ap.add_argument("--command", default="", help="the exact command that made the run (command.txt)")
+    ap.add_argument("--near-duplicates", action="store_true",
+                    help="list evaluated items with a near-duplicate training row (loads the data)")
     a = ap.parse_args(argv)
     groups = {g.split("=", 1)[0]: g.split("=", 1)[1].split(",") for g in a.group}
     a.out_dir.mkdir(parents=True, exist_ok=True)
@@ -193,14 +312,19 @@ def main(argv: list[str] | None = None) -> int:
     write_table(rows, a.baseline, a.out_dir)
     plot_deltas(rows, a.baseline, a.out_dir)
     plot_confidence(a.run_dir, a.out_dir)
+    write_answers(answer_distribution(a.run_dir, variants, tasks), variants, a.out_dir)
+    confidence_by_source(a.run_dir, a.out_dir)
+    n_dups = near_duplicates(a.run_dir, a.out_dir) if a.near_duplicates else None
     prov = json.loads((a.run_dir / "provenance.json").read_text()) if (a.run_dir / "provenance.json").exists() else {}
     prov["report"] = {"script": "scripts/study_report.py", "baseline": a.baseline, "groups": groups,
-                      "n_resamples": N_RESAMPLES, "tasks": tasks, "variants": variants}
+                      "n_resamples": N_RESAMPLES, "tasks": tasks, "variants": variants,
+                      "near_duplicate_items": n_dups}
     (a.out_dir / "provenance.json").write_text(json.dumps(prov, indent=1, default=str) + "\n")
     (a.out_dir / "rows.json").write_text(json.dumps(rows, indent=1) + "\n")
     if a.command:
         (a.out_dir / "command.txt").write_text(a.command.rstrip() + "\n")
-    print(f"wrote {a.out_dir}/table.md, table.csv, deltas.png, confidence.png, provenance.json")
+    print(f"wrote {a.out_dir}/table.md, table.csv, deltas.png, confidence.png, answers.md, provenance.json"
+          + ("" if n_dups is None else f", near-duplicates.md ({n_dups} evaluated items with a near-duplicate row)"))
     return 0
 
 

@@ -7,10 +7,11 @@ score}, target}]`` plus optional ``task_prefix``, ``example_input_prefix``, ``ex
 explicitly, under ``$BIGBENCH_TASKS_DIR``, then inside the installed ``bigbench`` package (located without importing
 it: the package pulls in TensorFlow-era dependencies we never need).
 
-**Item split.** Every example goes to one bucket, ``train``, ``validation`` or ``eval``, by the sha256 of its input
-text (salted with nothing but the text, so the bucket of an example never depends on the file's order, on other
-tasks or on the machine). With the same fractions, training rows (``bigbench:...`` data, split ``train``) and
-evaluation items (the task YAMLs, split ``eval``) can never share an example; duplicated inputs land in one bucket.
+**Item split.** Every example goes to one bucket, ``train``, ``validation`` or ``eval``, by the sha256 of its text as
+shown (input and appended choices), near-duplicates of one task kept together (:mod:`sftmix.splits`): the bucket of
+an example depends only on the task file, not its order, other tasks or the machine. With the same fractions,
+training rows (``bigbench:...`` data, split ``train``) and evaluation items (the task YAMLs, split ``eval``) can
+never share an example, nor a near-duplicate of one; identical inputs with identical choices share a bucket.
 
 **Rendering** follows BIG-bench's ``default_format_fn``: ``task_prefix`` + ``example_input_prefix`` + input (+ the
 choices after ``choice_prefix`` when ``append_choices_to_input``, in the file's order) + ``example_output_prefix``.
@@ -25,14 +26,13 @@ import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
-from urllib.parse import parse_qs
 
+from . import splits
 from .errors import UserError
 from .io import package_file
+from .splits import DEFAULT_FRACTIONS, SPLITS, bucket, check_fractions  # noqa: F401  (this module's API)
 
 PREFIX = "bigbench:"
-SPLITS = ("train", "validation", "eval")
-DEFAULT_FRACTIONS = (0.6, 0.1, 0.3)  # train, validation, eval
 ENV_DIR = "BIGBENCH_TASKS_DIR"
 _DEFAULTS = {"task_prefix": "", "example_input_prefix": "\nQ: ", "example_output_prefix": "\nA: ",
              "choice_prefix": "\n  choice: ", "append_choices_to_input": True}
@@ -89,25 +89,6 @@ def _format_keys(obj: dict) -> dict:
 
 
 # ---- items -----------------------------------------------------------------------------------------------------
-def bucket(text: str, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> str:
-    """``train`` / ``validation`` / ``eval`` for an example input, from its sha256 (uniform in [0, 1))."""
-    u = int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:15], 16) / 16**15
-    edge = 0.0
-    for name, f in zip(SPLITS, fractions):
-        edge += f
-        if u < edge:
-            return name
-    return SPLITS[-1]
-
-
-def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
-    fr = tuple(float(f) for f in fractions)
-    if len(fr) != 3 or any(f < 0 for f in fr) or abs(sum(fr) - 1) > 1e-6:
-        raise UserError(f"BIG-bench split fractions must be 3 numbers >= 0 (train, validation, eval) summing to 1, "
-                        f"got {list(fractions)}")
-    return fr  # type: ignore[return-value]
-
-
 def load_items(name: str, root: str | os.PathLike | None = None, split: str = "all",
                fractions: Sequence[float] = DEFAULT_FRACTIONS) -> list[dict]:
     """Multiple-choice items of one task, in file order, restricted to ``split`` (or ``all``).
@@ -133,53 +114,31 @@ def load_items(name: str, root: str | os.PathLike | None = None, split: str = "a
             choices = [str(c) for c in scores]
             values = [float(v) for v in scores.values()]
             text = ex["input"]
-            which = bucket(text, fractions)
             base = (f"{sub}/" if sub else "") + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
             seen[base] = seen.get(base, 0) + 1
-            if split not in ("all", which):
-                continue
             shown = text + (fmt["choice_prefix"] + fmt["choice_prefix"].join(choices)
                             if fmt["append_choices_to_input"] else "")
             items.append({
                 "id": base if seen[base] == 1 else f"{base}-{seen[base]}", "category": sub, "input": text,
-                "choices": choices, "answer": values.index(max(values)), "split": which,
+                "choices": choices, "answer": values.index(max(values)), "source": name, "shown": shown,
                 "prompt": (fmt["task_prefix"] + fmt["example_input_prefix"] + shown
                            + fmt["example_output_prefix"]).rstrip(),
                 # BIG-bench's task_prefix often ends without a separator ("...starting point?"): start the input
                 # on its own line, as the evaluation prompt does
                 "instruction": "\n".join(x for x in (fmt["task_prefix"].strip(), shown.strip()) if x),
             })
-    return items
+    for it, which in zip(items, splits.assign([it["shown"] for it in items], fractions)):
+        it["split"] = which
+    return [it for it in items if split in ("all", it["split"])]
 
 
-# Bump when training rows are rendered differently: it is part of the training data identity (stage keys).
-ROWS_VERSION = "2"  # 2: task_prefix and input on separate lines
+# Bump when training rows are rendered or split differently: part of the training data identity (stage keys).
+ROWS_VERSION = "3"  # 2: task_prefix and input on separate lines; 3: buckets by near-duplicate groups of the shown text
 
 # ---- training rows -------------------------------------------------------------------------------------------
 def parse_source(source: str) -> tuple[list[str], dict[str, Any]]:
     """``bigbench:TASK[,TASK...][?n=N&fractions=A,B,C&root=DIR]`` -> (task names, options)."""
-    body = source[len(PREFIX):]
-    names_part, _, query = body.partition("?")
-    names = [t.strip() for t in names_part.split(",") if t.strip()]
-    if not names:
-        raise UserError(f"{source!r}: name at least one BIG-bench task, e.g. bigbench:navigate,hyperbaton")
-    opts: dict[str, Any] = {"n": None, "fractions": DEFAULT_FRACTIONS, "root": None}
-    for key, values in parse_qs(query, keep_blank_values=True).items():
-        value = values[-1]
-        if key == "n":
-            if not value.isdigit() or int(value) < 1:
-                raise UserError(f"{source!r}: n must be an integer >= 1, got {value!r}")
-            opts["n"] = int(value)
-        elif key == "fractions":
-            try:
-                opts["fractions"] = check_fractions([float(x) for x in value.split(",")])
-            except ValueError:
-                raise UserError(f"{source!r}: fractions must be three numbers, got {value!r}") from None
-        elif key == "root":
-            opts["root"] = value
-        else:
-            raise UserError(f"{source!r}: unknown option {key!r} (n, fractions, root)")
-    return names, opts
+    return splits.parse_source(source, PREFIX, "BIG-bench")
 
 
 def training_rows(source: str, split: str = "train") -> list[dict]:
@@ -191,11 +150,9 @@ def training_rows(source: str, split: str = "train") -> list[dict]:
     for name in names:
         items = load_items(name, opts["root"], split, opts["fractions"])
         if not items:
-            raise UserError(f"BIG-bench task {name!r} has no example in split {split!r}")
-        if opts["n"] is not None:
-            items = sorted(items, key=lambda it: hashlib.sha256(it["input"].encode("utf-8")).hexdigest())[:opts["n"]]
+            raise splits.EmptySplit(f"BIG-bench task {name!r} has no example in split {split!r}")
         rows += [{"id": f"{name}/{it['id']}", "instruction": it["instruction"],
-                  "output": it["choices"][it["answer"]]} for it in items]
+                  "output": it["choices"][it["answer"]], "source": name} for it in splits.first_n(items, opts["n"])]
     return rows
 
 

@@ -96,6 +96,8 @@ class DynamicsArgs:
     score_batch_size: PosInt = 16  # batch size of the perplexity passes (name kept: it is in configs and hashes)
     save_checkpoints: bool = False  # also keep the C reference checkpoints on disk
     online: bool = False  # confidence from the reference run's own training losses, no perplexity passes [INF]
+    # the median cut: over all examples (the paper), or within each example's source task / data set (an ablation)
+    split: Literal["global", "per_source"] = "global"
 
 
 @dataclass
@@ -113,7 +115,7 @@ class TrainConfig:
 
 
 # Variant options (see sftmix.variants.Variant); reference_model names the dynamics model (weak-to-strong).
-VARIANT_KEYS = ("alpha", "mu", "pairing", "reference_model", "ntp_weight", "irdro_tau")
+VARIANT_KEYS = ("alpha", "mu", "pairing", "reference_model", "ntp_weight", "irdro_tau", "confidence_split")
 
 # Options removed from the schema: section -> {name: (the value every run had, why it went)}. A config that still
 # sets one is accepted with a deprecation warning; hashed views put it back at that value, so config hashes, stage
@@ -124,17 +126,33 @@ REMOVED: dict[str, dict[str, tuple[Any, str]]] = {
 }
 
 
+# Options added to the schema later: section -> {name: default}. Hashed views leave one out while it has its
+# default, so config hashes, stage keys and finished-training records from before it stay valid.
+ADDED: dict[str, dict[str, Any]] = {
+    "dynamics": {"split": "global"},
+    "generation": {"share_prefix": False},  # bench's generation section
+}
+
+
 def hashed_section(name: str, section: Any) -> dict[str, Any]:
-    """Section ``name``'s fields as config hashes and stage keys see them (removed options at their old value)."""
+    """Section ``name``'s fields as config hashes and stage keys see them (removed options at their old value, added
+    ones left out at their default)."""
     d = asdict(section)
     d.update({k: value for k, (value, _) in REMOVED.get(name, {}).items()})
-    return d
+    return {k: v for k, v in d.items() if not (k in ADDED.get(name, {}) and v == ADDED[name][k])}
 
 
 def without_removed(config: dict[str, Any]) -> dict[str, Any]:
     """A stored config dict (``TrainConfig.to_dict()`` of an earlier run) without the removed options."""
     return {s: ({k: v for k, v in sec.items() if k not in REMOVED.get(s, {})} if isinstance(sec, dict) else sec)
             for s, sec in config.items()}
+
+
+def comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict as records compare it: without removed options, and without added ones at their default (a
+    record from before an option was added equals one from after it, at its default)."""
+    return {s: ({k: v for k, v in sec.items() if not (k in ADDED.get(s, {}) and v == ADDED[s][k])}
+                if isinstance(sec, dict) else sec) for s, sec in without_removed(config).items()}
 
 
 def parse_value(text: str) -> Any:

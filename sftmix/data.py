@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import torch
 
-from . import bigbench
+from . import bbh, bigbench
 from .constants import IGNORE_INDEX
 from .errors import UserError
 from .io import hash_obj
@@ -28,21 +28,24 @@ log = logging.getLogger("sftmix")
 IGNORE = IGNORE_INDEX  # this module's older name for it (tests and callers import it from here)
 ROLES = ("system", "user", "assistant")
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-# Data sets the project bundles, usable by name.
+# Task-file data sources: prefix -> module with training_rows(source, split) and source_files(source).
+TASK_SOURCES = {bigbench.PREFIX: bigbench, bbh.PREFIX: bbh}
 
 
 # ---- loading ------------------------------------------------------------------------------------------------------
 def load_rows(source: str | Path, split: str = "train", limit: int | None = None) -> list[dict]:
     """Rows of a data set: ``toy`` (bundled), a local json/jsonl/parquet file or folder, a hub id, or
-    ``bigbench:TASK[,TASK...][?n=N&fractions=A,B,C&root=DIR]`` (the ``split`` bucket of BIG-bench JSON tasks as
-    Alpaca rows; see :mod:`sftmix.bigbench`).
+    ``bigbench:TASK[,TASK...][?n=N&fractions=A,B,C&root=DIR]`` / ``bbh:TASK[,...][?...]`` (the ``split`` bucket of
+    BIG-bench JSON tasks or BIG-Bench Hard tasks as Alpaca rows with a ``source``; see :mod:`sftmix.bigbench`,
+    :mod:`sftmix.bbh`).
 
     Every row is validated (format detected, fields typed); errors are UserErrors naming the file, line and field.
     """
     source = str(source)
     path = Path(BUNDLED.get(source, source)).expanduser()
-    if source.startswith(bigbench.PREFIX):  # bigbench:TASK[,TASK...]: the split's examples as Alpaca rows
-        rows = bigbench.training_rows(source, split)
+    task_source = next((m for p, m in TASK_SOURCES.items() if source.startswith(p)), None)
+    if task_source is not None:  # bigbench:TASK[,TASK...] / bbh:...: the split's examples as Alpaca rows
+        rows = task_source.training_rows(source, split)
         rows = rows[:limit] if limit is not None else rows
         where = [f"{r['id']}" for r in rows]
     elif path.suffix.lower() == ".jsonl" and path.is_file():
@@ -164,6 +167,12 @@ def example_id(row: dict, index: int) -> str:
     return str(index) if rid is None else str(rid)
 
 
+def example_source(row: dict) -> str | None:
+    """Which task or data set a row comes from (its ``source`` field; ``dynamics.split: per_source``), or None."""
+    src = row.get("source")
+    return None if src is None else str(src)
+
+
 def example_hash(messages: Sequence[dict]) -> str:
     """Content hash of a message list (role and content only)."""
     return hash_obj([{"role": m["role"], "content": m["content"]} for m in messages])
@@ -267,7 +276,7 @@ def build_examples(
             stats.n_dropped += 1
             continue
         examples.append({"id": eid, "hash": example_hash(messages), "input_ids": ids, "labels": labels,
-                         "n_response_tokens": n_resp})
+                         "n_response_tokens": n_resp, "source": example_source(row)})
     stats.n_examples = len(examples)
     if stats.n_truncated:
         log.info("%d of %d examples truncated to max_length=%d", stats.n_truncated, stats.n_rows, max_length)

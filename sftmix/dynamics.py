@@ -2,7 +2,10 @@
 
 At each of C checkpoints of a one-epoch reference run, every example's response perplexity given its
 instruction is computed, Perp_c = exp(mean NLL over response tokens); Conf = -(1/C) Σ_c Perp_c.
-The upper half by confidence is "confident" (D^c), the lower half "unconfident" (D^u).
+The upper half by confidence is "confident" (D^c), the lower half "unconfident" (D^u): over all examples (the
+paper; ``dynamics.split: global``), or within each example's source task / data set (``per_source``, an ablation
+beyond the paper: on a multi-task set the global median mostly sorts task formats, so "confident/unconfident pairs"
+are then mostly pairs of different tasks; per source, each task contributes its own easier and harder half).
 """
 from __future__ import annotations
 
@@ -130,7 +133,8 @@ class OnlineLossRecorder(TrainerCallback):
         return np.searchsorted(np.array(self.steps), upd, side="left").clip(max=max(len(self.steps) - 1, 0))
 
 
-def online_confidence_table(ids: Sequence[str], hashes: Sequence[str], rec: OnlineLossRecorder) -> pd.DataFrame:
+def online_confidence_table(ids: Sequence[str], hashes: Sequence[str], rec: OnlineLossRecorder,
+                            sources: Sequence[str | None] | None = None, how: str = "global") -> pd.DataFrame:
     """The confidence table from online records: id, hash, ppl_online, confidence, split (median cut).
 
     An example seen early in the epoch meets a less trained model than one seen late, so each perplexity is
@@ -155,8 +159,7 @@ def online_confidence_table(ids: Sequence[str], hashes: Sequence[str], rec: Onli
         raise ValueError(f"{int((counts == 0).sum())} example(s) were never trained on in the reference run")
     df = pd.DataFrame({"id": list(ids), "hash": list(hashes), "ppl_online": raw / counts})
     df["confidence"] = -(sums / counts)
-    df["split"] = median_split(df["confidence"].to_numpy())
-    return df
+    return _with_splits(df, sources, how)
 
 
 def split_agreement(a: Sequence[str], b: Sequence[str]) -> float:
@@ -165,8 +168,10 @@ def split_agreement(a: Sequence[str], b: Sequence[str]) -> float:
     return float((a == b).mean()) if len(a) else float("nan")
 
 
-def confidence_table(ids: Sequence[str], hashes: Sequence[str], perplexities: dict[int, np.ndarray]) -> pd.DataFrame:
-    """The confidence table: id, hash, ppl_step_<s> per checkpoint, confidence, split (median cut)."""
+def confidence_table(ids: Sequence[str], hashes: Sequence[str], perplexities: dict[int, np.ndarray],
+                     sources: Sequence[str | None] | None = None, how: str = "global") -> pd.DataFrame:
+    """The confidence table: id, hash, ppl_step_<s> per checkpoint, confidence, source, split (the median cut
+    ``how``: global or per_source), split_global, split_per_source."""
     if not perplexities:
         raise ValueError("no checkpoint's perplexities were computed")
     df = pd.DataFrame({"id": list(ids), "hash": list(hashes)})
@@ -174,8 +179,33 @@ def confidence_table(ids: Sequence[str], hashes: Sequence[str], perplexities: di
         df[f"ppl_step_{step}"] = perplexities[step]
     ppl = np.stack([perplexities[s] for s in sorted(perplexities)], axis=1)
     df["confidence"] = -ppl.mean(axis=1)
-    df["split"] = median_split(df["confidence"].to_numpy())
+    return _with_splits(df, sources, how)
+
+
+SPLIT_MODES = ("global", "per_source")
+
+
+def _with_splits(df: pd.DataFrame, sources, how: str) -> pd.DataFrame:
+    if how not in SPLIT_MODES:
+        raise UserError(f"dynamics.split must be one of {', '.join(SPLIT_MODES)}, got {how!r}")
+    df["source"] = [None if s is None else str(s) for s in (sources if sources is not None else [None] * len(df))]
+    conf = df["confidence"].to_numpy()
+    df["split_global"] = median_split(conf)
+    df["split_per_source"] = median_split_by(conf, df["source"].tolist())
+    df["split"] = df[f"split_{how}"]
     return df
+
+
+def median_split_by(confidence: np.ndarray, sources: Sequence[str | None]) -> list[str]:
+    """:func:`median_split` within each source (examples without one form one group)."""
+    out = [UNCONFIDENT] * len(confidence)
+    groups: dict[str | None, list[int]] = {}
+    for i, s in enumerate(sources):
+        groups.setdefault(s, []).append(i)
+    for idx in groups.values():
+        for i, label in zip(idx, median_split(np.asarray(confidence)[idx])):
+            out[i] = label
+    return out
 
 
 def median_split(confidence: np.ndarray) -> list[str]:
@@ -209,9 +239,19 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def labels_for(df: pd.DataFrame, examples: Sequence[dict], path: str | Path = "confidence table") -> list[str]:
-    """Split labels aligned with ``examples``; refuses a table made from different data (hash mismatch)."""
-    by_id = dict(zip(df["id"].astype(str), zip(df["hash"], df["split"])))
+def labels_for(df: pd.DataFrame, examples: Sequence[dict], path: str | Path = "confidence table",
+               how: str | None = None) -> list[str]:
+    """Split labels aligned with ``examples``: the table's ``split`` column, or the median cut ``how`` (global /
+    per_source, recomputed from the confidences when the table predates that column); refuses a table made from
+    different data (hash mismatch)."""
+    column = "split" if how is None else f"split_{how}"
+    if column not in df.columns:
+        if how not in SPLIT_MODES:
+            raise UserError(f"confidence split must be one of {', '.join(SPLIT_MODES)}, got {how!r}")
+        by_source = {ex["id"]: ex.get("source") for ex in examples}
+        sources = [by_source.get(str(i)) for i in df["id"]]
+        df = _with_splits(df.copy(), sources, how)
+    by_id = dict(zip(df["id"].astype(str), zip(df["hash"], df[column])))
     bad = [ex["id"] for ex in examples if ex["id"] not in by_id or by_id[ex["id"]][0] != ex["hash"]]
     if bad or len(by_id) != len(examples):
         extra = len(by_id) - (len(examples) - len(bad))

@@ -70,13 +70,14 @@ def data_identity(source: str) -> dict:
     """Hash of a training data set: file contents for a local file (``toy``: the bundled one), the id for a hub set."""
     from .toydata import BUNDLED  # not sftmix.data: a no-op re-run must not pay for torch's import
 
-    if source.startswith("bigbench:"):  # the task files' contents (the split is a function of them)
-        from .bigbench import ROWS_VERSION, source_files
+    if source.startswith(("bigbench:", "bbh:")):  # the task files' contents (the split is a function of them)
+        from . import bbh, bigbench
         from .errors import UserError
 
-        try:  # the rows also depend on how they are rendered: ROWS_VERSION
-            return {"source": source, "rows_version": ROWS_VERSION,
-                    "sha256_16": hash_obj([hash_file(p) for p in source_files(source)])}
+        module = bbh if source.startswith("bbh:") else bigbench
+        try:  # the rows also depend on how they are rendered and split: ROWS_VERSION
+            return {"source": source, "rows_version": module.ROWS_VERSION,
+                    "sha256_16": hash_obj([hash_file(p) for p in module.source_files(source)])}
         except UserError:  # not on this machine: validation reports it (a dry run plans anyway)
             return {"source": source, "missing": True}
     path = Path(BUNDLED.get(source, source))

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .config import TrainConfig, without_removed
+from .config import TrainConfig, comparable
 from .constants import CONFIDENT
 from .errors import UserError
 from .io import data_identity, write_json
@@ -189,10 +189,24 @@ def prepare(cfg: TrainConfig, model: str | None = None) -> Prepared:
     return Prepared(path, tok, examples, stats)
 
 
-def run_dynamics(cfg: TrainConfig, out_dir: str | Path, reference_model: str | None = None, prepared: Prepared | None = None):
+def reference_stands_in(variant: Variant, cfg: TrainConfig) -> bool:
+    """Whether the reference run of :func:`run_dynamics` trains exactly what ``finetune(variant, cfg)`` would: a
+    plain NTP variant (NTP's settings, the target model as reference), ``dynamics.reference_epochs`` equal to
+    ``train.num_train_epochs``, offline dynamics (the perplexity passes between steps touch neither the weights, the
+    optimiser nor the data order). Then its final model is that variant's, and one training per seed is saved."""
+    ntp = {k: v for k, v in get_variant("ntp").to_dict().items() if k not in ("name", "description")}
+    mine = {k: v for k, v in variant.to_dict().items() if k not in ("name", "description")}
+    return (mine == ntp and cfg.dynamics.reference_epochs == cfg.train.num_train_epochs
+            and not cfg.dynamics.online)
+
+
+def run_dynamics(cfg: TrainConfig, out_dir: str | Path, reference_model: str | None = None,
+                 prepared: Prepared | None = None, keep_model: bool = False):
     """Reference NTP run for one epoch; every example's perplexity at C checkpoints; write the confidence table.
 
-    Writes ``confidence.parquet`` and ``confidence.png`` into ``out_dir`` and returns the table (a DataFrame).
+    Writes ``confidence.parquet`` and ``confidence.png`` into ``out_dir`` and returns the table (a DataFrame). With
+    ``keep_model`` it also saves the final model and its training record (``model/``, ``train.json``, as
+    :func:`finetune` writes them for NTP), for a variant the reference run stands in for (:func:`reference_stands_in`).
     """
     from .dynamics import (OnlineLossRecorder, PerplexityCallback, confidence_table, online_confidence_table,
                            plot_histogram, write_table)
@@ -217,9 +231,15 @@ def run_dynamics(cfg: TrainConfig, out_dir: str | Path, reference_model: str | N
         loss_recorder=cb if online else None, ntp_kernel=cfg.train.ntp_kernel,
     )
     quiet_logs(trainer, out_dir / "train_log.jsonl")
-    trainer.train()
+    result = trainer.train()
+    if keep_model and trainer.is_world_process_zero():
+        save_model(trainer.model, prep.tokenizer, out_dir / "model")
+        write_json(out_dir / "train.json", _train_record(get_variant("ntp"), cfg, prep, None, result.metrics,
+                                                         trainer.state.log_history))
     ids, hashes = [e["id"] for e in prep.examples], [e["hash"] for e in prep.examples]
-    df = online_confidence_table(ids, hashes, cb) if online else confidence_table(ids, hashes, cb.perplexities)
+    sources, how = [e.get("source") for e in prep.examples], cfg.dynamics.split
+    df = (online_confidence_table(ids, hashes, cb, sources, how) if online
+          else confidence_table(ids, hashes, cb.perplexities, sources, how))
     steps = cb.steps if online else sorted(cb.perplexities)
     if trainer.is_world_process_zero():
         write_table(df, out_dir / "confidence.parquet")
@@ -246,14 +266,24 @@ class TrainResult:
     reused: bool = False  # True: out_dir already held this training, nothing was trained
 
 
+def _train_record(variant: Variant, cfg: TrainConfig, prep: Prepared, confidence, metrics, log_history) -> dict:
+    return {"variant": variant.to_dict(), "config": cfg.to_dict(), "model_path": prep.model_path,
+            "confidence": str(confidence) if confidence else None, "metrics": metrics,
+            "data_identity": data_identity(cfg.data.data), "data_stats": _stats_dict(prep.stats),
+            "log_history": log_history}
+
+
 def finetune(
     variant: Variant, cfg: TrainConfig, out_dir: str | Path, *, confidence: str | Path | None = None,
-    resume: bool = True, callbacks: list | None = None,
+    resume: bool = True, callbacks: list | None = None, reuse: str | Path | None = None,
 ) -> TrainResult:
     """Train ``variant`` and save the final model (full weights; LoRA adapters merged) to ``out_dir/model``.
 
     SFTMix variants with confidence-based pairing need the confidence table: given as ``confidence``, or computed
     here first (into ``out_dir/dynamics``). Re-running resumes from the last checkpoint in ``out_dir/checkpoints``.
+    ``reuse``: a dynamics folder whose reference run kept its model; when it stands in for ``variant``
+    (:func:`reference_stands_in`) and was made from this config and data, its model is adopted (hard links) instead
+    of training again, and ``train.json`` says ``reused_from``.
     """
 
     from .dynamics import labels_for, read_table
@@ -265,6 +295,11 @@ def finetune(
         log.debug("%s is already trained with this variant, config and data: nothing to do (--no-resume retrains)",
                  out_dir)
         return done
+    if reuse is not None and reference_stands_in(variant, cfg):
+        ref = _finished(Path(reuse), get_variant("ntp"), cfg, None)
+        if ref is not None:
+            return _adopt(Path(reuse), out_dir, variant)
+        log.info("%s holds no finished reference model for this config: training %s", reuse, variant.name)
     prep = prepare(cfg)
     split_labels = None
     if variant.needs_confidence:
@@ -273,7 +308,7 @@ def finetune(
             confidence = out_dir / "dynamics" / "confidence.parquet"
         else:
             df = read_table(confidence)
-        split_labels = labels_for(df, prep.examples, confidence)
+        split_labels = labels_for(df, prep.examples, confidence, how=variant.confidence_split or cfg.dynamics.split)
     torch.manual_seed(cfg.train.seed)
     model = load_model(prep.model_path, cfg)
     collate = _collator(prep.tokenizer)
@@ -292,12 +327,8 @@ def finetune(
     model_dir = out_dir / "model"
     if trainer.is_world_process_zero():
         save_model(trainer.model, prep.tokenizer, model_dir)
-        write_json(out_dir / "train.json", {
-            "variant": variant.to_dict(), "config": cfg.to_dict(), "model_path": prep.model_path,
-            "confidence": str(confidence) if confidence else None, "metrics": result.metrics,
-            "data_identity": data_identity(cfg.data.data),
-            "data_stats": _stats_dict(prep.stats), "log_history": trainer.state.log_history,
-        })
+        write_json(out_dir / "train.json", _train_record(variant, cfg, prep, confidence, result.metrics,
+                                                         trainer.state.log_history))
     return TrainResult(model_dir, trainer.state.log_history, result.metrics)
 
 
@@ -323,6 +354,31 @@ def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
     return None
 
 
+def _adopt(src: Path, out_dir: Path, variant: Variant) -> TrainResult:
+    """``src``'s model and training record as ``variant``'s in ``out_dir`` (files hard-linked where the file system
+    allows, else copied; the record renamed to the variant and marked ``reused_from``)."""
+    import shutil
+
+    def link(a, b):
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    tmp = out_dir / "model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src / "model", tmp, copy_function=link)
+    shutil.rmtree(out_dir / "model", ignore_errors=True)
+    os.replace(tmp, out_dir / "model")
+    if (src / "train_log.jsonl").is_file():  # the per-step log of the training the variant now has
+        shutil.copy2(src / "train_log.jsonl", out_dir / "train_log.jsonl")
+    record = json.loads((src / "train.json").read_text())
+    record.update(variant=variant.to_dict(), reused_from=str(src))
+    write_json(out_dir / "train.json", record)
+    log.info("%s: the reference run in %s trained exactly this; its model is reused", variant.name, src)
+    return TrainResult(out_dir / "model", record.get("log_history") or [], record.get("metrics") or {}, reused=True)
+
+
 def _finished(out_dir: Path, variant: Variant, cfg: TrainConfig, confidence) -> TrainResult | None:
     """The stored result when ``out_dir`` already holds this exact training (same variant, config, data)."""
     record = out_dir / "train.json"
@@ -333,7 +389,7 @@ def _finished(out_dir: Path, variant: Variant, cfg: TrainConfig, confidence) -> 
     except ValueError:
         return None
     same = (old.get("variant") == json.loads(json.dumps(variant.to_dict()))
-            and without_removed(old.get("config") or {}) == json.loads(json.dumps(cfg.to_dict()))
+            and comparable(old.get("config") or {}) == comparable(json.loads(json.dumps(cfg.to_dict())))
             and old.get("data_identity") == data_identity(cfg.data.data)
             and (confidence is None or old.get("confidence") == str(confidence)))
     if not same:

@@ -22,6 +22,9 @@ class Variant:
     pairing: str = "conf_unconf"
     reference_model: str | None = None  # None = the target base model (weak-to-strong: name another)
     irdro_tau: float = 0.0  # > 0: IR-DRO, NTP with per-example weights softmax(loss / tau) in each batch (sftmix.irdro)
+    # the median cut its confident/unconfident halves come from: None = the run's dynamics.split, or global /
+    # per_source (within each example's source task or data set; sftmix-stratified)
+    confidence_split: str | None = None
 
     @property
     def uses_mixup(self) -> bool:
@@ -49,6 +52,9 @@ class Variant:
             raise UserError(f"alpha must be > 0, got {self.alpha}")
         if self.mu < 0 or self.ntp_weight < 0 or (self.mu == 0 and self.ntp_weight == 0):
             raise UserError(f"variant {self.name!r}: weights must be >= 0 and not both 0")
+        if self.confidence_split not in (None, "global", "per_source"):
+            raise UserError(f"variant {self.name!r}: confidence_split must be global or per_source, "
+                            f"got {self.confidence_split!r}")
         if self.irdro_tau < 0 or (self.irdro_tau > 0 and (self.uses_mixup or self.ntp_weight == 0)):
             raise UserError(f"variant {self.name!r}: irdro_tau must be >= 0, and IR-DRO reweights NTP alone (mu = 0)")
 
@@ -56,6 +62,8 @@ class Variant:
         d = asdict(self)
         if not d["irdro_tau"]:  # unset: left out, so variants from before IR-DRO keep their stage keys
             del d["irdro_tau"]
+        if d["confidence_split"] is None:  # likewise for variants from before confidence_split
+            del d["confidence_split"]
         return d
 
 
@@ -69,6 +77,8 @@ def _add(v: Variant) -> None:
 
 _add(Variant("ntp", "plain next-token prediction (the baseline)", mu=0.0))
 _add(Variant("sftmix", "NTP + 0.2 x Mixup of confident/unconfident pairs, alpha 0.5 (the paper's recipe)", mu=0.2))
+_add(Variant("sftmix-stratified", "SFTMix with the confident/unconfident median cut made within each source task / "
+             "data set (an ablation beyond the paper)", mu=0.2, confidence_split="per_source"))
 _add(Variant("sftmix-random", "SFTMix with random pairs instead of confident/unconfident", mu=0.2, pairing="random"))
 _add(Variant("sftmix-cc", "SFTMix mixing confident with confident examples only", mu=0.2, pairing="conf_conf"))
 _add(Variant("sftmix-uu", "SFTMix mixing unconfident with unconfident examples only", mu=0.2, pairing="unconf_unconf"))

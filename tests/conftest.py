@@ -10,6 +10,11 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 ASSETS = Path(__file__).resolve().parents[1] / "sftmix" / "assets"
+# BIG-Bench Hard's task files for the tests and CI: ../shared/data/bbh beside the repository (see its README); tests
+# that need them skip without, the rest write their own BBH-shaped files.
+SHARED_BBH = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbh"
+if SHARED_BBH.is_dir():
+    os.environ.setdefault("BBH_DIR", str(SHARED_BBH))
 
 # Without the optional alpaca-eval package, AlpacaEval's annotator prompt comes from the peer folder's copy (as a user
 # would pass it with judge.alpaca_eval_prompt); tests that hide the package on purpose unset this.

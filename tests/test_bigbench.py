@@ -16,8 +16,14 @@ def write_task(root, name, examples, **fmt):
     return d / "task.json"
 
 
+def place(i):  # a distinct destination per example: inputs differing in one digit only would be near-duplicates
+    import hashlib
+
+    return hashlib.sha256(str(i).encode()).hexdigest()[:12]
+
+
 def mc_examples(n, tag="q"):
-    return [{"input": f"{tag} {i}: which way?", "target_scores": {"left": int(i % 2 == 0), "right": int(i % 2 == 1)},
+    return [{"input": f"{tag} {i}: which way to {place(i)}?", "target_scores": {"left": int(i % 2 == 0), "right": int(i % 2 == 1)},
              "target": "left" if i % 2 == 0 else "right"} for i in range(n)]
 
 
@@ -75,7 +81,7 @@ def test_eval_items_follow_bigbench_formatting_and_score_as_mcq(bb):
     it = task.load_records()[0]
     n = int(it["extra"]["input"].split()[1].rstrip(":"))
     assert it["choices"] == ["left", "right"] and it["answer"] == n % 2
-    assert task.render_prompt(it) == f"Decide.\n\nQ: q {n}: which way?\n  choice: left\n  choice: right\nA:"
+    assert task.render_prompt(it) == f"Decide.\n\nQ: q {n}: which way to {place(n)}?\n  choice: left\n  choice: right\nA:"
     assert task.continuations(it) == [" left", " right"]
     assert task.source.startswith("bigbench:") and task.source.endswith("navigate/task.json")
     hyper = load_task("bigbench:hyperbaton")

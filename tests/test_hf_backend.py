@@ -107,3 +107,18 @@ def test_mcq_accuracy_matches_hand_computation(hf_backend, tmp_path):
         pred_norm = max(range(4), key=lambda i: hand[i] / len(row["choices"][i]))  # lm-eval: characters, no space
         assert (rec["pred"], rec["pred_norm"]) == (pred, pred_norm)
         assert rec["acc"] == float(pred == row["answer"]) and rec["acc_norm"] == float(pred_norm == row["answer"])
+
+
+def test_shared_prefix_scores_equal_the_per_pair_path(tiny_model_dir):
+    from bench.backends.base import LoglikRequest
+    from bench.backends.hf import HFBackend
+
+    plain = HFBackend(tiny_model_dir, batch_size=3, progress=False)
+    shared = HFBackend(tiny_model_dir, batch_size=3, progress=False, share_prefix=True)
+    reqs = [LoglikRequest("a", "Question: which colour is the sky?\nAnswer:", [" blue", " a pale grey", " (C)"]),
+            LoglikRequest("b", "x" * 3, [" yes", " no"]),
+            LoglikRequest("c", "Pick one of fourteen:", [f" ({chr(65 + k)}) option {k}" for k in range(14)])]
+    a, b = plain.loglikelihood(reqs), shared.loglikelihood(reqs)
+    assert [len(x) for x in b] == [3, 2, 14]
+    for ra, rb in zip(a, b):
+        assert rb == pytest.approx(ra, rel=1e-4, abs=1e-4)

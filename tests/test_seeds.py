@@ -89,9 +89,12 @@ def test_seeds_are_validated_and_absent_seeds_keep_the_old_config_hash():
     d["model"] = {k: v for k, v in d["model"].items() if k != "trainable_layers"}  # unset: left out too
     d["train"]["mixup_reduction"] = "pair"  # a removed option, hashed at its old value (sftmix.config.REMOVED)
     del d["contamination"]  # an analysis of the data, not of the results: never hashed
+    del d["dynamics"]["split"], d["generation"]["share_prefix"]  # added options, left out at their default (ADDED)
     assert cfg.config_hash() == hash_obj(d) and RunConfig().run.seeds is None
     assert load_run_config(None, {"contamination.n": 8, "contamination.enabled": False}).config_hash() == \
         cfg.config_hash()
+    assert load_run_config(None, {"dynamics.split": "per_source"}).config_hash() != cfg.config_hash()
+    assert load_run_config(None, {"share_prefix": "true"}).config_hash() != cfg.config_hash()
     assert load_run_config(None, {"seeds": "0"}).config_hash() != cfg.config_hash()
     assert load_run_config(None, {"trainable_layers": 1}).config_hash() != cfg.config_hash()
     assert load_run_config(None, {"seeds": 3}).run.seeds == [3]
@@ -115,7 +118,7 @@ def test_study_report_reproduces_the_per_seed_deltas_and_writes_its_files(seeded
     out = seeded_run[0]
     dest = tmp_path / "report"
     assert report.main([str(out), str(dest), "--group", "all=bigbench:navigate,hhh_alignment",
-                        "--command", "bench run ..."]) == 0
+                        "--command", "bench run ...", "--near-duplicates"]) == 0
     acc = {(v, s, t): json.loads((out / "scores" / f"{v}@s{s}" / f"{t}.json").read_text())["metrics"]["acc"]
            for v in ("ntp", "sftmix") for s in SEEDS for t in ("bigbench:navigate", "hhh_alignment")}
     rows = {r["task"]: r for r in csv.DictReader((dest / "table.csv").open())}
@@ -128,3 +131,17 @@ def test_study_report_reproduces_the_per_seed_deltas_and_writes_its_files(seeded
     for f in ("table.md", "deltas.png", "confidence.png", "provenance.json", "command.txt"):
         assert (dest / f).exists(), f
     assert json.loads((dest / "provenance.json").read_text())["report"]["baseline"] == "ntp"
+    # answer distributions: each variant's picks over seeds and items, beside the gold answers
+    from bench.rundir import RunDir, read_jsonl
+
+    dist = json.loads((dest / "answers.json").read_text())["bigbench:navigate"]
+    recs = [r for s in SEEDS for r in read_jsonl(RunDir(out).generations(f"sftmix@s{s}", "bigbench:navigate"))]
+    assert dist["n"] == len(recs) == 24
+    picks = [r["continuations"][r["pred"]] for r in recs]
+    assert dist["sftmix"] == {o: pytest.approx(picks.count(o) / 24) for o in set(picks)}
+    gold = [r["continuations"][r["answer"]] for r in recs]
+    assert dist["gold"] == {o: pytest.approx(gold.count(o) / 24) for o in set(gold)}
+    assert "| gold |" in (dest / "answers.md").read_text()
+    assert "| navigate | 48 |" in (dest / "confidence-by-source.md").read_text()  # 24 rows x 2 seeds
+    # the eval bucket holds no near-duplicate of a training row
+    assert "| bigbench:navigate | 12 | 0 |" in (dest / "near-duplicates.md").read_text()

@@ -38,8 +38,10 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, model_path: str, device: str | None = None, dtype: Any = None, batch_size: int = 8,
-                 template: str | None = None, progress: bool = True, model=None, tokenizer=None):
+                 template: str | None = None, progress: bool = True, model=None, tokenizer=None,
+                 share_prefix: bool = False):
         self.model_path = str(model_path)
+        self.share_prefix = share_prefix
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.batch_size = int(batch_size)
         self.progress = progress
@@ -133,7 +135,11 @@ class HFBackend:
 
     @torch.no_grad()
     def loglikelihood(self, requests: list[LoglikRequest]) -> list[list[float]]:
-        """Summed log-probability of each continuation's tokens given its context."""
+        """Summed log-probability of each continuation's tokens given its context.
+
+        With ``share_prefix`` a request whose continuations all follow the same context tokens runs that context
+        once and scores every continuation from a copy of its KV cache (:meth:`_loglik_shared`): the same numbers up
+        to float rounding, at about 1/n of the cost for n options with a long context."""
         pairs = []  # (request index, choice index, context ids, continuation ids)
         for ri, r in enumerate(requests):
             for ci, cont in enumerate(r.continuations):
@@ -142,8 +148,10 @@ class HFBackend:
                     raise ValueError(f"{r.example_id}: continuation {cont!r} encodes to no tokens")
                 pairs.append((ri, ci, ctx_ids, cont_ids))
         max_len = max_length(self.model.config, self.tokenizer)
-        pairs.sort(key=lambda p: -(len(p[2]) + len(p[3])))
         scores = [[0.0] * len(r.continuations) for r in requests]
+        if self.share_prefix:
+            pairs = self._score_shared(pairs, scores, max_len)
+        pairs.sort(key=lambda p: -(len(p[2]) + len(p[3])))
         bar = tqdm(total=len(pairs), desc="hf loglikelihood", disable=not self.progress, leave=False)
         for start in range(0, len(pairs), self.batch_size):
             batch = pairs[start:start + self.batch_size]
@@ -152,6 +160,59 @@ class HFBackend:
             bar.update(len(batch))
         bar.close()
         return scores
+
+    def _score_shared(self, pairs: list, scores: list[list[float]], max_len: int) -> list:
+        """Score the requests whose continuations share their context tokens (and fit ``max_len``) into
+        ``scores``; return the other pairs, for the per-pair path."""
+        by_request: dict[int, list] = {}
+        for p in pairs:
+            by_request.setdefault(p[0], []).append(p)
+        rest = []
+        bar = tqdm(total=len(by_request), desc="hf loglikelihood (shared prefix)", disable=not self.progress,
+                   leave=False)
+        for ri, group in by_request.items():
+            ctx = group[0][2]
+            if any(p[2] != ctx for p in group) or len(ctx) + max(len(p[3]) for p in group) - 1 > max_len:
+                rest += group
+            else:
+                for (_, ci, _, _), value in zip(group, self._loglik_shared(ctx, [p[3] for p in group])):
+                    scores[ri][ci] = value
+            bar.update(1)
+        bar.close()
+        return rest
+
+    def _loglik_shared(self, ctx: list[int], conts: list[list[int]]) -> list[float]:
+        """Each continuation's summed log-probability after ``ctx``: one pass over the context with its KV cache,
+        whose last position scores every continuation's first token; the cache repeated once per continuation
+        longer than one token, which then runs its remaining tokens (right-padded: causal attention never looks at
+        the padding)."""
+        dev = self.device
+        out = self.model(input_ids=torch.tensor([ctx], device=dev), use_cache=True, logits_to_keep=1)
+        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+        values = [float(first[c[0]]) for c in conts]
+        longer = [i for i, c in enumerate(conts) if len(c) > 1]
+        if not longer:
+            return values
+        width = max(len(conts[i]) - 1 for i in longer)
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(len(longer))
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([conts[i][:-1] + [pad] * (width - len(conts[i]) + 1) for i in longer], device=dev)
+        mask = torch.ones(len(longer), len(ctx) + width, dtype=torch.long, device=dev)
+        for row, i in enumerate(longer):
+            mask[row, len(ctx) + len(conts[i]) - 1:] = 0
+        positions = torch.arange(len(ctx), len(ctx) + width, device=dev).expand(len(longer), -1)
+        import inspect
+
+        # transformers renamed past_key_values to cache (5.2x); pass the name this model's forward takes
+        name = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
+                            **{name: cache}).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        for row, i in enumerate(longer):
+            target = torch.tensor(conts[i][1:], device=dev)
+            values[i] += float(logprobs[row, :len(target)].gather(-1, target[:, None]).sum())
+        return values
 
     def _loglik_batch(self, batch: list[tuple[list[int], list[int]]], max_len: int) -> list[float]:
         # lm-eval's input: (context + continuation)[-(max_len + 1):][:-1] - the last token is only ever a target,

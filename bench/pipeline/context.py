@@ -72,6 +72,18 @@ class RunContext:
         """``v``'s run.seeds seed, ``None`` without run.seeds (keys and paths then carry no seed)."""
         return self.seed_of.get(v.name)
 
+    def reference_stands_in(self, v: Variant) -> bool:
+        """Whether the run's own reference run (target model, ``v``'s seed) trains exactly ``v``
+        (:func:`sftmix.recipe.reference_stands_in`): then it keeps its model and ``v`` adopts it, one training
+        fewer per seed. Single-process runs only."""
+        from sftmix.recipe import reference_stands_in
+
+        seed = self.seed_arg(v)
+        has_reference = any(w.needs_confidence and w.reference_model in (None, self.cfg.model.model)
+                            and self.seed_arg(w) == seed for w in self.variants)
+        return (has_reference and self.cfg.run.num_gpus <= 1
+                and reference_stands_in(v, self.train_config(seed)))
+
     # -- paths --------------------------------------------------------------------------------------------------
     def dyn_dir(self, ref: str | None, seed: int | None = None) -> Path:
         return self.rd.dynamics_dir(None if ref in (None, self.cfg.model.model) else hash_obj(ref, 8), seed)

@@ -31,6 +31,7 @@ class Stage:
     task: str | None = None  # generate / score
     reference: str | None = None  # dynamics: the reference model (None: the run's model)
     seed: int | None = None  # dynamics: the run.seeds seed (None without run.seeds)
+    note: str = ""  # shown in the plan (e.g. a training the reference run stands in for)
 
 
 def build_stages(ctx: RunContext) -> list[Stage]:
@@ -56,9 +57,15 @@ def build_stages(ctx: RunContext) -> list[Stage]:
     trains = {}
     for v in ctx.variants:
         parent = dyn.get((v.reference_model, ctx.seed_arg(v))) if v.needs_confidence else None
-        trains[v.name] = Stage(f"train/{v.name}", "train", train_key(ctx, v, parent.key if parent else None),
-                               (parent.name,) if parent else (), stage_resources(cfg, "train"),
-                               (ctx.model_dir(v),), (ctx.variant_dir(v),), variant=v.name)
+        seed = ctx.seed_arg(v)
+        note, deps = "", (parent.name,) if parent else ()
+        if ctx.reference_stands_in(v):  # it adopts the reference run's model: that run comes first
+            ref = next(s for (r, sd), s in dyn.items() if sd == seed and r in (None, cfg.model.model))
+            note, deps = f"the reference run {ref.name} trains exactly this: its model is reused, no training", \
+                (ref.name,)
+        trains[v.name] = Stage(f"train/{v.name}", "train", train_key(ctx, v, parent.key if parent else None), deps,
+                               stage_resources(cfg, "train"), (ctx.model_dir(v),), (ctx.variant_dir(v),),
+                               variant=v.name, note=note)
     stages += trains.values()
     gens = {}
     for v in ctx.variants:

@@ -32,7 +32,8 @@ def _base(ctx: RunContext, seed: int | None = None) -> dict:
 
 def dyn_key(ctx: RunContext, ref: str | None, seed: int | None = None) -> str:
     """Key of the training-dynamics (reference) run for reference model ``ref`` at ``seed``."""
-    return hash_obj({"stage": "dynamics", **_base(ctx, seed), "dynamics": ctx.cfg.dynamics.__dict__, "reference": ref})
+    return hash_obj({"stage": "dynamics", **_base(ctx, seed), "dynamics": hashed_section("dynamics", ctx.cfg.dynamics),
+                     "reference": ref})
 
 
 def train_key(ctx: RunContext, v: Variant, dyn: str | None) -> str:
@@ -46,7 +47,7 @@ def gen_key(ctx: RunContext, train: str, task: Task) -> str:
     cfg = ctx.cfg
     return hash_obj({"stage": "generate", "train": train, "task": task.name,
                      "task_def": {k: val for k, val in asdict(task).items() if k not in _TASK_FIELDS_NOT_KEYED},
-                     "generation": cfg.generation.__dict__, "limit": cfg.run.limit,
+                     "generation": hashed_section("generation", cfg.generation), "limit": cfg.run.limit,
                      # only when not the default, so runs from before limit_mode keep their keys
                      **({"limit_mode": cfg.run.limit_mode} if cfg.run.limit_mode != "first" else {}),
                      "local_data": cfg.run.data_paths.get(task.name), "referenced_only": ctx.referenced_only(task)})

@@ -28,6 +28,8 @@ def plan(cfg: RunConfig, runner: Runner, warnings: Sequence[str] = ()) -> str:
         elif s.kind == "score" and (k := n_judge_calls(ctx, s)):
             extra = f"  ({k} judge calls)"
             n_judge += k if st != "done" else 0
+        elif s.note:
+            extra = f"  ({s.note})"
         lines.append(f"  {_VERB.get(st, 'run'):<6} {s.name}{extra}")
     lines.append(f"generations to make: {n_gen} (backend {cfg.generation.backend}, at most; cached ones are free)")
     lines.append("protocols:")

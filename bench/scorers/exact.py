@@ -73,3 +73,35 @@ class ExactScorer(Scorer):
 
 
 SCORERS.add("exact", ExactScorer(), "generated short answer, normalised exact match")
+
+
+def strict_match(prediction: str, answer: str) -> float:
+    """1.0 when the reply's first non-empty line equals the answer after case-folding and collapsing whitespace
+    (punctuation kept: BBH's dyck_languages answers are brackets), else 0.0."""
+    lines = [ln for ln in prediction.strip().splitlines() if ln.strip()]
+    first = " ".join(lines[0].casefold().split()) if lines else ""
+    return float(first == " ".join(answer.casefold().split()))
+
+
+class StrictExactScorer(ExactScorer):
+    """Exact match without SQuAD's normalisation (which deletes punctuation, so any bracket answer would match any
+    other): BIG-Bench Hard's targets, recomputed from each record's generated text."""
+
+    name = "exact_strict"
+    metrics = (Metric("exact_match", "exact match", "first line equals the answer (case-folded, whitespace collapsed, "
+                      "punctuation kept)", "%", fraction=True),)
+
+    def score(self, task, items, generations, records=(), config=None) -> ScoreResult:
+        rows = [{**g, "em": strict_match(g.get("text") or "", str(g["answer"]))} for g in generations]
+        values = [r["em"] for r in rows]
+        items_out = [{"example_id": str(r["example_id"]), "turn": int(r.get("turn", 0)), "category": r.get("category"),
+                      "value": r["em"]} for r in rows]
+        return ScoreResult({"exact_match": sum(values) / len(values) if values else None}, items_out,
+                           {"n_items": len(rows), "n_failed": 0, "metric_shown": self.primary,
+                            "protocol": self.protocol()})
+
+    def protocol(self, config=None) -> str:
+        return "exact match of the first line (case-folded, whitespace collapsed, punctuation kept)"
+
+
+SCORERS.add("exact_strict", StrictExactScorer(), "generated short answer, exact match keeping punctuation (BBH)")

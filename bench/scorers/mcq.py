@@ -11,6 +11,7 @@ MMLU). Each generations record keeps ``logliks``, ``pred``, ``pred_norm`` and ``
 from __future__ import annotations
 
 import re
+from typing import Sequence
 
 from . import SCORERS
 from .base import Metric, Scorer, ScoreResult
@@ -35,19 +36,23 @@ def score_logliks(logliks: list[float], continuations: list[str], answer: int, d
             "acc_norm": float(pred_norm == answer), "acc_bytes": float(pred_bytes == answer)}
 
 
-def parse_letter(text: str, n_choices: int, labels: str = "ABCDEFGHIJ") -> int | None:
+def parse_letter(text: str, n_choices: int, labels: Sequence[str | None] = "ABCDEFGHIJ") -> int | None:
     """The option index a generated answer names ("B", "(B) ...", "Answer: B.", "the answer is (B)"), or None.
 
-    Tried in order: an explicit "answer is X" / "Answer: X"; a leading letter; a letter followed by "." or ")";
-    any standalone capital letter in range (last resort: "A" as an article can fool it).
+    ``labels``: one per option (a string of single letters, or a list: "AA", ... past Z); options without a label
+    cannot be named. Tried in order: an explicit "answer is X" / "Answer: X"; a leading label; a label followed by
+    "." or ")"; any standalone label in range (last resort: "A" as an article can fool it).
     """
-    valid = labels[:n_choices]
-    letter = rf"\(?([{valid}])\)?(?![A-Za-z0-9])"
-    for pattern in (rf"(?i:answer\s*(?:is|:)?)\s*{letter}", rf"^\s*\(?([{valid}])(?:[.):]|\s*$)",
-                    rf"(?<![A-Za-z])\(?([{valid}])[.)]", rf"(?<![A-Za-z]){letter}"):
+    valid = [lab for lab in list(labels)[:n_choices] if lab]
+    if not valid:
+        return None
+    alt = "|".join(re.escape(lab) for lab in sorted(valid, key=len, reverse=True))
+    letter = rf"\(?({alt})\)?(?![A-Za-z0-9])"
+    for pattern in (rf"(?i:answer\s*(?:is|:)?)\s*{letter}", rf"^\s*\(?({alt})(?:[.):]|\s*$)",
+                    rf"(?<![A-Za-z])\(?({alt})[.)]", rf"(?<![A-Za-z]){letter}"):
         m = re.search(pattern, text)
         if m:
-            return valid.index(m.group(1))
+            return list(labels).index(m.group(1))
     return None
 
 

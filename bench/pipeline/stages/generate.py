@@ -33,6 +33,7 @@ def _backend(ctx: RunContext, v: Variant) -> "Counting":
     opts: dict[str, Any] = {"template": ctx.cfg.model.template}
     if g.backend == "hf":
         opts["batch_size"] = g.batch_size
+        opts["share_prefix"] = g.share_prefix
     elif g.backend == "vllm":
         opts["tensor_parallel_size"] = g.tensor_parallel_size
     return Counting(get_backend(g.backend, str(ctx.model_dir(v)), **opts), ctx.counters)

@@ -26,7 +26,9 @@ def run_dynamics_stage(ctx: RunContext, ref: str | None, d: Path, seed: int | No
         return launch(ctx, args, ctx.rd.launch_config(d), seed)
     from sftmix.recipe import run_dynamics
 
-    run_dynamics(ctx.train_config(seed), d, reference_model=ref)
+    keep = ref in (None, ctx.cfg.model.model) and any(ctx.reference_stands_in(v) for v in ctx.variants
+                                                      if ctx.seed_arg(v) == seed)
+    run_dynamics(ctx.train_config(seed), d, reference_model=ref, keep_model=keep)
 
 
 def train_stage(ctx: RunContext, v: Variant) -> None:
@@ -36,7 +38,8 @@ def train_stage(ctx: RunContext, v: Variant) -> None:
     from sftmix.recipe import finetune
 
     conf = confidence_path(ctx, v) if v.needs_confidence else None
-    finetune(v, ctx.train_config(ctx.seed_arg(v)), ctx.variant_dir(v), confidence=conf, resume=True)
+    reuse = ctx.dyn_dir(None, ctx.seed_arg(v)) if ctx.reference_stands_in(v) else None
+    finetune(v, ctx.train_config(ctx.seed_arg(v)), ctx.variant_dir(v), confidence=conf, resume=True, reuse=reuse)
 
 
 def _train_distributed(ctx: RunContext, v: Variant) -> None:
@@ -46,6 +49,8 @@ def _train_distributed(ctx: RunContext, v: Variant) -> None:
     args += [f"{k}={getattr(v, k)}" for k in ("alpha", "mu", "pairing", "ntp_weight", "irdro_tau")]
     if v.reference_model:
         args.append(f"reference_model={v.reference_model}")
+    if v.confidence_split:
+        args.append(f"confidence_split={v.confidence_split}")
     if v.needs_confidence:
         args += ["--confidence", str(confidence_path(ctx, v))]
     launch(ctx, args, ctx.rd.launch_config(vdir), ctx.seed_arg(v))
