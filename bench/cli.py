@@ -85,11 +85,27 @@ def _tolerant_output() -> None:
             pass
 
 
+_SIGNALLED: list[int] = []
+
+
+def _on_sigterm(signum, frame):
+    """SIGTERM (``kill``, a scheduler's time limit) stops like Ctrl-C: cleanly, saying what was kept."""
+    _SIGNALLED.append(signum)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     _tolerant_output()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        return _main(argv)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (an embedding program): leave its signals alone
+        previous = None
+    try:
+        rc = _main(argv)
+        return 128 + _SIGNALLED[-1] if rc == 130 and _SIGNALLED else rc
     except BrokenPipeError:  # `bench table RUN | head`: the reader left; not an error of ours
         try:
             devnull = os.open(os.devnull, os.O_WRONLY)
@@ -97,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 141
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        _SIGNALLED.clear()
 
 
 def _main(argv: list[str]) -> int:
@@ -119,7 +139,7 @@ def _main(argv: list[str]) -> int:
         print(f"bench {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        print(f"bench {args.command}: {e or 'interrupted; re-run the same command to resume'}", file=sys.stderr)
+        print(f"bench {args.command}: {str(e) or 'interrupted; re-run the same command to resume'}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         raise

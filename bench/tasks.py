@@ -42,7 +42,7 @@ from bench import task_sources
 from bench.backends.base import GenSettings
 from bench.task_fields import answer_index, compile_expr, parse_choices, required_fields, template
 from bench.task_sources import PARSERS  # noqa: F401  (part of this module's API)
-from sftmix.errors import UserError
+from sftmix.errors import UserError, first_line
 from sftmix.io import hash_obj, package_file  # noqa: F401  (package_file: part of this module's API)
 from sftmix.registry import Registry, nearest
 
@@ -109,7 +109,7 @@ class Task:
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
-            raise UserError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
+            raise UserError(f"{path}: invalid YAML: {first_line(e)}") from None
         if not isinstance(raw, dict):
             raise UserError(f"{path}: a task file must be a mapping")
         known = {f.name for f in dc_fields(cls)} - {"path", "data_hash", "source", "layout", "param"}

@@ -20,6 +20,8 @@ from urllib.parse import urlparse
 from sftmix.config import validate_config
 from sftmix.errors import UserError
 
+from .rundir import RunDir
+
 LOOPBACK = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
 
 
@@ -28,8 +30,10 @@ class EnvironmentProblem(UserError):
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").upper() in {"1", "ON", "YES", "TRUE"}
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    """Offline by the variables, or (probed once per process) because the hub cannot be reached."""
+    from sftmix.hub import offline
+
+    return offline()
 
 
 def check_model(name: str, what: str = "model.model") -> None:
@@ -43,6 +47,11 @@ def check_model(name: str, what: str = "model.model") -> None:
     if path.exists():
         if not path.is_dir() or not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
             raise UserError(f"{what}: {name} is not a model folder (no config.json in it)")
+        from sftmix.io import model_dir_problem
+
+        damaged = model_dir_problem(path)
+        if damaged and RunDir.of_model_dir(path) is None:  # a run's own trained variant is trained again instead
+            raise UserError(f"{what}: {name} cannot be loaded: {damaged}")
         return
     looks_local = name.startswith(("/", ".", "~")) or name.endswith("/") or name.count("/") > 1
     if looks_local:
@@ -54,14 +63,33 @@ def check_model(name: str, what: str = "model.model") -> None:
     except HFValidationError:
         raise UserError(f"{what}: {name!r} is neither a model preset ({', '.join(PRESETS)}), an existing local "
                         "folder nor a hub id (owner/name)") from None
-    if _offline():
-        from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
 
-        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
-            what_it_is = f"hub model {name!r}" if "/" in name else \
-                f"{name!r} is not a preset ({', '.join(PRESETS)}) or a local folder, and as a hub id it"
-            raise EnvironmentProblem(f"{what}: {what_it_is} is not in the local Hugging Face cache and HF_HUB_OFFLINE "
-                                     "is set: download it first, or pass a local folder")
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return  # in the local cache: usable online and offline
+    what_it_is = f"hub model {name!r}" if "/" in name else \
+        f"{name!r} is not a preset ({', '.join(PRESETS)}) or a local folder, and as a hub id it"
+    if _offline():
+        raise EnvironmentProblem(f"{what}: {what_it_is} is not in the local Hugging Face cache and the hub is not "
+                                 "reachable (HF_HUB_OFFLINE, or no network): download it first, or pass a local "
+                                 "folder")
+    _check_on_hub(name, what, what_it_is)
+
+
+def _check_on_hub(name: str, what: str, what_it_is: str) -> None:
+    """Online: ask the hub once whether the model exists, so a typo is one line before anything is created."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        HfApi().model_info(name, timeout=10)
+    except GatedRepoError:
+        return  # it exists; access is the download's business (a token), checked when it is loaded
+    except RepositoryNotFoundError:
+        raise UserError(f"{what}: {what_it_is} does not exist on the Hugging Face hub (or is private and no token "
+                        "is set): check the name") from None
+    except Exception:  # noqa: BLE001 - a network hiccup is not a verdict on the name: loading will tell
+        return
 
 
 def check_backend(backend: str) -> None:

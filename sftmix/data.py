@@ -96,6 +96,9 @@ def _load_with_datasets(source: str, path: Path, split: str) -> list[dict]:
         elif path.is_dir():
             ds = datasets.load_dataset(str(path), split=split)
         else:
+            from .hub import offline
+
+            offline()  # no network: offline mode first, so the hub libraries fail at once instead of retrying
             ds = datasets.load_dataset(source, split=split)
     except UserError:
         raise

@@ -351,7 +351,7 @@ def test_rerun_after_judge_failures_asks_exactly_the_failed_verdicts(copy_of):
         assert all(server.served[k] == 1 for k in served_before)  # ...and nothing already answered
         for v in VARIANTS:
             s = json.loads((copy_of / "scores" / v / "toy_open.json").read_text())
-            assert s["n_failed"] == 0 and s["failures"] == {"transport": 0, "refused": 0, "unparsable": 0}
+            assert s["n_failed"] == 0 and s["failures"] == {"transport": 0, "refused": 0, "unparsable": 0, "malformed": 0}
 
         total_before, listed_before = server.total, server.models_requests
         rc, stdout, stderr = bench(*run_args(copy_of, *judge_args(server, "judge.max_retries=0")))

@@ -135,6 +135,8 @@ class BaseJudge:
         self.log_path = Path(log_path) if log_path else None
         self._log_lock = threading.Lock()
         self._stop = threading.Event()  # set on Ctrl-C or a refusal: workers take no new request, retries end
+        self.verdicts_made = 0  # verdicts this judge produced (cache hits excluded), for closing summaries
+        self.verdicts_cached = 0  # verdicts served from the cache
 
     # -- public -----------------------------------------------------------------------------------------------
     def judge_many(self, requests: list[JudgeRequest], repeats: int = 1, progress: bool = True) -> list[Verdict]:
@@ -157,11 +159,13 @@ class BaseJudge:
                 results[key] = hit
             else:
                 todo.append(key)
+        self.verdicts_cached += len(unique) - len(todo)
         bar = tqdm(total=len(todo), desc=f"judge {self.name}", disable=not progress or not todo)
         try:
             refused = self._run_pool(todo, unique, results, bar)
         finally:
             bar.close()
+            self.verdicts_made += sum(1 for k in todo if k in results)
         if refused is not None:
             raise JudgeRefused(f"judge {self.name} refused the request ({refused.error}); nothing was written - "
                                "check the API key, model name and base URL")

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from sftmix.errors import UserError
+from sftmix.errors import UserError, first_line
 from sftmix.io import hash_obj
 from sftmix.registry import nearest
 
@@ -97,7 +97,7 @@ def load_judge_config(name_or_path: str | os.PathLike, variables: dict[str, str 
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise UserError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
+        raise UserError(f"{path}: invalid YAML: {first_line(e)}") from None
     for key in ("mode", "model", "parser", "prompts"):
         if key not in raw:
             raise UserError(f"{path}: missing field {key!r}")

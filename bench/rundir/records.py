@@ -61,7 +61,7 @@ class TaskSummary:
     n_failed: int = 0
     repeats: int = 1
     metric_shown: str | None = None  # mcq: which metric the task reports (acc, acc_norm, ...)
-    failures: dict | None = None  # failed verdicts by cause: {transport, refused, unparsable}
+    failures: dict | None = None  # failed verdicts by cause: {transport, refused, unparsable, malformed}
     protocol: str | None = None  # the peer protocol the numbers follow (scorer + judge prompts)
     conformant: bool | None = None  # False: made another way, not comparable with the published benchmark
     seed: int | None = None
@@ -181,6 +181,7 @@ class RunConfigRecord:
 
     run: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
+    generation: dict = field(default_factory=dict)
 
     @classmethod
     def read(cls, rd: RunDir) -> "RunConfigRecord":
@@ -191,9 +192,11 @@ class RunConfigRecord:
         try:
             cfg = yaml.safe_load(rd.config.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
-            fail(f"{rd.config}: invalid YAML ({str(e).splitlines()[0]})")
+            fail(f"{rd.config}: invalid YAML ({(str(e).splitlines() or [type(e).__name__])[0]})")
+        except UnicodeDecodeError:
+            fail(f"{rd.config}: not UTF-8 text: the file is damaged")
         cfg = cfg if isinstance(cfg, dict) else {}
-        return cls(run=cfg.get("run") or {}, model=cfg.get("model") or {})
+        return cls(**{k: cfg.get(k) if isinstance(cfg.get(k), dict) else {} for k in ("run", "model", "generation")})
 
     @property
     def model_name(self) -> str:

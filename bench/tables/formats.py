@@ -28,7 +28,8 @@ def format_table(table: Table, fmt: str = "md") -> str:
     if fmt == "md":
         return _md(table.display_frame()) + "\n\n" + "\n".join(f"- {n}" for n in table.notes) + "\n"
     if fmt == "csv":
-        return table.numeric_frame().to_csv(index=False)
+        # 12 significant digits: the numbers as computed, without binary noise such as 27.500000000000004
+        return table.numeric_frame().to_csv(index=False, float_format="%.12g")
     if fmt in ("latex", "tex"):
         # pandas' to_latex goes through Styler, which needs jinja2 (a torch dependency, so always installed).
         tex = table.display_frame().to_latex(index=False, escape=True)

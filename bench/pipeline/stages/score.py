@@ -29,6 +29,8 @@ def score_stage(ctx: RunContext, v: Variant, task: Task) -> dict:
                          repeats=ctx.cfg.judge.repeats, progress=ctx.progress, judge_args=ctx.cfg.judge,
                          config=ctx.judge_config(task))
     ctx.counters["judge_requests"] += judge_calls_made(ctx) - before
+    if judge is not None:  # verdicts, whatever made them (the reference rubric sends no request)
+        ctx.counters["judge_verdicts"] = judge.verdicts_made
     failures = {k: n for k, n in (summary.get("failures") or {}).items() if n}
     # A deterministic judge gives the same failure again; an LLM judge may not: leave its stage open.
     retry = bool(failures) and judge is not None and judge.kind != "reference"

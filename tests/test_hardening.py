@@ -1,0 +1,511 @@
+"""Hardening (issue 18): every probe of a new user or a hostile tester gives one line and a non-zero exit, or the
+correct result, with nothing lost and no traceback. Bad CLI values, damaged files, full or read-only disks, long
+prompts, no network, tables that say what they lack. The judge's own probes are in test_judge_hardening.py."""
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.rundir import ItemValues, Provenance, RunDir, TaskSummary
+from sftmix.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(*argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main([str(a) for a in argv])
+        except SystemExit as e:  # argparse's own exits (errors, --version)
+            rc = e.code
+    return rc, out.getvalue(), err.getvalue()
+
+
+def the_error(cmd: str, result: tuple[int, str, str], *needles: str) -> str:
+    """Exit 2 and the last stderr line is the one ``bench CMD: error: ...`` line (no traceback)."""
+    rc, _, stderr = result
+    assert "Traceback" not in stderr, stderr
+    assert rc == 2, stderr[-3000:]
+    errors = [ln for ln in stderr.splitlines() if ln.startswith(f"bench {cmd}: error: ")]
+    assert len(errors) == 1 and stderr.strip().splitlines()[-1] == errors[0], stderr[-3000:]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+# ---- plain mistakes on the command line: one line, exit 2, no results folder -------------------------------------
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("inputs")
+    (d / "a_dir").mkdir()
+    (d / "empty_dir").mkdir()
+    (d / "binary.yaml").write_bytes(bytes(range(256)) * 4)
+    (d / "empty.jsonl").write_text("")
+    (d / "blank.jsonl").write_text("\n\n  \n")
+    (d / "utf16.yaml").write_text("run:\n  limit: 2\n", encoding="utf-16")
+    (d / "list.yaml").write_text("- a\n- b\n")
+    return {k.replace(".", "_"): d / k for k in ("a_dir", "empty_dir", "binary.yaml", "empty.jsonl", "blank.jsonl",
+                                                 "utf16.yaml", "list.yaml")}
+
+
+RUN_MISTAKES = {
+    "config_is_a_directory": (["--config", "{a_dir}"], ["a_dir is a directory"]),
+    "config_is_binary": (["--config", "{binary_yaml}"], ["binary.yaml", "not a text file"]),
+    "config_is_utf16": (["--config", "{utf16_yaml}"], ["utf16.yaml", "not a text file"]),
+    "config_is_a_list": (["--config", "{list_yaml}"], ["list.yaml", "mapping"]),
+    "data_path_empty_file": (["--data-path", "toy_open={empty_jsonl}"], ["empty.jsonl", "is empty"]),
+    "data_path_blank_file": (["--data-path", "toy_open={blank_jsonl}"], ["blank.jsonl", "is empty"]),
+    "data_path_empty_dir": (["--data-path", "toy_open={empty_dir}"], ["empty_dir", "is empty"]),
+    "seed_2_32": (["seeds=4294967296"], ["run.seeds", "<= 4294967295"]),
+    "seeds_list_2_32": (["seeds=0,4294967296"], ["run.seeds", "<= 4294967295"]),
+    "train_seed_2_32": (["train.seed=4294967296"], ["train.seed", "<= 4294967295"]),
+    "train_seed_negative": (["seed=-1"], ["train.seed", ">= 0"]),
+    "alpha_negative": (["alpha=-1"], ["alpha must be > 0"]),
+    "alpha_on_ntp_only": (["--variants", "ntp", "alpha=1.0"], ["alpha=1.0 applies to SFTMix-family", "only ntp"]),
+    "pairing_unknown": (["pairing=sideways"], ["unknown pairing 'sideways'"]),
+    "irdro_tau_without_irdro": (["irdro_tau=2"], ["irdro_tau=2 applies to IR-DRO"]),
+    "limit_text": (["limit=many"], ["run.limit", "'many'"]),
+    "max_new_tokens_zero": (["generation.max_new_tokens=0"], ["generation.max_new_tokens", ">= 1"]),
+    "hub_id_typo_offline": (["--model", "meta-llama/Llama-3.1-8BB"], ["meta-llama/Llama-3.1-8BB",
+                                                                       "not in the local Hugging Face cache"]),
+}
+
+
+@pytest.mark.parametrize("case", list(RUN_MISTAKES))
+def test_run_mistakes_are_one_line_and_create_nothing(case, inputs, tmp_path):
+    args, needles = RUN_MISTAKES[case]
+    out = tmp_path / "run"
+    fmt = {k: str(v) for k, v in inputs.items()}
+    the_error("run", bench("run", "--out", out, *[a.format(**fmt) for a in args]), *needles)
+    assert not out.exists()
+
+
+def test_a_folder_named_like_a_bundled_config_does_not_shadow_it(tmp_path, monkeypatch):
+    (tmp_path / "default").mkdir()  # e.g. runs/default, then `cd runs && bench run --dry-run`
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = bench("run", "--dry-run", "--out", tmp_path / "x")
+    assert rc == 0 and "plan for" in out, err
+
+
+TABLE_MISTAKES = {
+    "resamples_zero": (["--resamples", "0"], ["--resamples must be >= 1", "got 0"]),
+    "resamples_negative": (["--resamples", "-5"], ["--resamples must be >= 1", "got -5"]),
+    "seed_negative": (["--seed", "-1"], ["--seed"]),
+    "seed_2_32": (["--seed", str(2**32)], ["--seed"]),
+    "out_is_a_dir": (["--out", "{dir}"], ["is a directory"]),
+    "out_trailing_slash": (["--out", "{dir}/new/"], ["is a directory"]),
+    "unknown_layout": (["--layout", "mian"], ["invalid choice"]),
+}
+
+
+@pytest.mark.parametrize("case", list(TABLE_MISTAKES))
+def test_table_mistakes(case, tmp_path):
+    run = tmp_path / "run"
+    write_run(run, variants=("ntp", "sftmix"))
+    (tmp_path / "d").mkdir()
+    args, needles = TABLE_MISTAKES[case]
+    the_error("table", bench("table", run, *[a.format(dir=tmp_path / "d") for a in args]), *needles)
+
+
+def test_version():
+    rc, out, _ = bench("--version")
+    assert rc == 0 and out.startswith("bench 0.") and "sftmix-bench" in out
+
+
+GENERATE_MISTAKES = {
+    "batch_size_zero": (["--batch-size", "0"], ["--batch-size must be >= 1"]),
+    "max_new_tokens_negative": (["--max-new-tokens", "-1"], ["--max-new-tokens must be >= 1"]),
+    "temperature_negative": (["--temperature", "-0.5"], ["--temperature must be >= 0"]),
+    "temperature_nan": (["--temperature", "nan"], ["--temperature must be >= 0"]),
+    "seed_2_32": (["--seed", str(2**32)], ["--seed"]),
+    "repeat_negative": (["--repeat", "-1"], ["--repeat must be >= 0"]),
+    "empty_task_list": (["--tasks", ","], ["--tasks names no task"]),
+    "backend_unknown": (["--backend", "tgi"], ["invalid choice"]),
+    "data_path_empty_file": (["--tasks", "toy_open", "--data-path", "toy_open={empty}"], ["is empty"]),
+}
+
+
+@pytest.mark.parametrize("case", list(GENERATE_MISTAKES))
+def test_generate_mistakes(case, inputs, tmp_path):
+    args, needles = GENERATE_MISTAKES[case]
+    out = tmp_path / "gen"
+    args = [a.format(empty=inputs["empty_jsonl"]) for a in args]
+    the_error("generate", bench("generate", "--model", "tiny-llama", "--out", out, *args), *needles)
+    assert not out.exists()
+
+
+# ---- variant options and the closing summary ---------------------------------------------------------------------
+
+def test_run_variant_options_apply_to_the_sftmix_family():
+    from bench.config import experiment_path, load_run_config
+    from bench.pipeline.selection import run_variants
+
+    cfg = load_run_config(experiment_path("default"), {"alpha": 1.0, "mu": 0.5,
+                                                       "run.variants": "ntp,sftmix,mixup-only,irdro"})
+    got = {v.name: (v.alpha, v.mu, v.irdro_tau) for v, _ in run_variants(cfg)}
+    assert got == {"ntp": (0.5, 0.0, 0.0), "sftmix": (1.0, 0.5, 0.0), "mixup-only": (1.0, 0.5, 0.0),
+                   "irdro": (0.5, 0.0, 1.0)}
+    plain = load_run_config(experiment_path("default"), {})
+    assert cfg.config_hash() != plain.config_hash()  # results of another α/μ never share a directory silently
+    swept = load_run_config(experiment_path("default"), {"variant.irdro_tau": 2.0, "run.variants": "ntp,irdro"})
+    assert [v.irdro_tau for v, _ in run_variants(swept)] == [0.0, 2.0]
+
+
+def test_closing_summary_counts_reference_verdicts_honestly():
+    from bench.commands.run import judge_count
+    from bench.config import load_run_config
+
+    cfg = load_run_config(None, {})
+    assert judge_count(cfg, {"judge_requests": 0, "judge_verdicts": 140}) == \
+        "judge verdicts: 140 (reference rubric, no requests)"
+    cfg = load_run_config(None, {"judge.model": "gpt-4o-mini"})
+    assert judge_count(cfg, {"judge_requests": 72, "judge_verdicts": 70}) == \
+        "judge requests: 72 (gpt-4o-mini; 70 new verdicts)"
+
+
+# ---- tables say what they lack -----------------------------------------------------------------------------------
+
+def write_run(run: Path, variants=("ntp", "sftmix"), tasks=("toy_open", "toy_mcq"), config_variants=None,
+              judge: str = "reference-rubric-v1", judge_kind: str = "reference", status: str | None = "done",
+              mcq_values=(0.55, 0.275)) -> None:
+    rd = RunDir(run)
+    run.mkdir(parents=True, exist_ok=True)
+    listed = config_variants if config_variants is not None else variants
+    rd.config.write_text(f"run:\n  variants: [{', '.join(listed)}]\n  tasks: [{', '.join(tasks)}]\n"
+                         "  train_data_name: toy\nmodel:\n  model: tiny-llama\n")
+    if status:
+        Provenance("abc", status, {}).write(rd)
+    for k, v in enumerate(variants):
+        if "toy_open" in tasks:
+            items = [{"example_id": f"o{i}", "turn": 1, "value": 4.0 + k + i} for i in range(4)]
+            TaskSummary(task="toy_open", variant=v, metrics={"overall": 5.5 + k}, kind="chat", model="tiny-llama",
+                        train_data="toy", judge=judge, judge_kind=judge_kind, n_items=4).write(rd)
+            ItemValues(items).write(rd, v, "toy_open")
+        if "toy_mcq" in tasks:
+            TaskSummary(task="toy_mcq", variant=v, metrics={"acc": mcq_values[k % 2]}, kind="mcq",
+                        model="tiny-llama", train_data="toy", metric_shown="acc", n_items=40).write(rd)
+
+
+def test_table_of_an_unfinished_run_names_the_missing_variant(tmp_path):
+    run = tmp_path / "run"
+    write_run(run, variants=("ntp",), config_variants=("ntp", "sftmix"), status="running")
+    rc, out, err = bench("table", run)
+    assert rc == 0, err
+    assert "INCOMPLETE" in out and "sftmix on toy_open" in out and "sftmix on toy_mcq" in out
+    assert "provenance status: running" in out
+    assert "bench table: warning: INCOMPLETE" in err
+
+
+def test_table_leaves_out_scores_of_an_earlier_config(tmp_path):
+    run = tmp_path / "run"
+    write_run(run, variants=("ntp", "sftmix"), config_variants=("ntp",))  # `--force --variants ntp` afterwards
+    rc, out, err = bench("table", run)
+    assert rc == 0, err
+    assert "SFTMix" not in out.split("\n\n")[0]  # no SFTMix row
+    assert "not shown: scores of sftmix" in out
+
+
+def test_table_over_runs_with_different_judges_says_which_row_is_which(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_run(a, judge="gpt-4o-2024-08-06", judge_kind="llm")
+    write_run(b, variants=("sftmix",), judge="reference-rubric-v1", judge_kind="reference")
+    rc, out, err = bench("table", a, b)
+    assert rc == 0, err
+    header = out.splitlines()[0]
+    assert "| Judge |" in header
+    lines = [ln for ln in out.splitlines() if ln.startswith("| ") and "SFTMix" in ln]
+    assert len(lines) == 2
+    llm = next(ln for ln in lines if "gpt-4o" in ln)
+    ref = next(ln for ln in lines if "reference-rubric" in ln)
+    assert "(+1.00" in llm  # same judge as its NTP row: Δ
+    ref_open = ref.split("|")[header.split("|").index(next(c for c in header.split("|") if "toy_open" in c))]
+    assert "(" not in ref_open  # another judge than the NTP row: no Δ
+    assert "DIFFERENT JUDGES for toy_open" in out and "DIFFERENT JUDGES" in err
+
+
+def test_csv_has_no_float_noise(tmp_path):
+    run = tmp_path / "run"
+    write_run(run, mcq_values=(0.275, 0.55))  # 0.275 * 100 = 27.500000000000004 in binary floating point
+    rc, out, err = bench("table", run, "--format", "csv")
+    assert rc == 0, err
+    assert "27.5" in out and "27.500000000000004" not in out and "0000000" not in out
+
+
+# ---- damaged files -----------------------------------------------------------------------------------------------
+
+def _fill_cache(path: Path, n: int = 2000):
+    from bench.cache import Cache
+
+    c = Cache(path)
+    for i in range(n):
+        c.put("judge", f"k{i}", {"raw": "Rating: [[5]] " + "x" * 200, "usage": {}})
+    c._close_all()
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    return path.stat().st_size
+
+
+@pytest.mark.parametrize("damage", ["truncated", "overwritten", "zeroed_page", "empty_file"])
+def test_damaged_cache_is_rebuilt_from_what_can_be_read(damage, tmp_path, capsys):
+    from bench.cache import Cache
+
+    path = tmp_path / "cache.sqlite"
+    size = _fill_cache(path)
+    with open(path, "r+b") as f:
+        if damage == "truncated":
+            f.truncate(size // 2)
+        elif damage == "overwritten":
+            f.write(b"<html>not a database</html>" * 100)
+        elif damage == "zeroed_page":
+            f.seek(size // 2)
+            f.write(b"\xff" * 4096)
+        else:
+            f.truncate(0)
+    c = Cache(path)
+    err = capsys.readouterr().err
+    if damage == "empty_file":  # an empty file is a new, empty database: nothing to say
+        assert c.recovered is None and c.count() == 0
+        return
+    assert c.recovered is not None and err.count("\n") == 1 and "was damaged" in err, err
+    aside = Path(c.recovered["aside"])
+    assert aside.exists() and aside.name.startswith("cache.sqlite.damaged-")  # the damaged copy is kept
+    n = c.count("judge")
+    assert n == c.recovered["entries"] and (n > 0 or damage == "overwritten")
+    if damage == "truncated":
+        assert n >= 500  # the rows before the cut survive
+    c.put("judge", "new", {"raw": "x"})  # the fresh cache works
+    assert c.get("judge", "new") == {"raw": "x"}
+
+
+def test_cache_errors_are_one_line(tmp_path):
+    from bench.cache import Cache
+
+    (tmp_path / "dir.sqlite").mkdir()
+    with pytest.raises(UserError, match="is a directory"):
+        Cache(tmp_path / "dir.sqlite")
+    c = Cache(tmp_path / "ok.sqlite")
+    c.put("gen", "k", {"a": 1})
+    c._conn().execute("UPDATE kv SET value='{not json' WHERE key='k'")
+    assert c.get("gen", "k") is None  # an unreadable entry is a miss (computed again), not a crash
+
+
+def test_damaged_generations_file_is_one_line(tmp_path):
+    from bench.generate import read_jsonl
+
+    p = tmp_path / "toy_open.generations.jsonl"
+    p.write_text('{"example_id": "1"}\n{"example_id": \n')
+    with pytest.raises(UserError, match=r"toy_open.generations.jsonl: line 2: invalid JSON"):
+        read_jsonl(p)
+    p.write_bytes(b'{"example_id": "\xff\xfe"}\n')
+    with pytest.raises(UserError, match="not UTF-8"):
+        read_jsonl(p)
+    p.write_text('[1, 2]\n')
+    with pytest.raises(UserError, match="expected a JSON object"):
+        read_jsonl(p)
+
+
+def test_damaged_preset_cache_is_rebuilt(tmp_path, monkeypatch, caplog):
+    from sftmix.io import model_dir_problem
+    from sftmix.presets import resolve_model
+
+    monkeypatch.setenv("SFTMIX_HOME", str(tmp_path / "home"))
+    folder = Path(resolve_model("tiny-llama"))
+    weights = folder / "model.safetensors"
+    size = weights.stat().st_size
+    with open(weights, "r+b") as f:
+        f.truncate(size // 3)
+    assert "truncated" in model_dir_problem(folder)
+    again = Path(resolve_model("tiny-llama"))
+    assert again == folder and model_dir_problem(again) is None and weights.stat().st_size == size
+    assert "damaged" in caplog.text
+    (folder / "tokenizer.json").write_text("{broken")
+    assert model_dir_problem(Path(resolve_model("tiny-llama"))) is None
+    assert json.loads((folder / "tokenizer.json").read_text())
+
+
+def test_model_dir_problem_names_what_is_wrong(tmp_path):
+    from sftmix.io import model_dir_problem
+    from sftmix.presets import resolve_model
+
+    import shutil
+
+    src = Path(resolve_model("tiny-llama"))
+    d = tmp_path / "m"
+    shutil.copytree(src, d)
+    assert model_dir_problem(d) is None
+    (d / "model.safetensors").write_bytes(b"")
+    assert "truncated" in model_dir_problem(d)
+    (d / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")
+    assert "damaged" in model_dir_problem(d)
+    (d / "model.safetensors").unlink()
+    assert "no weights" in model_dir_problem(d)
+    (d / "config.json").write_text("{")
+    assert "config.json is damaged" in model_dir_problem(d)
+
+
+def test_generate_refuses_a_damaged_local_model_in_one_line(tmp_path):
+    import shutil
+
+    from sftmix.presets import resolve_model
+
+    d = tmp_path / "my-model"
+    shutil.copytree(resolve_model("tiny-llama"), d)
+    with open(d / "model.safetensors", "r+b") as f:
+        f.truncate(1000)
+    the_error("generate", bench("generate", "--model", d, "--out", tmp_path / "gen"), "my-model", "truncated")
+    assert not (tmp_path / "gen").exists()
+
+
+# ---- full, read-only and forbidden disks ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT])
+def test_os_errors_on_write_are_one_line_and_keep_the_old_file(code, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    write_run(run)
+    out = tmp_path / "table.md"
+    out.write_text("the old table\n")
+    real = os.replace
+
+    def failing_replace(src, dst, *a, **kw):
+        if Path(dst) == out:
+            raise OSError(code, os.strerror(code))
+        return real(src, dst, *a, **kw)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    line = the_error("table", bench("table", run, "--out", out), str(out), errno.errorcode[code])
+    assert os.strerror(code) in line
+    assert out.read_text() == "the old table\n"  # nothing half-written
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".table.md")] == []  # no temporary left
+
+
+def test_os_error_anywhere_is_one_line(tmp_path, monkeypatch):
+    import bench.commands.variants as variants
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "some-cache"))
+
+    monkeypatch.setattr(variants, "run", full)
+    line = the_error("variants", bench("variants"), "No space left on device (ENOSPC)", "some-cache")
+    assert "free space" in line
+
+
+def test_read_only_results_folder_is_one_line(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root writes through read-only permissions")
+    run = tmp_path / "run"
+    write_run(run)
+    (run / "tables").mkdir()
+    os.chmod(run / "tables", 0o500)
+    try:
+        the_error("table", bench("table", run, "--out", run / "tables" / "t.md"), "Permission denied")
+    finally:
+        os.chmod(run / "tables", 0o700)
+
+
+# ---- prompts longer than the model's context ----------------------------------------------------------------------
+
+def test_fit_prompt_left_truncates_as_lm_eval_and_caps_when_needed():
+    from bench.backends.base import fit_prompt
+
+    ids = list(range(1000))
+    assert fit_prompt(ids[:100], 512, 128) == (ids[:100], 0, 128)  # fits: unchanged
+    kept, cut, new = fit_prompt(ids, 512, 128)  # lm-eval: keep the last context - max_new_tokens tokens
+    assert kept == ids[-384:] and cut == 616 and new == 128
+    kept, cut, new = fit_prompt(ids[:100], 512, 1024)  # the answer alone overflows: keep the prompt, cap the answer
+    assert kept == ids[:100] and cut == 0 and new == 412
+    kept, cut, new = fit_prompt(ids, 512, 500)  # the prompt keeps at least half the context
+    assert len(kept) == 256 and kept == ids[-256:] and new == 256
+
+
+def test_hf_generation_cuts_long_prompts_to_the_context_and_says_so(tmp_path, capsys):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from bench.backends.base import GenRequest, GenSettings
+    from bench.backends.hf import HFBackend
+    from bench.generate import generate_task
+    from bench.tasks import load_task
+    from sftmix.presets import resolve_model
+
+    path = resolve_model("tiny-llama")
+    tok = AutoTokenizer.from_pretrained(path)
+    cfg = LlamaConfig.from_pretrained(path)
+    cfg.max_position_embeddings = 64  # a tiny context: every toy prompt below overflows it
+    model = LlamaForCausalLM(cfg)
+    backend = HFBackend(path, model=model, tokenizer=tok, device="cpu", progress=False)
+    long = "word " * 3000
+    gens = backend.generate([GenRequest("t", "a", 0, [{"role": "user", "content": long}], GenSettings(16)),
+                             GenRequest("t", "b", 0, [{"role": "user", "content": "hi"}], GenSettings(8))])
+    assert gens[0].prompt_tokens == 48 and gens[0].prompt_cut > 2900 and gens[0].max_new_tokens is None
+    assert gens[1].prompt_cut == 0
+    # through generate_task: a counted warning and the record says so
+    task = load_task("toy_open")
+    items = task.load_records(limit=3)
+    for it in items:
+        it["turns"] = [t + " " + long for t in it["turns"]]
+    records = generate_task(task, backend, "tiny", tmp_path / "g.jsonl", None, settings_override={"max_new_tokens": 8},
+                            items=items)
+    err = capsys.readouterr().err
+    turns = sum(len(it["turns"]) for it in items)
+    assert f"{turns} of {turns} prompts cut on the left" in err and err.count("prompts cut") == 1
+    assert all(r["context_fit"]["prompt_cut"] > 0 and r["prompt_tokens"] <= 56 for r in records)
+
+
+def test_loglikelihood_choice_longer_than_the_context_is_one_line():
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from bench.backends.base import LoglikRequest
+    from bench.backends.hf import HFBackend
+    from sftmix.presets import resolve_model
+
+    path = resolve_model("tiny-llama")
+    cfg = LlamaConfig.from_pretrained(path)
+    cfg.max_position_embeddings = 32
+    backend = HFBackend(path, model=LlamaForCausalLM(cfg), tokenizer=AutoTokenizer.from_pretrained(path),
+                        device="cpu", progress=False)
+    ok = backend.loglikelihood([LoglikRequest("a", "long context " * 200, [" yes", " no"])])  # cut on the left
+    assert len(ok[0]) == 2
+    with pytest.raises(UserError, match="longer than the model's context"):
+        backend.loglikelihood([LoglikRequest("b", "q", [" word" * 100])])
+
+
+# ---- offline -----------------------------------------------------------------------------------------------------
+
+def test_unreachable_hub_goes_offline_once_and_says_so(tmp_path):
+    """No HF_HUB_OFFLINE, a hub nobody answers (a closed local port): one line, then offline mode, fast."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+                                                              "HF_DATASETS_OFFLINE")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", PYTHONPATH=str(ROOT))
+    code = ("from sftmix.hub import offline; import os; import huggingface_hub.constants as c; "
+            "print(offline(), offline(), os.environ['HF_HUB_OFFLINE'], c.HF_HUB_OFFLINE)")
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert p.stdout.split() == ["True", "True", "1", "True"], p.stderr
+    assert p.stderr.count("the Hugging Face hub is unreachable") == 1  # probed once
+    env["HF_HUB_OFFLINE"] = "0"  # explicit: online, no probe
+    p = subprocess.run([sys.executable, "-c", "from sftmix.hub import offline; print(offline())"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.stdout.strip() == "False" and "unreachable" not in p.stderr
+
+
+def test_typo_hub_id_without_offline_variable_creates_no_folder(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+                                                              "HF_DATASETS_OFFLINE")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", PYTHONPATH=str(ROOT))
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--model", "meta-llama/Llama-3.1-8BB", "--out",
+                        str(out)], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert p.stderr.strip().splitlines()[-1].startswith("bench run: error: model.model: hub model")
+    assert not out.exists()
