@@ -78,18 +78,44 @@ def _generate_cached(backend: Backend, identity: dict, requests: list[GenRequest
             for r in requests]
     found = [cache.get("gen", k) if cache is not None else None for k in keys]
     todo = [i for i, v in enumerate(found) if v is None]
+    def keep(j: int, gen: Generation) -> None:
+        i = todo[j]
+        found[i] = {"text": gen.text, "prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens}
+        if getattr(gen, "prompt_cut", 0):  # only when it happened: other entries keep their old shape
+            found[i]["prompt_cut"] = gen.prompt_cut
+        if getattr(gen, "max_new_tokens", None) is not None:
+            found[i]["max_new_tokens"] = gen.max_new_tokens
+        if cache is not None:
+            cache.put("gen", keys[i], found[i])
+
     if todo:
-        fresh = backend.generate([requests[i] for i in todo])
-        for i, gen in zip(todo, fresh):
-            found[i] = {"text": gen.text, "prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens}
-            if getattr(gen, "prompt_cut", 0):  # only when it happened: other entries keep their old shape
-                found[i]["prompt_cut"] = gen.prompt_cut
-            if getattr(gen, "max_new_tokens", None) is not None:
-                found[i]["max_new_tokens"] = gen.max_new_tokens
-            if cache is not None:
-                cache.put("gen", keys[i], found[i])
+        batch = [requests[i] for i in todo]
+        try:
+            if _takes_on_result(backend):  # cached batch by batch: a Ctrl-C keeps what was generated
+                fresh = backend.generate(batch, on_result=keep)
+            else:
+                fresh = backend.generate(batch)
+        except KeyboardInterrupt:
+            from sftmix.errors import Interrupted
+
+            kept = sum(found[i] is not None for i in todo)
+            raise Interrupted(f"interrupted: {kept} of the {len(todo)} generations in progress are kept in the "
+                              "cache; re-run the same command to generate only the rest") from None
+        for j, gen in enumerate(fresh):
+            if found[todo[j]] is None:
+                keep(j, gen)
     known = {"text", "prompt_tokens", "completion_tokens", "prompt_cut", "max_new_tokens"}
     return [Generation(**{k: x for k, x in v.items() if k in known}) for v in found]
+
+
+def _takes_on_result(backend: Backend) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(backend.generate).parameters
+    except (TypeError, ValueError):
+        return False
+    return "on_result" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def _loglik_cached(backend: Backend, identity: dict, requests: list[LoglikRequest],

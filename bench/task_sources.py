@@ -169,8 +169,12 @@ def _read_auto(path: Path, task: Task) -> list[dict]:
     fmt = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}.get(suffix)
     if fmt is None:
         raise UserError(f"task {task.name}: {path}: unsupported data format {suffix!r} (json, jsonl, parquet, csv)")
-    if path.stat().st_size == 0 or (fmt in ("json", "csv") and not path.read_bytes()[:1 << 16].strip()):
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if not head or (fmt in ("json", "csv") and not head.strip()):
         raise UserError(f"task {task.name}: data file {path} is empty")
+    if fmt in ("json", "csv") and head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise UserError(f"task {task.name}: data file {path} is UTF-16 text: save it as UTF-8")
     try:
         with _quiet(datasets):  # a local file loads in a blink: no "Generating train split" bars on stderr
             return datasets.load_dataset(fmt, data_files=str(path), split="train").to_list()
@@ -180,11 +184,18 @@ def _read_auto(path: Path, task: Task) -> list[dict]:
 
 @contextmanager
 def _quiet(datasets):
+    """No progress bars, and no log lines of datasets' own (a file it cannot read becomes our one error line)."""
+    import logging
+
     was = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
+    logger = logging.getLogger("datasets")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
+        logger.setLevel(level)
         if was:
             datasets.enable_progress_bars()
 

@@ -98,6 +98,21 @@ def check_backend(backend: str) -> None:
                                  "pip install 'sftmix-bench[vllm]' (Linux + GPU), or use --backend hf")
 
 
+def check_judge_url(base_url: str | None) -> None:
+    """An http(s) URL with a host (and a valid port), e.g. ``http://127.0.0.1:8000/v1``."""
+    if base_url is None:
+        return
+    try:
+        url = urlparse(base_url)
+        url.port  # noqa: B018 - raises on a malformed port
+        ok = url.scheme in ("http", "https") and bool(url.hostname)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UserError(f"judge base URL {base_url!r} is not an http(s) URL with a host, e.g. "
+                        "http://127.0.0.1:8000/v1")
+
+
 def check_judge_key(model: str | None, base_url: str | None, api_key_env: str) -> None:
     """An API judge needs its key unless it is served on this machine (a local `vllm serve` needs none)."""
     if not model or os.environ.get(api_key_env):
@@ -109,7 +124,10 @@ def check_judge_key(model: str | None, base_url: str | None, api_key_env: str) -
                              "(or name another variable with judge.api_key_env / --api-key-env)")
 
 
-def check_out(out: Path) -> None:
+def check_out(out: Path | str) -> None:
+    if str(out).strip() in ("", "."):
+        raise UserError("--out is empty: name a results folder (the current directory is never used as one)")
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory: choose a folder (it is created if absent)")
 
@@ -127,7 +145,14 @@ def validate_run(cfg, runner, *, dry_run: bool = False) -> list[str]:
             warnings.append(str(e))
 
     validate_config(cfg)
-    check_out(Path(cfg.run.out))
+    check_out(cfg.run.out)
+    from .tables.layouts import LAYOUTS
+
+    if cfg.run.layout not in LAYOUTS:  # found now, not after hours of training when the table is written
+        from sftmix.registry import nearest
+
+        raise UserError(f"unknown run.layout {cfg.run.layout!r}{nearest(cfg.run.layout, LAYOUTS)}; choose from "
+                        f"{', '.join(LAYOUTS)}")
     ctx = runner.ctx
     pending = {s.name for s in runner.stages if runner.status(s) != "done"}
     soft(check_model, cfg.model.model, "model.model")
@@ -138,6 +163,8 @@ def validate_run(cfg, runner, *, dry_run: bool = False) -> list[str]:
         soft(check_backend, cfg.generation.backend)
     judged = [t for t in ctx.tasks if ctx.scorer(t).judged and any(p == f"score/{v.name}/{t.name}"
                                                                for v in ctx.variants for p in pending)]
+    if cfg.judge.model:
+        check_judge_url(cfg.judge.base_url)
     if judged and cfg.judge.model:
         soft(check_judge_key, cfg.judge.model, cfg.judge.base_url, cfg.judge.api_key_env)
     if judged and cfg.judge.local:

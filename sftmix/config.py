@@ -27,9 +27,9 @@ PosInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
 # A random seed: what numpy, torch and `random` all accept (numpy's legacy seeding stops at 2**32 - 1).
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
-PosFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
-Ratio = Annotated[float, Field(ge=0, le=1)]
+PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Ratio = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
 
 def _bool_word(v: Any) -> Any:

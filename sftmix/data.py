@@ -63,7 +63,7 @@ def _read_jsonl(path: Path, limit: int | None) -> tuple[list[dict], list[int]]:
     """Rows and their line numbers; a malformed line is reported before datasets ever sees the file."""
     rows, lines = [], []
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a UTF-8 byte-order mark (Windows editors) is fine
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue

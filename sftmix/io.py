@@ -193,3 +193,31 @@ def model_dir_problem(path: str | os.PathLike) -> str | None:
 def _head(path: Path, n: int) -> bytes:
     with open(path, "rb") as f:
         return f.read(n)
+
+
+def file_problem(path: str | os.PathLike) -> str | None:
+    """Why a finished record file is damaged (cut short, overwritten, not UTF-8), or None: ``.parquet`` by its magic
+    bytes, ``.json`` and ``.jsonl`` by parsing. Other files, and folders, are not checked."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        if path.suffix == ".parquet":
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                head = f.read(4)
+                f.seek(max(0, size - 4))
+                tail = f.read(4)
+            return None if size >= 12 and head == tail == b"PAR1" else f"{path.name} is damaged (not a whole parquet file)"
+        if path.suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+        elif path.suffix == ".jsonl":
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    if line.strip():
+                        json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return f"{path.name} is damaged (not valid JSON{'-lines' if path.suffix == '.jsonl' else ''})"
+    except OSError as e:
+        return f"{path.name} cannot be read ({e.strerror or e})"
+    return None

@@ -8,6 +8,7 @@ import errno
 import io
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -509,3 +510,175 @@ def test_typo_hub_id_without_offline_variable_creates_no_folder(tmp_path):
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert p.stderr.strip().splitlines()[-1].startswith("bench run: error: model.model: hub model")
     assert not out.exists()
+
+
+# ---- bench judge: the data the generations were made from; Ctrl-C ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def local_gens(tmp_path_factory):
+    """Generations of toy_open made from a local copy of its data (--data-path), with ids of their own."""
+    d = tmp_path_factory.mktemp("localgens")
+    from bench.tasks import load_task
+
+    from sftmix.io import package_file
+
+    task = load_task("toy_open")
+    fb = task.data["fallback"]
+    rows = [json.loads(ln) for ln in package_file(fb["package"], fb["file"]).read_text().splitlines()[:12]]
+    for r in rows:
+        r["id"] = "mine-" + str(r["id"])
+    data = d / "mine.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    gdir = d / "gens"
+    rc, _, err = bench("generate", "--model", "tiny-llama", "--tasks", "toy_open", "--data-path", f"toy_open={data}",
+                       "--max-new-tokens", "4", "--out", gdir)
+    assert rc == 0, err
+    return gdir, data
+
+
+def test_judge_reads_the_data_path_the_generations_were_made_with(local_gens, tmp_path):
+    import shutil
+
+    src, data = local_gens
+    gdir = tmp_path / "gens"
+    shutil.copytree(src, gdir)
+    rc, out, err = bench("judge", "--generations", gdir, "--tasks", "toy_open")  # no --data-path
+    assert rc == 0, err
+    assert f"data from {data}" in out and "failed=0/0" not in out
+    summary = json.loads((gdir / "scores" / "gens" / "toy_open.json").read_text())
+    assert summary["n_items"] > 0 and summary["metrics"]["overall"] is not None
+    # other data than the generations were made from: refused, nothing written over the scores
+    other = tmp_path / "other.jsonl"
+    other.write_text(data.read_text().replace('"mine-', '"other-'))
+    before = (gdir / "scores" / "gens" / "toy_open.json").read_bytes()
+    the_error("judge", bench("judge", "--generations", gdir, "--tasks", "toy_open", "--data-path",
+                             f"toy_open={other}"), "not in the data read from", "--data-path toy_open=")
+    assert (gdir / "scores" / "gens" / "toy_open.json").read_bytes() == before
+
+
+def test_judge_without_the_recorded_data_file_is_one_line(local_gens, tmp_path):
+    import shutil
+
+    src, data = local_gens
+    gdir = tmp_path / "gens"
+    shutil.copytree(src, gdir)
+    marker = json.loads((gdir / "generate.json").read_text())
+    marker["data_paths"]["toy_open"] = str(tmp_path / "gone.jsonl")
+    (gdir / "generate.json").write_text(json.dumps(marker))
+    the_error("judge", bench("judge", "--generations", gdir, "--tasks", "toy_open"), "gone.jsonl", "is gone")
+
+
+def test_ctrl_c_under_bench_judge_sends_nothing_queued(local_gens, tmp_path):
+    """The issue's probe: after SIGINT every queued judge request used to be sent anyway (22 -> 70)."""
+    import shutil
+    import signal
+    import time
+
+    from openai_server import FakeOpenAIServer
+
+    gdir = tmp_path / "gens"
+    shutil.copytree(local_gens[0], gdir)
+    n_calls = sum(1 for _ in (gdir / "toy_open.generations.jsonl").open())  # one verdict per turn
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "sk-test"}
+    with FakeOpenAIServer(delay=0.5) as server:
+        cmd = [sys.executable, "-m", "bench.cli", "judge", "--generations", str(gdir), "--tasks", "toy_open",
+               "--data-path", f"toy_open={local_gens[1]}", "--judge-model", "judge-model", "--judge-base-url",
+               server.url, "--concurrency", "2"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 240
+            while server.total < 2 and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        sent = server.total
+        time.sleep(1.0)
+        assert server.total == sent  # nothing more was sent after the process ended
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert sent <= 4 < n_calls, (sent, n_calls)  # the 2 in flight (+2 if a pair had just finished), not all
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("bench judge: interrupted: ") and "cancelled (never sent)" in last, last
+    assert not (gdir / "scores").exists()  # no summary from a partial judging
+    # the re-run asks only what was not answered
+    with FakeOpenAIServer() as server:
+        rc, out, e2 = bench("judge", "--generations", gdir, "--tasks", "toy_open", "--data-path",
+                            f"toy_open={local_gens[1]}", "--judge-model", "judge-model", "--judge-base-url",
+                            server.url)
+        assert rc == 0, e2
+        assert server.total == n_calls - sent
+
+
+# ---- bench run end to end: Ctrl-C while judging, provenance, --force with fewer variants, a damaged model ----------
+
+SMALL_RUN = ["--limit", "6", "max_steps=4", "num_checkpoints=2", "data.max_examples=32", "max_new_tokens=8",
+             "judge.concurrency=2"]
+
+
+def _run(out: Path, *extra, env=None, timeout=900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "sk-test", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "bench.cli", "run", "--out", str(out), *SMALL_RUN, *extra],
+                          env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_bench_run_interrupt_force_and_damaged_model(tmp_path):
+    import signal
+    import time
+
+    from openai_server import FakeOpenAIServer
+
+    out = tmp_path / "run"
+    judge = lambda url: ["--judge-model", "judge-model", "--judge-base-url", url]  # noqa: E731
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "sk-test"}
+    # 1. Ctrl-C while judging: nothing queued is sent; provenance says interrupted, with the hint
+    with FakeOpenAIServer(delay=0.5) as server:  # one server throughout: its URL is part of the config
+        proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--out", str(out), *SMALL_RUN,
+                                 *judge(server.url)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, cwd=ROOT)
+        try:
+            deadline = time.monotonic() + 800
+            while server.total < 2 and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        sent = server.total
+        time.sleep(1.0)
+        assert server.total == sent
+        assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+        assert sent <= 4, sent
+        assert err.strip().splitlines()[-1].startswith("bench run: interrupted: ")
+        prov = json.loads((out / "provenance.json").read_text())
+        assert prov["status"] == "interrupted" and "re-run the same command" in prov["stopped"]["hint"]
+        server.delay = 0
+        # 2. the re-run finishes, asking only what was not answered; the summary counts requests
+        p = _run(out, *judge(server.url))
+        assert p.returncode == 0, p.stderr[-3000:]
+        total_calls = server.total
+        assert json.loads((out / "provenance.json").read_text())["status"] == "done"
+        assert f"judge requests: {total_calls - sent} (judge-model;" in p.stdout
+        # 3. --force with fewer variants: the table is this config's, not the old one with SFTMix
+        p = _run(out, "--force", "--variants", "ntp", *judge(server.url))
+        assert p.returncode == 0, p.stderr[-3000:]
+        table = p.stdout.split("\n\n")[0]
+        assert "| NTP |" in table and "SFTMix" not in table
+        assert "not shown: scores of sftmix" in p.stdout
+        # 4. a finished variant's model truncated: found, trained again from its checkpoint, saved whole
+        weights = out / "variants" / "ntp" / "model" / "model.safetensors"
+        size = weights.stat().st_size
+        with open(weights, "r+b") as f:
+            f.truncate(size // 2)
+        p = _run(out, "--variants", "ntp", *judge(server.url))
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert "model.safetensors is truncated" in p.stderr and "train/ntp runs again" in p.stderr
+        assert weights.stat().st_size == size
+        assert server.total == total_calls  # steps 3 and 4 asked the judge nothing new
+    # the reference rubric: the summary counts verdicts, not requests
+    p = _run(tmp_path / "ref", "--variants", "ntp", "--tasks", "toy_open")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert re.search(r"judge verdicts: [1-9]\d* \(reference rubric, no requests\)", p.stdout), p.stdout[-2000:]

@@ -72,9 +72,10 @@ class HFBackend:
             raise UserError(f"{self.model_path} has no chat template; pass --template (alpaca, chatml, ...)")
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def generate(self, requests: list[GenRequest]) -> list[Generation]:
+    def generate(self, requests: list[GenRequest], on_result=None) -> list[Generation]:
         """Answers in request order. A prompt that does not fit the model's context with its answer is cut on the
-        left (:func:`~bench.backends.base.fit_prompt`); each Generation says how much was cut."""
+        left (:func:`~bench.backends.base.fit_prompt`); each Generation says how much was cut. ``on_result(i,
+        generation)`` is called as each batch finishes (the caller caches them, so an interrupt loses one batch)."""
         prompts = [self.chat_prompt(r.messages) for r in requests]
         context = max_length(self.model.config, self.tokenizer)
         fitted = [fit_prompt(ids, context, r.settings.max_new_tokens)
@@ -93,6 +94,8 @@ class HFBackend:
                     if fitted[i][2] != requests[i].settings.max_new_tokens:
                         gen.max_new_tokens = fitted[i][2]
                     out[i] = gen
+                    if on_result is not None:
+                        on_result(i, gen)
                 bar.update(len(batch))
         bar.close()
         return out  # type: ignore[return-value]

@@ -125,7 +125,9 @@ class VLLMBackend:
             stop_token_ids=sorted(self.eos_ids), skip_special_tokens=True,
         )
 
-    def generate(self, requests: list[GenRequest]) -> list[Generation]:
+    def generate(self, requests: list[GenRequest], on_result=None) -> list[Generation]:
+        """Answers in request order (``on_result(i, generation)`` is called for each once all are done: vLLM
+        generates the whole list in one call)."""
         if not requests:
             return []
         prompts = [self.chat_prompt(r.messages) for r in requests]
@@ -144,8 +146,12 @@ class VLLMBackend:
             if cut >= 0:
                 text = text[:cut]
                 n = len(tok(text, add_special_tokens=False).input_ids)
-            results.append(Generation(text=text, prompt_tokens=len(prompt_ids), completion_tokens=n, prompt_cut=dropped,
+            results.append(Generation(text=text, prompt_tokens=len(prompt_ids), completion_tokens=n,
+                                      prompt_cut=dropped,
                                       max_new_tokens=new if new != r.settings.max_new_tokens else None))
+        if on_result is not None:
+            for i, gen in enumerate(results):
+                on_result(i, gen)
         return results
 
     # ---------------------------------------------------------------- log-likelihood

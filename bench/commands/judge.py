@@ -62,6 +62,10 @@ def run(args) -> int:
     jargs = JudgeArgs(model=args.judge_model, base_url=args.judge_base_url, api_key_env=args.api_key_env,
                       local=args.judge_local, repeats=args.repeats, concurrency=args.concurrency,
                       prompts=args.judge_prompts, text_verdicts=args.text_verdicts)
+    from bench.validate import check_judge_url
+
+    if jargs.model:
+        check_judge_url(jargs.base_url)
     if not args.dry_run:
         from bench.validate import check_judge_key, check_model
 

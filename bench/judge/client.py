@@ -12,7 +12,8 @@ page from a captive portal or proxy, invalid JSON, a choice without a message, u
 ``unparsable`` (replies the parser cannot read), ``refused`` (the endpoint rejects the request itself:
 400/401/403/404, or a 200 reply with an empty ``choices`` list). A refusal would repeat on every call (revoked key,
 unknown model), so it is fatal: :meth:`BaseJudge.judge_many` stops and raises :class:`JudgeRefused` before anything
-is written. A reply whose ``usage`` cannot be read keeps its verdict; its tokens count as unknown, so the cost
+is written - except a 400 about the request itself (a prompt longer than the judge's context), which fails only
+that verdict. A reply whose ``usage`` cannot be read keeps its verdict; its tokens count as unknown, so the cost
 ledger reports the cost as unknown rather than too low. The API key is read from the environment variable named
 by ``api_key_env`` and never written anywhere: it is scrubbed from every error message that reaches a log or a
 record.
@@ -112,6 +113,17 @@ def cache_key(judge: str, req: JudgeRequest, repeat: int) -> str:
     if req.logprobs:  # only then, so keys of earlier text-only judgments stay valid
         key["logprobs"] = req.logprobs
     return hash_obj(key, n=32)
+
+
+# A 400 about this one request (its prompt is longer than the judge's context), not about the key, model or URL:
+# a failed verdict like any other, not a reason to stop the whole judging.
+_REQUEST_SPECIFIC = ("context length", "context_length", "maximum context", "too long", "too many tokens",
+                     "reduce the length", "input length")
+
+
+def fatal(v: "Verdict") -> bool:
+    """Whether a failed verdict means every other call would fail too (a refusal of the key, model or endpoint)."""
+    return v.failure == "refused" and not any(m in (v.error or "").lower() for m in _REQUEST_SPECIFIC)
 
 
 class MalformedReply(Exception):
@@ -234,7 +246,7 @@ class BaseJudge:
         try:
             while pool["ended"] < pool["workers"]:
                 v = take(*_get_interruptibly(done))
-                if v is not None and v.failure == "refused" and refused is None:
+                if v is not None and fatal(v) and refused is None:
                     refused = v
                     self._stop.set()  # every other call would be refused too: do not send them
         except KeyboardInterrupt:
@@ -361,8 +373,11 @@ class OpenAIJudge(BaseJudge):
         self.max_retries, self.max_parse_retries = max_retries, max_parse_retries
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self._secret = os.environ.get(api_key_env) or ""
-        self._client = openai.OpenAI(base_url=base_url, api_key=self._secret or "EMPTY", max_retries=0,
-                                     timeout=timeout)
+        try:
+            self._client = openai.OpenAI(base_url=base_url, api_key=self._secret or "EMPTY", max_retries=0,
+                                         timeout=timeout)
+        except Exception as e:  # noqa: BLE001 - a malformed URL, whatever the HTTP library calls it
+            raise UserError(f"judge base URL {base_url!r}: {first_line(e)}") from None
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret and len(self._secret) >= 4 else text

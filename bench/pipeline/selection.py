@@ -49,4 +49,6 @@ def run_tasks(cfg: RunConfig) -> list:
     """The run's tasks, loaded (definitions only: items load on demand)."""
     from ..tasks import load_task
 
+    if not cfg.run.tasks:
+        raise UserError("no tasks to run: run.tasks is empty")
     return [load_task(name) for name in cfg.run.tasks]

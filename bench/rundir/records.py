@@ -35,6 +35,8 @@ class StageState:
         if not path.exists():
             return None
         own, extra = _split(cls, read_json(path))
+        if not isinstance(own.get("key"), str) or not isinstance(own.get("status"), str):
+            fail(f"{path}: damaged (no stage key or status)")
         return cls(key=own.get("key"), status=own.get("status"), time=own.get("time"), extra=extra)
 
 
@@ -82,11 +84,18 @@ class TaskSummary:
     def from_dict(cls, d: dict, *, variant: str, task: str, where: Path | str = "summary") -> "TaskSummary":
         if not isinstance(d.get("metrics"), dict):
             fail(f"{where}: missing field 'metrics' (a mapping of metric name to number)")
+        bad = next((k for k, v in d["metrics"].items()
+                    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))), None)
+        if bad is not None:
+            fail(f"{where}: metric {bad!r} is {d['metrics'][bad]!r}, not a number or null")
         own, extra = _split(cls, d)
         own["variant"], own["task"] = own.get("variant") or variant, own.get("task") or task
         own["kind"] = own.get("kind") or "chat"
         for k, default in (("n_failed", 0), ("repeats", 1)):
-            own[k] = int(own.get(k) or default)
+            try:
+                own[k] = int(own.get(k) or default)
+            except (TypeError, ValueError):
+                fail(f"{where}: {k} is {own.get(k)!r}, not a count")
         for k in ("judge", "judge_kind"):
             own[k] = str(own.get(k) or "none")
         return cls(**own, extra=extra)
@@ -117,9 +126,14 @@ class ItemValues:
             return None
         rows = []
         for lineno, r in iter_jsonl(path):
+            if not isinstance(r, dict):
+                fail(f"{path}: line {lineno}: expected a JSON object")
             for k in ("example_id", "value"):
                 if k not in r:
                     fail(f"{path}: line {lineno}: missing field {k!r}")
+            v = r["value"]
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                fail(f"{path}: line {lineno}: value {v!r} is not a number or null")
             r["example_id"] = str(r["example_id"])
             r.setdefault("turn", None)
             rows.append(r)
