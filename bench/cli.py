@@ -7,7 +7,7 @@ import importlib
 import os
 import sys
 
-from sftmix.errors import UserError, os_error
+from sftmix.errors import Interrupted, UserError, os_error
 
 # name -> one-line help; module bench.commands.<name>
 COMMANDS = {
@@ -91,7 +91,7 @@ _SIGNALLED: list[int] = []
 def _on_sigterm(signum, frame):
     """SIGTERM (``kill``, a scheduler's time limit) stops like Ctrl-C: cleanly, saying what was kept."""
     _SIGNALLED.append(signum)
-    raise KeyboardInterrupt
+    raise Interrupted("terminated (SIGTERM); re-run the same command to resume")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -208,7 +208,7 @@ def file_problem(path: str | os.PathLike) -> str | None:
                 head = f.read(4)
                 f.seek(max(0, size - 4))
                 tail = f.read(4)
-            return None if size >= 12 and head == tail == b"PAR1" else f"{path.name} is damaged (not a whole parquet file)"
+            return None if size >= 12 and head == tail == b"PAR1" else "damaged (not a whole parquet file)"
         if path.suffix == ".json":
             json.loads(path.read_text(encoding="utf-8"))
         elif path.suffix == ".jsonl":
@@ -217,7 +217,7 @@ def file_problem(path: str | os.PathLike) -> str | None:
                     if line.strip():
                         json.loads(line)
     except (ValueError, UnicodeDecodeError):
-        return f"{path.name} is damaged (not valid JSON{'-lines' if path.suffix == '.jsonl' else ''})"
+        return f"damaged (not valid JSON{'-lines' if path.suffix == '.jsonl' else ''})"
     except OSError as e:
-        return f"{path.name} cannot be read ({e.strerror or e})"
+        return f"cannot be read ({e.strerror or e})"
     return None

@@ -682,3 +682,132 @@ def test_bench_run_interrupt_force_and_damaged_model(tmp_path):
     p = _run(tmp_path / "ref", "--variants", "ntp", "--tasks", "toy_open")
     assert p.returncode == 0, p.stderr[-3000:]
     assert re.search(r"judge verdicts: [1-9]\d* \(reference rubric, no requests\)", p.stdout), p.stdout[-2000:]
+
+
+# ---- Ctrl-C during generation keeps what was generated --------------------------------------------------------------
+
+def test_ctrl_c_during_generation_keeps_finished_batches(tmp_path):
+    from bench.backends.base import Generation
+    from bench.cache import Cache
+    from bench.generate import generate_task
+    from bench.tasks import load_task
+    from sftmix.errors import Interrupted
+
+    class Backend:
+        name = "fake"
+        model_path = "fake-model"
+
+        def __init__(self, stop_after: int | None):
+            self.stop_after, self.calls = stop_after, 0
+
+        def generate(self, requests, on_result=None):
+            out = []
+            for i, r in enumerate(requests):
+                if self.stop_after is not None and i == self.stop_after:
+                    raise KeyboardInterrupt
+                gen = Generation(text=f"answer {r.example_id}", prompt_tokens=3, completion_tokens=2)
+                self.calls += 1
+                out.append(gen)
+                if on_result is not None:
+                    on_result(i, gen)
+            return out
+
+    task = load_task("toy_exact")
+    items = task.load_records(limit=6)
+    cache = Cache(tmp_path / "c.sqlite")
+    with pytest.raises(Interrupted, match="4 of the 6 generations in progress are kept"):
+        generate_task(task, Backend(stop_after=4), "m", tmp_path / "g.jsonl", cache, items=items)
+    assert cache.count("gen") == 4 and not (tmp_path / "g.jsonl").exists()
+    again = Backend(stop_after=None)
+    records = generate_task(task, again, "m", tmp_path / "g.jsonl", cache, items=items)
+    assert again.calls == 2 and len(records) == 6  # only the two not kept were generated
+
+
+def test_more_malformed_inputs_are_one_line(tmp_path, monkeypatch):
+    """Hostile probes beyond the issue's list: NaN/inf settings, empty --out, no tasks, an unknown layout found
+    before training, a malformed judge URL, UTF-16 data, a byte-order mark."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    out = tmp_path / "run"
+    cases = [
+        (["learning_rate=inf"], "train.learning_rate"),
+        (["learning_rate=nan"], "train.learning_rate"),
+        (["alpha=nan"], "alpha must be a finite number"),
+        (["mu=inf"], "mu must be a finite number"),
+        (["--tasks", ","], "no tasks to run"),
+        (["run.layout=mian"], "unknown run.layout 'mian'"),
+        (["--judge-model", "m", "--judge-base-url", "http://[::1/v1"], "is not an http(s) URL"),
+        (["--judge-model", "m", "--judge-base-url", "not-a-url"], "is not an http(s) URL"),
+    ]
+    for args, needle in cases:
+        the_error("run", bench("run", "--out", out, *args), needle)
+        assert not out.exists()
+    the_error("run", bench("run", "--out", ""), "--out is empty")
+    rows = [{"id": f"q{i}", "turns": [f"What is {i}?"], "reference": [str(i)], "category": "c"} for i in range(3)]
+    utf16 = tmp_path / "utf16.jsonl"
+    utf16.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-16")
+    the_error("run", bench("run", "--out", out, "--data-path", f"toy_open={utf16}"), "UTF-16")
+    train = [json.loads(ln) for ln in (ROOT / "sftmix" / "assets" / "toy_train.jsonl").read_text().splitlines()[:8]]
+    bom = tmp_path / "bom.jsonl"
+    bom.write_text("".join(json.dumps(r) + "\n" for r in train), encoding="utf-8-sig")
+    rc, stdout, err = bench("run", "--dry-run", "--out", out, "--train-data", bom)
+    assert rc == 0 and "plan for" in stdout, err  # a byte-order mark is fine
+
+
+def test_damaged_records_in_a_run_directory(tmp_path):
+    run = tmp_path / "run"
+    write_run(run)
+    (run / "scores" / "ntp" / "toy_mcq.items.jsonl").write_text('{"example_id": 1, "value": "x"}\n')
+    the_error("table", bench("table", run), "toy_mcq.items.jsonl: line 1", "not a number")
+    run = tmp_path / "run2"
+    write_run(run)
+    summary = run / "scores" / "ntp" / "toy_mcq.json"
+    d = json.loads(summary.read_text())
+    d["metrics"]["acc"] = "high"
+    summary.write_text(json.dumps(d))
+    the_error("table", bench("table", run), "metric 'acc' is 'high'")
+    run = tmp_path / "run3"
+    write_run(run)
+    (run / "rundir.json").write_text("garbage")
+    the_error("table", bench("table", run), "rundir.json", "delete it")
+    (run / "rundir.json").unlink()
+    (run / "provenance.json").write_text("garbage")
+    rc, out, err = bench("table", run)  # a table needs the scores, not the provenance record
+    assert rc == 0 and "| SFTMix |" in out, err
+
+
+def test_judge_400_about_one_long_request_fails_only_that_verdict(tmp_path):
+    from openai_server import FakeOpenAIServer
+
+    from bench.judge import JudgeRequest, OpenAIJudge, Parser
+
+    parse = Parser(pattern=r"\[\[(\d+\.?\d*)\]\]", range=(1, 10))
+    reqs = [JudgeRequest(task="t", example_id=str(i), turn=1, parse=parse, max_tokens=16,
+                         messages=[{"role": "user", "content": f"Rate item-{i} please." + " long" * (i == 0) * 50}])
+            for i in range(4)]
+    too_long = {"status": 400, "message": "This model's maximum context length is 8192 tokens. However, your "
+                                          "messages resulted in 9000 tokens."}
+    with FakeOpenAIServer(fault=lambda n, k, m: too_long if "long long" in m[-1]["content"] else None) as server:
+        j = OpenAIJudge("judge-model", base_url=server.url, concurrency=1, max_retries=1, timeout=5,
+                        backoff_base=0.01, backoff_max=0.02)
+        verdicts = j.judge_many(reqs, progress=False)
+    assert verdicts[0].failure == "refused" and "maximum context length" in verdicts[0].error
+    assert all(not v.failed for v in verdicts[1:])  # the others were still asked and answered
+
+
+def test_damaged_state_and_outputs_rerun_their_stage(tmp_path, capsys):
+    from bench.pipeline.graph import Stage
+    from bench.pipeline.state import mark, stage_status
+
+    out = tmp_path / "run"
+    path = RunDir(out).summary("ntp", "toy_open")
+    stage = Stage("score/ntp/toy_open", "k1", lambda: None, [path])
+    mark(out, stage, "done")
+    path.parent.mkdir(parents=True)
+    path.write_text('{"metrics": {}}')
+    assert stage_status(out, stage) == "done"
+    path.write_text('{"metrics": {')  # cut short
+    assert stage_status(out, stage) == "partial"
+    RunDir(out).state(stage.name).write_text("{}")
+    assert stage_status(out, stage) == "todo"  # not "stale": nothing is deleted on a damaged state file
+    err = capsys.readouterr().err
+    assert "damaged" in err and "runs again" in err

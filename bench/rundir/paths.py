@@ -216,7 +216,11 @@ class RunDir:
         """The directory's format version (1 when unstamped); a version this bench cannot read is refused."""
         if not self.stamp.exists():
             return 1
-        stamp = read_json(self.stamp)
+        try:
+            stamp = read_json(self.stamp)
+        except Exception as e:
+            fail(f"{e}; it should read {{\"format\": \"{FORMAT}\", \"version\": {VERSION}}} - delete it (a version-1 "
+                 "directory is then assumed and it is written again)")
         version = stamp.get("version")
         if stamp.get("format") != FORMAT or not isinstance(version, int) or isinstance(version, bool):
             fail(f"{self.root}: unknown run-directory format in {STAMP} ({stamp.get('format')!r} version "

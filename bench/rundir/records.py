@@ -185,7 +185,12 @@ class Provenance:
     def read(cls, rd: RunDir) -> "Provenance | None":
         if not rd.provenance.exists():
             return None
-        own, extra = _split(cls, read_json(rd.provenance))
+        try:
+            d = read_json(rd.provenance)
+        except Exception as e:
+            fail(f"{e}; the record of how the results were made is damaged - delete it and re-run the same command "
+                 "(it is written again; config.yaml keeps the config)")
+        own, extra = _split(cls, d)
         return cls(config_hash=own.get("config_hash"), status=own.get("status"), extra=extra)
 
 

@@ -107,7 +107,11 @@ def load_results(run_dirs: Sequence[str | Path]) -> Results:
         if not files:
             fail(f"{run_dir}: not a bench run directory with results (no scores/<variant>/<task>.json)")
         cfg = RunConfigRecord.read(rd)
-        prov = Provenance.read(rd) if rd.provenance.exists() else None
+        try:
+            prov = Provenance.read(rd) if rd.provenance.exists() else None
+        except Exception:  # noqa: BLE001 - a table needs the scores, not the provenance record: say so, go on
+            prov = None
+            status[label] = "provenance.json damaged"
         if prov is not None and prov.status:
             status[label] = prov.status
         task_order, variant_order = cfg.tasks(), cfg.variants()
