@@ -811,3 +811,33 @@ def test_damaged_state_and_outputs_rerun_their_stage(tmp_path, capsys):
     assert stage_status(out, stage) == "todo"  # not "stale": nothing is deleted on a damaged state file
     err = capsys.readouterr().err
     assert "damaged" in err and "runs again" in err
+
+
+def test_full_disk_in_the_cache_and_the_judge_log_is_one_line(tmp_path, monkeypatch):
+    import builtins
+
+    from bench.cache import Cache
+    from bench.judge.reference import ReferenceJudge
+
+    c = Cache(tmp_path / "c.sqlite")
+
+    class Full:
+        def execute(self, *a, **kw):
+            raise sqlite3.OperationalError("database or disk is full")
+
+    c._local.conn = Full()
+    with pytest.raises(UserError, match=r"cannot write cache .*c.sqlite: database or disk is full; the disk is full"):
+        c.put("gen", "k", {"a": 1})
+    with pytest.raises(UserError, match="cannot read cache"):
+        c.get("gen", "k")
+    real_open = builtins.open
+
+    def full_open(file, mode="r", *a, **kw):
+        if str(file).endswith("judge_log.jsonl") and "a" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(file, mode, *a, **kw)
+
+    monkeypatch.setattr(builtins, "open", full_open)
+    j = ReferenceJudge(log_path=tmp_path / "judge_log.jsonl")
+    with pytest.raises(UserError, match=r"judge_log.jsonl: No space left on device \(ENOSPC\)"):
+        j._log({"a": 1})

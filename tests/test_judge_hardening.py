@@ -76,7 +76,8 @@ def test_malformed_200_reply_is_a_failed_verdict(case, tmp_path):
         assert first.attempts == 2  # retried once (max_retries=1), like a transport error
         assert "malformed reply" in first.error
         for v in verdicts[1:]:  # the other items are unaffected
-            assert not v.failed and v.score == hash_rating([{"role": "user", "content": f"Rate item-{v.example_id} please."}])
+            asked = [{"role": "user", "content": f"Rate item-{v.example_id} please."}]
+            assert not v.failed and v.score == hash_rating(asked)
     assert cache.count("judge") == 2  # a failure is never cached
 
 

@@ -5,7 +5,8 @@ reference-based rubric, which says so in every score); mcq/exact tasks are score
 Writes DIR/judgments/<label>/<task>.jsonl and the task summary DIR/scores/<label>/<task>.json (+ .items.jsonl),
 so DIR is then a run directory that `bench table DIR` reads (docs/RUNDIR.md).
 
-Failed verdicts are counted by cause (transport, refused, unparsable, malformed) and never cached, so running the same command
+Failed verdicts are counted by cause (transport, refused, unparsable, malformed) and never cached, so running the same
+command
 again asks exactly those again; a refusing judge (bad key, unknown model: 400/401/403/404, or replies without
 choices) stops the command with exit 2 before any task summary is written. The folder is locked while judging.
 """

@@ -530,7 +530,8 @@ def _parsed(raw_response) -> Any:
 
 def _not_json(status: int, content_type: str, text: str):
     head = " ".join(text[:400].split()).lower()
-    what = "an HTML page" if "<html" in head or "<!doctype" in head else f"{content_type.split(';')[0]} that is not JSON"
+    html = "<html" in head or "<!doctype" in head
+    what = "an HTML page" if html else f"{content_type.split(';')[0]} that is not JSON"
     snippet = " ".join(text.split())[:60]
     raise MalformedReply(f"HTTP {status} with {what} ({snippet!r}), not a chat completion - a captive portal, a "
                          "proxy login or a wrong --judge-base-url?")
