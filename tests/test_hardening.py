@@ -545,6 +545,7 @@ def test_judge_reads_the_data_path_the_generations_were_made_with(local_gens, tm
     rc, out, err = bench("judge", "--generations", gdir, "--tasks", "toy_open")  # no --data-path
     assert rc == 0, err
     assert f"data from {data}" in out and "failed=0/0" not in out
+    assert re.search(r"judge verdicts: [1-9]\d* \(reference rubric, no requests\)", out), out
     summary = json.loads((gdir / "scores" / "gens" / "toy_open.json").read_text())
     assert summary["n_items"] > 0 and summary["metrics"]["overall"] is not None
     # other data than the generations were made from: refused, nothing written over the scores

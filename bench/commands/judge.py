@@ -157,4 +157,7 @@ def _run(args, gdir: Path, names: list[str], local: dict, jargs) -> int:
         print("some verdicts failed: run the same command again to ask exactly those again (answers are cached)")
     if ledger.summary().get("calls"):
         print(f"judge usage: {json.dumps(ledger.summary())}")
+    if judge.kind != "llm" and not args.dry_run:  # in-process judges send no request: count their verdicts
+        what = "reference rubric" if judge.kind == "reference" else f"local model {judge.name}, in process"
+        print(f"judge verdicts: {judge.verdicts_made} ({what}, no requests)")
     return status
