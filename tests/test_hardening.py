@@ -599,7 +599,7 @@ def test_ctrl_c_under_bench_judge_sends_nothing_queued(local_gens, tmp_path):
         time.sleep(1.0)
         assert server.total == sent  # nothing more was sent after the process ended
     assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
-    assert sent <= 4 < n_calls, (sent, n_calls)  # the 2 in flight (+2 if a pair had just finished), not all
+    assert sent <= 6 < n_calls, (sent, n_calls)  # the 2 in flight (+ a pair just started on a loaded machine)
     last = err.strip().splitlines()[-1]
     assert last.startswith("bench judge: interrupted: ") and "cancelled (never sent)" in last, last
     assert not (gdir / "scores").exists()  # no summary from a partial judging
@@ -652,7 +652,7 @@ def test_bench_run_interrupt_force_and_damaged_model(tmp_path):
         time.sleep(1.0)
         assert server.total == sent
         assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
-        assert sent <= 4, sent
+        assert sent <= 6, sent
         assert err.strip().splitlines()[-1].startswith("bench run: interrupted: ")
         prov = json.loads((out / "provenance.json").read_text())
         assert prov["status"] == "interrupted" and "re-run the same command" in prov["stopped"]["hint"]

@@ -143,7 +143,9 @@ def test_ctrl_c_cancels_queued_requests_and_keeps_answers(tmp_path):
             j.judge_many(requests_for(40), progress=False)
         time.sleep(0.5)  # anything still queued would be sent now
         sent = server.total
-    assert sent <= 6, sent  # 2 workers: the ones in flight at Ctrl-C finish, nothing queued is sent (was: all 40)
+    # 2 workers: those in flight when Ctrl-C is seen finish, nothing queued is sent (was: all 40); the margin
+    # covers a loaded machine's delay before the main thread sees the interrupt
+    assert sent <= 10, sent
     kept = cache.count("judge")
     assert kept == sent  # every request that was sent was answered and cached
     assert f"{kept} judge verdicts answered in this call are kept" in str(e.value)
