@@ -108,10 +108,16 @@ def _run_locked(cfg: RunConfig, runner: Runner, out: Path, force: bool, t0: floa
         prov = provenance(cfg, runner)  # computed once per run (it loads the tokenizer for the template hash)
         Provenance(prov["config_hash"], "running", prov).write(rd)
     try:
-        summary = runner.run()
-    except BaseException as e:
+        return _stages_and_report(cfg, runner, out, before, prov, t0)
+    except BaseException as e:  # an error, Ctrl-C or SIGTERM anywhere from the first stage to the last record
         _record_stop(rd, e)
         raise
+
+
+def _stages_and_report(cfg: RunConfig, runner: Runner, out: Path, before: Provenance | None, prov: dict | None,
+                       t0: float) -> dict:
+    rd = RunDir(out)
+    summary = runner.run()
     stored = rd.table(cfg.run.layout, "md")
     ledger = runner.ledger
     current = before is not None and before.status == "done" and before.config_hash == cfg.config_hash()
