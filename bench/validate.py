@@ -127,6 +127,11 @@ def check_judge_key(model: str | None, base_url: str | None, api_key_env: str) -
 def check_out(out: Path | str) -> None:
     if str(out).strip() in ("", "."):
         raise UserError("--out is empty: name a results folder (the current directory is never used as one)")
+    try:
+        str(out).encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 in the name: tokenizers and JSON records cannot hold it
+        shown = str(out).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        raise UserError(f"--out {shown}: the path is not UTF-8 text; choose a name in UTF-8") from None
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory: choose a folder (it is created if absent)")

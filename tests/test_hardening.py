@@ -735,6 +735,7 @@ def test_more_malformed_inputs_are_one_line(tmp_path, monkeypatch):
         (["alpha=nan"], "alpha must be a finite number"),
         (["mu=inf"], "mu must be a finite number"),
         (["--tasks", ","], "no tasks to run"),
+        (["--tasks", "toy_open,toy_mcq,toy_open"], "task 'toy_open' listed twice"),
         (["run.layout=mian"], "unknown run.layout 'mian'"),
         (["--judge-model", "m", "--judge-base-url", "http://[::1/v1"], "is not an http(s) URL"),
         (["--judge-model", "m", "--judge-base-url", "not-a-url"], "is not an http(s) URL"),
@@ -842,3 +843,21 @@ def test_full_disk_in_the_cache_and_the_judge_log_is_one_line(tmp_path, monkeypa
     j = ReferenceJudge(log_path=tmp_path / "judge_log.jsonl")
     with pytest.raises(UserError, match=r"judge_log.jsonl: No space left on device \(ENOSPC\)"):
         j._log({"a": 1})
+
+
+def test_paths_that_are_not_utf8(tmp_path):
+    """Bytes that are not UTF-8 in a path: refused as --out in one line; a table over such a run still prints."""
+    odd = Path(os.fsdecode(bytes(tmp_path / "run") + b"\xff"))
+    the_error("run", bench("run", "--out", odd), "not UTF-8 text")
+    the_error("train", bench("train", "--out", odd), "not UTF-8 text")
+    assert not odd.exists()
+    write_run(odd)
+    write_run(tmp_path / "plain")
+    rc, out, err = bench("table", odd, tmp_path / "plain")
+    assert rc == 0 and "run\ufffd" in out, err
+
+
+def test_train_out_is_a_file(tmp_path):
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    the_error("train", bench("train", "--out", f), "is a file, not a directory")

@@ -164,8 +164,13 @@ def merge_seeds(results: list[TaskResult]) -> list[TaskResult]:
 
 def _run_labels(dirs: list[Path]) -> list[str]:
     """Short unique labels for run directories (their names, or their paths when names collide)."""
-    names = [d.resolve().name or str(d) for d in dirs]
-    return names if len(set(names)) == len(names) else [str(d) for d in dirs]
+    names = [_printable(d.resolve().name or str(d)) for d in dirs]
+    return names if len(set(names)) == len(names) else [_printable(str(d)) for d in dirs]
+
+
+def _printable(name: str) -> str:
+    """A path name as text a table can hold: bytes that are not UTF-8 (kept by the OS as surrogates) become �."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def results_frame(run_dirs: Sequence[str | Path]):
