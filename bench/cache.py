@@ -1,6 +1,6 @@
 """Content-addressed cache of successful generations and judgments.
 
-SQLite in WAL mode, so two processes (say two `bench` runs sharing a cache) can read and write at once.
+SQLite in WAL mode (or, for a worker's own cache on a shared filesystem, the rollback journal), so two processes (say two `bench` runs sharing a cache) can read and write at once.
 Keys are explicit: callers build them with :func:`sftmix.io.hash_obj` from everything that determines the value
 (model fingerprint + backend + prompt + settings + repeat index; judge model + prompt + settings).
 Only successful results go in: a failure is never cached, so a re-run retries it.
@@ -33,8 +33,12 @@ def _damaged(e: Exception) -> bool:
 
 
 class Cache:
-    def __init__(self, path: str | os.PathLike):
+    """``wal=False`` keeps SQLite's rollback journal: a worker's own cache on a shared filesystem, where WAL's
+    shared memory does not work across hosts."""
+
+    def __init__(self, path: str | os.PathLike, wal: bool = True):
         self.path = Path(path)
+        self._journal = "WAL" if wal else "DELETE"
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self.recovered: dict | None = None  # set when a damaged file was replaced: {"aside", "entries", "why"}
@@ -63,7 +67,7 @@ class Cache:
         """None when the cache opens and is sound; else why it is damaged (other errors raise)."""
         try:
             c = self._conn()
-            c.execute("PRAGMA journal_mode=WAL")
+            c.execute(f"PRAGMA journal_mode={self._journal}")
             c.execute("CREATE TABLE IF NOT EXISTS kv (kind TEXT, key TEXT, value TEXT, PRIMARY KEY (kind, key))")
             result = [r[0] for r in c.execute("PRAGMA quick_check").fetchall()]
         except sqlite3.DatabaseError as e:
@@ -96,7 +100,7 @@ class Cache:
         rows = _salvage(aside)
         c = self._conn()
         try:
-            c.execute("PRAGMA journal_mode=WAL")
+            c.execute(f"PRAGMA journal_mode={self._journal}")
             c.execute("CREATE TABLE IF NOT EXISTS kv (kind TEXT, key TEXT, value TEXT, PRIMARY KEY (kind, key))")
             c.executemany("INSERT OR REPLACE INTO kv (kind, key, value) VALUES (?, ?, ?)", rows)
         except sqlite3.DatabaseError as e:
@@ -144,6 +148,33 @@ class Cache:
             return self._conn().execute("SELECT COUNT(*) FROM kv WHERE kind=?", (kind,)).fetchone()[0]
         except sqlite3.DatabaseError as e:
             raise self._error(e, "read") from None
+
+    def merge(self, other: str | os.PathLike) -> int:
+        """Copy every entry of the cache file ``other`` into this one; returns how many it held. A damaged
+        ``other`` gives what can still be read of it (and one warning line), never an error."""
+        conn = self._conn()
+        try:
+            conn.execute("ATTACH DATABASE ? AS other", (str(other),))
+            try:
+                n = conn.execute("SELECT COUNT(*) FROM other.kv").fetchone()[0]
+                conn.execute("INSERT OR REPLACE INTO kv (kind, key, value) SELECT kind, key, value FROM other.kv")
+            finally:
+                conn.execute("DETACH DATABASE other")
+            return n
+        except sqlite3.DatabaseError as e:
+            if not _damaged(e):
+                raise self._error(e, f"merge {other} into") from None
+        rows = _salvage(Path(other))
+        try:
+            conn.executemany("INSERT OR REPLACE INTO kv (kind, key, value) VALUES (?, ?, ?)", rows)
+        except sqlite3.DatabaseError as e:
+            raise self._error(e, "write") from None
+        print(f"bench: warning: cache {other} is damaged: {len(rows)} entries that could be read were merged into "
+              f"{self.path}", file=sys.stderr, flush=True)
+        return len(rows)
+
+    def close(self) -> None:
+        self._close_all()
 
 
 def _salvage(path: Path) -> list[tuple[str, str, str]]:

@@ -802,7 +802,7 @@ def test_damaged_state_and_outputs_rerun_their_stage(tmp_path, capsys):
 
     out = tmp_path / "run"
     path = RunDir(out).summary("ntp", "toy_open")
-    stage = Stage("score/ntp/toy_open", "k1", lambda: None, [path])
+    stage = Stage("score/ntp/toy_open", "score", "k1", outputs=(path,))
     mark(out, stage, "done")
     path.parent.mkdir(parents=True)
     path.write_text('{"metrics": {}}')

@@ -159,6 +159,8 @@ def run_perf(
             rep.sections["rerun"] = {"rerun": {"error": "bench run not available"}}
         else:
             rep.sections["rerun"] = {"rerun": run("rerun", {"kind": "rerun"})}
+    if "view" in only:
+        rep.sections["view"] = {"view": run("view", {"kind": "view", "shape": shape})}
     rep.wall_s = time.perf_counter() - t_start
     rep.targets = evaluate_targets(rep.sections)
     if out is not None:

@@ -236,7 +236,13 @@ def rerun_worker(spec: dict) -> dict:
             "skipped": len(summary["skipped"])}
 
 
+def view_worker(spec: dict) -> dict:
+    from .view import view_worker as worker
+
+    return worker(spec)
+
+
 WORKERS: dict[str, Callable[[dict], dict]] = {
     "step": step_worker, "dynamics": dynamics_worker, "scoring": scoring_worker, "generation": generation_worker,
-    "rerun": rerun_worker,
+    "rerun": rerun_worker, "view": view_worker,
 }
