@@ -17,11 +17,7 @@ def stage_status(out: Path, stage: Stage) -> str:
 
     A damaged state file counts as absent (the stage runs, resuming what it can); a "done" stage whose output is
     damaged (a truncated model, parquet table or record) is "partial", so it runs again. Both say so once."""
-    try:
-        st = StageState.read(RunDir(out), stage.name)
-    except UserError as e:
-        _warn(str(RunDir(out).state(stage.name)), f"{e}; {stage.name} runs again")
-        return "todo"
+    st = read_state(RunDir(out), stage.name)
     if st is None:
         return "todo"
     if st.key != stage.key:
@@ -32,6 +28,16 @@ def stage_status(out: Path, stage: Stage) -> str:
 
 
 _WARNED: set[str] = set()
+
+
+def read_state(rd: RunDir, stage: str) -> StageState | None:
+    """The stage's state file; a damaged one (does not parse, no key or status) reads as absent - the stage then
+    runs again, resuming what it can - and is said once."""
+    try:
+        return StageState.read(rd, stage)
+    except UserError as e:
+        _warn(str(rd.state(stage)), f"{e}; {stage} runs again")
+        return None
 
 
 def _warn(key: str, message: str) -> None:
