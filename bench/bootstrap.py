@@ -10,7 +10,10 @@ resample seeds, then items within each resampled seed (Davison & Hinkley 1997, Â
 the interval carries the seed-to-seed spread of the difference as well as the item noise.
 
 Judge repeats must be collapsed first (:func:`aggregate_repeats`, median per item) so that a repeated judgment is
-not counted as a second example. Pure numpy; no I/O.
+not counted as a second example. When an item's repeats are known, :func:`paired_bootstrap` can resample them
+within each drawn item as well (``a_repeats`` / ``b_repeats``: items, then repeats, combined per item as the scorer
+combines them, median or mean), so the interval carries the judge's own noise besides the item sampling.
+Pure numpy; no I/O.
 """
 from __future__ import annotations
 
@@ -66,15 +69,51 @@ def _paired_diffs(a: Mapping[Hashable, float], b: Mapping[Hashable, float]) -> t
     return d, len(a), len(b)
 
 
+def _repeat_matrix(keys: list, values: Mapping, repeats: Mapping | None) -> tuple[np.ndarray, np.ndarray]:
+    """(n, R) repeat values, NaN-padded, and each row's count; an item without repeats is its one value."""
+    rows = [list((repeats or {}).get(k) or [values[k]]) for k in keys]
+    width = max((len(r) for r in rows), default=1)
+    out = np.full((len(rows), width), np.nan)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out, np.array([len(r) for r in rows])
+
+
+def _resampled_means_with_repeats(keys: list, a: Mapping, b: Mapping, a_rep: Mapping | None, b_rep: Mapping | None,
+                                  combine: str, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Two-level replicates: items with replacement, then each drawn item's repeats with replacement (per side),
+    combined per item (``median`` or ``mean``); the replicate is the mean of the paired differences."""
+    reduce = np.nanmedian if combine == "median" else np.nanmean
+    (ra, ca), (rb, cb) = _repeat_matrix(keys, a, a_rep), _repeat_matrix(keys, b, b_rep)
+    n = len(keys)
+    out = np.empty(n_resamples)
+    step = max(1, _MAX_CELLS // max(n * max(ra.shape[1], rb.shape[1]), 1))
+    for start in range(0, n_resamples, step):
+        stop = min(n_resamples, start + step)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        sides = []
+        for reps, counts in ((ra, ca), (rb, cb)):
+            c = counts[idx][..., None]
+            j = np.floor(rng.random((stop - start, n, reps.shape[1])) * c).astype(int)
+            drawn = reps[idx[..., None], j]
+            drawn[np.arange(reps.shape[1]) >= c] = np.nan  # an item draws as many repeats as it has
+            sides.append(reduce(drawn, axis=-1))
+        out[start:stop] = (sides[1] - sides[0]).mean(axis=1)
+    return out
+
+
 def paired_bootstrap(a: Mapping[Hashable, float], b: Mapping[Hashable, float], n_resamples: int = 2000,
-                     seed: int = 0, ci: float = 0.95) -> dict:
+                     seed: int = 0, ci: float = 0.95, a_repeats: Mapping[Hashable, Sequence[float]] | None = None,
+                     b_repeats: Mapping[Hashable, Sequence[float]] | None = None, combine: str = "median") -> dict:
     """Paired bootstrap of ``mean(b) - mean(a)`` over the keys both share.
 
     ``a`` is the baseline (NTP), ``b`` the compared system; keys are item ids (e.g. ``(example_id, turn)``).
-    Returns ``{"delta", "lo", "hi", "n", "n_a", "n_b", "complete"}``: the observed mean difference over the
-    ``n`` paired keys, the percentile ``ci`` interval of ``n_resamples`` resampled differences, and whether
-    the key sets overlapped fully (a :class:`UserWarning` is issued when they did not). With no shared key
-    every number is NaN.
+    Returns ``{"delta", "lo", "hi", "n", "n_a", "n_b", "complete", "repeats_resampled"}``: the observed mean
+    difference over the ``n`` paired keys, the percentile ``ci`` interval of ``n_resamples`` resampled differences,
+    and whether the key sets overlapped fully (a :class:`UserWarning` is issued when they did not). With no shared
+    key every number is NaN. ``a_repeats`` / ``b_repeats`` (item -> its judge repeats' values): when any item has
+    more than one, each replicate also resamples every drawn item's repeats and combines them with ``combine``
+    (``repeats_resampled`` is then True); ``a`` / ``b`` still give the observed values.
     """
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), got {ci}")
@@ -86,11 +125,19 @@ def paired_bootstrap(a: Mapping[Hashable, float], b: Mapping[Hashable, float], n
                       stacklevel=2)
     if n == 0:
         return {"delta": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0, "n_a": n_a, "n_b": n_b,
-                "complete": False}
-    means = _resampled_means(d, n_resamples, np.random.default_rng(seed))
+                "complete": False, "repeats_resampled": False}
+    rng = np.random.default_rng(seed)
+    with_repeats = any(len(v) > 1 for reps in (a_repeats, b_repeats) if reps for v in reps.values())
+    if with_repeats:
+        if combine not in ("median", "mean"):
+            raise ValueError(f"combine must be 'median' or 'mean', got {combine!r}")
+        keys = sorted((k for k in a if k in b), key=repr)
+        means = _resampled_means_with_repeats(keys, a, b, a_repeats, b_repeats, combine, n_resamples, rng)
+    else:
+        means = _resampled_means(d, n_resamples, rng)
     lo, hi = np.quantile(means, [(1 - ci) / 2, 1 - (1 - ci) / 2])
     return {"delta": float(d.mean()), "lo": float(lo), "hi": float(hi), "n": n, "n_a": n_a, "n_b": n_b,
-            "complete": complete}
+            "complete": complete, "repeats_resampled": bool(with_repeats)}
 
 
 def paired_bootstrap_macro(pairs: Sequence[tuple[Mapping, Mapping]], n_resamples: int = 2000, seed: int = 0,

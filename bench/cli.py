@@ -24,6 +24,9 @@ COMMANDS = {
     "conformance": "reproduce FastChat's MT-Bench and AlpacaEval 2.0's figures from their own data",
     "status": "each stage of a run: done, queued, running where, failed why (also while it runs)",
     "stage": "run one stage of a run in this process (what an executor's worker runs)",
+    "judge-report": "the judge's reliability on every judged task of a run (repeats, position and length bias)",
+    "judge-calibrate": "a judge's agreement with MT-Bench's experts (FastChat's matches), next to GPT-4's",
+    "judge-agreement": "GPT-4's and the experts' agreement with MT-Bench's experts, from the stored votes",
 }
 
 

@@ -65,6 +65,11 @@ class JudgeArgs:
     repeats: PosInt = 1
     prompts: str | None = None  # FastChat's judge_prompts.jsonl (MT-Bench); else downloaded at a pinned commit
     text_verdicts: bool = False  # judges without log-probabilities: AlpacaEval from the reply text (flagged)
+    # single: MT-Bench single-answer grading; pairwise: each SFTMix-family variant head to head with NTP (FastChat
+    # pair-v2 / pair-math-v1, both orders)
+    mode: Literal["single", "pairwise"] = "single"
+    swap: bool = False  # AlpacaEval: judge every item in both output orders too (position bias; mean preference)
+    alpaca_eval_prompt: str | None = None  # alpaca_eval's alpaca_eval_clf.txt; else the package, else a pinned download
     concurrency: PosInt = 8
     timeout: PosFloat = 120.0
     max_retries: NonNegInt = 6
@@ -74,6 +79,10 @@ class JudgeArgs:
         "gpt-4-0613": {"input": 30.0, "output": 60.0}, "gpt-4-1106-preview": {"input": 10.0, "output": 30.0},
         "gpt-4o-mini": {"input": 0.15, "output": 0.6},
     })
+
+
+# Judge options added after runs existed: left out of the config hash at their default, so old runs keep their hash.
+_JUDGE_ADDED = {"mode": "single", "swap": False, "alpaca_eval_prompt": None}
 
 
 @dataclass
@@ -128,7 +137,8 @@ class RunConfig:
         d["run"] = {k: v for k, v in d["run"].items()
                     if k not in ("out", "layout") and not (k == "seeds" and v is None)
                     and not (k == "num_nodes" and v == 1)}
-        d["judge"] = {k: v for k, v in d["judge"].items() if k not in ("concurrency", "timeout", "max_retries")}
+        d["judge"] = {k: v for k, v in d["judge"].items() if k not in ("concurrency", "timeout", "max_retries")
+                      and not (k in _JUDGE_ADDED and v == _JUDGE_ADDED[k])}
         d["model"] = model_key(self.model)
         d["train"] = hashed_section("train", self.train)  # removed options at their old value: old hashes stay
         return hash_obj(d)

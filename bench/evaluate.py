@@ -8,6 +8,7 @@ judge config, its prompt fingerprint and the scorer's protocol go into every sum
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,35 +40,51 @@ def make_judge(args: JudgeArgs, cache=None, ledger=None, log_path: str | Path | 
     return ReferenceJudge(cache=cache, ledger=ledger, log_path=log_path)
 
 
+def task_scorer(task: Task, args: JudgeArgs | None = None):
+    """A task's scorer under these judge settings: its own, or its pairwise form under ``judge.mode: pairwise``."""
+    scorer = get_scorer(task.scorer)
+    if args is not None and args.mode == "pairwise" and scorer.pairwise_scorer:
+        return get_scorer(scorer.pairwise_scorer)
+    return scorer
+
+
 def judge_config(task: Task, args: JudgeArgs | None = None):
     """The judge config a task's scorer uses under these judge settings (None for unjudged scorers)."""
-    scorer = get_scorer(task.scorer)
+    scorer = task_scorer(task, args)
     if not scorer.judged:
         return None
     args = args or JudgeArgs()
-    return scorer.load_config(text_verdicts=args.text_verdicts, prompts=args.prompts)
+    config = scorer.load_config(text_verdicts=args.text_verdicts, prompts=args.prompts,
+                                alpaca_eval_prompt=args.alpaca_eval_prompt)
+    if args.swap and config.mode == "pairwise" and not scorer.pairwise:  # pairwise scorers play both orders anyway
+        config = replace(config, both_orders=True)
+    return config
 
 
 def judge_requests(task: Task, items: list[dict], generations: list[dict], judge: BaseJudge,
-                   config=None) -> list[JudgeRequest]:
-    """The judge requests a task's generations need (empty for unjudged scorers)."""
-    scorer = get_scorer(task.scorer)
+                   config=None, args: JudgeArgs | None = None, versus: dict | None = None) -> list[JudgeRequest]:
+    """The judge requests a task's generations need (empty for unjudged scorers). ``versus`` (pairwise scorers):
+    ``{"model_1", "model_2", "generations"}``, the other variant's generations to compare with."""
+    scorer = task_scorer(task, args)
     if not scorer.judged:
         return []
-    config = config or judge_config(task)
+    config = config or judge_config(task, args)
     items = scorer.select_items(task, items, judge.kind)
+    if scorer.pairwise:
+        return scorer.requests(task, items, generations, config, judge.kind, versus=versus)
     return scorer.requests(task, items, generations, config, judge.kind)
 
 
 def evaluate_task(task: Task, items: list[dict], generations: list[dict], judge: BaseJudge | None, *,
                   run_dir: Path, variant: str, meta: dict, repeats: int = 1, progress: bool = True,
-                  judge_args: JudgeArgs | None = None, config=None) -> dict:
+                  judge_args: JudgeArgs | None = None, config=None, versus: dict | None = None) -> dict:
     """Judge (if the task's scorer needs it) and score one (variant, task); write judgments, the task summary and
     its item values; return the summary as written (a dict).
 
-    ``config``: the judge config already loaded for these ``judge_args`` (the one the stage key was made from)."""
+    ``config``: the judge config already loaded for these ``judge_args`` (the one the stage key was made from).
+    ``versus``: for pairwise scorers, the variant compared with (see :func:`judge_requests`); None for its own row."""
     rd = RunDir(run_dir)
-    scorer = get_scorer(task.scorer)
+    scorer = task_scorer(task, judge_args)
     summary: dict[str, Any] = {"task": task.name, "variant": variant, "repeats": repeats, **meta,
                                "data_hash": task.data_hash, "prompt_hash": task.prompt_hash, "scorer": scorer.name,
                                "scorer_version": scorer.version}
@@ -76,7 +93,7 @@ def evaluate_task(task: Task, items: list[dict], generations: list[dict], judge:
         if judge is None:
             raise UserError(f"task {task.name}: scorer {scorer.name!r} needs a judge")
         config = config or judge_config(task, judge_args)
-        requests = judge_requests(task, items, generations, judge, config)
+        requests = judge_requests(task, items, generations, judge, config, judge_args, versus)
         verdicts = judge.judge_many(requests, repeats=repeats, progress=progress)
         records = [{**v.to_record(), "variant": variant} for v in verdicts]
         rd.mark_version()
@@ -85,12 +102,18 @@ def evaluate_task(task: Task, items: list[dict], generations: list[dict], judge:
                        judge_fingerprint=config.fingerprint())
     else:
         summary.update(judge="none", judge_kind="none")
-    result = scorer.score(task, items, generations, records, config)
+    pair = {"versus": versus} if scorer.pairwise else {}
+    result = scorer.score(task, items, generations, records, config, **pair)
     summary.update(kind=task.kind, **result.info)
     if scorer.judged:  # failed verdicts by cause (bench.judge.client.FAILURES); a re-run asks them again
         from .judge.client import FAILURES
 
         summary["failures"] = {c: sum(1 for r in records if r.get("failure") == c) for c in FAILURES}
+        # How far the verdicts can be trusted (bench.judge.reliability), and how repeats became item values.
+        summary["reliability"] = scorer.reliability(task, items, generations, records, **pair)
+        summary["repeat_combine"] = scorer.repeat_combine
+        if config is not None and config.both_orders:
+            summary["both_orders"] = True
     summary["metrics"] = dict(result.metrics)
     record = TaskSummary.from_dict(summary, variant=variant, task=task.name)
     record.write(rd)

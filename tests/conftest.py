@@ -11,6 +11,15 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 ASSETS = Path(__file__).resolve().parents[1] / "sftmix" / "assets"
 
+# Without the optional alpaca-eval package, AlpacaEval's annotator prompt comes from the peer folder's copy (as a user
+# would pass it with judge.alpaca_eval_prompt); tests that hide the package on purpose unset this.
+_PEER_CLF = Path(__file__).resolve().parents[2] / "shared" / "peer" / "alpaca_eval" / "alpaca_eval_clf.txt"
+if _PEER_CLF.is_file() and "ALPACA_EVAL_PROMPT" not in os.environ:
+    import importlib.util
+
+    if importlib.util.find_spec("alpaca_eval") is None:
+        os.environ["ALPACA_EVAL_PROMPT"] = str(_PEER_CLF)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def sftmix_home(tmp_path_factory):

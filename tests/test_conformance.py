@@ -109,3 +109,95 @@ def test_mt_bench_task_data_equals_fastchats(monkeypatch):
         assert it["turns"] == q["turns"] and it["category"] == q["category"]
         expected = refs.get(str(q["question_id"])) if q["category"] in ("math", "reasoning", "coding") else None
         assert it["reference"] == expected
+
+
+def _hide_alpaca_eval(monkeypatch):
+    """As on a machine without the alpaca-eval package, offline (no pinned download)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.split(".")[0] == "alpaca_eval"
+                        else real(name, *a))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("ALPACA_EVAL_PROMPT", raising=False)
+    monkeypatch.setenv("SFTMIX_HOME", "/nonexistent-sftmix-home")
+
+
+@needs_peer
+def test_alpaca_eval_order_checked_item_by_item(monkeypatch):
+    """Every annotation whose order can be inferred (recorded preference vs the raw reply's p) must have the order
+    our requests use; with the processor's default seed (123, the old bug) about half disagree and the check fails."""
+    from bench import conformance
+    from bench.scorers import alpaca_eval as ae
+
+    _hide_alpaca_eval(monkeypatch)  # the peer folder's template suffices
+    figures, checks = conformance.alpaca_eval(PEER)
+    order = [c for c in checks if "output order item by item" in c.name]
+    assert len(order) == 5 and all(c.ok for c in order)  # FuseChat's file has no raw replies
+    assert sum(c.expected for c in order) > 4000
+    monkeypatch.setattr(ae, "SWITCH_SEED", 123)
+    monkeypatch.setattr(ae.is_switched, "__defaults__", (123,))
+    _, checks = conformance.alpaca_eval(PEER)
+    order = [c for c in checks if "output order item by item" in c.name]
+    assert not any(c.ok for c in order)
+    agree = sum(c.ours for c in order) / sum(c.expected for c in order)
+    assert 0.4 < agree < 0.6
+
+
+@needs_peer
+def test_conformance_runs_without_the_alpaca_eval_package(monkeypatch, capsys):
+    from bench.judge import load_judge_config
+
+    _hide_alpaca_eval(monkeypatch)
+    with pytest.raises(Exception, match="no source could be loaded"):
+        load_judge_config("alpaca_eval_weighted")  # nothing else to take it from here
+    assert main(["conformance", "--peer-dir", str(PEER)]) == 0
+    assert capsys.readouterr().out.strip().endswith("passed, 0 failed")
+
+
+@needs_peer
+def test_pairwise_conformance_reproduces_fastchats_pair_file(tmp_path):
+    """75 real GPT-4 pairwise judgments: prompts of both games byte for byte, winners, show_result's tally (checked
+    here by hand from the file: a game-1 tie or disagreeing games is a tie; error matches dropped)."""
+    from collections import Counter
+
+    from bench import conformance
+
+    figures, checks = conformance.mt_bench_pair(PEER)
+    assert all(c.ok for c in checks), conformance.render([c for c in checks if not c.ok])
+    rows = [json.loads(line) for line in
+            (PEER / "fastchat" / "mt_bench" / "model_judgment" / "gpt-4_pair.jsonl").read_text().splitlines()]
+    tally: Counter = Counter()
+    for r in rows:
+        if "error" in (r["g1_winner"], r["g2_winner"]):
+            continue
+        if r["g1_winner"] == "tie" or r["g1_winner"] != r["g2_winner"]:
+            tally[(r["model_1"], "tie")] += 1
+            tally[(r["model_2"], "tie")] += 1
+        else:
+            w = r[r["g1_winner"]]
+            lose = r["model_2"] if w == r["model_1"] else r["model_1"]
+            tally[(w, "win")] += 1
+            tally[(lose, "loss")] += 1
+    for model, t in figures["tally"].items():
+        assert (t["win"], t["loss"], t["tie"]) == (tally[(model, "win")], tally[(model, "loss")],
+                                                   tally[(model, "tie")])
+        assert t["win_rate_adjusted"] == pytest.approx((t["win"] + t["tie"] / 2) / (t["win"] + t["loss"] + t["tie"]))
+    assert figures["n_matches"] == 75 and figures["prompt_mismatches"] == 0
+    assert figures["inconsistent"] == sum(r["g1_winner"] != r["g2_winner"] and "error" not in
+                                          (r["g1_winner"], r["g2_winner"]) for r in rows)
+
+
+@needs_peer
+def test_pairwise_conformance_fails_on_a_changed_prompt_or_winner(tmp_path, capsys):
+    peer = _copy_peer(tmp_path)
+    path = peer / "fastchat" / "mt_bench" / "model_judgment" / "gpt-4_pair.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows[0]["g2_user_prompt"] = rows[0]["g2_user_prompt"].replace("[User Question]", "[User Question] ", 1)
+    victim = next(r for r in rows[1:] if r["g1_winner"] in ("model_1", "model_2"))
+    victim["g1_winner"] = "model_2" if victim["g1_winner"] == "model_1" else "model_1"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["conformance", "--peer-dir", str(peer)]) == 1
+    fails = [line for line in capsys.readouterr().out.splitlines() if line.endswith("FAIL")]
+    assert any("pairwise: prompts identical" in f for f in fails)
+    assert any("pairwise: winners parsed" in f for f in fails)

@@ -108,3 +108,51 @@ def test_weak_to_strong_uses_gemma_reference():
     refs = {v.name: v.reference_model for v, _ in run_variants(cfg)}
     assert refs["sftmix-w2s"] == "google/gemma-2b" and refs["sftmix"] is None
     assert cfg.model.model == "meta-llama/Llama-3.1-8B"
+
+
+PEER_TEMPLATE = Path(__file__).resolve().parents[2] / "shared" / "peer" / "alpaca_eval" / "alpaca_eval_clf.txt"
+
+
+def _no_alpaca_eval_package(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.split(".")[0] == "alpaca_eval"
+                        else real(name, *a))
+    monkeypatch.delenv("ALPACA_EVAL_PROMPT", raising=False)
+
+
+def test_dry_run_with_alpaca_eval_needs_no_package_given_a_template_file(tmp_path, capsys, offline, monkeypatch):
+    """Without alpaca-eval (and offline: no download), a user's template file is enough to plan; with nothing to
+    take the template from, the error says so in one line."""
+    _no_alpaca_eval_package(monkeypatch)
+    monkeypatch.setenv("SFTMIX_HOME", str(tmp_path / "home"))
+    args = ["run", "--config", "paper-main-llama", "--dry-run", "--out", str(tmp_path / "run")]
+    assert cli.main(args) == 2
+    assert "no source could be loaded" in capsys.readouterr().err
+    template = tmp_path / "clf.txt"  # a template of alpaca_eval's chatml shape (not its text)
+    template.write_text("<|im_start|>system\nJudge.\n<|im_end|>\n<|im_start|>user\n{instruction}\n{output_1}\n"
+                        "{output_2}\n<|im_end|>\n")
+    assert cli.main(args + [f"judge.alpaca_eval_prompt={template}"]) == 0, capsys.readouterr().err
+    expected = f"alpaca_eval: AlpacaEval 2.0 (weighted_alpaca_eval_gpt4_turbo) (prompts: {template})"
+    assert expected in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not PEER_TEMPLATE.is_file(), reason=f"peer template not found at {PEER_TEMPLATE}")
+def test_dry_run_with_alpaca_eval_uses_the_pinned_download(tmp_path, capsys, offline, monkeypatch):
+    """The pinned download, once fetched (here: placed in the download cache, sha256-checked), serves offline."""
+    import hashlib
+
+    from bench.judge import load_judge_config
+
+    _no_alpaca_eval_package(monkeypatch)
+    monkeypatch.setenv("SFTMIX_HOME", str(tmp_path / "home"))
+    src = load_judge_config.__globals__["CONFIG_DIR"] / "alpaca_eval_weighted.yaml"
+    url = re.search(r'url: "([^"]+)"', src.read_text()).group(1)
+    sha = hashlib.sha256(PEER_TEMPLATE.read_bytes()).hexdigest()
+    assert sha in src.read_text()  # the pin is the peer's file (alpaca_eval at the same commit)
+    cached = tmp_path / "home" / "downloads" / sha[:16] / url.rsplit("/", 1)[-1]
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(PEER_TEMPLATE.read_bytes())
+    assert cli.main(["run", "--config", "paper-main-llama", "--dry-run", "--out", str(tmp_path / "run")]) == 0
+    assert f"(prompts: {url})" in capsys.readouterr().out

@@ -94,15 +94,18 @@ def ae_rec(eid, swapped, score, repeat=0, failed=False):
 
 
 def test_alpaca_output_order_is_alpaca_evals():
-    """Our per-item order is alpaca_eval's own RandomSwitchTwoColumnsProcessor decision (seeded by instruction)."""
-    processors = pytest.importorskip("alpaca_eval.processors")
+    """Our per-item order is the one alpaca_eval's own annotator uses: its PairwiseAnnotator for
+    weighted_alpaca_eval_gpt4_turbo builds the RandomSwitchTwoColumnsProcessor with the annotator's seed (0), not
+    the processor's default (123)."""
+    annotators = pytest.importorskip("alpaca_eval.annotators", reason="needs the alpaca-eval package")
+    annotator = annotators.PairwiseAnnotator(annotators_config="weighted_alpaca_eval_gpt4_turbo")
+    (single,) = annotator.annotators.values()
+    (proc,) = [p for p in single.processors if type(p).__name__ == "RandomSwitchTwoColumnsProcessor"]
     instructions = [f"Write item {i} {'x' * (i % 7)}" for i in range(200)]
-    proc = processors.RandomSwitchTwoColumnsProcessor(two_columns_to_switch=["output_1", "output_2"],
-                                                      random_seed_columns=["instruction"],
-                                                      _switch_column="is_switched_outputs")
     df = proc.preprocess(pd.DataFrame({"instruction": instructions, "output_1": "a", "output_2": "b"}))
     assert [ae.is_switched(i) for i in instructions] == df["is_switched_outputs"].tolist()
     assert 60 < sum(map(ae.is_switched, instructions)) < 140  # both orders occur
+    assert [ae.is_switched(i, seed=123) for i in instructions] != df["is_switched_outputs"].tolist()
 
 
 def test_alpaca_requests_one_per_item_in_alpaca_eval_order():
@@ -128,7 +131,7 @@ def test_logprob_parser_matches_alpaca_eval():
     assert parser({"text": "M", "top_logprobs": [{"token": "M", "logprob": -1e-6}]}) == pytest.approx(2.0)
     assert parser({"text": "x", "top_logprobs": [{"token": "The", "logprob": -0.1}]}) is None
     assert parser("M") is None  # a text-only reply has no log-probabilities
-    cp = pytest.importorskip("alpaca_eval.completion_parsers")
+    cp = pytest.importorskip("alpaca_eval.completion_parsers", reason="needs the alpaca-eval package")
     theirs = cp.logprob_parser({"logprobs": {"content": [{"top_logprobs": top}]}}, numerator_token="m",
                                denominator_tokens=["m", "M"], is_binarize=False)
     assert parser({"top_logprobs": top}) == pytest.approx(theirs[0], abs=1e-12)
@@ -156,7 +159,7 @@ def test_alpaca_preferences_mirror_switched_items_and_average_repeats():
 
 
 def test_winrate_equals_alpaca_evals_get_winrate():
-    metrics = pytest.importorskip("alpaca_eval.metrics")
+    metrics = pytest.importorskip("alpaca_eval.metrics", reason="needs the alpaca-eval package")
     rng = np.random.default_rng(1)
     prefs = list(1 + rng.random(300)) + [1.5, 1.5, 1.0, 2.0, 1.49999, 1.50001, math.nan, 0]
     ours, theirs = ae.winrate(prefs), metrics.get_winrate(pd.DataFrame({"preference": prefs}))
@@ -194,7 +197,7 @@ def _fake_gamed_table(folder, n, rng):
 
 
 def test_alpaca_length_controlled_via_package(tmp_path, monkeypatch):
-    pytest.importorskip("alpaca_eval.metrics.glm_winrate")
+    pytest.importorskip("alpaca_eval.metrics.glm_winrate", reason="needs the alpaca-eval package (LC win rate)")
     from alpaca_eval.metrics import glm_winrate
 
     rng = np.random.default_rng(0)

@@ -79,3 +79,36 @@ def test_plan_cost_is_the_ledgers(tmp_path, prices):
         assert line.endswith("cost ~$0.43")  # the figure the plan showed before planning used the ledger
     else:
         assert est["cost_usd"] is None and line.endswith("cost: no price for this model in judge.prices")
+
+
+def test_pairwise_score_stage_keys_on_ntps_generations(tmp_path, monkeypatch):
+    """judge.mode: pairwise (issue 19): sftmix's MT-Bench score stage reads NTP's generations, so it depends on
+    NTP's generate stage and its key includes theirs; NTP's own stage makes no judge call; the option at its default
+    changes no config hash."""
+    from pathlib import Path
+
+    from sftmix.errors import UserError
+
+    prompts = Path(__file__).resolve().parents[2] / "shared" / "peer" / "fastchat" / "judge_prompts.jsonl"
+    if not prompts.is_file():
+        pytest.skip(f"FastChat's judge prompts not found at {prompts}")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    base = {"run.tasks": ["mt_bench"], "run.limit": 3, "judge.prompts": str(prompts), "judge.model": "m"}
+    r = runner(tmp_path, **base, **{"judge.mode": "pairwise"})
+    single = runner(tmp_path, **base)
+    by = {s.name: s for s in r.stages}
+    assert by["score/sftmix/mt_bench"].deps == ("generate/sftmix/mt_bench", "generate/ntp/mt_bench")
+    assert by["score/ntp/mt_bench"].deps == ("generate/ntp/mt_bench",)
+    assert n_judge_calls(r.ctx, by["score/ntp/mt_bench"]) == 0
+    assert n_judge_calls(r.ctx, by["score/sftmix/mt_bench"]) == 2 * 3 * 2  # 3 questions, 2 turns, 2 orders
+    assert {s.name: s.key for s in single.stages}["score/sftmix/mt_bench"] != by["score/sftmix/mt_bench"].key
+    assert r.cfg.config_hash() != single.cfg.config_hash()
+    assert single.cfg.config_hash() == runner(tmp_path, **base, **{"judge.swap": False}).cfg.config_hash()
+    from bench.pipeline.keys import score_key
+
+    task = r.ctx.tasks[0]
+    gen = by["generate/sftmix/mt_bench"].key
+    assert score_key(r.ctx, gen, task, "a") != score_key(r.ctx, gen, task, "b")  # NTP's generations changed
+    assert by["score/sftmix/mt_bench"].key == score_key(r.ctx, gen, task, by["generate/ntp/mt_bench"].key)
+    with pytest.raises(UserError, match="add ntp to run.variants"):
+        runner(tmp_path, **base, **{"judge.mode": "pairwise", "run.variants": ["sftmix", "sftmix-random"]})

@@ -149,7 +149,7 @@ def test_lock_refuses_a_live_holder_naming_its_pid_and_takes_over_after_kill(tmp
                               stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(UserError, match=f"in use by another run \\(pid {holder.pid}, holder started"):
+        with pytest.raises(UserError, match=f"in use by another run \\(pid {holder.pid} on \\S+, holder started"):
             RunLock(out, "second").acquire()
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait(timeout=60)
@@ -283,3 +283,35 @@ def test_finished_bench_train_is_a_no_op(tmp_path):
     assert "already trained" in stdout and "nothing to do" in stdout
     assert (tmp_path / "t" / "train.json").read_bytes() == record
     assert sorted(p.name for p in (tmp_path / "t" / "checkpoints").iterdir()) == checkpoints
+
+
+def test_judge_repeats_give_the_judges_noise_in_the_summary_and_report(gens, tmp_path):
+    """A judge whose rating varies between repeats: the summary's reliability has spread, disagreement and a
+    test-retest r, the item values keep every repeat, and `bench judge-report` prints them; one repeat is "not
+    estimable"."""
+    from collections import Counter
+
+    asked: Counter = Counter()
+
+    def noisy(messages):
+        key = prompt_key(messages)
+        asked[key] += 1
+        return f"Rating: [[{(int(key, 16) + 3 * asked[key]) % 10 + 1}]]"
+
+    with FakeOpenAIServer(reply=noisy) as server:
+        rc, stdout, stderr = judge_cmd(server, gens, "--repeats", "2", "--concurrency", "1")
+    assert rc == 0, stderr
+    assert "judge reliability: repeats 2: spread" in stdout
+    summary = json.loads((gens / "scores" / "gens" / "toy_open.json").read_text())
+    rep = summary["reliability"]["repeats"]
+    assert rep["repeats"] == 2 and rep["spread"] > 0 and rep["disagreement"] == 1.0
+    assert rep["test_retest"] is not None and summary["repeat_combine"] == "median"
+    items = [json.loads(ln) for ln in (gens / "scores" / "gens" / "toy_open.items.jsonl").read_text().splitlines()]
+    assert all(len(it["repeats"]) == 2 and it["value"] == sum(it["repeats"]) / 2 for it in items)
+    rc, out, _ = bench("judge-report", gens, "--json", tmp_path / "rel.json")
+    assert rc == 0 and "gens / toy_open" in out and "test-retest r" in out
+    assert json.loads((tmp_path / "rel.json").read_text())[str(gens)]["gens"]["toy_open"] == summary["reliability"]
+    with FakeOpenAIServer() as server:
+        assert judge_cmd(server, gens)[0] == 0
+    one = json.loads((gens / "scores" / "gens" / "toy_open.json").read_text())["reliability"]["repeats"]
+    assert one["spread"] is None and "not estimable" in one["note"]

@@ -30,6 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="FastChat's judge_prompts.jsonl for MT-Bench (default: downloaded once at a pinned commit)")
     p.add_argument("--text-verdicts", action="store_true",
                    help="judge without log-probabilities: AlpacaEval from the reply's text (flagged as such)")
+    p.add_argument("--swap", action="store_true",
+                   help="AlpacaEval: also judge every item in the other output order (position bias; mean preference)")
+    p.add_argument("--alpaca-eval-prompt", metavar="FILE",
+                   help="alpaca_eval's alpaca_eval_clf.txt (default: the alpaca-eval package, else a pinned download)")
     p.add_argument("--repeats", type=int, default=1,
                    help="judgments per item (combined as each scorer defines: median for MT-Bench, mean "
                         "preference for AlpacaEval)")
@@ -62,7 +66,8 @@ def run(args) -> int:
             raise UserError(f"{flag} must be >= 1, got {value}")
     jargs = JudgeArgs(model=args.judge_model, base_url=args.judge_base_url, api_key_env=args.api_key_env,
                       local=args.judge_local, repeats=args.repeats, concurrency=args.concurrency,
-                      prompts=args.judge_prompts, text_verdicts=args.text_verdicts)
+                      prompts=args.judge_prompts, text_verdicts=args.text_verdicts, swap=args.swap,
+                      alpaca_eval_prompt=args.alpaca_eval_prompt)
     from bench.validate import check_judge_url
 
     if jargs.model:
@@ -141,7 +146,7 @@ def _run(args, gdir: Path, names: list[str], local: dict, jargs) -> int:
         ids = {str(g["example_id"]) for g in gens}
         items = [it for it in items if str(it["id"]) in ids]
         if args.dry_run:
-            reqs = judge_requests(task, items, gens, judge, judge_config(task, jargs))
+            reqs = judge_requests(task, items, gens, judge, judge_config(task, jargs), jargs)
             est = estimate(reqs, judge.name, repeats=args.repeats, prices=jargs.prices, cache=cache)
             print(f"{name}: {json.dumps(est)}")
             continue
@@ -151,6 +156,10 @@ def _run(args, gdir: Path, names: list[str], local: dict, jargs) -> int:
         failures = s.get("failures") or {}
         causes = f" ({', '.join(f'{k} {n}' for k, n in failures.items())})" if failures else ""
         print(f"{name}: {shown}  judge={s['judge']}  failed={s['n_failed']}/{s['n_items']}{causes}")
+        if s.get("reliability"):
+            from bench.reliability import describe
+
+            print(f"  judge reliability: {describe(s['reliability'])}")
         if any(failures.values()):
             status = 1  # scores were written from the verdicts that came back; re-run to ask the failed ones again
     if status:

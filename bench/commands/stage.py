@@ -19,13 +19,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import logging
     import os
 
     from bench.pipeline.worker import run_in_worker
 
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("sftmix").setLevel(logging.INFO)  # the stage's log says what it resumed from
     job_id = args.job_id or slurm_job_id() or str(os.getpid())
     status = run_in_worker(args.run_dir, args.name, key=args.key, executor=args.executor, job_id=job_id,
                            attempt=args.attempt)

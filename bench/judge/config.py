@@ -37,6 +37,7 @@ class JudgeConfig:
     extra: dict = field(default_factory=dict)
     logprobs: int | None = None  # ask for the top-N log-probabilities of the reply's tokens (logprob parsers)
     protocol: dict = field(default_factory=dict)  # {origin, name}: the peer protocol this judge reproduces
+    both_orders: bool = False  # judge.swap: a pairwise scorer also asks every pair in the other order
 
     @property
     def conformant(self) -> bool:
@@ -72,7 +73,8 @@ class JudgeConfig:
         """Hash of everything that changes a verdict's meaning (prompts, parser, settings)."""
         return hash_obj({"mode": self.mode, "parser": self.parser.__dict__, "temperature": self.temperature,
                          "max_tokens": self.max_tokens, "logprobs": self.logprobs,
-                         "forms": {k: (v.system, v.user, v.engine) for k, v in self.forms.items()}})
+                         "forms": {k: (v.system, v.user, v.engine) for k, v in self.forms.items()},
+                         **({"both_orders": True} if self.both_orders else {})})  # only when set: old keys stay
 
 
 def judge_config_names() -> list[str]:

@@ -21,7 +21,9 @@ class Parser:
     preferred, 2.0: output_2 preferred, 1.5: tie). ``logprob`` (alpaca_eval's ``logprob_parser`` with
     ``is_binarize: false``): from the top log-probabilities of the reply's first token, p = P(numerator) / P(any
     denominator token) and the value is 2 - p (1: output_1 certainly preferred, 2: output_2); None when no
-    denominator token is among the top log-probabilities.
+    denominator token is among the top log-probabilities. ``contains`` (FastChat's pairwise ``[[A]]`` format):
+    the first key of ``choices``, in their order, that occurs anywhere in the reply (FastChat checks ``[[A]]``, then
+    ``[[B]]``, then ``[[C]]``), mapped to its value.
     """
 
     pattern: str | None = None
@@ -38,6 +40,8 @@ class Parser:
         text = raw.get("text") if isinstance(raw, dict) else raw
         if not text:
             return None
+        if self.kind == "contains":
+            return next((value for token, value in (self.choices or {}).items() if token in text), None)
         for pat in (self.pattern, self.backup_pattern):
             if not pat:
                 continue
@@ -80,8 +84,12 @@ def parser_from_config(path: Path, mode: str, p: Any) -> Parser:
             raise UserError(f"{path}: a logprob parser needs 'numerator_token' and 'denominator_tokens'")
         return Parser(kind="logprob", numerator_token=str(p["numerator_token"]),
                       denominator_tokens=tuple(str(t) for t in p["denominator_tokens"]))
+    if kind == "contains":
+        if not isinstance(p.get("choices"), dict) or not p["choices"]:
+            raise UserError(f"{path}: a contains parser needs 'choices' (text -> value, checked in order)")
+        return Parser(kind="contains", choices={str(k): float(v) for k, v in p["choices"].items()})
     if kind != "regex":
-        raise UserError(f"{path}: parser.kind must be 'regex' or 'logprob', got {kind!r}")
+        raise UserError(f"{path}: parser.kind must be 'regex', 'contains' or 'logprob', got {kind!r}")
     if "pattern" not in p:
         raise UserError(f"{path}: field 'parser.pattern' is required")
     parser = Parser(

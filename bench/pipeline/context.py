@@ -13,7 +13,9 @@ from sftmix.variants import Variant
 from ..config import RunConfig
 from ..rundir import RunDir
 from ..tasks import limit_rows
-from .selection import per_seed, run_tasks, run_variants
+from .selection import SEED_SEP, per_seed, run_tasks, run_variants
+
+PAIRWISE_BASELINE = "ntp"  # judge.mode: pairwise compares every other variant with this one
 
 if TYPE_CHECKING:
     from ..judge import JudgeConfig
@@ -91,9 +93,24 @@ class RunContext:
 
     # -- scorers and judges -------------------------------------------------------------------------------------
     def scorer(self, task: Task) -> Scorer:
-        from ..scorers import get_scorer
+        """The task's scorer in this run (its pairwise form under ``judge.mode: pairwise``)."""
+        from ..evaluate import task_scorer
 
-        return get_scorer(task.scorer)
+        return task_scorer(task, self.cfg.judge)
+
+    def pairwise_baseline(self, v: Variant) -> Variant | None:
+        """``judge.mode: pairwise``: the NTP variant (same seed) that ``v`` is compared with; None for NTP itself."""
+        from ..rundir import split_seed
+
+        name, seed = split_seed(v.name)
+        if name == PAIRWISE_BASELINE:
+            return None
+        want = PAIRWISE_BASELINE if seed is None else f"{PAIRWISE_BASELINE}{SEED_SEP}{seed}"
+        for other in self.variants:
+            if other.name == want:
+                return other
+        raise UserError(f"judge.mode: pairwise compares every variant with {PAIRWISE_BASELINE}: add "
+                        f"{PAIRWISE_BASELINE} to run.variants")
 
     def judge_identity(self) -> dict:
         """The judge this run uses: ``{"kind": "llm" | "local" | "reference", "model": ..., ...}``."""

@@ -65,7 +65,12 @@ def build_stages(ctx: RunContext) -> list[Stage]:
     for v in ctx.variants:
         for t in ctx.tasks:
             parent = gens[v.name, t.name]
-            stages.append(Stage(f"score/{v.name}/{t.name}", "score", score_key(ctx, parent.key, t), (parent.name,),
+            # judge.mode: pairwise: v's answers against NTP's (same seed), so NTP's generations are an input too
+            other = ctx.pairwise_baseline(v) if ctx.scorer(t).pairwise else None
+            versus = gens[other.name, t.name] if other is not None else None
+            stages.append(Stage(f"score/{v.name}/{t.name}", "score",
+                                score_key(ctx, parent.key, t, versus.key if versus else None),
+                                (parent.name,) + ((versus.name,) if versus else ()),
                                 stage_resources(cfg, "score", judged=ctx.scorer(t).judged),
                                 (ctx.score_path(v, t),), variant=v.name, task=t.name))
     return stages
@@ -89,4 +94,9 @@ def n_judge_calls(ctx: RunContext, stage: Stage) -> int:
         return 0
     task = ctx.task(stage.task)
     items, n = ctx.loaded_items(task)
-    return ctx.scorer(task).n_judge_calls(task, items, n, ctx.cfg.judge.repeats)
+    scorer = ctx.scorer(task)
+    if scorer.pairwise and ctx.pairwise_baseline(ctx.variant(stage.variant)) is None:
+        return 0  # NTP's own row under judge.mode: pairwise: nothing to compare, no judge call
+    config = ctx.judge_config(task)
+    orders = 2 if config is not None and config.both_orders else 1  # judge.swap
+    return orders * scorer.n_judge_calls(task, items, n, ctx.cfg.judge.repeats)

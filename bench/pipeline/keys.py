@@ -51,12 +51,14 @@ def gen_key(ctx: RunContext, train: str, task: Task) -> str:
                      "local_data": cfg.run.data_paths.get(task.name), "referenced_only": ctx.referenced_only(task)})
 
 
-def score_key(ctx: RunContext, generate: str, task: Task) -> str:
+def score_key(ctx: RunContext, generate: str, task: Task, versus: str | None = None) -> str:
     """Key of scoring a variant's generations (``generate``: their key) on ``task``: the scorer's version, and for
-    judged tasks the judge."""
+    judged tasks the judge. Pairwise scorers (``judge.mode: pairwise``) also read the generations of the NTP variant
+    compared with: ``versus`` is their key (None for NTP's own row)."""
     scorer = ctx.scorer(task)
     judged = scorer.judged
+    pair = {"versus": versus} if scorer.pairwise else {}  # only then: the other keys stay as they were
     return hash_obj({"stage": "score", "generate": generate, "scorer": [scorer.name, scorer.version],
                      "judge": ctx.judge_identity() if judged else None,
                      "judge_prompts": ctx.judge_fingerprint(task) if judged else None,
-                     "repeats": ctx.cfg.judge.repeats if judged else 1})
+                     "repeats": ctx.cfg.judge.repeats if judged else 1, **pair})

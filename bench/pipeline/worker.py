@@ -88,6 +88,10 @@ def worker_runner(run_dir: str | Path, progress: bool = False):
 def run_in_worker(run_dir: str | Path, name: str, key: str | None = None, executor: str = "processes",
                   job_id: str | None = None, attempt: int | None = None) -> str:
     """``bench stage``: run stage ``name`` of the run in ``run_dir`` in this process, as a worker."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("sftmix").setLevel(logging.INFO)  # the stage's log says what it resumed from
     runner = worker_runner(run_dir)
     stage = runner.stage(name)
     if key is not None and stage.key != key:

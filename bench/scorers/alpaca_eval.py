@@ -2,7 +2,10 @@
 
 Per item, one judge call: alpaca_eval's prompt with the reference (``output_1``, gpt4_turbo) and the model
 (``output_2``) shown in an order randomised per item and seeded by the instruction
-(:func:`is_switched`, alpaca_eval's ``RandomSwitchTwoColumnsProcessor``); ``max_tokens=1``, top-5 log-probabilities.
+(:func:`is_switched`, alpaca_eval's ``RandomSwitchTwoColumnsProcessor`` as its ``PairwiseAnnotator`` sets it up:
+seeded by ``"is_switched_outputs" + instruction + "0"``, the annotator's own ``seed=0`` handed down to the
+processor); ``max_tokens=1``, top-5 log-probabilities. With ``judge.swap`` (our addition) every item is also judged
+in the other order and the two preferences are averaged; the pair of verdicts measures position bias.
 The parser turns p = P(m) / (P(m) + P(M)) into the shown-order preference 2 - p; a switched item's preference is
 mirrored (3 - x), so ``preference`` in [1, 2] is always "how much the model beats the reference" + 1. Items whose
 output equals the reference get 1.5 without a call, as alpaca_eval does. Repeats (our addition) are averaged.
@@ -37,12 +40,19 @@ from .base import Metric, Scorer, ScoreResult
 
 TASK = "alpaca_eval"
 SWITCH_COLUMN = "is_switched_outputs"  # alpaca_eval's _switch_column for pairwise annotators
-SWITCH_SEED = 123  # alpaca_eval BaseProcessor's default seed
+# The seed alpaca_eval really uses: BaseAnnotator(seed=0) builds each SingleAnnotator with seed=self.seed, which
+# sets processor_kwargs["seed"] for the RandomSwitchTwoColumnsProcessor; the processor's own default (123) and the
+# SingleAnnotator's default (123) are both overridden. Checked item by item against real annotations
+# (`bench conformance`: the order inferred from each recorded preference and the raw reply's logprobs).
+SWITCH_SEED = 0
 
 
-def is_switched(instruction: str) -> bool:
-    """alpaca_eval's per-item output order: True shows the model's output first (as ``output_1``)."""
-    return random.Random(SWITCH_COLUMN + instruction + str(SWITCH_SEED)).choices([False, True], k=1)[0]
+def is_switched(instruction: str, seed: int = SWITCH_SEED) -> bool:
+    """alpaca_eval's per-item output order: True shows the model's output first (as ``output_1``).
+
+    ``utils.random_seeded_choice(seed=_switch_column + "".join(row[random_seed_columns]) + str(seed),
+    choices=[False, True])`` with ``random_seed_columns == ["instruction"]``."""
+    return random.Random(SWITCH_COLUMN + instruction + str(seed)).choices([False, True], k=1)[0]
 
 
 def make_items(task_items: list[dict], outputs: dict[str, str | list[str]]) -> list[dict]:
@@ -58,18 +68,25 @@ def make_items(task_items: list[dict], outputs: dict[str, str | list[str]]) -> l
     return out
 
 
-def build_requests(config: JudgeConfig, items: list[dict], task: str = TASK) -> list[JudgeRequest]:
-    """One request per item whose output differs from the reference, in alpaca_eval's per-item order."""
+def build_requests(config: JudgeConfig, items: list[dict], task: str = TASK,
+                   both_orders: bool | None = None) -> list[JudgeRequest]:
+    """One request per item whose output differs from the reference, in alpaca_eval's per-item order; with
+    ``both_orders`` (default: the config's, i.e. ``judge.swap``) a second one in the other order
+    (``meta.order == "reversed"``)."""
+    both_orders = config.both_orders if both_orders is None else both_orders
     out = []
     for it in items:
         ref, model = it["reference_output"], it["output"]
         if ref == model:
             continue  # alpaca_eval: identical outputs are a draw (1.5), never sent to the judge
         switched = is_switched(it["instruction"])
-        o1, o2 = (model, ref) if switched else (ref, model)
-        out.append(config.request("pairwise", task=task, example_id=str(it["example_id"]), turn=1,
-                                  fields={"instruction": it["instruction"], "output_1": o1, "output_2": o2},
-                                  meta={"swapped": switched}))
+        orders = [(switched, "alpaca_eval")] + ([(not switched, "reversed")] if both_orders else [])
+        for sw, order in orders:
+            o1, o2 = (model, ref) if sw else (ref, model)
+            meta = {"swapped": sw, **({"order": order} if both_orders else {})}
+            out.append(config.request("pairwise", task=task, example_id=str(it["example_id"]), turn=1,
+                                      fields={"instruction": it["instruction"], "output_1": o1, "output_2": o2},
+                                      meta=meta))
     return out
 
 
@@ -92,6 +109,16 @@ def preferences(records: Iterable[dict], items: list[dict]) -> pd.DataFrame:
     out = (df.groupby("example_id", sort=False)
            .agg(preference=("preference", "mean"), n_repeats=("repeat", "nunique")).reset_index())
     return out.sort_values("example_id", key=lambda s: s.map(order).fillna(len(order))).reset_index(drop=True)
+
+
+def per_repeat(records: Iterable[dict]) -> dict[str, list[float]]:
+    """example_id -> each successful repeat's model-centred preference - 1 (both orders averaged), in repeat order."""
+    by: dict[str, dict[int, list[float]]] = {}
+    for r in records:
+        if not r.get("failed") and r.get("score") is not None:
+            pref = model_preference(float(r["score"]), bool((r.get("meta") or {}).get("swapped")))
+            by.setdefault(str(r["example_id"]), {}).setdefault(int(r.get("repeat", 0)), []).append(pref - 1)
+    return {e: [sum(v) / len(v) for _, v in sorted(reps.items())] for e, reps in by.items()}
 
 
 def winrate(prefs: Iterable[float]) -> dict:
@@ -173,11 +200,12 @@ def score(records: Iterable[dict], items: list[dict], generator: str = "model", 
 
 class AlpacaEvalScorer(Scorer):
     name = "alpaca_eval"
-    version = "2"  # 2: weighted (logprob) preference, one call per item in alpaca_eval's order
+    version = "3"  # 3: alpaca_eval's real output order (seed 0); 2: weighted (logprob) preference
     judged = True
     judge_config = "alpaca_eval_weighted"
     text_judge_config = "alpaca_eval_pairwise"
     primary = "win_rate"
+    repeat_combine = "mean"
     metrics = (
         Metric("win_rate", "WR", "AlpacaEval 2.0 win rate: mean weighted preference vs gpt4_turbo (alpaca_eval)",
                "%"),
@@ -204,7 +232,40 @@ class AlpacaEvalScorer(Scorer):
         return build_requests(config, make_items(items, answers_from_generations(generations)), task=task.name)
 
     def n_judge_calls(self, task, items, n_items, repeats):
-        return n_items * repeats
+        return n_items * repeats  # judge.swap doubles it (the pipeline's plan says so)
+
+    def reliability(self, task, items, generations, records, versus=None):
+        """Repeats (each repeat's model-centred preference, both orders averaged), position bias (with
+        ``judge.swap``: alpaca_eval's order vs the reversed one) and length bias (model vs reference output)."""
+        from bench import reliability as rel
+
+        from .base import max_repeats
+        from .mt_bench import answers_from_generations
+
+        scored = make_items(items, answers_from_generations(generations))
+        by_rep: dict[tuple, list[float]] = {}
+        sides: dict[tuple, dict[str, float]] = {}
+        games = []
+        for r in records:
+            if r.get("failed") or r.get("score") is None:
+                continue
+            meta = r.get("meta") or {}
+            pref = model_preference(float(r["score"]), bool(meta.get("swapped")))
+            key = (str(r["example_id"]), int(r.get("repeat", 0)))
+            by_rep.setdefault(key, []).append(pref)
+            games.append((key, float(r["score"])))
+            if "order" in meta:
+                sides.setdefault(key, {})[meta["order"]] = pref
+        values: dict[str, list[float]] = {}
+        for (eid, rep), prefs in sorted(by_rep.items(), key=lambda kv: kv[0][1]):
+            values.setdefault(eid, []).append(sum(prefs) / len(prefs))
+        both = [(s["alpaca_eval"], s["reversed"]) for s in sides.values() if len(s) == 2]
+        position = rel.position_bias(games, both) if sides else rel.not_applicable(
+            "each item is judged in one order (judge.swap: true judges both)")
+        prefs = preferences(records, scored).set_index("example_id")["preference"]
+        pairs = [(it["reference_output"], it["output"], prefs.get(str(it["example_id"]))) for it in scored]
+        return {"repeats": rel.repeat_stats(values, max_repeats(records)), "position": position,
+                "length": rel.length_bias(pairs), "failures": rel.failures(records)}
 
     def score(self, task, items, generations, records, config=None) -> ScoreResult:
         from .mt_bench import answers_from_generations
@@ -213,7 +274,9 @@ class AlpacaEvalScorer(Scorer):
         res = score(records, scored, generator=generations[0].get("model", "model") if generations else "model")
         prefs = preferences(records, scored).dropna(subset=["preference"])
         categories = {str(it["id"]): it.get("category") for it in items}
-        values = [{"example_id": str(e), "turn": 1, "category": categories.get(str(e)), "value": float(p) - 1}
+        reps = per_repeat(records)
+        values = [{"example_id": str(e), "turn": 1, "category": categories.get(str(e)), "value": float(p) - 1,
+                   **({"repeats": reps[str(e)]} if len(reps.get(str(e), ())) > 1 else {})}
                   for e, p in zip(prefs["example_id"], prefs["preference"])]
         metrics = {m.name: res["length_controlled_winrate" if m.name == "lc_win_rate" else m.name]
                    for m in self.metrics}

@@ -53,19 +53,25 @@ class Scorer:
     text_judge_config: str | None = None  # config for judges without log-probabilities (flagged when used)
     metrics: tuple[Metric, ...] = ()
     primary: str = ""  # the headline metric
+    repeat_combine: str = "median"  # how judge repeats of one item become its value ("median" or "mean")
+    pairwise: bool = False  # scores a variant against another variant's generations (``versus``)
+    pairwise_scorer: str | None = None  # the scorer that replaces this one under ``judge.mode: pairwise``
 
     # -- judge --------------------------------------------------------------------------------------------------
     def config_name(self, text_verdicts: bool = False) -> str | None:
         """The judge config this scorer uses (the text-verdict one when asked and available)."""
         return self.text_judge_config if text_verdicts and self.text_judge_config else self.judge_config
 
-    def load_config(self, text_verdicts: bool = False, prompts: str | None = None) -> "JudgeConfig":
+    def load_config(self, text_verdicts: bool = False, prompts: str | None = None,
+                    alpaca_eval_prompt: str | None = None) -> "JudgeConfig":
+        """The judge config, its prompt files taken from these paths first (``None``: the environment's, then the
+        package's or a pinned download): FastChat's ``judge_prompts.jsonl``, alpaca_eval's ``alpaca_eval_clf.txt``."""
         from bench.judge import load_judge_config
 
         name = self.config_name(text_verdicts)
         if name is None:
             raise UserError(f"scorer {self.name!r} needs no judge")
-        return load_judge_config(name, {"FASTCHAT_JUDGE_PROMPTS": prompts})
+        return load_judge_config(name, {"FASTCHAT_JUDGE_PROMPTS": prompts, "ALPACA_EVAL_PROMPT": alpaca_eval_prompt})
 
     def select_items(self, task: "Task", items: list[dict], judge_kind: str | None) -> list[dict]:
         """The items this scorer can score with this kind of judge (default: all)."""
@@ -85,6 +91,16 @@ class Scorer:
               config: "JudgeConfig | None" = None) -> ScoreResult:
         raise NotImplementedError
 
+    def reliability(self, task: "Task", items: list[dict], generations: list[dict], records: list[dict],
+                    versus: dict | None = None) -> dict:
+        """The judge's reliability on this task (:mod:`bench.judge.reliability`); by default repeat noise over the
+        per-(item, turn) scores and failures, with no pairs to measure position or length bias on."""
+        from bench import reliability as rel
+
+        return {"repeats": rel.repeat_stats(repeat_values(records), max_repeats(records)),
+                "position": rel.not_applicable("each verdict rates one answer; no pair is shown in two orders"),
+                "length": rel.not_applicable("no pair of outputs is compared"), "failures": rel.failures(records)}
+
     def protocol(self, config: "JudgeConfig | None" = None) -> str:
         """One line: which peer protocol the numbers follow (and whether they are comparable with it)."""
         return config.describe() if config is not None else self.name
@@ -92,3 +108,18 @@ class Scorer:
 
 def nan_to_none(x: Any) -> Any:
     return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def repeat_values(records: list[dict], value=lambda r: r.get("score")) -> dict[tuple, list[float]]:
+    """(example_id, turn) -> the successful repeats' values, in repeat order."""
+    out: dict[tuple, list[tuple[int, float]]] = {}
+    for r in records:
+        v = None if r.get("failed") else value(r)
+        if v is not None:
+            key = (str(r["example_id"]), int(r.get("turn", 1)))
+            out.setdefault(key, []).append((int(r.get("repeat", 0)), float(v)))
+    return {k: [v for _, v in sorted(vals)] for k, vals in out.items()}
+
+
+def max_repeats(records: list[dict]) -> int:
+    return max((int(r.get("repeat", 0)) for r in records), default=0) + 1

@@ -131,6 +131,7 @@ class MTBenchScorer(Scorer):
         self.name, self.version = name, version  # 2: FastChat's prompts and parser (no range check)
         self.ref_categories = None if ref_categories is None else tuple(ref_categories)
         self.benchmark = benchmark  # False: the forms rate another task's answers; no MT-Bench claim to check
+        self.pairwise_scorer = "mt_bench_pair" if benchmark else None  # judge.mode: pairwise
 
     def protocol(self, config=None) -> str:
         if self.benchmark or config is None:
@@ -161,13 +162,12 @@ class MTBenchScorer(Scorer):
         res = aggregate(records, categories)
         metrics = {"turn1": res["turn_1"], "turn2": res["turn_2"], "overall": res["overall"]}
         metrics.update({f"category/{c}": v["overall"] for c, v in res["per_category"].items()})
-        df = pd.DataFrame([{"example_id": r["example_id"], "turn": r["turn"], "score": r["score"]}
-                           for r in records if not r["failed"]])
-        values = []
-        if len(df):
-            for (eid, turn), s in df.groupby(["example_id", "turn"])["score"].median().items():
-                values.append({"example_id": str(eid), "turn": int(turn), "category": categories.get(str(eid)),
-                               "value": float(s)})
+        from .base import repeat_values
+
+        values = []  # the median of an item's repeats, and the repeats themselves (the bootstrap resamples them)
+        for (eid, turn), reps in sorted(repeat_values(records).items()):
+            values.append({"example_id": eid, "turn": turn, "category": categories.get(eid),
+                           "value": float(pd.Series(reps).median()), **({"repeats": reps} if len(reps) > 1 else {})})
         conformant = None if config is None or not self.benchmark else config.conformant
         return ScoreResult(metrics, values, {"n_items": res["n_judged"] + res["n_failed"], "n_failed": res["n_failed"],
                                              "protocol": self.protocol(config), "conformant": conformant})

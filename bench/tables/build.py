@@ -13,6 +13,7 @@ from ..rundir import fail
 from .deltas import BASELINE, METHOD_NAMES, Comparison
 from .layouts import AUTO_ORDER, HEALTH_NOTE, LAYOUT_SPECS, LAYOUTS, MCQ_METRICS, SETTINGS, Layout
 from .model import MISSING, Cell, Table
+from ..reliability import describe
 from .results import TaskResult, headline_metric, is_percent, load_results
 
 JUDGE_KINDS = {
@@ -264,6 +265,15 @@ def _judge_notes(ctx: Comparison, tasks: Iterable[str]) -> list[str]:
             why = f" - failed verdicts by cause: {', '.join(f'{c} {n}' for c, n in causes.items())}" \
                 if any(causes.values()) else ""
             notes.append(f"{task}: judged by {'; '.join(judges)}{rep}; unjudged items (n_failed): {failed}{why}")
+            base = [s for s in judged if s.pairwise_baseline]
+            if base:
+                notes.append(f"{task}: pairwise - each row's value is its adjusted win rate (ties count half) in "
+                             f"FastChat's matches against the {', '.join(dict.fromkeys(s.variant for s in base))} "
+                             "row's answers, both orders per match; that row is 50 by definition, so Δ is the "
+                             "adjusted win rate minus 50")
+            for s in judged:
+                if not s.pairwise_baseline:
+                    notes.append(f"{task} judge reliability, {s.variant}: {describe(s.reliability)}")
         elif any(s.n_failed for s in ss):
             notes.append(f"{task}: unscorable items (n_failed): {failed}")
     return notes
@@ -313,6 +323,10 @@ def _notes(ctx: Comparison, table: Table, spec: Layout, paper: bool) -> list[str
         notes.append(f"DIFFERENT JUDGES for {', '.join(mixed)}: the Judge column says which judge made each row's "
                      "numbers; numbers of different judges are not comparable, and no Δ is shown against an NTP row "
                      "judged by another judge.")
+    if ctx.repeats_resampled:
+        notes.append("With judge repeats the CIs resample each item's repeats as well (two-level: items, then "
+                     "repeats within each drawn item, combined as the scorer does: "
+                     f"{', '.join(sorted(ctx.repeats_resampled))}), so they carry judge noise too.")
     if paper:
         if any(r.get("Source") == paper_data.LABEL for r in table.rows):
             srcs = dict.fromkeys(p["source"] for p in paper_data.PAPER_ROWS if p["layout"] == table.layout)

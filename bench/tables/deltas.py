@@ -12,7 +12,7 @@ from typing import Sequence
 
 from ..bootstrap import paired_bootstrap, paired_bootstrap_macro, two_level_bootstrap
 from .model import Cell
-from .results import TaskResult, item_values, metric_value, resolve
+from .results import TaskResult, item_repeats, item_values, metric_value, resolve
 
 BASELINE = "ntp"
 METHOD_NAMES = {"ntp": "NTP", "sftmix": "SFTMix"}  # also the fallback row order (after the baseline)
@@ -33,6 +33,7 @@ class Comparison:
         self.partial: list[str] = []
         self.no_ci: set[str] = set()
         self.n_seeds: set[int] = set()  # seed counts behind two-level intervals
+        self.repeats_resampled: set[str] = set()  # "task (combine)" whose CIs resampled judge repeats too
 
     def systems(self) -> list[tuple]:
         """Systems grouped by (train_data, model) in order of appearance, the baseline first in each group, then
@@ -74,9 +75,14 @@ class Comparison:
             return self._seeded_cell(cell, s, b, key, metric, label, sys)
         a_items, b_items = item_values(b, resolve(b, metric)), item_values(s, key)
         if a_items and b_items:
+            combine = s.repeat_combine or b.repeat_combine or "median"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # partial overlap becomes a note below the table
-                r = paired_bootstrap(a_items, b_items, self.n_resamples, self.seed)
+                r = paired_bootstrap(a_items, b_items, self.n_resamples, self.seed,
+                                     a_repeats=item_repeats(b, resolve(b, metric)), b_repeats=item_repeats(s, key),
+                                     combine=combine)
+            if r["repeats_resampled"]:
+                self.repeats_resampled.add(f"{task}: {combine} of each item's repeats")
             if not r["complete"]:
                 self.partial.append(f"{sys[3]} vs {BASELINE} on {task} ({label}): Δ and CI over the {r['n']} items "
                                     f"both have ({r['n_a']} {BASELINE}, {r['n_b']} {sys[3]})")

@@ -41,6 +41,9 @@ class TaskResult:
     seed: int | None = None  # run.seeds: the training seed of a "<variant>@s<seed>" summary
     seeds: dict[int, "TaskResult"] | None = None  # a variant's results over seeds, merged (see merge_seeds)
     variant_rank: int = 1 << 30  # position in the run config's variant list (tables keep that row order)
+    reliability: dict | None = None  # the judge's reliability on this task (bench.reliability)
+    repeat_combine: str | None = None  # how judge repeats became item values: "median" | "mean"
+    pairwise_baseline: bool = False  # MT-Bench pairwise: the reference row the others were compared with
 
     @property
     def system(self) -> tuple[str, str, str, str]:
@@ -135,7 +138,8 @@ def load_results(run_dirs: Sequence[str | Path]) -> Results:
                 variant_cfg=_variant_cfg(rd, path.parent.name, cfg, prov), failures=s.failures, seed=seed,
                 task_rank=task_order.index(s.task) if s.task in task_order else 1 << 30,
                 variant_rank=variant_order.index(variant) if variant in variant_order else 1 << 30,
-                protocol=s.protocol, conformant=s.conformant))
+                protocol=s.protocol, conformant=s.conformant, reliability=s.extra.get("reliability"),
+                repeat_combine=s.extra.get("repeat_combine"), pairwise_baseline=bool(s.extra.get("pairwise_baseline"))))
     results = Results(merge_seeds(out))
     results.missing, results.left_out, results.status = missing, left_out, status
     return results
@@ -193,7 +197,7 @@ def headline_metric(s: TaskResult) -> str:
         if s.metric_shown and s.metric_shown in s.metrics:  # the scorer's primary metric (exact_match, f1, ...)
             return s.metric_shown
         return "exact_match" if "exact_match" in s.metrics or "em" not in s.metrics else "em"
-    for k in ("overall", "win_rate", "score"):
+    for k in ("overall", "win_rate_adjusted", "win_rate", "score"):  # win_rate_adjusted: MT-Bench pairwise
         if k in s.metrics:
             return k
     plain = [k for k in s.metrics if "/" not in k]
@@ -216,7 +220,12 @@ def is_percent(s: TaskResult, key: str) -> bool:
 
 
 def _item_scale(s: TaskResult, key: str) -> float:
-    return 100.0 if s.kind in ("mcq", "exact") or key == "win_rate" else 1.0
+    return 100.0 if s.kind in ("mcq", "exact") or key == "win_rate" or _pairwise(s) else 1.0
+
+
+def _pairwise(s: TaskResult) -> bool:
+    """MT-Bench pairwise: item values are match outcomes (1 / 0.5 / 0) behind the adjusted win rate alone."""
+    return "win_rate_adjusted" in s.metrics
 
 
 def item_values(s: TaskResult, key: str) -> dict | None:
@@ -229,6 +238,8 @@ def item_values(s: TaskResult, key: str) -> dict | None:
         return None
     if s.kind == "exact" and key not in ("exact_match", "em", s.metric_shown):
         return None
+    if _pairwise(s) and key != headline_metric(s) and not key.startswith("category/"):
+        return None  # a pairwise summary has no 1-10 turn scores: its items stand for the adjusted win rate only
     if s.kind not in ("mcq", "exact"):
         m = re.fullmatch(r"turn(\d+)", key)
         if m:
@@ -239,6 +250,17 @@ def item_values(s: TaskResult, key: str) -> dict | None:
             return None
     scale = _item_scale(s, key)
     return {(r["example_id"], r.get("turn")): float(r["value"]) * scale for r in recs}
+
+
+def item_repeats(s: TaskResult, key: str) -> dict | None:
+    """The judge repeats behind :func:`item_values` (same keys and unit) for items that stored them; else None."""
+    values = item_values(s, key)
+    if not values or not s.items:
+        return None
+    scale = _item_scale(s, key)
+    reps = {(r["example_id"], r.get("turn")): [float(x) * scale for x in r["repeats"]]
+            for r in s.items if isinstance(r.get("repeats"), list) and len(r["repeats"]) > 1}
+    return {k: v for k, v in reps.items() if k in values} or None
 
 
 def metric_value(s: TaskResult, key: str) -> float | None:

@@ -23,10 +23,15 @@ def score_stage(ctx: RunContext, v: Variant, task: Task, key: str) -> dict:
     meta = {"model": ctx.cfg.run.model_name or ctx.cfg.model.model, "train_data": ctx.cfg.run.train_data_name,
             "run": ctx.cfg.run.name, "config_hash": ctx.cfg.config_hash(), "seed": ctx.seed(v),
             "git_commit": ctx.git()["commit"], "stage_key": key, "provenance": ctx.rd.provenance.name}
+    versus = None
+    if ctx.scorer(task).pairwise:  # judge.mode: pairwise: v's answers against NTP's (None: NTP's own row)
+        other = ctx.pairwise_baseline(v)
+        if other is not None:
+            versus = {"model_1": v.name, "model_2": other.name, "generations": read_jsonl(ctx.gen_path(other, task))}
     before, made = judge_calls_made(ctx), judge.verdicts_made if judge is not None else 0
     summary = evaluate_task(task, ctx.items(task), gens, judge, run_dir=ctx.out, variant=v.name, meta=meta,
                          repeats=ctx.cfg.judge.repeats, progress=ctx.progress, judge_args=ctx.cfg.judge,
-                         config=ctx.judge_config(task))
+                         config=ctx.judge_config(task), versus=versus)
     ctx.counters["judge_requests"] += judge_calls_made(ctx) - before
     if judge is not None:  # verdicts, whatever made them (the reference rubric sends no request)
         ctx.counters["judge_verdicts"] = ctx.counters.get("judge_verdicts", 0) + judge.verdicts_made - made
