@@ -861,3 +861,18 @@ def test_train_out_is_a_file(tmp_path):
     f = tmp_path / "a_file"
     f.write_text("x")
     the_error("train", bench("train", "--out", f), "is a file, not a directory")
+
+
+def test_table_coverage_with_seed_folders(tmp_path):
+    run = tmp_path / "run"
+    write_run(run, variants=("ntp@s0", "sftmix@s0", "ntp@s1", "sftmix@s1"), config_variants=("ntp", "sftmix"))
+    rc, out, err = bench("table", run)  # no run.seeds in the config: the seed folders are the variants'
+    assert rc == 0 and "INCOMPLETE" not in out and "not shown" not in out and "| SFTMix |" in out, err
+    seeded = tmp_path / "seeded"
+    write_run(seeded, variants=("ntp@s0", "sftmix@s0", "ntp@s2", "sftmix@s2"), config_variants=("ntp", "sftmix"))
+    cfg = RunDir(seeded).config
+    cfg.write_text(cfg.read_text().replace("  tasks:", "  seeds: [0, 1]\n  tasks:"))
+    rc, out, err = bench("table", seeded)
+    assert rc == 0, err
+    assert "INCOMPLETE" in out and "ntp@s1 on toy_open" in out  # seed 1 not scored yet
+    assert "not shown: scores of ntp@s2, sftmix@s2" in out  # seed 2 is not this config's

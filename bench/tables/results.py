@@ -119,11 +119,14 @@ def load_results(run_dirs: Sequence[str | Path]) -> Results:
             status[label] = prov.status
         task_order, variant_order = cfg.tasks(), cfg.variants()
         expected = expected_folders(cfg)
+        # Without run.seeds in the config, seed folders (v@sN) of a listed variant count as that variant's.
+        seeded = isinstance(cfg.run.get("seeds"), list) and bool(cfg.run.get("seeds"))
+        as_listed = (lambda f: f) if seeded else (lambda f: split_seed(f)[0])
         if expected is not None:
-            present = {(p.parent.name, p.stem) for p in files}
+            present = {(as_listed(p.parent.name), p.stem) for p in files}
             missing += [(label, f, t) for f in expected for t in task_order if (f, t) not in present]
         for path in files:
-            if expected is not None and (path.parent.name not in expected or
+            if expected is not None and (as_listed(path.parent.name) not in expected or
                                          (task_order and path.stem not in task_order)):
                 left_out.append((label, path.parent.name, path.stem))
                 continue
