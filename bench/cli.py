@@ -27,6 +27,7 @@ COMMANDS = {
     "judge-report": "the judge's reliability on every judged task of a run (repeats, position and length bias)",
     "judge-calibrate": "a judge's agreement with MT-Bench's experts (FastChat's matches), next to GPT-4's",
     "judge-agreement": "GPT-4's and the experts' agreement with MT-Bench's experts, from the stored votes",
+    "contamination": "which evaluation items the training data already holds (lm-eval's 13-gram overlap)",
 }
 
 

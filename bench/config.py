@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 
 from sftmix.config import (VARIANT_KEYS, DataArgs, DynamicsArgs, ModelArgs, Names, NonNegFloat, NonNegInt,
                            PosFloat, PosInt, Seed, TrainArgs, apply_overrides, comma_list, hashed_section,
@@ -113,6 +113,26 @@ class ExecutorArgs:
 
 
 @dataclass
+class ContaminationArgs:
+    """The contamination check (bench.contamination): its settings, and whether `bench run` runs it."""
+
+    enabled: bool = True  # `bench run`'s contamination stage (no generation or judge call; seconds)
+    n: PosInt = 13  # word n-gram length (lm-eval's 13)
+    method: Literal["ngram", "minhash"] = "ngram"  # exact n-gram overlap, or near duplicates (datasketch)
+    threshold: Annotated[float, Field(gt=0, le=1)] = 0.8  # minhash: Jaccard of word-shingle sets
+    shingle: PosInt = 5  # minhash: words per shingle
+    num_perm: PosInt = 128  # minhash: permutations
+    max_matches: NonNegInt = 10  # matched spans stored per dirty item (its training row list is always complete)
+
+    def settings(self):
+        """As :class:`bench.contamination.Settings`."""
+        from .contamination import Settings
+
+        return Settings(n=self.n, method=self.method, threshold=self.threshold, shingle=self.shingle,
+                        num_perm=self.num_perm, max_matches=self.max_matches)
+
+
+@dataclass
 class RunConfig:
     run: RunArgs = field(default_factory=RunArgs)
     model: ModelArgs = field(default_factory=ModelArgs)
@@ -122,6 +142,7 @@ class RunConfig:
     generation: GenerationArgs = field(default_factory=GenerationArgs)
     judge: JudgeArgs = field(default_factory=JudgeArgs)
     executor: ExecutorArgs = field(default_factory=ExecutorArgs)
+    contamination: ContaminationArgs = field(default_factory=ContaminationArgs)
 
     def sections(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -141,6 +162,7 @@ class RunConfig:
                       and not (k in _JUDGE_ADDED and v == _JUDGE_ADDED[k])}
         d["model"] = model_key(self.model)
         d["train"] = hashed_section("train", self.train)  # removed options at their old value: old hashes stay
+        del d["contamination"]  # an analysis of the data, not of the results: its stage has its own key
         return hash_obj(d)
 
     def to_yaml(self) -> str:

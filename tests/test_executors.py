@@ -23,7 +23,8 @@ import pytest
 from test_pipeline import bench, bench_subprocess, error_lines
 
 ROOT = Path(__file__).resolve().parents[1]
-# Two variants on one small task: dynamics, 2 trainings, 2 generations, 2 scores (7 stages, all remote).
+# Two variants on one small task: contamination, dynamics, 2 trainings, 2 generations, 2 scores (8 stages, all
+# remote).
 SMALL = ["--config", "ci", "--tasks", "toy_mcq", "limit=4", "max_examples=32", "num_train_epochs=1",
          "num_checkpoints=2", "max_new_tokens=8"]
 # Long enough to be killed in the middle: 40 steps, a checkpoint every 10.
@@ -311,7 +312,7 @@ def test_executor_options_never_enter_keys_or_the_config_hash(tmp_path):
                              "executor.lock_mode": "soft", "executor.max_retries": 5})
     assert a.cfg.config_hash() == b.cfg.config_hash()
     assert [(s.name, s.key) for s in a.stages] == [(s.name, s.key) for s in b.stages]
-    assert [s.deps for s in a.stages][:3] == [(), (), ("dynamics",)]
+    assert [s.deps for s in a.stages][:4] == [(), (), (), ("dynamics",)]  # contamination, dynamics, train/ntp, ...
     gen = next(s for s in b.stages if s.kind == "generate")
     assert (gen.deps, gen.resources.gpus, b.stage("train/ntp").resources.gpus) == (("train/ntp",), 1, 8)
 
@@ -335,7 +336,8 @@ def test_dry_run_lists_jobs_with_resources_dependencies_and_an_sbatch_script(tmp
     rc, stdout, stderr = bench("run", *SMALL, "--out", str(out), "--dry-run", "--executor", "slurm",
                                "executor.partition=debug", "executor.gpus_per_node=4", "executor.setup=module load x")
     assert rc == 0, stderr
-    assert "executor: slurm; 7 job(s)" in stdout
+    assert "executor: slurm; 8 job(s)" in stdout
+    assert re.search(r"contamination +\[1 node, 0 GPUs, 1 CPU, 720 min\]", stdout), stdout
     assert re.search(r"train/sftmix +\[1 node, 4 GPUs, 32 CPUs, 720 min\]  after dynamics", stdout), stdout
     assert re.search(r"generate/ntp/toy_mcq +\[1 node, 1 GPU, 8 CPUs, 720 min\]  after train/ntp", stdout)
     assert "#SBATCH --partition=debug" in stdout and "#SBATCH --gpus-per-node=4" in stdout

@@ -47,8 +47,9 @@ def test_dry_run_plans_offline(path: Path, tmp_path, capsys, offline):
         for task in cfg.run.tasks:
             assert f"generate/{name}/{task}" in stages
             assert f"score/{name}/{task}" in stages
+    assert stages[0] == "contamination"  # the training data against every task's items, first
     n_stages = len(names) * (1 + 2 * len(cfg.run.tasks))
-    assert len([s for s in stages if not s.startswith("dynamics")]) == n_stages
+    assert len([s for s in stages if not s.startswith(("dynamics", "contamination"))]) == n_stages
 
     gens = re.search(r"^generations to make: (\d+)", stdout, re.M)
     assert gens and int(gens.group(1)) > 0

@@ -145,3 +145,20 @@ def test_bad_section_is_a_user_error(tmp_path, capsys):
         run_perf(quick=True, only=["steps"], out=tmp_path)
     assert main(["perf", "--quick", "--only", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown perf section" in capsys.readouterr().err
+
+
+def test_contamination_case_finds_exactly_the_planted_overlaps(tmp_path):
+    from bench.perf.contamination import synthetic
+
+    rows, items, planted = synthetic(600, 250, 150, seed=1)
+    words = sum(len(t.split()) for r in rows for t in (r["instruction"], r["input"], r["output"])) / len(rows)
+    assert 120 <= words <= 180 and len(items) == 250 and len(planted) == 3
+    rep = run_perf(quick=True, only=["contamination"], out=tmp_path, fresh_process=False, log=lambda m: None)
+    r = rep.sections["contamination"]["check"]
+    q = SHAPES["quick"]
+    assert (r["rows"], r["items"]) == (q["contam_rows"], q["contam_items"])
+    assert r["exact"] and r["n_dirty"] == r["n_planted"] > 0 and r["seconds"] > 0 and r["peak_mb"] >= 0
+    (t,) = [t for t in rep.targets if t["target"].startswith("contamination check")]
+    assert t["bound"] == "<= 60 s" and t["status"] in ("PASS", "MISS") and "found exactly" in t["value"]
+    md = (tmp_path / "perf-cpu.md").read_text()
+    assert "## Contamination check" in md and "exactly the planted ones" in md

@@ -77,7 +77,7 @@ def summary_numbers(stdout: str) -> dict:
 
 
 def all_stages() -> list[str]:
-    return (["dynamics"] + [f"train/{v}" for v in VARIANTS]
+    return (["contamination", "dynamics"] + [f"train/{v}" for v in VARIANTS]
             + [f"{s}/{v}/{t}" for s in ("generate", "score") for v in VARIANTS for t in TASKS])
 
 
@@ -162,13 +162,39 @@ def test_rerun_of_finished_run_does_nothing(finished):
     assert "| SFTMix |" in stdout  # the stored table is printed again
 
 
+def test_contamination_stage_added_to_a_finished_run_sends_no_request(copy_of):
+    """A finished run without the check (or with other settings) gets it on the next `bench run`: only the
+    contamination stage runs, no generation or judge request is made, and its table shows the clean-item scores."""
+    from bench.rundir import ContaminationReport, RunDir
+
+    shutil.rmtree(copy_of / "contamination")
+    (copy_of / "state" / "contamination.json").unlink()
+    made = {d: listing(copy_of / d) for d in ("generations", "judgments", "scores", "variants")}
+    # n = 5: the toy tasks ask facts in the training data's own phrasing, so short n-grams overlap
+    rc, stdout, stderr = bench(*run_args(copy_of, "contamination.n=5"))
+    assert rc == 0, stderr[-3000:]
+    assert ran_stages(stderr) == ["contamination"]
+    assert summary_numbers(stdout)["model_requests"] == summary_numbers(stdout)["judge_requests"] == 0
+    assert {d: listing(copy_of / d) for d in made} == made  # nothing generated, judged, scored or trained again
+    reports = ContaminationReport.read_all(RunDir(copy_of))
+    assert set(reports) == set(TASKS) and reports["toy_mcq"].extra["n"] == 5
+    assert any(r.dirty and r.clean_ids() for r in reports.values())  # toy_open: some of each
+    assert "5-gram overlap between toy" in stderr and "| toy_open | 6 |" in stderr  # the finding, as it runs
+    stored = (copy_of / "tables" / "contamination.md").read_text()
+    assert "toy_open overall: clean" in stored and "| SFTMix |" in stored
+    assert (copy_of / "tables" / "contamination.csv").is_file()
+    rc, table, _ = bench("table", str(copy_of))
+    assert rc == 0 and table.partition("### Contamination: scores on all items and on the clean items")[2].strip() \
+        == stored.strip()
+
+
 def test_changing_max_new_tokens_reruns_only_generation_and_scoring(copy_of):
     rc, stdout, stderr = bench(*run_args(copy_of, "max_new_tokens=8", "--force"))
     assert rc == 0, stderr[-3000:]
     want = [s for s in all_stages() if s.startswith(("generate/", "score/"))]
     assert sorted(ran_stages(stderr)) == sorted(want)
     n = summary_numbers(stdout)
-    assert n["skipped"] == 3 and n["model_requests"] > 0  # dynamics and both trainings kept
+    assert n["skipped"] == 4 and n["model_requests"] > 0  # contamination, dynamics and both trainings kept
     assert json.loads((copy_of / "provenance.json").read_text())["backend"]["max_new_tokens"] == 8
 
 

@@ -88,7 +88,10 @@ def test_seeds_are_validated_and_absent_seeds_keep_the_old_config_hash():
     del d["executor"]  # where stages run is never hashed
     d["model"] = {k: v for k, v in d["model"].items() if k != "trainable_layers"}  # unset: left out too
     d["train"]["mixup_reduction"] = "pair"  # a removed option, hashed at its old value (sftmix.config.REMOVED)
+    del d["contamination"]  # an analysis of the data, not of the results: never hashed
     assert cfg.config_hash() == hash_obj(d) and RunConfig().run.seeds is None
+    assert load_run_config(None, {"contamination.n": 8, "contamination.enabled": False}).config_hash() == \
+        cfg.config_hash()
     assert load_run_config(None, {"seeds": "0"}).config_hash() != cfg.config_hash()
     assert load_run_config(None, {"trainable_layers": 1}).config_hash() != cfg.config_hash()
     assert load_run_config(None, {"seeds": 3}).run.seeds == [3]

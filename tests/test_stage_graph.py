@@ -12,6 +12,7 @@ from bench.pipeline import Runner, plan
 from bench.pipeline.graph import n_generations, n_judge_calls
 
 CI_KEYS = {
+    "contamination": "c24fb0f17ad8827d",  # added first (issue 22); every other key is unchanged
     "dynamics": "549e2e2abfa37741",
     "train/ntp": "79c34df9212ba2cf", "train/sftmix": "69441650674e6d09",
     "generate/ntp/toy_open": "bf942facda36e6fb", "generate/ntp/toy_mcq": "0f88e0374d4bc266",
@@ -48,14 +49,37 @@ def test_ci_stage_order_keys_and_counts(tmp_path):
     assert by_name["generate/ntp/toy_mcq"].outputs == (out / "generations" / "ntp" / "toy_mcq.jsonl",)
     assert by_name["score/ntp/toy_mcq"].outputs == (out / "scores" / "ntp" / "toy_mcq.json",)
     assert by_name["dynamics"].clean == (out / "dynamics",)
+    reports = tuple(out / "contamination" / f"{t}.json" for t in ("toy_open", "toy_mcq", "toy_exact"))
+    c = by_name["contamination"]
+    assert (c.kind, c.deps, c.outputs, c.clean) == ("contamination", (), reports + (out / "contamination.json",),
+                                                    (out / "contamination",))
+    assert c.resources.gpus == 0 and n_generations(r.ctx, c) == n_judge_calls(r.ctx, c) == 0
+
+
+def test_contamination_key_follows_the_data_and_settings_only(tmp_path):
+    base = {s.name: s.key for s in runner(tmp_path).stages}
+    for override in ({"contamination.n": 8}, {"contamination.method": "minhash"}, {"data.max_examples": 100},
+                     {"run.limit": 5}, {"run.data_paths": {"toy_mcq": str(tmp_path / "items.jsonl")}}):
+        keys = {s.name: s.key for s in runner(tmp_path, **override).stages}
+        assert keys["contamination"] != base["contamination"], override
+        if "contamination.n" in override or "contamination.method" in override:  # nothing else moves
+            assert {k: v for k, v in keys.items() if k != "contamination"} == \
+                {k: v for k, v in base.items() if k != "contamination"}
+    (tmp_path / "items.jsonl").write_text('{"id": 1}\n')
+    one = runner(tmp_path, **{"run.data_paths": {"toy_mcq": str(tmp_path / "items.jsonl")}}).stages[0].key
+    (tmp_path / "items.jsonl").write_text('{"id": 2}\n')  # the local file's content, not only its name
+    assert runner(tmp_path, **{"run.data_paths": {"toy_mcq": str(tmp_path / "items.jsonl")}}).stages[0].key != one
+    keys = {s.name: s.key for s in runner(tmp_path, **{"train.learning_rate": 1e-3}).stages}
+    assert keys["contamination"] == base["contamination"] and keys["train/ntp"] != base["train/ntp"]
+    assert "contamination" not in [s.name for s in runner(tmp_path, **{"contamination.enabled": False}).stages]
 
 
 def test_seeded_stage_order_and_keys(tmp_path):
     r = runner(tmp_path, **{"run.seeds": [1, 2]})
     names = [s.name for s in r.stages]
-    assert names[:6] == ["dynamics@s1", "dynamics@s2", "train/ntp@s1", "train/sftmix@s1", "train/ntp@s2",
-                         "train/sftmix@s2"]
-    assert len(names) == 30 and names[6] == "generate/ntp@s1/toy_open" and names[-1] == "score/sftmix@s2/toy_exact"
+    assert names[:7] == ["contamination", "dynamics@s1", "dynamics@s2", "train/ntp@s1", "train/sftmix@s1",
+                         "train/ntp@s2", "train/sftmix@s2"]
+    assert len(names) == 31 and names[7] == "generate/ntp@s1/toy_open" and names[-1] == "score/sftmix@s2/toy_exact"
     keys = {s.name: s.key for s in r.stages}
     assert {n: keys[n] for n in SEEDS_KEYS} == SEEDS_KEYS
 

@@ -1,4 +1,5 @@
-"""`bench perf [--quick] [--only step,trl,scaling,dynamics,scoring,generation,rerun] [--device cpu|cuda] [--out DIR]`."""
+"""`bench perf [--quick] [--only step,trl,scaling,dynamics,scoring,generation,rerun,contamination] [--device cpu|cuda]
+[--out DIR]`."""
 from __future__ import annotations
 
 import argparse

@@ -16,13 +16,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="FILE", help="write the table to FILE (atomically) instead of stdout")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--contamination", default="auto", choices=["auto", "only", "off"],
+                        help="scores on the clean items (runs with contamination reports): auto = after the table "
+                             "(md, latex), only = that table alone (any format), off = never")
 
 
 def run(args) -> int:
     import sys
     from pathlib import Path
 
-    from bench.tables import build_table, format_table
+    from bench.tables import render_table
     from sftmix.errors import UserError
     from sftmix.io import write_text
 
@@ -36,9 +39,10 @@ def run(args) -> int:
             raise UserError(f"--out {args.out} is a directory: name the file to write, e.g. {out / 'table.md'}")
         if out.parent.exists() and not out.parent.is_dir():
             raise UserError(f"--out {args.out}: {out.parent} is a file, not a directory")
-    table = build_table(args.runs, args.layout, args.paper, args.resamples, args.seed)
-    text = format_table(table, args.fmt)
-    for w in table.warnings:  # an unfinished run or mixed judges: said on stderr too, not only under the table
+    warnings: list[str] = []
+    text = render_table(args.runs, args.layout, args.fmt, paper=args.paper, n_resamples=args.resamples,
+                        seed=args.seed, contamination=args.contamination, warnings=warnings)
+    for w in warnings:  # an unfinished run or mixed judges: said on stderr too, not only under the table
         print(f"bench table: warning: {w}", file=sys.stderr)
     if args.out:
         write_text(args.out, text)

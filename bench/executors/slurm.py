@@ -150,14 +150,15 @@ class SlurmExecutor(Executor):
         return SlurmJob(self, job_id) if job_id and self.job_state(job_id) in ALIVE else None
 
     def describe(self, stages):
-        """One generated sbatch script (the first stage's), as submitit would write it."""
+        """One generated sbatch script, as submitit would write it: the first GPU stage's (the one worth checking),
+        else the first stage's."""
         if not stages:
             return []
         try:
             from submitit.slurm.slurm import _make_sbatch_string
         except ImportError:
             return ["(install submitit, pip install -e '.[slurm]', to see the sbatch script)"]
-        s = stages[0]
+        s = next((x for x in stages if x.resources.gpus), stages[0])
         folder = self.rd.slurm_dir.resolve() / "%j"
         params = sbatch_parameters(self.cfg, s.resources, f"bench:{s.name}")
         text = _make_sbatch_string(command=f"{sys.executable} -u -m submitit.core._submit {folder}",

@@ -29,10 +29,14 @@ beside every measurement.
 * ``rerun``: a finished ``bench run`` re-run, through ``bench.pipeline.run_pipeline`` when it exists.
 * ``view``: `bench view` of a fabricated 805-item x 8-variant AlpacaEval-shaped run: file size, build time, and in
   headless Chromium the time to the first items and to all items (:mod:`.view`).
+* ``contamination``: :func:`bench.contamination.check` on synthetic Alpaca-scale data (52k rows of ~150 words
+  against 8.6k MCQ items, made in the worker; :mod:`.contamination`): wall and CPU seconds against the 60 s bound,
+  memory above the data's own, and whether exactly the planted overlaps were flagged.
 
 Modules: :mod:`.shapes` (sections, configurations, shapes), :mod:`.fabricate` (random models and rows),
 :mod:`.meter` (peak memory), :mod:`.trainers` (ours, HF's, TRL's), :mod:`.workers` (the measurements),
-:mod:`.protocol` (the worker subprocess), :mod:`.targets`, :mod:`.report` (machine info, Markdown), :mod:`.run`.
+:mod:`.protocol` (the worker subprocess), :mod:`.targets`, :mod:`.report` (machine info, Markdown), :mod:`.run`,
+:mod:`.contamination` (its data, worker, target and section).
 """
 from .fabricate import build_model, collate, random_examples
 from .protocol import RESULT_TAG, run_worker, worker_main

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
+from .contamination import contamination_lines
+
 
 def machine_info(device: str) -> dict:
     """CPU model, cores, torch threads, library versions, GPU name; git commit and date (provenance)."""
@@ -120,7 +122,7 @@ def _results(res: dict) -> list[tuple[str, dict]]:
 def render_markdown(rep: PerfReport) -> str:
     """The report as Markdown: machine, targets (ratios with PASS/MISS), then the absolute figures."""
     lines = _header(rep) + _targets(rep)
-    for section in (_step, _scaling, _dynamics, _scoring, _generation, _rerun):
+    for section in (_step, _scaling, _dynamics, _scoring, _generation, _rerun, contamination_lines):
         lines += section(rep)
     from .view import render_view
 

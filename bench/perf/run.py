@@ -161,6 +161,8 @@ def run_perf(
             rep.sections["rerun"] = {"rerun": run("rerun", {"kind": "rerun"})}
     if "view" in only:
         rep.sections["view"] = {"view": run("view", {"kind": "view", "shape": shape})}
+    if "contamination" in only:
+        rep.sections["contamination"] = round_robin([("check", {"kind": "contamination"})])
     rep.wall_s = time.perf_counter() - t_start
     rep.targets = evaluate_targets(rep.sections)
     if out is not None:

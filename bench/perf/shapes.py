@@ -5,7 +5,8 @@ from typing import Any
 
 from ..provenance import REPO
 
-SECTIONS = ("step", "trl", "scaling", "dynamics", "scoring", "generation", "rerun", "view")
+SECTIONS = ("step", "trl", "scaling", "dynamics", "scoring", "generation", "rerun", "view",
+            "contamination")
 STEP_CONFIGS = ("ntp", "sftmix", "sftmix-2pass", "sftmix-naive", "hf-loss")
 # On CUDA (gpu_check.sh has < 8 min): no naive Mixup (the CPU table has it), plus Liger / cut-cross-entropy NTP.
 CUDA_STEP_CONFIGS = ("ntp", "sftmix", "sftmix-2pass", "hf-loss", "ntp-liger", "ntp-cce")
@@ -22,19 +23,22 @@ SHAPES: dict[str, dict[str, Any]] = {
                 scaling_steps=2, score_vocabs=[32000, 128000],
                 score_examples=32, score_batch=8, score_repeats=2,
                 dyn_examples=256, dyn_checkpoints=5,
-                gen_model="smol", gen_prompts=8, gen_tokens=64),
+                gen_model="smol", gen_prompts=8, gen_tokens=64,
+                contam_rows=52000, contam_items=8600, contam_words=150),
     "cuda": dict(hidden=2048, layers=16, heads=32, kv_heads=8, intermediate=8192, vocab=128256, tie=True,
                  batch=8, seq=2048, warmup=2, steps=5, dtype="bfloat16", threads=None, rounds=1,
                  scaling=[], scaling_steps=3, score_vocabs=[128256],
                  score_examples=256, score_batch=16, score_repeats=3,
                  dyn_examples=512, dyn_checkpoints=5,
-                 gen_model="smol", gen_prompts=32, gen_tokens=128),
+                 gen_model="smol", gen_prompts=32, gen_tokens=128,
+                 contam_rows=52000, contam_items=8600, contam_words=150),
     "quick": dict(hidden=32, layers=2, heads=2, kv_heads=2, intermediate=64, vocab=256, tie=False,
                   batch=4, seq=32, warmup=1, steps=2, dtype="float32", threads=1, rounds=1,
                   scaling=[(256, 32, 4), (512, 64, 2)], scaling_steps=1, score_vocabs=[256, 512],
                   score_examples=8, score_batch=4, score_repeats=1,
                   dyn_examples=32, dyn_checkpoints=2,
                   gen_model="tiny-llama", gen_prompts=2, gen_tokens=4,
+                  contam_rows=2000, contam_items=300, contam_words=150,
                   rerun_overrides={"run.limit": 2, "train.max_steps": 2,
                                    "dynamics.num_checkpoints": 1, "generation.max_new_tokens": 4},
                   view_items=40, view_variants=3, view_loads=1),

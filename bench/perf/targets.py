@@ -1,6 +1,8 @@
 """The performance targets: ratios between configurations, each with its bound, PASS/MISS and the margin."""
 from __future__ import annotations
 
+from .contamination import contamination_target
+
 # (target name, numerator, denominator, field, comparison, bound) over the main step table and the other sections.
 TARGETS = [
     ("sftmix step time / ntp", "sftmix", "ntp", "step_s", "<=", 1.05),
@@ -107,4 +109,5 @@ def evaluate_targets(sections: dict[str, dict]) -> list[dict]:
     from .view import view_targets
 
     out += view_targets(sections.get("view", {}))
+    out += contamination_target(sections)
     return out

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..provenance import REPO
+from .contamination import contamination_worker
 from .fabricate import build_model, collate, random_examples
 from .meter import Memory, sync
 from .shapes import PEAK_FLOPS, model_flops_per_step
@@ -244,5 +245,5 @@ def view_worker(spec: dict) -> dict:
 
 WORKERS: dict[str, Callable[[dict], dict]] = {
     "step": step_worker, "dynamics": dynamics_worker, "scoring": scoring_worker, "generation": generation_worker,
-    "rerun": rerun_worker, "view": view_worker,
+    "rerun": rerun_worker, "view": view_worker, "contamination": contamination_worker,
 }

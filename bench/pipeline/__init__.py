@@ -1,4 +1,4 @@
-"""`bench run`: dynamics -> train each variant -> generate per task -> judge/score -> tables and plots.
+"""`bench run`: contamination -> dynamics -> train each variant -> generate per task -> judge/score -> tables and plots.
 
 Every stage's output is keyed by a hash of everything that determines it (``state/<stage>.json`` holds the key and
 whether the stage finished). A re-run skips finished stages whose key is unchanged, re-runs the ones whose inputs

@@ -1,5 +1,6 @@
-"""The stage graph of a run, in the order a serial run takes it: dynamics (one per reference model and seed) ->
-train each variant -> generate each (variant, task) -> score each (variant, task).
+"""The stage graph of a run, in the order a serial run takes it: contamination (the training data against every
+task's items; no dependency) -> dynamics (one per reference model and seed) -> train each variant -> generate each
+(variant, task) -> score each (variant, task).
 
 A :class:`Stage` is data — name, kind, key, explicit dependencies, resources, outputs — so that any process that
 can read the run directory can run it (``bench stage RUN NAME``): nothing in it closes over an in-memory context.
@@ -10,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .context import RunContext
-from .keys import dyn_key, gen_key, score_key, train_key
+from .keys import contamination_key, dyn_key, gen_key, score_key, train_key
 from .resources import Resources, stage_resources
 from .selection import SEED_SEP
 
-KINDS = ("dynamics", "train", "generate", "score")
+KINDS = ("contamination", "dynamics", "train", "generate", "score")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,11 @@ def build_stages(ctx: RunContext) -> list[Stage]:
     from its parent's key."""
     cfg = ctx.cfg
     stages: list[Stage] = []
+    if cfg.contamination.enabled and ctx.tasks:  # reads only the data: first, so its finding comes before training
+        stages.append(Stage("contamination", "contamination", contamination_key(ctx), (),
+                            stage_resources(cfg, "contamination"),
+                            tuple(ctx.rd.contamination_report(t.name) for t in ctx.tasks) + (ctx.rd.contamination,),
+                            (ctx.rd.contamination_dir,)))
     dyn: dict[tuple[str | None, int | None], Stage] = {}  # (reference model, seed) -> its dynamics stage
     for v in ctx.variants:
         ref, seed = v.reference_model, ctx.seed_arg(v)

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from sftmix.config import hashed_section
-from sftmix.io import hash_obj
+from sftmix.io import data_identity, hash_obj
 from sftmix.variants import Variant
 
 from ..config import model_key
@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from ..tasks import Task
 
 # Task fields the generation key leaves out, as it always has: data_hash/source/path/layout (the data's hash and
-# whereabouts); parametric/param: the name says it all (bigbench:navigate), so tasks from before them keep their keys.
-_TASK_FIELDS_NOT_KEYED = ("data_hash", "source", "path", "layout", "parametric", "param")
+# whereabouts); parametric/param: the name says it all (bigbench:navigate), so tasks from before them keep their keys;
+# contamination: the fields the contamination check compares, which no generation depends on.
+_TASK_FIELDS_NOT_KEYED = ("data_hash", "source", "path", "layout", "parametric", "param", "contamination")
 
 
 def _base(ctx: RunContext, seed: int | None = None) -> dict:
@@ -62,3 +63,21 @@ def score_key(ctx: RunContext, generate: str, task: Task, versus: str | None = N
                      "judge": ctx.judge_identity() if judged else None,
                      "judge_prompts": ctx.judge_fingerprint(task) if judged else None,
                      "repeats": ctx.cfg.judge.repeats if judged else 1, **pair})
+
+
+def contamination_key(ctx: RunContext) -> str:
+    """Key of the contamination check: the training data's identity (file hash or hub id; split, row limit), each
+    task's data identity (its definition, the hash of a local data file, what selects its items) and the fields it
+    compares, and the check's settings. Loads no data (the graph is built without it)."""
+    from ..contamination import item_fields
+
+    cfg = ctx.cfg
+    tasks = {}
+    for t in ctx.tasks:
+        local = cfg.run.data_paths.get(t.name) or t.data.get("local")
+        tasks[t.name] = {"task_def": {k: val for k, val in asdict(t).items() if k not in _TASK_FIELDS_NOT_KEYED},
+                         "local_data": data_identity(str(local)) if local else None,
+                         "referenced_only": ctx.referenced_only(t), "fields": list(item_fields(t))}
+    return hash_obj({"stage": "contamination", "train_data": ctx.train_data, "split": cfg.data.split,
+                     "max_examples": cfg.data.max_examples, "limit": cfg.run.limit, "limit_mode": cfg.run.limit_mode,
+                     "tasks": tasks, "settings": cfg.contamination.settings().key()})

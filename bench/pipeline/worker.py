@@ -88,10 +88,7 @@ def worker_runner(run_dir: str | Path, progress: bool = False):
 def run_in_worker(run_dir: str | Path, name: str, key: str | None = None, executor: str = "processes",
                   job_id: str | None = None, attempt: int | None = None) -> str:
     """``bench stage``: run stage ``name`` of the run in ``run_dir`` in this process, as a worker."""
-    import logging
-
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("sftmix").setLevel(logging.INFO)  # the stage's log says what it resumed from
+    log_recipe_info()
     runner = worker_runner(run_dir)
     stage = runner.stage(name)
     if key is not None and stage.key != key:
@@ -111,6 +108,21 @@ def run_in_worker(run_dir: str | Path, name: str, key: str | None = None, execut
     print(f"bench stage {name}: start (attempt {attempt or 1}, {executor} job {job_id}, pid {place['pid']} on "
           f"{place['host']}, {time.strftime('%Y-%m-%d %H:%M:%S')})", file=sys.stderr, flush=True)
     return execute(runner, stage, place, lock_wait_s=STAGE_LOCK_WAIT_S)
+
+
+def log_recipe_info() -> None:
+    """The recipe's INFO lines (e.g. which checkpoint a training resumed from) to stderr, the stage's log. Only
+    sftmix's logger: engines' own loggers (submitit's) keep their single handler."""
+    import logging
+
+    lg = logging.getLogger("sftmix")
+    lg.setLevel(logging.INFO)
+    if not any(getattr(h, "_bench_worker", False) for h in lg.handlers):
+        h = logging.StreamHandler()
+        h.setFormatter(logging.Formatter("%(message)s"))
+        h._bench_worker = True
+        lg.addHandler(h)
+        lg.propagate = False  # not twice, should the root logger have a handler too
 
 
 def redirect_output(log: Path) -> None:

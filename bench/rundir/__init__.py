@@ -17,8 +17,9 @@ read/write helpers) and :mod:`~bench.rundir.records` (the typed records with ``r
 """
 from .paths import (CONFIG, FORMAT, MIN_VERSION, PROVENANCE, SEED_SEP, STAMP, VERSION, RunDir, fail, read_json,
                     read_jsonl, split_seed, write_json, write_jsonl, write_text)
-from .records import ItemValues, Provenance, RunConfigRecord, StageState, TaskSummary, TrainRecord
+from .records import (ContaminationReport, ItemValues, Provenance, RunConfigRecord, StageState, TaskSummary,
+                      TrainRecord)
 
-__all__ = ["CONFIG", "FORMAT", "MIN_VERSION", "PROVENANCE", "SEED_SEP", "STAMP", "VERSION", "ItemValues",
-           "Provenance", "RunConfigRecord", "RunDir", "StageState", "TaskSummary", "TrainRecord", "fail",
+__all__ = ["CONFIG", "FORMAT", "MIN_VERSION", "PROVENANCE", "SEED_SEP", "STAMP", "VERSION", "ContaminationReport",
+           "ItemValues", "Provenance", "RunConfigRecord", "RunDir", "StageState", "TaskSummary", "TrainRecord", "fail",
            "read_json", "read_jsonl", "split_seed", "write_json", "write_jsonl", "write_text"]

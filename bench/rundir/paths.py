@@ -17,6 +17,7 @@ STATE = "state"
 CACHE = "cache.sqlite"
 JUDGE_LOG = "judge_log.jsonl"
 EXECUTOR = "executor"  # what workers of a cluster executor write: logs, their own caches, submitit's folder
+CONTAMINATION_DIR = "contamination"
 CONFIDENCE = "confidence.parquet"
 CONTAMINATION = "contamination.json"
 TABLE_EXT = {"md": "md", "csv": "csv", "latex": "tex", "tex": "tex"}
@@ -122,8 +123,9 @@ class RunDir:
 
     @property
     def contamination(self) -> Path:
-        """``contamination.json``: which evaluation items the training data holds (issue 22's report), per task
-        ``{"n_items": N, "dirty": {item id: [training row index, ...]}}``."""
+        """``contamination.json``: which evaluation items the training data holds, per task ``{"n_items": N,
+        "dirty": {item id: [training row index, ...]}}`` (`bench contamination --json`'s shape), rewritten from the
+        full reports (:meth:`contamination_report`) whenever one is stored."""
         return self.root / CONTAMINATION
 
     # ---- stages, training, dynamics -------------------------------------------------------------------------
@@ -213,6 +215,19 @@ class RunDir:
     def item_values(self, variant: str, task: str) -> Path:
         """``scores/<v>/<task>.items.jsonl``: the per-item values behind the summary (:class:`ItemValues`)."""
         return self.root / "scores" / variant / f"{task}.items.jsonl"
+
+    # ---- contamination (per task: its items against the run's training data) ----------------------------------
+    def contamination_report(self, task: str) -> Path:
+        """``contamination/<task>.json``: the task's full contamination report (:class:`ContaminationReport`)."""
+        return self.contamination_dir / f"{task}.json"
+
+    @property
+    def contamination_dir(self) -> Path:
+        return self.root / CONTAMINATION_DIR
+
+    def contamination_reports(self) -> list[Path]:
+        """Every ``contamination/<task>.json``, sorted."""
+        return sorted(self.contamination_dir.glob("*.json"))
 
     # ---- `bench generate` folders (which `bench judge` then uses as a run directory) -------------------------
     def generate_output(self, task: str) -> Path:

@@ -141,6 +141,60 @@ class ItemValues:
 
 
 @dataclass
+class ContaminationReport:
+    """``contamination/<task>.json``: which of the task's items share text with the run's training data
+    (:mod:`bench.contamination`). ``item_ids``: every item checked; ``dirty``: item id -> ``{"rows": [training row
+    index, ...], "row_ids": [...], "matches": [{row, item_field, train_field, words, span, train_span}, ...]}``.
+    How it was made (method, n, normalisation, fields, data hashes, stage key) travels in ``extra``."""
+
+    task: str
+    n_items: int
+    item_ids: list[str]
+    dirty: dict[str, dict]
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {**self.extra, "task": self.task, "n_items": self.n_items, "item_ids": self.item_ids,
+                "dirty": self.dirty}
+
+    def write(self, rd: RunDir) -> Path:
+        rd.mark_version()
+        path = rd.contamination_report(self.task)
+        write_json(path, self.to_dict())
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> "ContaminationReport":
+        d = read_json(path)
+        own, extra = _split(cls, d)
+        ids, dirty = own.get("item_ids"), own.get("dirty")
+        if not isinstance(ids, list) or not isinstance(dirty, dict) \
+                or not all(isinstance(v, dict) and isinstance(v.get("rows"), list) for v in dirty.values()):
+            fail(f"{path}: not a contamination report (needs item_ids and dirty: {{item id: {{rows: [...]}}}})")
+        return cls(task=str(own.get("task") or path.stem), n_items=int(own.get("n_items") or len(ids)),
+                   item_ids=[str(i) for i in ids], dirty={str(k): v for k, v in dirty.items()}, extra=extra)
+
+    @classmethod
+    def write_summary(cls, rd: RunDir) -> Path:
+        """Rewrite ``contamination.json`` (every task's ``{"n_items", "dirty": {item id: [rows]}}``) from the
+        full reports in ``contamination/``."""
+        rd.mark_version()
+        summary = {t: {"n_items": r.n_items, "dirty": {i: d["rows"] for i, d in r.dirty.items()}}
+                   for t, r in cls.read_all(rd).items()}
+        write_json(rd.contamination, summary)
+        return rd.contamination
+
+    @classmethod
+    def read_all(cls, rd: RunDir) -> dict[str, "ContaminationReport"]:
+        """Task -> its report, for every report in the run directory."""
+        return {r.task: r for r in map(cls.read, rd.contamination_reports())}
+
+    def clean_ids(self) -> set[str]:
+        """The checked items that share nothing with the training data."""
+        return set(self.item_ids) - set(self.dirty)
+
+
+@dataclass
 class TrainRecord:
     """``variants/<v>/train.json`` (written by :func:`sftmix.recipe.finetune`): the variant's settings as trained
     and the trainer's log history (one dict per logging step: step, loss, ntp_loss, mixup_loss, ...)."""
@@ -201,6 +255,7 @@ class RunConfigRecord:
     run: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
     generation: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)  # the training data section (source, split, max_examples, ...)
 
     @classmethod
     def read(cls, rd: RunDir) -> "RunConfigRecord":
@@ -215,7 +270,8 @@ class RunConfigRecord:
         except UnicodeDecodeError:
             fail(f"{rd.config}: not UTF-8 text: the file is damaged")
         cfg = cfg if isinstance(cfg, dict) else {}
-        return cls(**{k: cfg.get(k) if isinstance(cfg.get(k), dict) else {} for k in ("run", "model", "generation")})
+        return cls(**{k: cfg.get(k) if isinstance(cfg.get(k), dict) else {}
+                      for k in ("run", "model", "data", "generation")})
 
     @property
     def model_name(self) -> str:

@@ -8,7 +8,8 @@ Nothing here imports ``sftmix``: an old run's table does not change when the tra
 The package: :mod:`~bench.tables.results` (loading, metric semantics), :mod:`~bench.tables.model` (Cell, Table),
 :mod:`~bench.tables.layouts` (the layouts as data), :mod:`~bench.tables.deltas` (Δ vs the baseline with
 paired-bootstrap CIs), :mod:`~bench.tables.build` (layout -> Table, paper rows, notes),
-:mod:`~bench.tables.formats` (md, csv, latex; ``RUN/tables/``).
+:mod:`~bench.tables.formats` (md, csv, latex; ``RUN/tables/``), :mod:`~bench.tables.contamination` (scores on the
+clean items, from the runs' contamination reports).
 
 Layouts: ``main`` (MT-Bench turn 1/2/overall, AlpacaEval 2 WR/LC WR/length), ``health`` (MedQA-4/5, PubMedQA,
 MedMCQA, their macro average, MMLU-medical as an extra block), ``mixup-role`` (PAPER.md §4.4's shape), ``ablation``
@@ -21,6 +22,7 @@ Metrics with no per-item values (AlpacaEval's LC win rate is a GLM fitted on the
 a corpus statistic) show the difference without an interval. MCQ and exact-match fractions are shown in percent.
 """
 from .build import build_table, roles
+from .contamination import build_contamination_table
 from .deltas import BASELINE, METHOD_NAMES
 from .formats import format_table, render_table, write_tables
 from .layouts import FORMATS, LAYOUT_SPECS, LAYOUTS, has_paper_rows
@@ -29,6 +31,6 @@ from .results import (TaskResult, headline_metric, item_values, load_results, me
                       results_frame)
 
 __all__ = ["BASELINE", "FORMATS", "LAYOUTS", "LAYOUT_SPECS", "METHOD_NAMES", "MISSING", "Cell", "Table",
-           "TaskResult", "build_table", "format_table", "has_paper_rows", "headline_metric", "item_values",
-           "load_results", "merge_seeds", "metric_value", "render_table", "results_frame", "roles",
-           "write_tables"]
+           "TaskResult", "build_contamination_table", "build_table", "format_table", "has_paper_rows",
+           "headline_metric", "item_values", "load_results", "merge_seeds", "metric_value", "render_table",
+           "results_frame", "roles", "write_tables"]

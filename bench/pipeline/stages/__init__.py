@@ -18,6 +18,10 @@ def run_stage(ctx: RunContext, stage: Stage) -> Any:
     from .score import score_stage
     from .train import run_dynamics_stage, train_stage
 
+    if stage.kind == "contamination":
+        from .contamination import contamination_stage
+
+        return contamination_stage(ctx, stage.key)
     if stage.kind == "dynamics":
         return run_dynamics_stage(ctx, stage.reference, ctx.dyn_dir(stage.reference, stage.seed), stage.seed)
     if stage.kind == "train":
