@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-from sftmix.errors import UserError
+from sftmix.errors import Interrupted, UserError, os_error
 
 # name -> one-line help; module bench.commands.<name>
 COMMANDS = {
@@ -42,8 +43,34 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def version_line() -> str:
+    """``bench 0.1.0 (sftmix-bench, git <sha>[, modified])``: the installed version and the checkout it runs."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from bench import __version__
+    from bench.provenance import git_commit
+
+    try:
+        v = version("sftmix-bench")
+    except PackageNotFoundError:
+        v = __version__
+    git = git_commit()
+    where = f", git {git['commit'][:12]}{', modified' if git['dirty'] else ''}" if git["commit"] != "unknown" else ""
+    return f"bench {v} (sftmix-bench{where}; Python {sys.version.split()[0]})"
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings, dest, **kw):
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_line())
+        parser.exit()
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="bench", description="SFTMix Bench: train, generate, judge, tabulate.")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     argv = sys.argv[1:] if argv is None else argv
     wanted = next((a for a in argv if not a.startswith("-")), None)
@@ -55,8 +82,51 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _tolerant_output() -> None:
+    """A terminal or pipe that cannot show a character (LANG=C, PYTHONIOENCODING=ascii) gets an escape for it,
+    not a UnicodeEncodeError after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):
+            pass
+
+
+_SIGNALLED: list[int] = []
+
+
+def _on_sigterm(signum, frame):
+    """SIGTERM (``kill``, a scheduler's time limit) stops like Ctrl-C: cleanly, saying what was kept."""
+    _SIGNALLED.append(signum)
+    raise Interrupted("terminated (SIGTERM); re-run the same command to resume")
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    _tolerant_output()
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (an embedding program): leave its signals alone
+        previous = None
+    try:
+        rc = _main(argv)
+        return 128 + _SIGNALLED[-1] if rc == 130 and _SIGNALLED else rc
+    except BrokenPipeError:  # `bench table RUN | head`: the reader left; not an error of ours
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 141
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        _SIGNALLED.clear()
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser(argv)
     if not argv:  # a bare `bench` explains itself rather than starting a run in the current directory
         parser.print_help()
@@ -75,9 +145,18 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"bench {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"bench {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"bench {args.command}: {str(e) or 'interrupted; re-run the same command to resume'}", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        # A full disk, a read-only or forbidden folder wherever a library wrote (a checkpoint, a dataset cache):
+        # what the machine said, in one line; the work finished before it is kept (every record is atomic).
+        if e.errno is None:
+            raise
+        print(f"bench {args.command}: error: {os_error(e, 'use', e.filename)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

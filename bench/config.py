@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BeforeValidator, Field
 
-from sftmix.config import (DataArgs, DynamicsArgs, ModelArgs, Names, NonNegFloat, NonNegInt, PosFloat,
-                           PosInt, TrainArgs, apply_overrides, comma_list, hashed_section, load_config_file,
-                           validate_config)
+from sftmix.config import (VARIANT_KEYS, DataArgs, DynamicsArgs, ModelArgs, Names, NonNegFloat, NonNegInt,
+                           PosFloat, PosInt, Seed, TrainArgs, apply_overrides, comma_list, hashed_section,
+                           load_config_file, validate_config)
 from sftmix.errors import UserError
 from sftmix.io import hash_obj
 from sftmix.registry import nearest
@@ -43,7 +43,7 @@ class RunArgs:
     num_nodes: PosInt = 1  # > 1 (Slurm): training spans this many nodes of one allocation (accelerate multi-node)
     data_paths: dict[str, str] = field(default_factory=dict)  # task -> local data file/folder (beats the hub)
     # training seeds: each trains every variant with train.seed = seed (dynamics too); None = one run at train.seed
-    seeds: Annotated[list[NonNegInt], BeforeValidator(_seed_list)] | None = None
+    seeds: Annotated[list[Seed], BeforeValidator(_seed_list)] | None = None
 
 
 @dataclass
@@ -186,15 +186,59 @@ def model_key(model) -> dict:
 
 
 def load_run_config(path: str | None, overrides: dict[str, Any]) -> RunConfig:
-    """Defaults < YAML file < overrides (already parsed ``key -> value``); unknown keys fail loudly."""
+    """Defaults < YAML file < overrides (already parsed ``key -> value``); unknown keys fail loudly.
+
+    Variant options (``alpha=1.0``, ``mu=0.5``, ``pairing=...``; :data:`sftmix.config.VARIANT_KEYS`) set that
+    option on every variant of the run it applies to (:func:`apply_variant_options`)."""
     cfg = RunConfig()
     merged: dict[str, Any] = load_config_file(path) if path else {}
     merged.update(overrides)
     if "executor" in merged:  # `executor: slurm` in YAML, like --executor on the command line
         merged["executor.kind"] = merged.pop("executor")
-    apply_overrides(cfg, merged, extra_keys=())
+    options = apply_overrides(cfg, merged, extra_keys=VARIANT_KEYS)
     validate_config(cfg)  # defaults and file values alike: the whole resolved config against the schema
+    if options:
+        cfg.run.variants = apply_variant_options(cfg.run.variants, options)
     return cfg
+
+
+# Which variants a run-wide variant option applies to: the Mixup term's options to the SFTMix family (every
+# variant with a Mixup term), IR-DRO's temperature to the IR-DRO variants.
+def _takes(option: str, variant) -> bool:
+    return variant.irdro_tau > 0 if option == "irdro_tau" else variant.uses_mixup
+
+
+def apply_variant_options(specs: list, options: dict[str, Any]) -> list:
+    """``run.variants`` with ``options`` set on each variant they apply to (a name becomes ``{name, base,
+    **options}``); an option that applies to none of them is a UserError naming the run's variants."""
+    from dataclasses import replace
+
+    from sftmix.variants import get_variant
+
+    out, used = [], set()
+    for spec in specs:
+        entry = {"name": spec, "base": spec} if isinstance(spec, str) else dict(spec) if isinstance(spec, dict) \
+            else None
+        if entry is None or "name" not in entry:
+            out.append(spec)  # malformed: the variant selection reports it
+            continue
+        base = entry.get("base", entry["name"])
+        own = {k: v for k, v in entry.items() if k not in ("name", "base")}
+        current = get_variant(base, **own)
+        mine = {k: v for k, v in options.items() if _takes(k, current)}
+        if not mine:
+            out.append(spec)
+            continue
+        replace(current.with_overrides(**mine), name=entry["name"])  # a bad value fails here, naming the option
+        used.update(mine)
+        out.append({**entry, "base": base, **mine})
+    unused = [k for k in options if k not in used]
+    if unused:
+        names = ", ".join(s if isinstance(s, str) else str((s or {}).get("name")) for s in specs)
+        family = "IR-DRO variants (irdro)" if unused[0] == "irdro_tau" else \
+            "SFTMix-family variants (those with a Mixup term: sftmix, sftmix-random, mixup-equal, ...)"
+        raise UserError(f"{unused[0]}={options[unused[0]]} applies to {family}; this run has only {names}")
+    return out
 
 
 EXPERIMENTS = Path(__file__).parent / "experiments"
@@ -203,10 +247,12 @@ EXPERIMENTS = Path(__file__).parent / "experiments"
 def experiment_path(name_or_path: str) -> str:
     """A config path, or the name of a bundled experiment in ``bench/experiments/``."""
     p = Path(name_or_path)
-    if p.exists():
+    if p.is_file():
         return str(p)
     for cand in (EXPERIMENTS / name_or_path, EXPERIMENTS / f"{name_or_path}.yaml"):
-        if cand.exists():
+        if cand.is_file():  # a folder that happens to share a bundled name (./default) does not shadow it
             return str(cand)
+    if p.exists():
+        return str(p)  # e.g. a directory: loading says what is wrong with it
     names = sorted(q.stem for q in EXPERIMENTS.glob("*.yaml"))
     raise UserError(f"config not found: {name_or_path}{nearest(name_or_path, names)}; bundled: {', '.join(names)}")

@@ -7,7 +7,6 @@ results are reused, so a second identical call sends nothing to the backend.
 """
 from __future__ import annotations
 
-import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -79,13 +78,44 @@ def _generate_cached(backend: Backend, identity: dict, requests: list[GenRequest
             for r in requests]
     found = [cache.get("gen", k) if cache is not None else None for k in keys]
     todo = [i for i, v in enumerate(found) if v is None]
+    def keep(j: int, gen: Generation) -> None:
+        i = todo[j]
+        found[i] = {"text": gen.text, "prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens}
+        if getattr(gen, "prompt_cut", 0):  # only when it happened: other entries keep their old shape
+            found[i]["prompt_cut"] = gen.prompt_cut
+        if getattr(gen, "max_new_tokens", None) is not None:
+            found[i]["max_new_tokens"] = gen.max_new_tokens
+        if cache is not None:
+            cache.put("gen", keys[i], found[i])
+
     if todo:
-        fresh = backend.generate([requests[i] for i in todo])
-        for i, gen in zip(todo, fresh):
-            found[i] = {"text": gen.text, "prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens}
-            if cache is not None:
-                cache.put("gen", keys[i], found[i])
-    return [Generation(**v) for v in found]
+        batch = [requests[i] for i in todo]
+        try:
+            if _takes_on_result(backend):  # cached batch by batch: a Ctrl-C keeps what was generated
+                fresh = backend.generate(batch, on_result=keep)
+            else:
+                fresh = backend.generate(batch)
+        except KeyboardInterrupt:
+            from sftmix.errors import Interrupted
+
+            kept = sum(found[i] is not None for i in todo)
+            raise Interrupted(f"interrupted: {kept} of the {len(todo)} generations in progress are kept in the "
+                              "cache; re-run the same command to generate only the rest") from None
+        for j, gen in enumerate(fresh):
+            if found[todo[j]] is None:
+                keep(j, gen)
+    known = {"text", "prompt_tokens", "completion_tokens", "prompt_cut", "max_new_tokens"}
+    return [Generation(**{k: x for k, x in v.items() if k in known}) for v in found]
+
+
+def _takes_on_result(backend: Backend) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(backend.generate).parameters
+    except (TypeError, ValueError):
+        return False
+    return "on_result" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def _loglik_cached(backend: Backend, identity: dict, requests: list[LoglikRequest],
@@ -143,6 +173,9 @@ def generate_task(task: Task, backend: Backend, model_id: str, out_path: str | o
                 refs = it.get("reference") if task.kind == "chat" else None
                 if refs and turn < len(refs) and refs[turn] is not None:
                     rec["reference"] = refs[turn]
+                if gen.prompt_cut or gen.max_new_tokens is not None:  # the model's context was too short
+                    rec["context_fit"] = {"prompt_cut": gen.prompt_cut, "max_new_tokens": gen.max_new_tokens or
+                                          req.settings.max_new_tokens}
                 if task.kind == "mcq":
                     pred = mcq_scorer.parse_letter(gen.text, len(it["choices"]), task.item_labels(it))
                     rec.update(scoring="generate", answer=it["answer"], pred=pred, acc=float(pred == it["answer"]))
@@ -151,11 +184,32 @@ def generate_task(task: Task, backend: Backend, model_id: str, out_path: str | o
                 records.append(rec)
         order = {it["id"]: k for k, it in enumerate(items)}
         records.sort(key=lambda r: (order[r["example_id"]], r["turn"]))  # item-major in the file
+        _warn_context(task, records)
 
     if out_path is not None:
         with atomic_path(out_path) as tmp:
             tmp.write_text("".join(stable_json(r) + "\n" for r in records), encoding="utf-8")
     return records
+
+
+def _warn_context(task: Task, records: list[dict]) -> None:
+    """One line per task when prompts did not fit the model's context (cut on the left, answers capped)."""
+    fits = [r["context_fit"] for r in records if r.get("context_fit")]
+    if not fits:
+        return
+    import sys
+
+    cut = [f["prompt_cut"] for f in fits if f["prompt_cut"]]
+    capped = [r["context_fit"]["max_new_tokens"] for r in records if r.get("context_fit")
+              and r["context_fit"]["max_new_tokens"] < r["settings"]["max_new_tokens"]]
+    parts = []
+    if cut:
+        parts.append(f"{len(cut)} of {len(records)} prompts cut on the left to fit the model's context (up to "
+                     f"{max(cut):,} tokens dropped)")
+    if capped:
+        parts.append(f"{len(capped)} answers capped below max_new_tokens (down to {min(capped)}) by the context")
+    print(f"bench: warning: {task.name}: {'; '.join(parts)}; each such record says so in 'context_fit'",
+          file=sys.stderr, flush=True)
 
 
 def _mcq_context(task: Task, backend: Backend, item: dict) -> str:
@@ -184,4 +238,20 @@ def record_metrics(task: Task, records: list[dict]) -> dict[str, Any] | None:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The records of a generations file; a damaged one (malformed JSON, not objects, not UTF-8) is a one-line
+    error naming the file and line."""
+    from bench.rundir.paths import fail, iter_jsonl
+
+    records = []
+    try:
+        for lineno, record in iter_jsonl(Path(path)):
+            if not isinstance(record, dict):
+                fail(f"{path}: line {lineno}: expected a JSON object, got {type(record).__name__}")
+            records.append(record)
+    except UnicodeDecodeError as e:
+        fail(f"{path}: not UTF-8 text (byte {e.start}): the file is damaged - delete it to generate it again")
+    except OSError as e:
+        from sftmix.errors import os_error
+
+        raise os_error(e, "read", path) from None
+    return records

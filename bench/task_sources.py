@@ -7,14 +7,13 @@ The functions take the :class:`bench.tasks.Task` whose ``data:`` block they read
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from sftmix.errors import UserError
+from sftmix.errors import UserError, first_line
 from sftmix.io import package_file
 from sftmix.registry import nearest
 
@@ -37,12 +36,12 @@ def load_rows(task: Task, local) -> tuple[list[dict], str]:
     hub, why = task.data.get("hub"), ""
     if hub:
         if _offline():
-            why = "offline (HF_DATASETS_OFFLINE / HF_HUB_OFFLINE is set)"
+            why = "offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE, or no network)"
         else:
             try:
                 return _load_hub(hub), f"hub:{hub['path']}"
             except Exception as e:  # network, auth, missing dataset: all mean "use another source"
-                why = f"hub {hub['path']!r} failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+                why = f"hub {hub['path']!r} failed ({type(e).__name__}: {first_line(e, 200)})"
     for fb in fallbacks(task):  # installed packages' copies, in order
         file = package_file(fb["package"], fb["file"])
         if file is not None:
@@ -128,8 +127,10 @@ def describe_source(task: Task) -> str:
 
 
 def _offline() -> bool:
-    truthy = {"1", "ON", "YES", "TRUE"}
-    return any(os.environ.get(v, "").upper() in truthy for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
+    """Offline by the variables, or (probed once per process) because the hub cannot be reached."""
+    from sftmix.hub import offline
+
+    return offline()
 
 
 def _load_hub(hub: dict) -> list[dict]:
@@ -155,31 +156,53 @@ def _read_auto(path: Path, task: Task) -> list[dict]:
     if not path.exists():
         raise UserError(f"task {task.name}: data file {path} does not exist")
     if path.is_dir():
-        if (path / "state.json").exists() or (path / "dataset_dict.json").exists():
-            ds = datasets.load_from_disk(str(path))
-            if isinstance(ds, datasets.DatasetDict):
-                ds = ds[(task.data.get("hub") or {}).get("split", "train")]
-            return ds.to_list()
-        split = (task.data.get("hub") or {}).get("split", "train")
-        return datasets.load_dataset(str(path), split=split).to_list()
+        if not any(p for p in path.iterdir() if not p.name.startswith(".")):
+            raise UserError(f"task {task.name}: data folder {path} is empty")
+        try:
+            if (path / "state.json").exists() or (path / "dataset_dict.json").exists():
+                ds = datasets.load_from_disk(str(path))
+                if isinstance(ds, datasets.DatasetDict):
+                    ds = ds[(task.data.get("hub") or {}).get("split", "train")]
+                return ds.to_list()
+            split = (task.data.get("hub") or {}).get("split", "train")
+            with _quiet(datasets):
+                return datasets.load_dataset(str(path), split=split).to_list()
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever the folder holds, it is not data we can read
+            raise UserError(f"task {task.name}: cannot read data folder {path}: {type(e).__name__}: "
+                            f"{first_line(e, 200)}") from None
     suffix = path.suffix.lower()
     fmt = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}.get(suffix)
     if fmt is None:
         raise UserError(f"task {task.name}: {path}: unsupported data format {suffix!r} (json, jsonl, parquet, csv)")
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if not head or (fmt in ("json", "csv") and not head.strip()):
+        raise UserError(f"task {task.name}: data file {path} is empty")
+    if fmt in ("json", "csv") and head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise UserError(f"task {task.name}: data file {path} is UTF-16 text: save it as UTF-8")
     try:
         with _quiet(datasets):  # a local file loads in a blink: no "Generating train split" bars on stderr
             return datasets.load_dataset(fmt, data_files=str(path), split="train").to_list()
     except Exception as e:
-        raise UserError(f"task {task.name}: cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+        raise UserError(f"task {task.name}: cannot read {path}: {type(e).__name__}: {first_line(e, 200)}") from None
 
 
 @contextmanager
 def _quiet(datasets):
+    """No progress bars, and no log lines of datasets' own (a file it cannot read becomes our one error line)."""
+    import logging
+
     was = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
+    logger = logging.getLogger("datasets")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
+        logger.setLevel(level)
         if was:
             datasets.enable_progress_bars()
 

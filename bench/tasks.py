@@ -43,7 +43,7 @@ from bench import task_sources
 from bench.backends.base import GenSettings
 from bench.task_fields import answer_index, compile_expr, parse_choices, required_fields, template
 from bench.task_sources import PARSERS  # noqa: F401  (part of this module's API)
-from sftmix.errors import UserError
+from sftmix.errors import UserError, first_line
 from sftmix.io import hash_obj, package_file  # noqa: F401  (package_file: part of this module's API)
 from sftmix.registry import Registry, nearest
 
@@ -123,10 +123,7 @@ class Task:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> "Task":
         path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise UserError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
+        raw = _read_yaml(path)
         if not isinstance(raw, dict):
             raise UserError(f"{path}: a task file must be a mapping")
         known = {f.name for f in dc_fields(cls)} - {"path", "data_hash", "source", "layout", "param"}
@@ -351,6 +348,22 @@ class Task:
         return task_sources.describe_source(self)
 
 
+def _read_yaml(path: Path):
+    """A task file's YAML; unreadable, non-UTF-8 or malformed is a one-line error naming the file."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{path}{where}: invalid YAML: {getattr(e, 'problem', None) or first_line(e)}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        from sftmix.errors import os_error
+
+        raise os_error(e, "read task file", path) from None
+
+
 def _check_contamination_fields(path: Path, raw: dict, layouts: dict | None) -> None:
     """``contamination:`` must list item fields the task's mapping makes (or standard ones), so a typo is an error
     rather than a silently empty comparison."""
@@ -372,7 +385,8 @@ def task_registry() -> Registry[Path]:
     reg: Registry[Path] = Registry("task")
     for d in tasks_dirs():
         for path in sorted(Path(d).glob("*.yaml")):
-            name = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("name", path.stem)
+            raw = _read_yaml(path)
+            name = (raw.get("name") if isinstance(raw, dict) else None) or path.stem
             if name in reg:
                 raise UserError(f"{path}: task {name!r} is already defined in {reg.get(name)}")
             reg.add(name, path)

@@ -21,6 +21,8 @@ from sftmix.config import validate_config
 from sftmix.errors import UserError
 from sftmix.splits import EmptySplit
 
+from .rundir import RunDir
+
 LOOPBACK = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
 
 
@@ -29,8 +31,10 @@ class EnvironmentProblem(UserError):
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").upper() in {"1", "ON", "YES", "TRUE"}
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    """Offline by the variables, or (probed once per process) because the hub cannot be reached."""
+    from sftmix.hub import offline
+
+    return offline()
 
 
 def check_model(name: str, what: str = "model.model") -> None:
@@ -44,6 +48,11 @@ def check_model(name: str, what: str = "model.model") -> None:
     if path.exists():
         if not path.is_dir() or not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
             raise UserError(f"{what}: {name} is not a model folder (no config.json in it)")
+        from sftmix.io import model_dir_problem
+
+        damaged = model_dir_problem(path)
+        if damaged and RunDir.of_model_dir(path) is None:  # a run's own trained variant is trained again instead
+            raise UserError(f"{what}: {name} cannot be loaded: {damaged}")
         return
     looks_local = name.startswith(("/", ".", "~")) or name.endswith("/") or name.count("/") > 1
     if looks_local:
@@ -55,20 +64,54 @@ def check_model(name: str, what: str = "model.model") -> None:
     except HFValidationError:
         raise UserError(f"{what}: {name!r} is neither a model preset ({', '.join(PRESETS)}), an existing local "
                         "folder nor a hub id (owner/name)") from None
-    if _offline():
-        from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
 
-        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
-            what_it_is = f"hub model {name!r}" if "/" in name else \
-                f"{name!r} is not a preset ({', '.join(PRESETS)}) or a local folder, and as a hub id it"
-            raise EnvironmentProblem(f"{what}: {what_it_is} is not in the local Hugging Face cache and HF_HUB_OFFLINE "
-                                     "is set: download it first, or pass a local folder")
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return  # in the local cache: usable online and offline
+    what_it_is = f"hub model {name!r}" if "/" in name else \
+        f"{name!r} is not a preset ({', '.join(PRESETS)}) or a local folder, and as a hub id it"
+    if _offline():
+        raise EnvironmentProblem(f"{what}: {what_it_is} is not in the local Hugging Face cache and the hub is not "
+                                 "reachable (HF_HUB_OFFLINE, or no network): download it first, or pass a local "
+                                 "folder")
+    _check_on_hub(name, what, what_it_is)
+
+
+def _check_on_hub(name: str, what: str, what_it_is: str) -> None:
+    """Online: ask the hub once whether the model exists, so a typo is one line before anything is created."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        HfApi().model_info(name, timeout=10)
+    except GatedRepoError:
+        return  # it exists; access is the download's business (a token), checked when it is loaded
+    except RepositoryNotFoundError:
+        raise UserError(f"{what}: {what_it_is} does not exist on the Hugging Face hub (or is private and no token "
+                        "is set): check the name") from None
+    except Exception:  # noqa: BLE001 - a network hiccup is not a verdict on the name: loading will tell
+        return
 
 
 def check_backend(backend: str) -> None:
     if backend == "vllm" and importlib.util.find_spec("vllm") is None:
         raise EnvironmentProblem("generation.backend is vllm but vLLM is not installed here: "
                                  "pip install 'sftmix-bench[vllm]' (Linux + GPU), or use --backend hf")
+
+
+def check_judge_url(base_url: str | None) -> None:
+    """An http(s) URL with a host (and a valid port), e.g. ``http://127.0.0.1:8000/v1``."""
+    if base_url is None:
+        return
+    try:
+        url = urlparse(base_url)
+        url.port  # noqa: B018 - raises on a malformed port
+        ok = url.scheme in ("http", "https") and bool(url.hostname)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UserError(f"judge base URL {base_url!r} is not an http(s) URL with a host, e.g. "
+                        "http://127.0.0.1:8000/v1")
 
 
 def check_contamination(method: str) -> None:
@@ -88,7 +131,15 @@ def check_judge_key(model: str | None, base_url: str | None, api_key_env: str) -
                              "(or name another variable with judge.api_key_env / --api-key-env)")
 
 
-def check_out(out: Path) -> None:
+def check_out(out: Path | str) -> None:
+    if str(out).strip() in ("", "."):
+        raise UserError("--out is empty: name a results folder (the current directory is never used as one)")
+    try:
+        str(out).encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 in the name: tokenizers and JSON records cannot hold it
+        shown = str(out).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        raise UserError(f"--out {shown}: the path is not UTF-8 text; choose a name in UTF-8") from None
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory: choose a folder (it is created if absent)")
 
@@ -106,7 +157,14 @@ def validate_run(cfg, runner, *, dry_run: bool = False) -> list[str]:
             warnings.append(str(e))
 
     validate_config(cfg)
-    check_out(Path(cfg.run.out))
+    check_out(cfg.run.out)
+    from .tables.layouts import LAYOUTS
+
+    if cfg.run.layout not in LAYOUTS:  # found now, not after hours of training when the table is written
+        from sftmix.registry import nearest
+
+        raise UserError(f"unknown run.layout {cfg.run.layout!r}{nearest(cfg.run.layout, LAYOUTS)}; choose from "
+                        f"{', '.join(LAYOUTS)}")
     ctx = runner.ctx
     pending = {s.name for s in runner.stages if runner.status(s) != "done"}
     soft(check_model, cfg.model.model, "model.model")
@@ -119,6 +177,8 @@ def validate_run(cfg, runner, *, dry_run: bool = False) -> list[str]:
         soft(check_contamination, cfg.contamination.method)
     judged = [t for t in ctx.tasks if ctx.scorer(t).judged and any(p == f"score/{v.name}/{t.name}"
                                                                for v in ctx.variants for p in pending)]
+    if cfg.judge.model:
+        check_judge_url(cfg.judge.base_url)
     if judged and cfg.judge.model:
         soft(check_judge_key, cfg.judge.model, cfg.judge.base_url, cfg.judge.api_key_env)
     if judged and cfg.judge.local:

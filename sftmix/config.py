@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
-from .errors import UserError
+from .errors import UserError, first_line, os_error
 from .registry import nearest
 
 log = logging.getLogger("sftmix")
@@ -25,9 +25,11 @@ log = logging.getLogger("sftmix")
 # resolved config; these aliases carry the constraints, so the schema is the annotations below.
 PosInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
-PosFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
-Ratio = Annotated[float, Field(ge=0, le=1)]
+# A random seed: what numpy, torch and `random` all accept (numpy's legacy seeding stops at 2**32 - 1).
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Ratio = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
 
 def _bool_word(v: Any) -> Any:
@@ -77,7 +79,7 @@ class TrainArgs:
     global_batch_size: PosInt = 32
     per_device_batch_size: PosInt = 8
     max_steps: int = -1
-    seed: int = 42
+    seed: Seed = 42
     bf16: BoolOrAuto = "auto"  # auto | true | false
     gradient_checkpointing: bool = False
     logging_steps: PosInt = 10
@@ -284,10 +286,16 @@ def load_config_file(path: str) -> dict[str, Any]:
             raw = yaml.safe_load(fh) or {}
     except FileNotFoundError:
         raise UserError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"config {path} is a directory: name a YAML file") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"config {path} is not a text file (byte {e.start} is not UTF-8): name a YAML file") from None
+    except OSError as e:
+        raise os_error(e, "read config", path) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
-        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        what = getattr(e, "problem", None) or first_line(e)
         raise UserError(f"{path}{line}: not valid YAML ({what}"
                         f"{f' at line {mark.line + 1}, column {mark.column + 1}' if mark is not None else ''})") from None
     if not isinstance(raw, dict):

@@ -66,7 +66,7 @@ def _read_jsonl(path: Path, limit: int | None) -> tuple[list[dict], list[int]]:
     """Rows and their line numbers; a malformed line is reported before datasets ever sees the file."""
     rows, lines = [], []
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a UTF-8 byte-order mark (Windows editors) is fine
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -99,6 +99,9 @@ def _load_with_datasets(source: str, path: Path, split: str) -> list[dict]:
         elif path.is_dir():
             ds = datasets.load_dataset(str(path), split=split)
         else:
+            from .hub import offline
+
+            offline()  # no network: offline mode first, so the hub libraries fail at once instead of retrying
             ds = datasets.load_dataset(source, split=split)
     except UserError:
         raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -18,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import UserError
-from .io import hash_file, hash_obj
+from .errors import UserError, os_error
+from .io import hash_file, hash_obj, model_dir_problem
 from .registry import Registry, nearest
 from .templates import CHATML
 from .toydata import ASSETS_DIR
@@ -64,10 +65,19 @@ def resolve_model(name_or_path: str) -> str:
         return name_or_path
     preset = PRESETS.get(name_or_path)
     final = home() / "presets" / f"{preset.name}-{hash_obj(preset.version(), 12)}"
-    if final.is_dir():
-        return str(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    if final.exists():
+        why = model_dir_problem(final) or _tokenizer_problem(final)
+        if why is None:
+            return str(final)
+        # A cache entry is rebuilt from its recipe, never trusted half-made (a copy that stopped, a full disk).
+        log.warning("model preset %s: the cached folder %s is damaged (%s); building it again", preset.name, final,
+                    why)
+        _discard(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    except OSError as e:
+        raise os_error(e, "create the preset cache", final.parent) from None
     try:
         log.info("building model preset %s in %s", preset.name, final)
         preset.build(tmp)
@@ -76,9 +86,37 @@ def resolve_model(name_or_path: str) -> str:
         except OSError:
             if not final.is_dir():  # a concurrent builder winning the race is fine; anything else is not
                 raise
+    except OSError as e:
+        raise os_error(e, f"build model preset {preset.name} in", final.parent) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return str(final)
+
+
+def _tokenizer_problem(folder: Path) -> str | None:
+    for name in ("tokenizer_config.json", "tokenizer.json"):
+        try:
+            json.loads((folder / name).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return f"{name} is missing"
+        except (OSError, ValueError, UnicodeDecodeError):
+            return f"{name} is damaged (not valid JSON)"
+    return None
+
+
+def _discard(folder: Path) -> None:
+    """Move a damaged cache folder out of the way (renamed first, so a concurrent reader never sees it half-gone)."""
+    aside = folder.with_name(f".{folder.name}.damaged-{os.getpid()}")
+    try:
+        os.rename(folder, aside)
+    except FileNotFoundError:
+        return  # a concurrent builder moved it already
+    except OSError as e:
+        raise os_error(e, "replace the damaged preset folder", folder) from None
+    if aside.is_dir():
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        aside.unlink(missing_ok=True)
 
 
 # ---- tiny-llama -------------------------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ import torch
 
 from .config import TrainConfig, comparable
 from .constants import CONFIDENT
-from .errors import UserError
-from .io import data_identity, write_json
+from .errors import UserError, first_line, os_error
+from .io import data_identity, model_dir_problem, write_json
 from .variants import Variant, get_variant
 
 log = logging.getLogger("sftmix")
@@ -38,8 +38,7 @@ def _from_pretrained(cls, model_path: str, **kw):
     try:
         return cls.from_pretrained(model_path, **kw)
     except OSError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load model {model_path!r}: {first}") from None
+        raise UserError(f"cannot load model {model_path!r}: {first_line(e)}") from None
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -384,6 +383,10 @@ def _finished(out_dir: Path, variant: Variant, cfg: TrainConfig, confidence) -> 
     record = out_dir / "train.json"
     if not record.is_file() or not (out_dir / "model" / "config.json").is_file():
         return None
+    damaged = model_dir_problem(out_dir / "model")
+    if damaged:  # e.g. a truncated model.safetensors: train (from the last checkpoint, when kept) and save again
+        log.warning("%s: %s; training it again", out_dir / "model", damaged)
+        return None
     try:
         old = json.loads(record.read_text())
     except ValueError:
@@ -404,10 +407,14 @@ def save_model(model, tokenizer, model_dir: Path) -> None:
     model = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
     tmp = model_dir.with_name(model_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(model_dir, ignore_errors=True)
-    os.replace(tmp, model_dir)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(model_dir, ignore_errors=True)
+        os.replace(tmp, model_dir)
+    except OSError as e:  # a full disk mid-save: the checkpoints stay, so a re-run only saves again
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise os_error(e, "save the model to", model_dir) from None
 
 
 def read_log_history(out_dir: str | Path) -> list[dict]:

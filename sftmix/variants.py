@@ -5,6 +5,7 @@ adding one is one ``VARIANTS.add(...)`` line. Every field can be overridden per 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from .constants import PAIRINGS
@@ -46,6 +47,10 @@ class Variant:
         return v
 
     def validate(self) -> None:
+        for k in ("alpha", "mu", "ntp_weight", "irdro_tau"):
+            value = getattr(self, k)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UserError(f"variant {self.name!r}: {k} must be a finite number, got {value!r}")
         if self.pairing not in PAIRINGS:
             raise UserError(f"unknown pairing {self.pairing!r}{nearest(self.pairing, PAIRINGS)}; choose from {', '.join(PAIRINGS)}")
         if self.alpha <= 0:

@@ -8,7 +8,12 @@ for this distinct prompt; it returns None (answer normally) or a dict:
 - ``{"status": 429, "retry_after": 0.01}`` / ``{"status": 500}`` / ``{"status": 400, "message": "..."}``;
 - ``{"sleep": 1.0}``: answer normally but only after sleeping (beyond the client's timeout);
 - ``{"reply": "text"}``: answer with this text (e.g. an unparsable verdict);
-- ``{"empty_choices": True}``: a 200 reply whose ``choices`` list is empty.
+- ``{"empty_choices": True}``: a 200 reply whose ``choices`` list is empty;
+- ``{"body": "...", "content_type": "text/html"}``: a 200 reply with this raw body (an HTML page, invalid JSON);
+- ``{"json": {...}}``: a 200 reply with this JSON body (a chat completion in a wrong shape);
+- ``{"patch": fn}``: the normal reply body, passed through ``fn(body) -> body`` (e.g. a non-numeric usage).
+
+``portal="<html>..."`` answers every request, on every path, with that page (a captive portal).
 
 A request with ``logprobs``/``top_logprobs`` also gets the first token's top log-probabilities from
 ``top_logprobs(messages)`` (a list of (token, logprob); default :func:`hash_logprobs`), and its reply text is the
@@ -60,8 +65,9 @@ class FakeOpenAIServer:
                  fault: Callable[[int, int, list[dict]], dict | None] | None = None,
                  delay: float = 0.0, models: tuple[str, ...] = ("judge-model",),
                  top_logprobs: Callable[[list[dict]], list[tuple[str, float]]] = hash_logprobs,
-                 models_fault: Callable[[int], dict | None] | None = None):
+                 models_fault: Callable[[int], dict | None] | None = None, portal: str | None = None):
         self.reply, self.fault, self.delay, self.models = reply, fault, delay, models
+        self.portal = portal
         self.top_logprobs = top_logprobs
         self.logprob_requests = 0
         self.models_fault, self.models_requests = models_fault, 0
@@ -95,11 +101,12 @@ class FakeOpenAIServer:
             def log_message(self, *args):  # keep test output clean
                 pass
 
-            def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
-                data = json.dumps(body).encode()
+            def _send(self, status: int, body, headers: dict | None = None, content_type: str = "application/json"
+                      ) -> None:
+                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(data)))
                     for k, v in (headers or {}).items():
                         self.send_header(k, v)
@@ -109,6 +116,9 @@ class FakeOpenAIServer:
                     pass  # the client gave up (timeout): expected in slow-reply tests
 
             def do_GET(self):
+                if server.portal is not None:
+                    self._send(200, server.portal, content_type="text/html")
+                    return
                 if self.path.rstrip("/").endswith("/models"):
                     with server._lock:
                         server.models_requests += 1
@@ -124,6 +134,11 @@ class FakeOpenAIServer:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if server.portal is not None:
+                    with server._lock:
+                        server.total += 1
+                    self._send(200, server.portal, content_type="text/html")
+                    return
                 messages = body.get("messages", [])
                 if body.get("model") not in server.models:  # as vLLM does for a model it does not serve
                     self._send(404, {"error": {"message": f"The model `{body.get('model')}` does not exist."}})
@@ -150,6 +165,12 @@ class FakeOpenAIServer:
                         self._send(200, {"id": f"cmpl-{n}", "object": "chat.completion", "created": 0,
                                          "model": body.get("model"), "choices": [], "usage": None})
                         return
+                    if "body" in fault:
+                        self._send(200, fault["body"], content_type=fault.get("content_type", "text/html"))
+                        return
+                    if "json" in fault:
+                        self._send(200, fault["json"])
+                        return
                     if "sleep" in fault:
                         time.sleep(fault["sleep"])
                     text = fault["reply"] if "reply" in fault else server.reply(messages)
@@ -165,14 +186,15 @@ class FakeOpenAIServer:
                         with server._lock:
                             server.served[key] += 1
                     prompt_tokens = sum(len(m.get("content", "").split()) for m in messages)
-                    self._send(200, {
+                    patch = fault.get("patch", lambda b: b)
+                    self._send(200, patch({
                         "id": f"cmpl-{n}", "object": "chat.completion", "created": int(time.time()),
                         "model": body.get("model"),
                         "choices": [{"index": 0, "finish_reason": "stop", "logprobs": logprobs,
                                      "message": {"role": "assistant", "content": text}}],
                         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
                                   "total_tokens": prompt_tokens + len(text.split())},
-                    })
+                    }))
                 finally:
                     with server._lock:
                         server.in_flight -= 1

@@ -205,14 +205,16 @@ def test_judge_rerun_asks_exactly_the_failed_verdicts(gens):
 
     with FakeOpenAIServer(reply=reply) as server:
         rc, stdout, _ = judge_cmd(server, gens, "--concurrency", "1")
-        assert rc == 1 and re.search(r"failed=1/\d+ \(transport 0, refused 0, unparsable 1\)", stdout), stdout
+        assert rc == 1 and re.search(r"failed=1/\d+ \(transport 0, refused 0, unparsable 1, malformed 0\)",
+                                     stdout), stdout
         assert len(bad) == 1 and server.per_prompt[next(iter(bad))] == 3  # asked again twice (parse retries)
         summary = json.loads((gens / "scores" / "gens" / "toy_open.json").read_text())
-        assert summary["failures"] == {"transport": 0, "refused": 0, "unparsable": 1}
+        assert summary["failures"] == {"transport": 0, "refused": 0, "unparsable": 1, "malformed": 0}
         asked = dict(server.per_prompt)
         failing["on"] = False
         rc, stdout, _ = judge_cmd(server, gens, "--concurrency", "1")
-        assert rc == 0 and re.search(r"failed=0/\d+ \(transport 0, refused 0, unparsable 0\)", stdout), stdout
+        assert rc == 0 and re.search(r"failed=0/\d+ \(transport 0, refused 0, unparsable 0, malformed 0\)",
+                                     stdout), stdout
         again = {k: n - asked.get(k, 0) for k, n in server.per_prompt.items() if n - asked.get(k, 0)}
         assert again == {k: 1 for k in bad}  # one request, for the failed verdict only
 

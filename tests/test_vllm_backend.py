@@ -130,6 +130,31 @@ def test_greedy_matches_hf_and_throughput(hf_run, vllm_backend, record_property)
     print("THROUGHPUT", json.dumps(report))
 
 
+def test_long_prompts_cut_to_the_context_like_hf(model_dir, vllm_backend):
+    """A prompt longer than the context is cut on the left by both backends alike (bench.backends.base.fit_prompt);
+    vLLM would otherwise refuse it. An answer length that alone fills the context is capped the same way."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bench.backends.base import GenRequest, GenSettings
+    from bench.backends.hf import HFBackend
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.config.max_position_embeddings = vllm_backend.max_model_len  # the same context as the engine's
+    hf = HFBackend(model_dir, model=model, tokenizer=AutoTokenizer.from_pretrained(model_dir), device="cpu",
+                   progress=False)
+    long = " ".join(TOPICS * 400)
+    reqs = [GenRequest("t", "a", 0, [{"role": "user", "content": long}], GenSettings(max_new_tokens=16)),
+            GenRequest("t", "b", 0, [{"role": "user", "content": "so " + long}], GenSettings(max_new_tokens=4000))]
+    v, h = vllm_backend.generate(reqs), hf.generate(reqs)
+    n = vllm_backend.max_model_len
+    assert [(g.prompt_tokens, g.max_new_tokens) for g in v] == [(n - 16, None), (n // 2, n // 2)]
+    assert [(g.prompt_cut, g.prompt_tokens, g.max_new_tokens) for g in v] == \
+        [(g.prompt_cut, g.prompt_tokens, g.max_new_tokens) for g in h]
+    assert all(g.prompt_cut > 1000 for g in v)
+    assert v[0].text == h[0].text
+
+
 def test_loglikelihood_matches_hf(hf_run, vllm_backend):
     from bench.backends.base import LoglikRequest
 

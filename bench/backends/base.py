@@ -31,8 +31,23 @@ class GenRequest:
 @dataclass
 class Generation:
     text: str
-    prompt_tokens: int
+    prompt_tokens: int  # the prompt tokens the model saw (after any cut to its context)
     completion_tokens: int
+    prompt_cut: int = 0  # prompt tokens dropped from the left to fit the model's context (see fit_prompt)
+    max_new_tokens: int | None = None  # set when the context capped the answer below the task's max_new_tokens
+
+
+def fit_prompt(ids: list[int], context: int, max_new_tokens: int) -> tuple[list[int], int, int]:
+    """``(prompt ids, tokens cut from its left, max_new_tokens)`` so that prompt + answer fit ``context`` positions.
+
+    lm-eval's rule for generation: an over-long prompt keeps its last ``context - max_new_tokens`` tokens (the end
+    of the conversation and the assistant's turn opening). So that a long ``max_new_tokens`` does not leave the
+    prompt nearly nothing, the prompt keeps at least half the context (or all of itself, if shorter); the answer is
+    then capped to the rest. Both backends use this; callers count and report every cut."""
+    if context <= 0 or len(ids) + max_new_tokens <= context:
+        return ids, 0, max_new_tokens
+    keep = min(len(ids), max(context - max_new_tokens, context // 2))
+    return ids[len(ids) - keep:], len(ids) - keep, min(max_new_tokens, context - keep)
 
 
 @dataclass

@@ -8,15 +8,16 @@ is set before each batch, so results repeat for the same requests and batch size
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from sftmix.errors import UserError
+from sftmix.errors import UserError, first_line
 
-from .base import Generation, GenRequest, GenSettings, LoglikRequest
+from .base import Generation, GenRequest, GenSettings, LoglikRequest, fit_prompt
 
 
 def _resolve_dtype(dtype: Any, device: str) -> torch.dtype:
@@ -52,7 +53,7 @@ class HFBackend:
                 self.model_path, dtype=_resolve_dtype(dtype, self.device))
             self.dtype = str(self.model.dtype).removeprefix("torch.")
         except OSError as e:
-            raise UserError(f"cannot load model {self.model_path!r}: {str(e).splitlines()[0]}") from None
+            raise UserError(f"cannot load model {self.model_path!r}: {first_line(e)}") from None
         self.model.to(self.device).eval()
         if template:
             try:
@@ -73,29 +74,39 @@ class HFBackend:
             raise UserError(f"{self.model_path} has no chat template; pass --template (alpaca, chatml, ...)")
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def generate(self, requests: list[GenRequest]) -> list[Generation]:
+    def generate(self, requests: list[GenRequest], on_result=None) -> list[Generation]:
+        """Answers in request order. A prompt that does not fit the model's context with its answer is cut on the
+        left (:func:`~bench.backends.base.fit_prompt`); each Generation says how much was cut. ``on_result(i,
+        generation)`` is called as each batch finishes (the caller caches them, so an interrupt loses one batch)."""
         prompts = [self.chat_prompt(r.messages) for r in requests]
-        lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=False).input_ids]
+        context = max_length(self.model.config, self.tokenizer)
+        fitted = [fit_prompt(ids, context, r.settings.max_new_tokens)
+                  for ids, r in zip(self.tokenizer(prompts, add_special_tokens=False).input_ids, requests)]
         groups: dict[GenSettings, list[int]] = defaultdict(list)
-        for i, r in enumerate(requests):
-            groups[r.settings].append(i)
+        for i, r in enumerate(requests):  # a capped answer length is a group of its own
+            groups[replace(r.settings, max_new_tokens=fitted[i][2])].append(i)
         out: list[Generation | None] = [None] * len(requests)
         bar = tqdm(total=len(requests), desc="hf generate", disable=not self.progress, leave=False)
         for settings, idx in groups.items():
-            idx.sort(key=lambda i: -lengths[i])  # similar lengths together: less padding per batch
+            idx.sort(key=lambda i: -len(fitted[i][0]))  # similar lengths together: less padding per batch
             for start in range(0, len(idx), self.batch_size):
                 batch = idx[start:start + self.batch_size]
-                for i, gen in zip(batch, self._generate_batch([prompts[i] for i in batch], settings)):
+                for i, gen in zip(batch, self._generate_batch([fitted[i][0] for i in batch], settings)):
+                    gen.prompt_cut = fitted[i][1]
+                    if fitted[i][2] != requests[i].settings.max_new_tokens:
+                        gen.max_new_tokens = fitted[i][2]
                     out[i] = gen
+                    if on_result is not None:
+                        on_result(i, gen)
                 bar.update(len(batch))
         bar.close()
         return out  # type: ignore[return-value]
 
     @torch.no_grad()
-    def _generate_batch(self, prompts: list[str], s: GenSettings) -> list[Generation]:
+    def _generate_batch(self, prompts: list[list[int]], s: GenSettings) -> list[Generation]:
         tok = self.tokenizer
         tok.padding_side = "left"  # generation appends on the right, so prompts must end at the same column
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        enc = tok.pad({"input_ids": prompts}, return_tensors="pt", padding=True).to(self.device)
         kwargs: dict[str, Any] = dict(max_new_tokens=s.max_new_tokens, pad_token_id=tok.pad_token_id,
                                       eos_token_id=sorted(self.eos_ids))
         if s.temperature > 0:
@@ -141,13 +152,16 @@ class HFBackend:
         once and scores every continuation from a copy of its KV cache (:meth:`_loglik_shared`): the same numbers up
         to float rounding, at about 1/n of the cost for n options with a long context."""
         pairs = []  # (request index, choice index, context ids, continuation ids)
+        max_len = max_length(self.model.config, self.tokenizer)
         for ri, r in enumerate(requests):
             for ci, cont in enumerate(r.continuations):
                 ctx_ids, cont_ids = self._encode_pair(r.context, cont)
                 if not cont_ids:
-                    raise ValueError(f"{r.example_id}: continuation {cont!r} encodes to no tokens")
+                    raise UserError(f"item {r.example_id}: choice {cont!r} encodes to no tokens")
+                if len(cont_ids) > max_len:  # the context is cut on the left (lm-eval); a choice cannot be
+                    raise UserError(f"item {r.example_id}: a choice of {len(cont_ids)} tokens is longer than the "
+                                    f"model's context ({max_len} tokens)")
                 pairs.append((ri, ci, ctx_ids, cont_ids))
-        max_len = max_length(self.model.config, self.tokenizer)
         scores = [[0.0] * len(r.continuations) for r in requests]
         if self.share_prefix:
             pairs = self._score_shared(pairs, scores, max_len)

@@ -14,11 +14,12 @@ processes re-import the caller's ``__main__``: scripts that build this backend n
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
-from sftmix.errors import UserError
+from sftmix.errors import UserError, first_line
 
-from .base import Generation, GenRequest, GenSettings, LoglikRequest
+from .base import Generation, GenRequest, GenSettings, LoglikRequest, fit_prompt
 
 
 def _resolve_dtype(dtype: Any) -> str:
@@ -79,7 +80,7 @@ class VLLMBackend:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         except OSError as e:
-            raise UserError(f"cannot load tokenizer of {self.model_path!r}: {str(e).splitlines()[0]}") from None
+            raise UserError(f"cannot load tokenizer of {self.model_path!r}: {first_line(e)}") from None
         if template:
             from sftmix.templates import apply_template
 
@@ -124,23 +125,33 @@ class VLLMBackend:
             stop_token_ids=sorted(self.eos_ids), skip_special_tokens=True,
         )
 
-    def generate(self, requests: list[GenRequest]) -> list[Generation]:
+    def generate(self, requests: list[GenRequest], on_result=None) -> list[Generation]:
+        """Answers in request order (``on_result(i, generation)`` is called for each once all are done: vLLM
+        generates the whole list in one call)."""
         if not requests:
             return []
         prompts = [self.chat_prompt(r.messages) for r in requests]
         ids = self.tokenizer(prompts, add_special_tokens=False).input_ids  # the template already has its BOS
-        outs = self._run("generate", [{"prompt_token_ids": p} for p in ids],
-                         [self.sampling_params(r.settings) for r in requests])
+        # Cut what does not fit the engine's context on the left, as the hf backend does (vLLM would refuse it).
+        fitted = [fit_prompt(p, self.max_model_len, r.settings.max_new_tokens) for p, r in zip(ids, requests)]
+        outs = self._run("generate", [{"prompt_token_ids": f[0]} for f in fitted],
+                         [self.sampling_params(replace(r.settings, max_new_tokens=f[2]))
+                          for r, f in zip(requests, fitted)])
         tok = self.tokenizer
         results = []
-        for r, prompt_ids, token_ids in zip(requests, ids, outs):
+        for r, (prompt_ids, dropped, new), token_ids in zip(requests, fitted, outs):
             n = next((k for k, t in enumerate(token_ids) if t in self.eos_ids), len(token_ids))
             text = tok.decode(token_ids[:n], skip_special_tokens=True)
             cut = min((p for p in (text.find(x) for x in r.settings.stop) if p >= 0), default=-1)
             if cut >= 0:
                 text = text[:cut]
                 n = len(tok(text, add_special_tokens=False).input_ids)
-            results.append(Generation(text=text, prompt_tokens=len(prompt_ids), completion_tokens=n))
+            results.append(Generation(text=text, prompt_tokens=len(prompt_ids), completion_tokens=n,
+                                      prompt_cut=dropped,
+                                      max_new_tokens=new if new != r.settings.max_new_tokens else None))
+        if on_result is not None:
+            for i, gen in enumerate(results):
+                on_result(i, gen)
         return results
 
     # ---------------------------------------------------------------- log-likelihood
@@ -153,10 +164,10 @@ class VLLMBackend:
             for ci, cont in enumerate(r.continuations):
                 ctx_ids, cont_ids = encode_pair(self.tokenizer, r.context, cont)
                 if not cont_ids:
-                    raise ValueError(f"{r.example_id}: continuation {cont!r} encodes to no tokens")
+                    raise UserError(f"item {r.example_id}: choice {cont!r} encodes to no tokens")
                 if len(cont_ids) >= self.max_model_len - 1:
-                    raise ValueError(f"{r.example_id}: continuation of {len(cont_ids)} tokens does not fit "
-                                     f"max_model_len={self.max_model_len}")
+                    raise UserError(f"item {r.example_id}: a choice of {len(cont_ids)} tokens is longer than the "
+                                    f"model's context (max_model_len={self.max_model_len})")
                 # one slot stays free for the token vLLM must generate; the context is cut on the left, as in hf
                 seqs.append((ctx_ids + cont_ids)[-(self.max_model_len - 1):])
                 conts.append(cont_ids)

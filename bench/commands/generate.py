@@ -19,8 +19,10 @@ DEFAULT_TASKS = "toy_open,toy_mcq,toy_exact"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model folder, hub id or preset name")
-    parser.add_argument("--tasks", default=DEFAULT_TASKS, help=f"comma-separated task names (default {DEFAULT_TASKS})")
-    parser.add_argument("--backend", default="hf", help="hf (default) or vllm")
+    parser.add_argument("--tasks", default=None, help=f"comma-separated task names (default {DEFAULT_TASKS}; for a "
+                        "trained variant RUN/variants/V/model, the run's tasks)")
+    parser.add_argument("--backend", default=None, choices=("hf", "vllm"),
+                        help="hf (default) or vllm; for a trained variant, the run's backend")
     parser.add_argument("--limit", type=int, default=None, help="first N items of each task")
     parser.add_argument("--out", default=None,
                         help="output folder (default runs/generate/<name>: a trained variant's folder is named "
@@ -29,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-path", action="append", default=[], metavar="TASK=PATH",
                         help="local data file/folder for a task (repeatable); no hub access needed")
     parser.add_argument("--cache", default=None, help="cache file (default <out>/cache.sqlite)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=None, help="default 8 (a trained variant: the run's)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None, help="auto, float32, bfloat16, float16")
     parser.add_argument("--template", default=None, help="named chat template for base models (sftmix.templates)")
@@ -70,8 +72,9 @@ def default_out(model: str) -> Path:
     return Path("runs") / "generate" / name
 
 
-def _claim(out: Path, model: str, model_path: str, force: bool) -> None:
-    """Refuse to mix two models' generations (and scores) in one folder; record whose they are."""
+def _claim(out: Path, model: str, model_path: str, force: bool, data_paths: dict | None = None) -> None:
+    """Refuse to mix two models' generations (and scores) in one folder; record whose they are, and the local
+    data each task was read from (``bench judge`` reads the same)."""
     from sftmix.io import write_json
 
     from bench.rundir import RunDir
@@ -81,11 +84,18 @@ def _claim(out: Path, model: str, model_path: str, force: bool) -> None:
     if marker.is_file() and not force:
         import json
 
-        old = json.loads(marker.read_text()).get("model_path")
+        try:
+            old = json.loads(marker.read_text(encoding="utf-8")).get("model_path")
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            raise UserError(f"{marker} is damaged (not a JSON object): delete it, or use --force to replace the "
+                            "folder's generations") from None
         if old != ident:
             raise UserError(f"{out} holds generations of another model ({old}); use another --out, or --force "
                             "to replace them")
-    write_json(marker, {"model": model, "model_path": ident})
+    record = {"model": model, "model_path": ident}
+    if data_paths:
+        record["data_paths"] = {t: str(Path(p).expanduser().resolve()) for t, p in data_paths.items()}
+    write_json(marker, record)
 
 
 def _resolve_model(name: str) -> str:
@@ -96,6 +106,46 @@ def _resolve_model(name: str) -> str:
     return str(resolve_model(name))
 
 
+def run_defaults(args: argparse.Namespace) -> None:
+    """A trained variant (``RUN/variants/<v>/model``) is generated with its run's settings unless a flag says
+    otherwise: tasks, limit, local data, backend, batch size, max_new_tokens, temperature, MT-Bench temperatures and
+    chat template, from ``RUN/config.yaml``. Says which it took."""
+    from bench.rundir import RunConfigRecord, RunDir
+
+    trained = RunDir.of_model_dir(Path(args.model.rstrip("/")))
+    if trained is None or not trained[0].config.is_file():
+        return
+    cfg = RunConfigRecord.read(trained[0])
+    run, gen, model = cfg.run, cfg.generation, cfg.model
+    taken = []
+
+    def take(attr: str, value, label: str) -> None:
+        if getattr(args, attr) in (None, False, []) and value not in (None, "", [], {}, False):
+            setattr(args, attr, value)
+            taken.append(f"{label}={value}")
+
+    take("tasks", ",".join(cfg.tasks()) or None, "tasks")
+    take("limit", run.get("limit"), "limit")
+    if args.limit is not None and run.get("limit_mode") == "spread" and taken and taken[-1].startswith("limit"):
+        args.limit_mode = "spread"
+        taken.append("limit_mode=spread")
+    take("backend", gen.get("backend"), "backend")
+    take("batch_size", gen.get("batch_size") if gen.get("backend", "hf") == "hf" else None, "batch_size")
+    take("max_new_tokens", gen.get("max_new_tokens"), "max_new_tokens")
+    take("temperature", gen.get("temperature"), "temperature")
+    take("category_temperatures", gen.get("mt_bench_category_temperatures"), "mt_bench_category_temperatures")
+    take("template", model.get("template"), "template")
+    paths = run.get("data_paths") or {}
+    given = {p.split("=", 1)[0] for p in args.data_path}
+    for task, path in paths.items() if isinstance(paths, dict) else ():
+        if task not in given and task in (args.tasks or "").split(","):
+            args.data_path.append(f"{task}={path}")
+            taken.append(f"data_path {task}={path}")
+    if taken:
+        print(f"bench generate: a variant of run {trained[0].root}: its settings from {trained[0].config.name} "
+              f"({', '.join(taken)}); flags override them")
+
+
 def run(args: argparse.Namespace) -> int:
     from bench.backends import get_backend
     from bench.cache import Cache
@@ -104,7 +154,22 @@ def run(args: argparse.Namespace) -> int:
     from bench.tasks import load_task
     from sftmix.io import write_json
 
+    run_defaults(args)
+    args.tasks = DEFAULT_TASKS if args.tasks is None else args.tasks
+    args.backend = args.backend or "hf"
+    args.batch_size = 8 if args.batch_size is None else args.batch_size
+    for flag, value in (("--batch-size", args.batch_size), ("--max-new-tokens", args.max_new_tokens)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
+    if args.temperature is not None and not args.temperature >= 0:
+        raise UserError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise UserError(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
+    if args.repeat < 0:
+        raise UserError(f"--repeat must be >= 0, got {args.repeat}")
     tasks = [load_task(n.strip()) for n in args.tasks.split(",") if n.strip()]
+    if not tasks:
+        raise UserError("--tasks names no task")
     data_paths = _parse_pairs(args.data_path, "--data-path")
     for name in data_paths:
         if name not in {t.name for t in tasks}:
@@ -122,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
     check_model(args.model, "--model")
     check_backend(args.backend)
     # Every task's data is read and checked before the model loads: bad data fails in seconds.
-    items = {t.name: t.load_records(limit=args.limit, local=data_paths.get(t.name)) for t in tasks}
+    items = {t.name: t.load_records(limit=args.limit, local=data_paths.get(t.name),
+                                    limit_mode=getattr(args, "limit_mode", "first")) for t in tasks}
     model_path = _resolve_model(args.model)
     out = Path(args.out) if args.out else default_out(args.model)
     check_out(out)
@@ -132,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.template:
         backend_opts.setdefault("template", args.template)
     backend = get_backend(args.backend, model_path, **backend_opts)
-    _claim(out, args.model, model_path, args.force)  # only once the model loaded: bad input writes nothing
+    _claim(out, args.model, model_path, args.force, data_paths)  # only once the model loaded: bad input writes nothing
     rd = RunDir(out)
     cache = Cache(args.cache or rd.cache)
 

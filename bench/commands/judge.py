@@ -5,7 +5,8 @@ reference-based rubric, which says so in every score); mcq/exact tasks are score
 Writes DIR/judgments/<label>/<task>.jsonl and the task summary DIR/scores/<label>/<task>.json (+ .items.jsonl),
 so DIR is then a run directory that `bench table DIR` reads (docs/RUNDIR.md).
 
-Failed verdicts are counted by cause (transport, refused, unparsable) and never cached, so running the same command
+Failed verdicts are counted by cause (transport, refused, unparsable, malformed) and never cached, so running the same
+command
 again asks exactly those again; a refusing judge (bad key, unknown model: 400/401/403/404, or replies without
 choices) stops the command with exit 2 before any task summary is written. The folder is locked while judging.
 """
@@ -59,6 +60,7 @@ def run(args) -> int:
     if bad:
         raise UserError(f"--data-path must look like TASK=PATH, got {bad[0]!r}")
     local = dict(pair.split("=", 1) for pair in args.data_path)
+    local = {**_recorded_data_paths(rd, names, local), **local}
     for flag, value in (("--repeats", args.repeats), ("--concurrency", args.concurrency)):
         if value < 1:
             raise UserError(f"{flag} must be >= 1, got {value}")
@@ -66,6 +68,10 @@ def run(args) -> int:
                       local=args.judge_local, repeats=args.repeats, concurrency=args.concurrency,
                       prompts=args.judge_prompts, text_verdicts=args.text_verdicts, swap=args.swap,
                       alpaca_eval_prompt=args.alpaca_eval_prompt)
+    from bench.validate import check_judge_url
+
+    if jargs.model:
+        check_judge_url(jargs.base_url)
     if not args.dry_run:
         from bench.validate import check_judge_key, check_model
 
@@ -86,12 +92,41 @@ def run(args) -> int:
         return _run(args, gdir, names, local, jargs)
 
 
+def _recorded_data_paths(rd, names: list[str], given: dict) -> dict:
+    """The local data `bench generate` read each task from (``generate.json``), for the tasks not given
+    ``--data-path`` here: the judge must see the items the answers were made for."""
+    from bench.rundir import read_json
+
+    if not rd.generate_marker.is_file():
+        return {}
+    recorded = read_json(rd.generate_marker).get("data_paths") or {}
+    out = {t: p for t, p in recorded.items() if t in names and t not in given and isinstance(p, str)}
+    for task, path in out.items():
+        if not Path(path).exists():
+            raise UserError(f"{task}: the generations were made from --data-path {task}={path}, which is gone; "
+                            f"pass --data-path {task}=FILE with the same data")
+        print(f"{task}: data from {path} (the --data-path the generations were made with, {rd.generate_marker.name})")
+    return out
+
+
+def _check_items(task, gens: list[dict], items: list[dict], local: str | None) -> None:
+    """Every generation must have its item in the data read here: judging against other data is refused."""
+    ids = {str(it["id"]) for it in items}
+    orphans = [str(g.get("example_id")) for g in gens if str(g.get("example_id")) not in ids]
+    if orphans:
+        where = f"--data-path {task.name}={local}" if local else f"its default source ({task.source})"
+        raise UserError(f"{task.name}: {len(set(orphans))} of {len({str(g.get('example_id')) for g in gens})} "
+                        f"generated items (e.g. {orphans[0]!r}) are not in the data read from {where}; the "
+                        f"generations were made from other data - pass --data-path {task.name}=FILE with that data")
+
+
 def _run(args, gdir: Path, names: list[str], local: dict, jargs) -> int:
     from bench.cache import Cache
     from bench.evaluate import evaluate_task, judge_config, judge_requests, make_judge
     from bench.generate import read_jsonl
     from bench.judge.ledger import CostLedger, estimate
     from bench.rundir import RunDir
+    from bench.scorers import get_scorer
     from bench.tasks import load_task
 
     rd = RunDir(gdir)
@@ -106,6 +141,8 @@ def _run(args, gdir: Path, names: list[str], local: dict, jargs) -> int:
         task = load_task(name)
         gens = read_jsonl(rd.generate_output(name))
         items = task.load_records(local=local.get(name))
+        if get_scorer(task.scorer).judged:
+            _check_items(task, gens, items, local.get(name))
         ids = {str(g["example_id"]) for g in gens}
         items = [it for it in items if str(it["id"]) in ids]
         if args.dry_run:
@@ -129,4 +166,7 @@ def _run(args, gdir: Path, names: list[str], local: dict, jargs) -> int:
         print("some verdicts failed: run the same command again to ask exactly those again (answers are cached)")
     if ledger.summary().get("calls"):
         print(f"judge usage: {json.dumps(ledger.summary())}")
+    if judge.kind != "llm" and not args.dry_run:  # in-process judges send no request: count their verdicts
+        what = "reference rubric" if judge.kind == "reference" else f"local model {judge.name}, in process"
+        print(f"judge verdicts: {judge.verdicts_made} ({what}, no requests)")
     return status

@@ -26,6 +26,11 @@ def run(args) -> int:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    from sftmix.errors import UserError
+
+    for flag, value in (("--rounds", args.rounds), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     rep = run_perf(device=device, quick=args.quick, only=only, out=args.out, threads=args.threads, rounds=args.rounds,
                    vllm_python=args.vllm_python or DEFAULT_VLLM_PYTHON)

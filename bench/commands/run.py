@@ -54,6 +54,16 @@ def build_config(args):
     return load_run_config(experiment_path(args.config or "default"), overrides)
 
 
+def judge_count(cfg, summary: dict) -> str:
+    """The judge's work in this run, honestly named: API requests for an LLM judge; verdicts for the in-process
+    judges, which make no request (``judge verdicts: 140 (reference rubric, no requests)``)."""
+    verdicts = summary.get("judge_verdicts", 0)
+    if cfg.judge.model:
+        return f"judge requests: {summary['judge_requests']} ({cfg.judge.model}; {verdicts} new verdicts)"
+    what = f"local model {cfg.judge.local}, in process" if cfg.judge.local else "reference rubric"
+    return f"judge verdicts: {verdicts} ({what}, no requests)"
+
+
 def run(args) -> int:
     import logging
 
@@ -70,8 +80,7 @@ def run(args) -> int:
     print(f"\nresults: {summary['out']}  (tables in {rd.tables_dir}, plots in {rd.plots_dir}, "
           f"provenance in {rd.provenance})")
     print(f"stages run: {len(summary['ran'])}, skipped (already done): {len(summary['skipped'])}; "
-          f"model requests: {summary['model_requests']}, judge requests: {summary['judge_requests']}; "
-          f"{summary['seconds']:.1f} s")
+          f"model requests: {summary['model_requests']}, {judge_count(cfg, summary)}; {summary['seconds']:.1f} s")
     if summary.get("judge_cost") and summary["judge_cost"].get("cost_usd"):
         print(f"judge cost: ${summary['judge_cost']['cost_usd']:.4f}")
     if summary.get("judge_failures"):

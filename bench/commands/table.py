@@ -22,11 +22,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    import sys
+    from pathlib import Path
+
     from bench.tables import render_table
+    from sftmix.errors import UserError
     from sftmix.io import write_text
 
+    if args.resamples < 1:
+        raise UserError(f"--resamples must be >= 1 (the bootstrap's resample count), got {args.resamples}")
+    if not 0 <= args.seed < 2**32:
+        raise UserError(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
+    if args.out:
+        out = Path(args.out)
+        if out.is_dir() or args.out.endswith(("/", "\\")):
+            raise UserError(f"--out {args.out} is a directory: name the file to write, e.g. {out / 'table.md'}")
+        if out.parent.exists() and not out.parent.is_dir():
+            raise UserError(f"--out {args.out}: {out.parent} is a file, not a directory")
+    warnings: list[str] = []
     text = render_table(args.runs, args.layout, args.fmt, paper=args.paper, n_resamples=args.resamples,
-                        seed=args.seed, contamination=args.contamination)
+                        seed=args.seed, contamination=args.contamination, warnings=warnings)
+    for w in warnings:  # an unfinished run or mixed judges: said on stderr too, not only under the table
+        print(f"bench table: warning: {w}", file=sys.stderr)
     if args.out:
         write_text(args.out, text)
         print(f"wrote {args.out}")

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from sftmix.errors import UserError
+from sftmix.errors import UserError, first_line
 from sftmix.io import hash_obj
 from sftmix.registry import nearest
 
@@ -99,7 +99,11 @@ def load_judge_config(name_or_path: str | os.PathLike, variables: dict[str, str 
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise UserError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
+        raise UserError(f"{path}: invalid YAML: {first_line(e)}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a judge config must be a mapping")
     for key in ("mode", "model", "parser", "prompts"):
         if key not in raw:
             raise UserError(f"{path}: missing field {key!r}")
@@ -110,7 +114,8 @@ def load_judge_config(name_or_path: str | os.PathLike, variables: dict[str, str 
     variables = {k: str(Path(v).expanduser().resolve()) for k, v in (variables or {}).items() if v}
     for value in variables.values():
         if not Path(value).is_file():
-            raise UserError(f"judge prompts file {value} does not exist")
+            what = "is not a file" if Path(value).exists() else "does not exist"
+            raise UserError(f"judge prompts file {value} {what}")
     forms = {name: load_form(path, name, sources, variables) for name, sources in raw["prompts"].items()}
     known = {"name", "mode", "model", "parser", "prompts", "temperature", "max_tokens", "price_per_1m", "logprobs",
              "protocol"}

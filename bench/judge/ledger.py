@@ -54,19 +54,39 @@ class CostLedger:
         self._lock = threading.Lock()
 
     def add(self, model: str, usage: dict) -> None:
+        """One call's tokens; a usage the server did not send (or sent as something other than counts) makes the
+        model's cost unknown rather than silently low."""
         with self._lock:
-            row = self._rows.setdefault(model, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
+            row = self._rows.setdefault(model, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                                                "calls_without_usage": 0})
             row["calls"] += 1
-            row["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
-            row["completion_tokens"] += int(usage.get("completion_tokens") or 0)
+            counts = [_count(usage.get(k)) for k in ("prompt_tokens", "completion_tokens")] \
+                if isinstance(usage, dict) else [None, None]
+            if None in counts or (isinstance(usage, dict) and usage.get("unknown")):
+                row["calls_without_usage"] += 1
+            row["prompt_tokens"] += counts[0] or 0
+            row["completion_tokens"] += counts[1] or 0
 
     def summary(self) -> dict:
         with self._lock:
-            per = {m: {**r, "cost_usd": cost(self.prices, m, r["prompt_tokens"], r["completion_tokens"])}
+            per = {m: {**r, "cost_usd": None if r["calls_without_usage"]
+                       else cost(self.prices, m, r["prompt_tokens"], r["completion_tokens"])}
                    for m, r in self._rows.items()}
         costs = [r["cost_usd"] for r in per.values()]
         return {"models": per, "calls": sum(r["calls"] for r in per.values()),
                 "cost_usd": None if any(c is None for c in costs) else sum(costs)}
+
+
+def _count(x) -> int | None:
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, int):
+        return x if x >= 0 else None
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return int(f) if f == f and 0 <= f < float("inf") and f == int(f) else None
 
 
 def estimate(requests, model: str, repeats: int = 1, prices: dict | None = None,

@@ -29,6 +29,11 @@ class LocalJudge(BaseJudge):
 
             tokenizer = AutoTokenizer.from_pretrained(model_path)
             model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(device)
+        if not getattr(tokenizer, "chat_template", None):
+            from sftmix.errors import UserError
+
+            raise UserError(f"judge model {model_path or 'in memory'} has no chat template: a judge must be a chat "
+                            "(instruct) model")
         self.model, self.tokenizer, self.device = model.eval(), tokenizer, device
         # The cache key holds the judge name, so a local folder is named by its resolved path.
         self.name = name or (f"local:{Path(model_path).resolve()}" if model_path else "local:in-memory")

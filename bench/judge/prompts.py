@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sftmix.errors import UserError
+from sftmix.errors import UserError, first_line
 
 ENGINES = ("format", "jinja2", "replace_first")
 
@@ -171,8 +171,11 @@ def _load_source(path: Path, name: str, src: dict, variables: dict[str, str | No
             raise _Skip(f"{src['file']} is not set")
         file = Path(expanded) if Path(expanded).is_absolute() else path.parent / expanded
         if not file.is_file():
-            raise _Skip(f"{file} does not exist")
-        text, where = file.read_text(encoding="utf-8"), str(file)
+            raise _Skip(f"{file} does not exist" if not file.exists() else f"{file} is not a file")
+        try:
+            text, where = file.read_text(encoding="utf-8"), str(file)
+        except UnicodeDecodeError as e:
+            raise UserError(f"judge prompts file {file}: not UTF-8 text (byte {e.start})") from None
     elif "url" in src:
         if not src.get("sha256"):
             raise UserError(f"{path}: prompts.{name}: a url source needs its 'sha256'")
@@ -201,10 +204,17 @@ def _extract(text: str, how: str | None, engine: str, where: str, path: Path, na
         return turns.get("system"), turns["user"], engine
     if how.startswith("fastchat_jsonl:"):
         wanted = how.split(":", 1)[1]
-        for line in text.splitlines():
+        for lineno, line in enumerate(text.splitlines(), 1):
             if line.strip():
-                row = json.loads(line)
+                try:
+                    row = json.loads(line)
+                except ValueError as e:
+                    raise UserError(f"{where}: line {lineno}: invalid JSON ({first_line(e)})") from None
+                if not isinstance(row, dict):
+                    raise UserError(f"{where}: line {lineno}: expected a JSON object (FastChat's judge_prompts.jsonl)")
                 if row.get("name") == wanted:
+                    if not isinstance(row.get("prompt_template"), str):
+                        raise UserError(f"{where}: line {lineno}: prompt {wanted!r} has no 'prompt_template' text")
                     return row.get("system_prompt") or None, row["prompt_template"], "format"
         raise _Skip(f"{where}: no prompt named {wanted!r}")
     raise UserError(f"{path}: prompts.{name}: unknown extract {how!r} (jsonnet_block, chatml, fastchat_jsonl:NAME)")

@@ -227,12 +227,14 @@ def rerun_worker(spec: dict) -> dict:
         t0 = time.perf_counter()
         p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         cli_s = time.perf_counter() - t0
-    m = re.search(r"model requests: (\d+), judge requests: (\d+)", p.stdout)
+    # "judge requests: N (...)" for an LLM judge; "judge verdicts: N (reference rubric, no requests)" otherwise
+    m = re.search(r"model requests: (\d+), judge (requests|verdicts): (\d+)", p.stdout)
     if p.returncode != 0 or not m:
         raise RuntimeError(f"bench run re-run failed ({p.returncode}): {(p.stderr or p.stdout).strip()[-300:]}")
     return {"first_run_s": first_s, "in_process_s": in_process_s, "seconds": cli_s, "imports_s": imports_s,
             "in_process_requests": summary["model_requests"] + summary["judge_requests"],
-            "requests_model": int(m.group(1)), "requests_judge": int(m.group(2)), "skipped": len(summary["skipped"])}
+            "requests_model": int(m.group(1)), "requests_judge": int(m.group(3)) if m.group(2) == "requests" else 0,
+            "skipped": len(summary["skipped"])}
 
 
 def view_worker(spec: dict) -> dict:

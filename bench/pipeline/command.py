@@ -104,15 +104,27 @@ def _run_locked(cfg: RunConfig, runner: Runner, out: Path, force: bool, t0: floa
     check_out_dir(cfg, out, force)  # again, under the lock: a run that finished meanwhile may have written it
     rd = RunDir(out)
     rd.mark_version()
+    before = Provenance.read(rd)
     write_text(rd.config, cfg.to_yaml())
     prov = None
     if not all(runner.status(s) == "done" for s in runner.stages) or not rd.provenance.exists():
         prov = provenance(cfg, runner)  # computed once per run (it loads the tokenizer for the template hash)
         Provenance(prov["config_hash"], "running", prov).write(rd)
+    try:
+        return _stages_and_report(cfg, runner, out, before, prov, t0)
+    except BaseException as e:  # an error, Ctrl-C or SIGTERM anywhere from the first stage to the last record
+        _record_stop(rd, e)
+        raise
+
+
+def _stages_and_report(cfg: RunConfig, runner: Runner, out: Path, before: Provenance | None, prov: dict | None,
+                       t0: float) -> dict:
+    rd = RunDir(out)
     summary = runner.run()
     stored = rd.table(cfg.run.layout, "md")
     ledger = runner.ledger
-    if not summary["ran"] and stored.exists():
+    current = before is not None and before.status == "done" and before.config_hash == cfg.config_hash()
+    if not summary["ran"] and stored.exists() and current:
         # Nothing changed: the stored table and plots are current; skip the heavy imports they would cost.
         summary.update(seconds=round(time.time() - t0, 2), out=str(out), table=stored.read_text(), plots=[],
                        judge_cost=None)
@@ -124,6 +136,24 @@ def _run_locked(cfg: RunConfig, runner: Runner, out: Path, force: bool, t0: floa
     Provenance(prov["config_hash"], "done", {**prov, "last_run": {k: v for k, v in summary.items() if k != "table"}}
                ).write(rd)
     return summary
+
+
+def _record_stop(rd: RunDir, e: BaseException) -> None:
+    """A run that stops (an error, Ctrl-C, SIGTERM) says so in provenance.json, with how to go on: never a
+    "running" left behind by a process that is gone."""
+    from sftmix.errors import first_line
+
+    interrupted = isinstance(e, KeyboardInterrupt)
+    try:
+        prov = Provenance.read(rd)
+        if prov is None:
+            return
+        prov.status = "interrupted" if interrupted else "failed"
+        prov.extra["stopped"] = {"time": time.time(), "error": first_line(e),
+                                 "hint": "re-run the same command to resume (finished stages are kept)"}
+        prov.write(rd)
+    except Exception:  # noqa: BLE001 - a full disk may refuse this write too: the original error matters more
+        pass
 
 
 def _report(cfg: RunConfig, out: Path) -> tuple[str, list[Path]]:

@@ -19,7 +19,7 @@ from sftmix.errors import UserError
 from ..rundir import StageState
 from ..rundir.paths import read_json, write_json
 from .graph import Stage
-from .state import mark
+from .state import mark, read_state
 from .worker import execute, where
 
 FINISHED = ("done", "incomplete")
@@ -51,7 +51,7 @@ class Coordinator:
         return runs_on_coordinator(self.runner, self.executor, stage)
 
     def state(self, stage: Stage) -> StageState | None:
-        st = StageState.read(self.rd, stage.name)
+        st = read_state(self.rd, stage.name)
         return st if st is not None and st.key == stage.key else None
 
     # -- the loop -----------------------------------------------------------------------------------------------

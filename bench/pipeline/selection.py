@@ -49,4 +49,9 @@ def run_tasks(cfg: RunConfig) -> list:
     """The run's tasks, loaded (definitions only: items load on demand)."""
     from ..tasks import load_task
 
+    if not cfg.run.tasks:
+        raise UserError("no tasks to run: run.tasks is empty")
+    twice = next((t for i, t in enumerate(cfg.run.tasks) if t in cfg.run.tasks[:i]), None)
+    if twice is not None:
+        raise UserError(f"task {twice!r} listed twice")
     return [load_task(name) for name in cfg.run.tasks]

@@ -5,8 +5,8 @@ import time
 from pathlib import Path
 
 from ..lock import HOLDER
-from ..rundir import StageState
 from ..rundir.paths import read_json
+from .state import read_state
 
 
 def stage_rows(run_dir: str | Path) -> tuple[list[dict], dict]:
@@ -19,7 +19,7 @@ def stage_rows(run_dir: str | Path) -> tuple[list[dict], dict]:
     executors: dict[str, object] = {}
     rows = []
     for i, s in enumerate(runner.stages, 1):
-        st = StageState.read(rd, s.name)
+        st = read_state(rd, s.name)
         row = {"index": i, "name": s.name, "status": runner.status(s), "resources": s.resources.describe()}
         if st is not None and st.key == s.key:
             # the state file's word, unless its outputs say otherwise (a "done" whose outputs are gone resumes)

@@ -17,9 +17,9 @@ from typing import Any
 from sftmix.errors import UserError
 
 from ..lock import StageLock
-from ..rundir import RunDir, StageState
+from ..rundir import RunDir
 from .graph import Stage
-from .state import mark, stage_status
+from .state import mark, read_state, stage_status
 
 # A worker whose stage another live process holds waits this long for it (a straggler finishing) before giving up.
 STAGE_LOCK_WAIT_S = 6 * 3600
@@ -49,7 +49,7 @@ def execute(runner, stage: Stage, place: dict, lock_wait_s: float = 0) -> str:
         if st == "stale":
             for p in stage.clean:
                 shutil.rmtree(p, ignore_errors=True)
-        prev = StageState.read(ctx.rd, stage.name)
+        prev = read_state(ctx.rd, stage.name)
         place = {"attempt": (prev.extra.get("attempt") if prev and prev.key == stage.key else None) or 1, **place}
         mark(out, stage, "running", **place)
         before = dict(ctx.counters)

@@ -36,6 +36,8 @@ def read_json(path: Path) -> dict:
         obj = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         fail(f"{path}: line {e.lineno}: invalid JSON ({e.msg})")
+    except UnicodeDecodeError as e:
+        fail(f"{path}: not UTF-8 text (byte {e.start}): the file is damaged")
     if not isinstance(obj, dict):
         fail(f"{path}: expected a JSON object")
     return obj
@@ -44,14 +46,18 @@ def read_json(path: Path) -> dict:
 def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number, record) of a JSON-lines file (blank lines skipped); a malformed line is an error naming it."""
     with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                fail(f"{path}: line {lineno}: invalid JSON ({e.msg})")
-            yield lineno, record
+        lineno = 0
+        try:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    fail(f"{path}: line {lineno}: invalid JSON ({e.msg})")
+                yield lineno, record
+        except UnicodeDecodeError:
+            fail(f"{path}: line {lineno + 1}: not UTF-8 text: the file is damaged")
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -274,7 +280,11 @@ class RunDir:
         """The directory's format version (1 when unstamped); a version this bench cannot read is refused."""
         if not self.stamp.exists():
             return 1
-        stamp = read_json(self.stamp)
+        try:
+            stamp = read_json(self.stamp)
+        except Exception as e:
+            fail(f"{e}; it should read {{\"format\": \"{FORMAT}\", \"version\": {VERSION}}} - delete it (a version-1 "
+                 "directory is then assumed and it is written again)")
         version = stamp.get("version")
         if stamp.get("format") != FORMAT or not isinstance(version, int) or isinstance(version, bool):
             fail(f"{self.root}: unknown run-directory format in {STAMP} ({stamp.get('format')!r} version "

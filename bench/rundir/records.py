@@ -35,6 +35,8 @@ class StageState:
         if not path.exists():
             return None
         own, extra = _split(cls, read_json(path))
+        if not isinstance(own.get("key"), str) or not isinstance(own.get("status"), str):
+            fail(f"{path}: damaged (no stage key or status)")
         return cls(key=own.get("key"), status=own.get("status"), time=own.get("time"), extra=extra)
 
 
@@ -61,7 +63,7 @@ class TaskSummary:
     n_failed: int = 0
     repeats: int = 1
     metric_shown: str | None = None  # mcq: which metric the task reports (acc, acc_norm, ...)
-    failures: dict | None = None  # failed verdicts by cause: {transport, refused, unparsable}
+    failures: dict | None = None  # failed verdicts by cause: {transport, refused, unparsable, malformed}
     protocol: str | None = None  # the peer protocol the numbers follow (scorer + judge prompts)
     conformant: bool | None = None  # False: made another way, not comparable with the published benchmark
     seed: int | None = None
@@ -82,11 +84,18 @@ class TaskSummary:
     def from_dict(cls, d: dict, *, variant: str, task: str, where: Path | str = "summary") -> "TaskSummary":
         if not isinstance(d.get("metrics"), dict):
             fail(f"{where}: missing field 'metrics' (a mapping of metric name to number)")
+        bad = next((k for k, v in d["metrics"].items()
+                    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))), None)
+        if bad is not None:
+            fail(f"{where}: metric {bad!r} is {d['metrics'][bad]!r}, not a number or null")
         own, extra = _split(cls, d)
         own["variant"], own["task"] = own.get("variant") or variant, own.get("task") or task
         own["kind"] = own.get("kind") or "chat"
         for k, default in (("n_failed", 0), ("repeats", 1)):
-            own[k] = int(own.get(k) or default)
+            try:
+                own[k] = int(own.get(k) or default)
+            except (TypeError, ValueError):
+                fail(f"{where}: {k} is {own.get(k)!r}, not a count")
         for k in ("judge", "judge_kind"):
             own[k] = str(own.get(k) or "none")
         return cls(**own, extra=extra)
@@ -117,9 +126,14 @@ class ItemValues:
             return None
         rows = []
         for lineno, r in iter_jsonl(path):
+            if not isinstance(r, dict):
+                fail(f"{path}: line {lineno}: expected a JSON object")
             for k in ("example_id", "value"):
                 if k not in r:
                     fail(f"{path}: line {lineno}: missing field {k!r}")
+            v = r["value"]
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                fail(f"{path}: line {lineno}: value {v!r} is not a number or null")
             r["example_id"] = str(r["example_id"])
             r.setdefault("turn", None)
             rows.append(r)
@@ -225,7 +239,12 @@ class Provenance:
     def read(cls, rd: RunDir) -> "Provenance | None":
         if not rd.provenance.exists():
             return None
-        own, extra = _split(cls, read_json(rd.provenance))
+        try:
+            d = read_json(rd.provenance)
+        except Exception as e:
+            fail(f"{e}; the record of how the results were made is damaged - delete it and re-run the same command "
+                 "(it is written again; config.yaml keeps the config)")
+        own, extra = _split(cls, d)
         return cls(config_hash=own.get("config_hash"), status=own.get("status"), extra=extra)
 
 
@@ -235,6 +254,7 @@ class RunConfigRecord:
 
     run: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
+    generation: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)  # the training data section (source, split, max_examples, ...)
 
     @classmethod
@@ -246,9 +266,12 @@ class RunConfigRecord:
         try:
             cfg = yaml.safe_load(rd.config.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
-            fail(f"{rd.config}: invalid YAML ({str(e).splitlines()[0]})")
+            fail(f"{rd.config}: invalid YAML ({(str(e).splitlines() or [type(e).__name__])[0]})")
+        except UnicodeDecodeError:
+            fail(f"{rd.config}: not UTF-8 text: the file is damaged")
         cfg = cfg if isinstance(cfg, dict) else {}
-        return cls(run=cfg.get("run") or {}, model=cfg.get("model") or {}, data=cfg.get("data") or {})
+        return cls(**{k: cfg.get(k) if isinstance(cfg.get(k), dict) else {}
+                      for k in ("run", "model", "data", "generation")})
 
     @property
     def model_name(self) -> str:

@@ -31,6 +31,8 @@ from typing import Iterable
 
 import pandas as pd
 
+from sftmix.errors import first_line
+
 from bench.judge import JudgeConfig, JudgeRequest
 
 from . import SCORERS
@@ -162,7 +164,7 @@ def length_controlled(df: pd.DataFrame, glm_data_dir: str | Path | None = None) 
                 out = glm_winrate.get_length_controlled_winrate(df, save_weights_dir=None,
                                                                 is_add_glm_preference_inplace=False)
     except Exception as e:  # noqa: BLE001 - offline hub, bad data: report, never crash the table
-        return math.nan, f"alpaca-eval GLM failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return math.nan, f"alpaca-eval GLM failed: {type(e).__name__}: {first_line(e)}"
     return float(out["length_controlled_winrate"]), None
 
 

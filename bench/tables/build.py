@@ -115,7 +115,20 @@ def _variant_of(ctx: Comparison, run, train_data, model, variant) -> dict:
     return next(iter(results.values())).variant_cfg if results else {}
 
 
-def _labeller(ctx: Comparison, spec: Layout, paper: bool, with_run: bool):
+def _row_judges(ctx: Comparison, sys: tuple) -> str:
+    """The judge(s) behind a row's judged cells."""
+    judged = [s for s in ctx.by_system.get(sys, {}).values() if s.judge_kind != "none"]
+    return "; ".join(dict.fromkeys(f"{s.judge} ({JUDGE_KINDS.get(s.judge_kind, s.judge_kind)})"
+                                   for s in judged)) or MISSING
+
+
+def judges_differ(ctx: Comparison) -> list[str]:
+    """The tasks whose judged results come from more than one judge (rows then say which judge is theirs)."""
+    return [t for t in ctx.tasks()
+            if len({s.judge for s in ctx.results if s.task == t and s.judge_kind != "none"}) > 1]
+
+
+def _labeller(ctx: Comparison, spec: Layout, paper: bool, with_run: bool, with_judge: bool = False):
     def label(train_data, model, variant, prow, run=""):
         row = {}
         if paper:
@@ -123,6 +136,8 @@ def _labeller(ctx: Comparison, spec: Layout, paper: bool, with_run: bool):
         if with_run:
             row["Run"] = "" if prow else run
         row.update({"SFT data": train_data or MISSING, "Model": model or MISSING, "Method": method_name(variant)})
+        if with_judge:
+            row["Judge"] = "the paper's" if prow else _row_judges(ctx, (run, train_data, model, variant))
         if spec.labels:
             # a paper row carries the paper's own settings; ours, the settings the run recorded
             cfg = prow.get("settings", {}) if prow else _variant_of(ctx, run, train_data, model, variant)
@@ -134,9 +149,9 @@ def _labeller(ctx: Comparison, spec: Layout, paper: bool, with_run: bool):
     return label
 
 
-def _label_cols(spec: Layout, with_run: bool) -> list[str]:
+def _label_cols(spec: Layout, with_run: bool, with_judge: bool = False) -> list[str]:
     extra = {"roles": ["NTP role", "Mixup role"], "settings": list(SETTINGS)}.get(spec.labels, [])
-    return (["Run"] if with_run else []) + ["SFT data", "Model", "Method"] + extra
+    return (["Run"] if with_run else []) + ["SFT data", "Model", "Method"] + (["Judge"] if with_judge else []) + extra
 
 
 def _paper_rows(ctx: Comparison, layout: str, cols, label_fn) -> dict[tuple, list[dict]]:
@@ -168,8 +183,9 @@ def _assemble(ctx: Comparison, spec: Layout, paper: bool) -> Table:
 
     A column whose results were made another way than its benchmark's protocol is marked with a dagger."""
     with_run = _run_column(ctx, spec)
-    label_cols = _label_cols(spec, with_run)
-    label_fn = _labeller(ctx, spec, paper, with_run)
+    with_judge = bool(judges_differ(ctx))  # rows judged by different judges: each row names its own
+    label_cols = _label_cols(spec, with_run, with_judge)
+    label_fn = _labeller(ctx, spec, paper, with_run, with_judge)
     apart = {s.task for s in ctx.results if s.conformant is False}
     cols = [(f"{label} {NOT_COMPARABLE}" if task in apart else label, task, metric)
             for label, task, metric in _columns(ctx, spec)]
@@ -244,7 +260,8 @@ def _judge_notes(ctx: Comparison, tasks: Iterable[str]) -> list[str]:
             judges = dict.fromkeys(f"{s.judge} ({JUDGE_KINDS.get(s.judge_kind, s.judge_kind)})" for s in judged)
             reps = sorted({s.repeats for s in judged})
             rep = f"; median of {'/'.join(map(str, reps))} judge repeats" if reps != [1] else ""
-            causes = {c: sum((s.failures or {}).get(c, 0) for s in judged) for c in ("transport", "refused", "unparsable")}
+            names = dict.fromkeys(c for s in judged for c in (s.failures or {}))  # the causes the summaries name
+            causes = {c: sum((s.failures or {}).get(c, 0) for s in judged) for c in names}
             why = f" - failed verdicts by cause: {', '.join(f'{c} {n}' for c, n in causes.items())}" \
                 if any(causes.values()) else ""
             notes.append(f"{task}: judged by {'; '.join(judges)}{rep}; unjudged items (n_failed): {failed}{why}")
@@ -262,9 +279,27 @@ def _judge_notes(ctx: Comparison, tasks: Iterable[str]) -> list[str]:
     return notes
 
 
+def _coverage_notes(ctx: Comparison) -> list[str]:
+    """What the table lacks: (variant, task) pairs the runs' configs list but that have no scores yet (an
+    unfinished run), and scores left by an earlier config of a run directory (not shown)."""
+    results = ctx.loaded
+    notes = []
+    for run in dict.fromkeys(r for r, _, _ in getattr(results, "missing", [])):
+        pairs = [f"{f} on {t}" for r, f, t in results.missing if r == run]
+        status = results.status.get(run)
+        why = f" (provenance status: {status})" if status and status != "done" else ""
+        notes.append(f"INCOMPLETE: run {run} has no scores yet for {', '.join(pairs)}{why}: those rows/cells are "
+                     "missing - finish the run (re-run the same `bench run` command) for the whole table.")
+    for run in dict.fromkeys(r for r, _, _ in getattr(results, "left_out", [])):
+        folders = sorted({f for r, f, _ in results.left_out if r == run})
+        notes.append(f"not shown: scores of {', '.join(folders)} in run {run}, left by an earlier config of that "
+                     "directory (its config.yaml no longer lists them).")
+    return notes
+
+
 def _notes(ctx: Comparison, table: Table, spec: Layout, paper: bool) -> list[str]:
     used_tasks = table.tasks or ctx.tasks()
-    notes = []
+    notes = _coverage_notes(ctx)
     if any(isinstance(r.get(c), Cell) and r[c].lo is not None and not r[c].per_seed
            for r in table.rows for c in table.value_cols):
         notes.append(f"value (+Δ [lo, hi]): Δ = this row − the {METHOD_NAMES[BASELINE]} row of the same SFT data "
@@ -283,6 +318,11 @@ def _notes(ctx: Comparison, table: Table, spec: Layout, paper: bool) -> list[str
     notes += _layout_notes(ctx, spec)
     notes += _protocol_notes(ctx, used_tasks)
     notes += _judge_notes(ctx, used_tasks)
+    mixed = [t for t in judges_differ(ctx) if t in used_tasks]
+    if mixed:
+        notes.append(f"DIFFERENT JUDGES for {', '.join(mixed)}: the Judge column says which judge made each row's "
+                     "numbers; numbers of different judges are not comparable, and no Δ is shown against an NTP row "
+                     "judged by another judge.")
     if ctx.repeats_resampled:
         notes.append("With judge repeats the CIs resample each item's repeats as well (two-level: items, then "
                      "repeats within each drawn item, combined as the scorer does: "
@@ -305,9 +345,15 @@ def build_table(run_dirs: Sequence[str | Path], layout: str = "default", paper: 
         close = difflib.get_close_matches(layout, list(LAYOUTS), n=1, cutoff=0.5)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         fail(f"unknown layout {layout!r}{hint}; choose from {', '.join(LAYOUTS)}")
-    ctx = Comparison(load_results(run_dirs), n_resamples, seed)
+    results = load_results(run_dirs)
+    if not results:
+        left = ", ".join(sorted({f for _, f, _ in results.left_out}))
+        fail(f"{', '.join(map(str, run_dirs))}: no scores of the variants and tasks the run config lists yet "
+             f"(only {left}, left by an earlier config)")
+    ctx = Comparison(results, n_resamples, seed)
     spec = LAYOUT_SPECS[_auto(ctx) if layout == "auto" else layout]
     _require(ctx, spec)
     table = _assemble(ctx, spec, paper and spec.paper)
     table.notes = _notes(ctx, table, spec, paper)
+    table.warnings = [n for n in table.notes if n.startswith(("INCOMPLETE", "DIFFERENT JUDGES", "not shown"))]
     return table

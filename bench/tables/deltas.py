@@ -22,6 +22,7 @@ class Comparison:
     """Shared state of one table build: the results, the bootstrap settings, and the notes collected."""
 
     def __init__(self, results: list[TaskResult], n_resamples: int, seed: int):
+        self.loaded = results  # with what the runs lack (bench.tables.results.Results), for the notes
         self.results = sorted(results, key=lambda s: s.task_rank)  # stable: otherwise file order
         self.n_resamples, self.seed = n_resamples, seed
         self.by_system: dict[tuple, dict[str, TaskResult]] = {}
@@ -68,7 +69,7 @@ class Comparison:
         cell = Cell(value=metric_value(s, key))
         base_sys = self.baseline(sys)
         b = self.by_system.get(base_sys, {}).get(task) if base_sys else None
-        if b is None or cell.value is None:
+        if b is None or cell.value is None or b.judge != s.judge:  # another judge's numbers: no difference
             return cell
         if s.seeds and b.seeds:
             return self._seeded_cell(cell, s, b, key, metric, label, sys)
@@ -127,7 +128,7 @@ class Comparison:
         cell = Cell(value=sum(values) / len(values))
         base_sys = self.baseline(sys)
         base = [self.by_system.get(base_sys, {}).get(t) for t in tasks] if base_sys else [None]
-        if any(b is None for b in base):
+        if any(b is None or b.judge != s.judge for b, s in zip(base, results)):
             return cell
         pairs = [(item_values(b, resolve(b, "@shown")), item_values(s, resolve(s, "@shown")))
                  for b, s in zip(base, results)]

@@ -30,7 +30,8 @@ def format_table(table: Table, fmt: str = "md") -> str:
     if fmt == "md":
         return _md(table.display_frame()) + "\n\n" + "\n".join(f"- {n}" for n in table.notes) + "\n"
     if fmt == "csv":
-        return table.numeric_frame().to_csv(index=False)
+        # 12 significant digits: the numbers as computed, without binary noise such as 27.500000000000004
+        return table.numeric_frame().to_csv(index=False, float_format="%.12g")
     if fmt in ("latex", "tex"):
         # pandas' to_latex goes through Styler, which needs jinja2 (a torch dependency, so always installed).
         tex = table.display_frame().to_latex(index=False, escape=True)
@@ -53,10 +54,12 @@ def with_contamination(text: str, extra: Table | None, fmt: str) -> str:
 
 
 def render_table(run_dirs: Sequence[str | Path], layout: str = "default", fmt: str = "md", paper: bool = False,
-                 n_resamples: int = 2000, seed: int = 0, contamination: str = "auto") -> str:
+                 n_resamples: int = 2000, seed: int = 0, contamination: str = "auto",
+                 warnings: list[str] | None = None) -> str:
     """The table ``layout`` of the given run directories as text in ``fmt`` (md, csv, latex). ``contamination``:
     ``auto`` appends the contamination table (md, latex) when the runs have contamination reports, ``only`` gives
-    that table alone, ``off`` never shows it."""
+    that table alone, ``off`` never shows it. ``warnings``, when given, receives the notes a command should also
+    say on stderr (an unfinished run, different judges)."""
     from .contamination import build_contamination_table, require_table
 
     if fmt not in FORMATS + ("tex",):
@@ -65,7 +68,10 @@ def render_table(run_dirs: Sequence[str | Path], layout: str = "default", fmt: s
         fail(f"unknown contamination mode {contamination!r}; choose from {', '.join(CONTAMINATION_MODES)}")
     if contamination == "only":
         return format_table(require_table(run_dirs, n_resamples, seed), fmt)
-    text = format_table(build_table(run_dirs, layout, paper, n_resamples, seed), fmt)
+    table = build_table(run_dirs, layout, paper, n_resamples, seed)
+    if warnings is not None:
+        warnings.extend(table.warnings)
+    text = format_table(table, fmt)
     extra = build_contamination_table(run_dirs, n_resamples, seed) if contamination == "auto" else None
     return with_contamination(text, extra, fmt)
 

@@ -43,6 +43,7 @@ class Table:
     rows: list[dict]
     notes: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)  # the tasks behind the value columns
+    warnings: list[str] = field(default_factory=list)  # notes a command also says on stderr (incomplete, ...)
 
     def display_frame(self) -> pd.DataFrame:
         return pd.DataFrame([{**{c: r.get(c, "") for c in self.label_cols},

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..bootstrap import aggregate_repeats
-from ..rundir import (ItemValues, Provenance, RunConfigRecord, RunDir, TaskSummary, TrainRecord, fail,
+from ..rundir import (SEED_SEP, ItemValues, Provenance, RunConfigRecord, RunDir, TaskSummary, TrainRecord, fail,
                       split_seed)
 
 
@@ -34,7 +34,7 @@ class TaskResult:
     metric_shown: str | None
     items: list[dict] | None
     variant_cfg: dict = field(default_factory=dict)
-    failures: dict | None = None  # failed verdicts by cause: {transport, refused, unparsable}
+    failures: dict | None = None  # failed verdicts by cause: {transport, refused, unparsable, malformed}
     task_rank: int = 1 << 30  # position in the run config's task list (tables keep that column order)
     protocol: str | None = None  # the peer protocol the numbers follow (scorer + judge prompts)
     conformant: bool | None = None  # False: made another way, not comparable with the published benchmark
@@ -70,12 +70,38 @@ def _read_items(path: Path) -> list[dict] | None:
     return None if values is None else aggregate_repeats(values.rows)
 
 
-def load_results(run_dirs: Sequence[str | Path]) -> list[TaskResult]:
-    """Every task summary of the given run directories; a missing or empty run directory is a UserError."""
+class Results(list):
+    """The :class:`TaskResult` list of some run directories, with what they lack: ``missing`` (run, variant
+    folder, task) the run's config lists but that has no task summary yet (an unfinished run), ``left_out``
+    (run, variant folder, task) summaries the run's config no longer lists (left by an earlier config of the same
+    directory: not shown), and ``status`` (run -> provenance status, e.g. running)."""
+
+    missing: list[tuple[str, str, str]]
+    left_out: list[tuple[str, str, str]]
+    status: dict[str, str]
+
+
+def expected_folders(cfg: RunConfigRecord) -> list[str] | None:
+    """The variant folders a run's config makes (``<variant>@s<seed>`` with run.seeds); None without a config."""
+    variants = cfg.variants()
+    if not variants:
+        return None
+    seeds = cfg.run.get("seeds")
+    if isinstance(seeds, list) and seeds:
+        return [f"{v}{SEED_SEP}{k}" for k in seeds for v in variants]
+    return variants
+
+
+def load_results(run_dirs: Sequence[str | Path]) -> Results:
+    """Every task summary of the given run directories that their configs list (plus what is missing, and what
+    was left out as another config's; see :class:`Results`); a missing or empty run directory is a UserError."""
     if not run_dirs:
         fail("no run directory given")
     labels = _run_labels([Path(d) for d in run_dirs])
     out: list[TaskResult] = []
+    missing: list[tuple[str, str, str]] = []
+    left_out: list[tuple[str, str, str]] = []
+    status: dict[str, str] = {}
     for run_dir, label in zip(map(Path, run_dirs), labels):
         if not run_dir.is_dir():
             fail(f"{run_dir}: no such run directory")
@@ -84,9 +110,26 @@ def load_results(run_dirs: Sequence[str | Path]) -> list[TaskResult]:
         if not files:
             fail(f"{run_dir}: not a bench run directory with results (no scores/<variant>/<task>.json)")
         cfg = RunConfigRecord.read(rd)
-        prov = Provenance.read(rd) if rd.provenance.exists() else None
+        try:
+            prov = Provenance.read(rd) if rd.provenance.exists() else None
+        except Exception:  # noqa: BLE001 - a table needs the scores, not the provenance record: say so, go on
+            prov = None
+            status[label] = "provenance.json damaged"
+        if prov is not None and prov.status:
+            status[label] = prov.status
         task_order, variant_order = cfg.tasks(), cfg.variants()
+        expected = expected_folders(cfg)
+        # Without run.seeds in the config, seed folders (v@sN) of a listed variant count as that variant's.
+        seeded = isinstance(cfg.run.get("seeds"), list) and bool(cfg.run.get("seeds"))
+        as_listed = (lambda f: f) if seeded else (lambda f: split_seed(f)[0])
+        if expected is not None:
+            present = {(as_listed(p.parent.name), p.stem) for p in files}
+            missing += [(label, f, t) for f in expected for t in task_order if (f, t) not in present]
         for path in files:
+            if expected is not None and (as_listed(path.parent.name) not in expected or
+                                         (task_order and path.stem not in task_order)):
+                left_out.append((label, path.parent.name, path.stem))
+                continue
             s = TaskSummary.read(path)
             variant, seed = split_seed(s.variant)
             out.append(TaskResult(
@@ -100,7 +143,9 @@ def load_results(run_dirs: Sequence[str | Path]) -> list[TaskResult]:
                 variant_rank=variant_order.index(variant) if variant in variant_order else 1 << 30,
                 protocol=s.protocol, conformant=s.conformant, reliability=s.extra.get("reliability"),
                 repeat_combine=s.extra.get("repeat_combine"), pairwise_baseline=bool(s.extra.get("pairwise_baseline"))))
-    return merge_seeds(out)
+    results = Results(merge_seeds(out))
+    results.missing, results.left_out, results.status = missing, left_out, status
+    return results
 
 
 def merge_seeds(results: list[TaskResult]) -> list[TaskResult]:
@@ -126,8 +171,13 @@ def merge_seeds(results: list[TaskResult]) -> list[TaskResult]:
 
 def _run_labels(dirs: list[Path]) -> list[str]:
     """Short unique labels for run directories (their names, or their paths when names collide)."""
-    names = [d.resolve().name or str(d) for d in dirs]
-    return names if len(set(names)) == len(names) else [str(d) for d in dirs]
+    names = [_printable(d.resolve().name or str(d)) for d in dirs]
+    return names if len(set(names)) == len(names) else [_printable(str(d)) for d in dirs]
+
+
+def _printable(name: str) -> str:
+    """A path name as text a table can hold: bytes that are not UTF-8 (kept by the OS as surrogates) become �."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def results_frame(run_dirs: Sequence[str | Path]):

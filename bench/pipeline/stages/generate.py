@@ -46,8 +46,12 @@ class Counting:
         self._b, self._c = backend, counters
         self.name = backend.name
 
-    def generate(self, requests):
+    def generate(self, requests, on_result=None):
+        from ...generate import _takes_on_result
+
         self._c["model_requests"] += len(requests)
+        if on_result is not None and _takes_on_result(self._b):
+            return self._b.generate(requests, on_result=on_result)
         return self._b.generate(requests)
 
     def loglikelihood(self, requests):

@@ -28,11 +28,13 @@ def score_stage(ctx: RunContext, v: Variant, task: Task, key: str) -> dict:
         other = ctx.pairwise_baseline(v)
         if other is not None:
             versus = {"model_1": v.name, "model_2": other.name, "generations": read_jsonl(ctx.gen_path(other, task))}
-    before = judge_calls_made(ctx)
+    before, made = judge_calls_made(ctx), judge.verdicts_made if judge is not None else 0
     summary = evaluate_task(task, ctx.items(task), gens, judge, run_dir=ctx.out, variant=v.name, meta=meta,
                          repeats=ctx.cfg.judge.repeats, progress=ctx.progress, judge_args=ctx.cfg.judge,
                          config=ctx.judge_config(task), versus=versus)
     ctx.counters["judge_requests"] += judge_calls_made(ctx) - before
+    if judge is not None:  # verdicts, whatever made them (the reference rubric sends no request)
+        ctx.counters["judge_verdicts"] = ctx.counters.get("judge_verdicts", 0) + judge.verdicts_made - made
     failures = {k: n for k, n in (summary.get("failures") or {}).items() if n}
     # A deterministic judge gives the same failure again; an LLM judge may not: leave its stage open.
     retry = bool(failures) and judge is not None and judge.kind != "reference"
