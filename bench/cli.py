@@ -48,7 +48,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# Commands whose work runs torch on the CPU: their intra-op threads are chosen for this machine (bench.threads).
+_TORCH_COMMANDS = {"run", "train", "dynamics", "generate", "judge"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    from bench import threads
+
+    threads.quiet_openmp()  # before anything imports torch: OpenMP reads its wait policy once, when it loads
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
     if not argv:  # a bare `bench` explains itself rather than starting a run in the current directory
@@ -64,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.extra = extra
     try:
+        if args.command in _TORCH_COMMANDS:
+            threads.apply(getattr(args, "threads", None), "--threads")
         return int(mod.run(args) or 0)
     except UserError as e:
         print(f"bench {args.command}: error: {e}", file=sys.stderr)
