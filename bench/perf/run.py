@@ -68,12 +68,12 @@ def run_perf(
         log(f"perf: {name} done in {time.perf_counter() - t0:.1f} s" + (f" ({r['error']})" if "error" in r else ""))
         return r
 
-    def round_robin(jobs: list[tuple[str, dict]]) -> dict[str, dict]:
+    def round_robin(jobs: list[tuple[str, dict]], **kw) -> dict[str, dict]:
         """Every job once per round, rounds in sequence: repeats interleaved across configurations."""
         got: dict[str, list[dict]] = {name: [] for name, _ in jobs}
         for k in range(shape["rounds"]):
             for name, spec in jobs:
-                got[name].append(run(f"{name} (round {k + 1})", spec))
+                got[name].append(run(f"{name} (round {k + 1})", spec, **kw))
         return {name: _merge_rounds(rs) for name, rs in got.items()}
 
     step_jobs = []
@@ -159,6 +159,15 @@ def run_perf(
             rep.sections["rerun"] = {"rerun": {"error": "bench run not available"}}
         else:
             rep.sections["rerun"] = {"rerun": run("rerun", {"kind": "rerun"})}
+    if "contention" in only and shape.get("contention_busy"):
+        from ..threads import usable_cores
+
+        n = int(shape["contention_busy"])
+        res = round_robin([("idle", {"kind": "contention", "busy": 0}), ("busy", {"kind": "contention", "busy": n})],
+                          timeout=3600)
+        # n spinning processes and the run share the usable cores: the run's fair share of the idle speed
+        res["fair_share"] = max(1.0, (n + 1) / usable_cores()["cores"])
+        rep.sections["contention"] = res
     rep.wall_s = time.perf_counter() - t_start
     rep.targets = evaluate_targets(rep.sections)
     if out is not None:
