@@ -34,10 +34,17 @@ def _merge_rounds(results: list[dict]) -> dict:
 def run_perf(
     *, device: str = "cpu", quick: bool = False, only: list[str] | None = None, out: str | Path | None = "results/perf",
     vllm_python: str | Path | None = DEFAULT_VLLM_PYTHON, fresh_process: bool = True, threads: int | None = None,
-    rounds: int | None = None, log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
+    rounds: int | None = None, configs: list[str] | None = None,
+    log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
 ) -> PerfReport:
-    """Run the chosen sections; write ``perf-<device>.md`` / ``.json`` under ``out`` (unless None)."""
+    """Run the chosen sections; write ``perf-<device>.md`` / ``.json`` under ``out`` (unless None). ``configs``
+    replaces the step section's configurations (e.g. the GPU's on CPU, to rehearse them)."""
     from sftmix.errors import UserError
+
+    known = set(STEP_CONFIGS) | set(CUDA_STEP_CONFIGS)
+    if configs and not set(configs) <= known:
+        raise UserError(f"unknown step configuration(s) {', '.join(sorted(set(configs) - known))}; choose from "
+                        f"{', '.join(sorted(known))}")
 
     only = list(SECTIONS) if not only else only
     bad = [s for s in only if s not in SECTIONS]
@@ -78,8 +85,8 @@ def run_perf(
 
     step_jobs = []
     if "step" in only:
-        configs = CUDA_STEP_CONFIGS if device == "cuda" else STEP_CONFIGS
-        step_jobs += [(c, {"kind": "step", "config": c}) for c in configs]
+        step_configs = configs or (CUDA_STEP_CONFIGS if device == "cuda" else STEP_CONFIGS)
+        step_jobs += [(c, {"kind": "step", "config": c}) for c in step_configs]
     elif "trl" in only:  # the ratio needs our ntp step beside TRL's
         step_jobs.append(("ntp", {"kind": "step", "config": "ntp"}))
     if "trl" in only:
