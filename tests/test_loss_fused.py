@@ -260,3 +260,24 @@ def test_linear_cross_entropy_fast_lane_stays_eager(monkeypatch):
     w = torch.randn(32, 8, requires_grad=True)
     linear_cross_entropy(z, w, None, torch.randint(0, 32, (16,))).backward()
     assert fused.status()["last"] == "eager"
+
+
+def test_chunk_budget_per_body(monkeypatch):
+    """Eager: a Mixup pass keeps one more [chunk, V] buffer; the fused C++ body: NTP's buffers plus one scratch row
+    per thread for a Mixup pass, taken out of the same budget."""
+    from sftmix.loss.kernel import chunk_rows, kernel_chunk
+
+    monkeypatch.setitem(fused._state, "ext", object())
+    monkeypatch.setitem(fused._state, "ext_error", None)
+    monkeypatch.setenv("SFTMIX_LCE_CHUNK_MB", "192")
+    z, v, ident = torch.zeros(4096, 8), 32000, LogitTransform()
+    monkeypatch.setenv(ENV, "cpp")
+    ntp_rows = kernel_chunk(None, z, v, ident, False)
+    assert ntp_rows == 520  # 192 MiB / (32k x (4 + 2 x 4) bytes), a multiple of 8
+    mix_rows = kernel_chunk(None, z, v, ident, True)
+    assert mix_rows == chunk_rows(v, torch.float32, torch.float32, z.device, 2, torch.get_num_threads()) <= ntp_rows
+    assert mix_rows * v * 12 + torch.get_num_threads() * v * 4 <= 192 << 20
+    assert chunk_rows(v, torch.float32, torch.float32, z.device, 2, 16) == 512  # 16 threads' rows: one row less
+    monkeypatch.setenv(ENV, "eager")
+    assert kernel_chunk(None, z, v, ident, False) == ntp_rows
+    assert kernel_chunk(None, z, v, ident, True) == 392  # 192 MiB / (32k x (4 + 3 x 4) bytes)

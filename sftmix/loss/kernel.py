@@ -41,13 +41,15 @@ def _chunk_budget(device: torch.device) -> int:
 
 
 def chunk_rows(vocab_size: int, compute_dtype: torch.dtype, acc_dtype: torch.dtype, device: torch.device,
-               n_fp32_buffers: int = 2) -> int:
-    """Tokens per chunk so that one chunk's ``[chunk, V]`` temporaries fit the memory budget (a multiple of 8).
+               n_fp32_buffers: int = 2, scratch_rows: int = 0) -> int:
+    """Tokens per chunk so that one chunk's ``[chunk, V]`` temporaries, plus ``scratch_rows`` single ``[V]``
+    rows in ``acc_dtype``, fit the memory budget (a multiple of 8).
 
     The budget is ``SFTMIX_LCE_CHUNK_MB`` if set, else 192 MiB on CPU and min(2 GiB, 1/64 of the GPU) on CUDA.
     """
-    per_row = max(1, vocab_size) * (compute_dtype.itemsize + n_fp32_buffers * acc_dtype.itemsize)
-    rows = _chunk_budget(torch.device(device)) // per_row
+    v = max(1, vocab_size)
+    per_row = v * (compute_dtype.itemsize + n_fp32_buffers * acc_dtype.itemsize)
+    rows = (_chunk_budget(torch.device(device)) - scratch_rows * v * acc_dtype.itemsize) // per_row
     return max(8, rows - rows % 8)
 
 
@@ -305,14 +307,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
 def kernel_chunk(chunk_size: Optional[int], z: Tensor, vocab: int, tr: LogitTransform, mixing: bool) -> int:
     """Rows per chunk: ``chunk_size`` if given, else from the memory budget (:func:`chunk_rows`: the eager body
     keeps two fp32 ``[chunk, V]`` buffers beside the logits, a Mixup pass one more, a soft-cap one more; the
-    fused bodies' temporaries are those of NTP alone); even with Mixup, so a slot's rows share a chunk."""
+    fused bodies' temporaries are those of NTP alone, plus, for a Mixup pass of the C++ body, one scratch row per
+    thread); even with Mixup, so a slot's rows share a chunk."""
     if chunk_size:
         chunk = max(1, int(chunk_size))
     else:
         acc, cdt = torch.promote_types(z.dtype, torch.float32), _compute_dtype(z)
-        eager = fused.choose(z, z.shape[0], vocab, tr, cdt) == "eager"
-        extra = int(mixing) + int(tr.softcap is not None) if eager else 0
-        chunk = chunk_rows(vocab, cdt, acc, z.device, 2 + extra)
+        body = fused.choose(z, z.shape[0], vocab, tr, cdt)
+        extra = int(mixing) + int(tr.softcap is not None) if body == "eager" else 0
+        scratch = torch.get_num_threads() if body == "cpp" and mixing else 0
+        chunk = chunk_rows(vocab, cdt, acc, z.device, 2 + extra, scratch)
     return chunk + chunk % 2 if mixing else chunk
 
 
