@@ -16,12 +16,15 @@ from typing import Any
 
 
 class Cache:
-    def __init__(self, path: str | os.PathLike):
+    """``wal=False`` keeps SQLite's rollback journal: a worker's own cache on a shared filesystem, where WAL's
+    shared memory does not work across hosts."""
+
+    def __init__(self, path: str | os.PathLike, wal: bool = True):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         with self._conn() as c:
-            c.execute("PRAGMA journal_mode=WAL")
+            c.execute(f"PRAGMA journal_mode={'WAL' if wal else 'DELETE'}")
             c.execute("CREATE TABLE IF NOT EXISTS kv (kind TEXT, key TEXT, value TEXT, PRIMARY KEY (kind, key))")
 
     def _conn(self) -> sqlite3.Connection:
@@ -46,3 +49,20 @@ class Cache:
         if kind is None:
             return self._conn().execute("SELECT COUNT(*) FROM kv").fetchone()[0]
         return self._conn().execute("SELECT COUNT(*) FROM kv WHERE kind=?", (kind,)).fetchone()[0]
+
+    def merge(self, other: str | os.PathLike) -> int:
+        """Copy every entry of the cache file ``other`` into this one; returns how many it held."""
+        conn = self._conn()
+        conn.execute("ATTACH DATABASE ? AS other", (str(other),))
+        try:
+            n = conn.execute("SELECT COUNT(*) FROM other.kv").fetchone()[0]
+            conn.execute("INSERT OR REPLACE INTO kv (kind, key, value) SELECT kind, key, value FROM other.kv")
+        finally:
+            conn.execute("DETACH DATABASE other")
+        return n
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

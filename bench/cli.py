@@ -16,10 +16,13 @@ COMMANDS = {
     "generate": "generate answers for tasks with a model (hf or vllm backend)",
     "judge": "judge/score generations (LLM judge, reference judge, mcq, exact)",
     "table": "tables in the paper's layouts from run directories",
+    "view": "a self-contained HTML report of runs: tables, plots, every answer and verdict side by side",
     "variants": "list the training variants",
     "tasks": "list the evaluation tasks",
     "perf": "benchmarks: step time, memory, throughput ratios",
     "conformance": "reproduce FastChat's MT-Bench and AlpacaEval 2.0's figures from their own data",
+    "status": "each stage of a run: done, queued, running where, failed why (also while it runs)",
+    "stage": "run one stage of a run in this process (what an executor's worker runs)",
 }
 
 
@@ -49,7 +52,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 # Commands whose work runs torch on the CPU: their intra-op threads are chosen for this machine (bench.threads).
-_TORCH_COMMANDS = {"run", "train", "dynamics", "generate", "judge"}
+_TORCH_COMMANDS = {"run", "stage", "train", "dynamics", "generate", "judge"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,7 @@ class RunArgs:
     limit_mode: Literal["first", "spread"] = "first"  # spread: N evenly spaced items (tasks grouped by subject)
     layout: str = "default"  # table printed at the end
     num_gpus: NonNegInt = 0  # > 1: dynamics and training run under `accelerate launch --num_processes N`
+    num_nodes: PosInt = 1  # > 1 (Slurm): training spans this many nodes of one allocation (accelerate multi-node)
     data_paths: dict[str, str] = field(default_factory=dict)  # task -> local data file/folder (beats the hub)
     # training seeds: each trains every variant with train.seed = seed (dynamics too); None = one run at train.seed
     seeds: Annotated[list[NonNegInt], BeforeValidator(_seed_list)] | None = None
@@ -77,6 +78,33 @@ class JudgeArgs:
 
 
 @dataclass
+class ExecutorArgs:
+    """Where stages run. Never part of a stage key or the config hash: switching executor resumes the same run."""
+
+    kind: Literal["local", "processes", "slurm", "ray"] = "local"  # local: in this process, one stage at a time
+    workers: PosInt = 2  # processes: stages at once
+    max_retries: NonNegInt = 2  # a stage whose worker died (kill -9, scancel, node lost) is re-submitted this often
+    score_on: Literal["coordinator", "cluster"] = "coordinator"  # judged score stages: network-bound, API keys
+    lock_mode: Literal["flock", "soft"] = "flock"  # soft: lock files with host, pid and a lease (no working flock)
+    lease_s: PosFloat = 120.0  # soft locks: a holder that has not renewed its lease for this long is dead
+    poll_s: PosFloat = 2.0  # how often the coordinator looks at its jobs
+    # Slurm (through submitit)
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_min: PosInt = 720  # each job's time limit, minutes (a training that needs longer resumes after requeue)
+    gpus_per_node: NonNegInt | None = None  # None: run.num_gpus for dynamics/training
+    cpus_per_task: PosInt | None = None  # None: 1 on CPU-only stages, 8 per GPU
+    mem_gb: PosFloat | None = None
+    constraint: str | None = None
+    setup: Annotated[list[str], BeforeValidator(comma_list)] = field(default_factory=list)  # lines before the job
+    array_parallelism: PosInt = 64  # at most this many jobs of one submission array at once
+    slurm_extra: dict[str, Any] = field(default_factory=dict)  # any other sbatch option, e.g. {exclusive: true}
+    # Ray
+    ray_address: str | None = None  # an existing cluster (ray://..., host:port, auto); None: start a local one
+
+
+@dataclass
 class RunConfig:
     run: RunArgs = field(default_factory=RunArgs)
     model: ModelArgs = field(default_factory=ModelArgs)
@@ -85,6 +113,7 @@ class RunConfig:
     dynamics: DynamicsArgs = field(default_factory=DynamicsArgs)
     generation: GenerationArgs = field(default_factory=GenerationArgs)
     judge: JudgeArgs = field(default_factory=JudgeArgs)
+    executor: ExecutorArgs = field(default_factory=ExecutorArgs)
 
     def sections(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -96,9 +125,11 @@ class RunConfig:
         """Hash of everything that determines the results (the output folder name and the thread count are not
         part of it)."""
         d = self.to_dict()
+        del d["executor"]  # where stages run never changes what they make
         # seeds: None is left out, so that configs from before the seed axis keep their hash (and run dirs)
         d["run"] = {k: v for k, v in d["run"].items()
-                    if k not in ("out", "layout", "threads") and not (k == "seeds" and v is None)}
+                    if k not in ("out", "layout", "threads") and not (k == "seeds" and v is None)
+                    and not (k == "num_nodes" and v == 1)}
         d["judge"] = {k: v for k, v in d["judge"].items() if k not in ("concurrency", "timeout", "max_retries")}
         d["model"] = model_key(self.model)
         d["train"] = hashed_section("train", self.train)  # removed options at their old value: old hashes stay
@@ -124,6 +155,8 @@ def load_run_config(path: str | None, overrides: dict[str, Any]) -> RunConfig:
     cfg = RunConfig()
     merged: dict[str, Any] = load_config_file(path) if path else {}
     merged.update(overrides)
+    if "executor" in merged:  # `executor: slurm` in YAML, like --executor on the command line
+        merged["executor.kind"] = merged.pop("executor")
     apply_overrides(cfg, merged, extra_keys=())
     validate_config(cfg)  # defaults and file values alike: the whole resolved config against the schema
     return cfg

@@ -124,8 +124,8 @@ def generate_task(task: Task, backend: Backend, model_id: str, out_path: str | o
         requests = [LoglikRequest(it["id"], ctx, task.continuations(it)) for it, ctx in zip(items, contexts)]
         for it, req, lls in zip(items, requests, _loglik_cached(backend, identity, requests, cache)):
             records.append({**base, "example_id": it["id"], "turn": 0, "category": it["category"],
-                            "scoring": "loglik", "continuations": req.continuations, "logliks": lls,
-                            "answer": it["answer"],
+                            "scoring": "loglik", "context": req.context, "continuations": req.continuations,
+                            "logliks": lls, "answer": it["answer"],
                             **mcq_scorer.score_logliks(lls, req.continuations, it["answer"], task.target_delimiter)})
     else:
         answers: dict[str, list[str]] = {it["id"]: [] for it in items}
@@ -138,7 +138,11 @@ def generate_task(task: Task, backend: Backend, model_id: str, out_path: str | o
                 answers[it["id"]].append(gen.text)
                 rec = {**base, "example_id": it["id"], "turn": turn, "category": it["category"],
                        "settings": {**req.settings.to_dict(), "stop": list(req.settings.stop)}, "text": gen.text, "prompt_tokens": gen.prompt_tokens,
-                       "completion_tokens": gen.completion_tokens}
+                       "completion_tokens": gen.completion_tokens, "messages": req.messages}
+                # chat: this turn's reference answer (MT-Bench's GPT-4 answer, AlpacaEval's baseline output)
+                refs = it.get("reference") if task.kind == "chat" else None
+                if refs and turn < len(refs) and refs[turn] is not None:
+                    rec["reference"] = refs[turn]
                 if task.kind == "mcq":
                     pred = mcq_scorer.parse_letter(gen.text, len(it["choices"]), "".join(task.labels))
                     rec.update(scoring="generate", answer=it["answer"], pred=pred, acc=float(pred == it["answer"]))

@@ -53,10 +53,19 @@ def _train_logs(run_dir: Path) -> dict[str, list[dict]]:
     return logs
 
 
-def plot_loss_curves(run_dir: str | Path) -> Path | None:
-    """``plots/training_loss.png``: loss per logging step for each variant; NTP and Mixup terms dashed/dotted."""
-    run_dir = Path(run_dir)
-    logs = _train_logs(run_dir)
+def png_bytes(fig) -> bytes:
+    """A figure as PNG bytes, drawn as the saved plots are (for `bench view`, which writes nothing into a run)."""
+    import io
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def loss_figure(run_dir: str | Path):
+    """The training-loss figure of :func:`plot_loss_curves` (not saved), or None without training logs."""
+    logs = _train_logs(Path(run_dir))
     if not logs:
         return None
     fig = _figure((7, 4))
@@ -72,7 +81,13 @@ def plot_loss_curves(run_dir: str | Path) -> Path | None:
     ax.set_ylabel("loss")
     ax.set_title("Training loss per variant (solid: total; dashed: NTP term; dotted: Mixup term)", fontsize=9)
     ax.legend(fontsize=7)
-    return _save(fig, RunDir(run_dir).plot("training_loss"))
+    return fig
+
+
+def plot_loss_curves(run_dir: str | Path) -> Path | None:
+    """``plots/training_loss.png``: loss per logging step for each variant; NTP and Mixup terms dashed/dotted."""
+    fig = loss_figure(run_dir)
+    return None if fig is None else _save(fig, RunDir(run_dir).plot("training_loss"))
 
 
 def _category_values(run_dir: Path) -> dict[str, dict[str, dict[str, float]]]:
@@ -87,11 +102,10 @@ def _category_values(run_dir: Path) -> dict[str, dict[str, dict[str, float]]]:
     return out
 
 
-def plot_categories(run_dir: str | Path) -> list[Path]:
-    """``plots/<task>_categories.png`` per task with per-category scores (MT-Bench's 8): grouped bars per variant."""
-    run_dir = Path(run_dir)
-    paths = []
-    for task, by_variant in _category_values(run_dir).items():
+def category_figures(run_dir: str | Path) -> dict:
+    """{task: the per-category figure of :func:`plot_categories`} (not saved) for tasks with categories."""
+    figs = {}
+    for task, by_variant in _category_values(Path(run_dir)).items():
         cats = sorted({c for v in by_variant.values() for c in v})
         variants = list(by_variant)
         width = 0.8 / len(variants)
@@ -105,8 +119,18 @@ def plot_categories(run_dir: str | Path) -> list[Path]:
         ax.set_ylabel("score")
         ax.set_title(f"{task}: score per category")
         ax.legend(fontsize=8)
-        paths.append(_save(fig, RunDir(run_dir).plot(f"{task}_categories")))
-    return paths
+        figs[task] = fig
+    return figs
+
+
+def category_plot_name(task: str) -> str:
+    return f"{task}_categories"
+
+
+def plot_categories(run_dir: str | Path) -> list[Path]:
+    """``plots/<task>_categories.png`` per task with per-category scores (MT-Bench's 8): grouped bars per variant."""
+    return [_save(fig, RunDir(run_dir).plot(category_plot_name(task)))
+            for task, fig in category_figures(run_dir).items()]
 
 
 def make_plots(run_dir: str | Path) -> list[Path]:

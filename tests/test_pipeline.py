@@ -408,3 +408,34 @@ def test_second_run_on_a_directory_in_use_is_refused_and_a_killed_runs_lock_is_t
         rc, stdout, stderr = bench(*args)
         assert rc == 0, stderr[-3000:]
         assert ran_stages(stderr) == ["score/ntp/toy_open"]  # A's training and generation were kept
+
+
+# ---- bench view of the finished run ------------------------------------------------------------------------------
+
+from test_view import Loaded, browser  # noqa: E402,F401 (browser: the module-scoped Chromium fixture)
+
+
+def test_bench_view_of_the_finished_run_shows_it_item_by_item(finished, browser, tmp_path):  # noqa: F811
+    """What the report shows in headless Chromium equals the run directory: every generation found by its
+    data-task / data-item / data-variant / data-turn attributes, and the table `bench run` stored."""
+    out = finished[0]
+    report = tmp_path / "report.html"
+    rc, stdout, stderr = bench("view", str(out), "--out", str(report))
+    assert rc == 0, stderr
+    page = Loaded(browser, report)
+    assert page.errors == [] and not [m for m in page.console if m.startswith("error")]
+    shown = page.page.eval_on_selector_all("#item-list [data-variant] pre.answer", """els => els.map(e => [
+        e.closest('article').dataset.task, e.closest('article').dataset.item,
+        e.closest('[data-variant]').dataset.variant, e.dataset.turn, e.textContent])""")
+    want = []
+    for path in sorted((out / "generations").glob("*/*.jsonl")):
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            text = r["continuations"][r["pred"]] if r.get("scoring") == "loglik" else r["text"]
+            want.append([r["task"], str(r["example_id"]), path.parent.name, str(r["turn"] + 1), text])
+    assert sorted(shown) == sorted(want)
+    rows = page.page.eval_on_selector_all('table.results[data-layout="default"] tbody tr',
+                                          "rows => rows.map(r => [...r.cells].map(c => c.innerText))")
+    stored = [ln for ln in (out / "tables" / "default.md").read_text().splitlines() if ln.startswith("|")][2:]
+    assert rows == [[c.strip() for c in ln.strip("|").split(" | ")] for ln in stored]
+    page.close()

@@ -248,3 +248,20 @@ def test_online_dynamics_table(tmp_path, confidence_file):
     # Both rank examples by how hard the reference run finds them: well above chance (0.5); 0.67 when written.
     assert agree > 0.55 and np.corrcoef(df["confidence"], offline["confidence"])[0, 1] > 0.3
     assert split_agreement(offline["split"], offline["split"]) == 1.0
+
+
+def test_resume_skips_and_removes_checkpoints_a_kill_cut_short(tmp_path):
+    """A worker killed while the Trainer wrote a checkpoint leaves it without (or with half) trainer_state.json,
+    which the Trainer writes last: resuming takes the newest complete one."""
+    from sftmix.recipe import last_complete_checkpoint
+
+    for step, state in ((10, '{"global_step": 10}'), (20, None), (30, '{"global_st')):
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"x")
+        if state is not None:
+            (d / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-final").mkdir()  # not a step: ignored, kept
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-final"]
+    assert last_complete_checkpoint(tmp_path / "checkpoint-final") is None

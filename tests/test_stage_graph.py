@@ -9,6 +9,7 @@ import pytest
 
 from bench.config import experiment_path, load_run_config
 from bench.pipeline import Runner, plan
+from bench.pipeline.graph import n_generations, n_judge_calls
 
 CI_KEYS = {
     "dynamics": "549e2e2abfa37741",
@@ -36,16 +37,17 @@ def test_ci_stage_order_keys_and_counts(tmp_path):
     r = runner(tmp_path)
     assert [s.name for s in r.stages] == list(CI_KEYS)
     assert {s.name: s.key for s in r.stages} == CI_KEYS
-    counts = {s.name: (s.n_generations, s.n_judge_calls) for s in r.stages if s.n_generations or s.n_judge_calls}
+    counts = {s.name: (n_generations(r.ctx, s), n_judge_calls(r.ctx, s)) for s in r.stages
+              if n_generations(r.ctx, s) or n_judge_calls(r.ctx, s)}
     assert counts == {**{f"generate/{v}/{t}": (n, 0) for v in ("ntp", "sftmix")
                          for t, n in (("toy_open", 53), ("toy_mcq", 40), ("toy_exact", 40))},
                       "score/ntp/toy_open": (0, 53), "score/sftmix/toy_open": (0, 53)}
     out = tmp_path / "run"
     by_name = {s.name: s for s in r.stages}
-    assert by_name["train/sftmix"].outputs == [out / "variants" / "sftmix" / "model"]
-    assert by_name["generate/ntp/toy_mcq"].outputs == [out / "generations" / "ntp" / "toy_mcq.jsonl"]
-    assert by_name["score/ntp/toy_mcq"].outputs == [out / "scores" / "ntp" / "toy_mcq.json"]
-    assert by_name["dynamics"].clean == [out / "dynamics"]
+    assert by_name["train/sftmix"].outputs == (out / "variants" / "sftmix" / "model",)
+    assert by_name["generate/ntp/toy_mcq"].outputs == (out / "generations" / "ntp" / "toy_mcq.jsonl",)
+    assert by_name["score/ntp/toy_mcq"].outputs == (out / "scores" / "ntp" / "toy_mcq.json",)
+    assert by_name["dynamics"].clean == (out / "dynamics",)
 
 
 def test_seeded_stage_order_and_keys(tmp_path):
@@ -64,7 +66,7 @@ def test_plan_cost_is_the_ledgers(tmp_path, prices):
 
     r = runner(tmp_path, **{"judge.model": "gpt-4o", "judge.prices": prices})
     text = plan(r.cfg, r)
-    n_calls = sum(s.n_judge_calls for s in r.stages)
+    n_calls = sum(n_judge_calls(r.ctx, s) for s in r.stages)
     assert n_calls == 106  # 53 toy_open turns x 2 variants
     caps = [r.ctx.judge_config(t).max_tokens for t in r.ctx.tasks if r.ctx.scorer(t).judged]
     est = rough_estimate(n_calls, "gpt-4o", prices, answer_tokens=r.cfg.generation.max_new_tokens,

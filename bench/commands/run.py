@@ -27,6 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="torch's CPU threads (run.threads; default: from the free cores)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (stages, calls, tokens, cost) and stop")
     p.add_argument("--force", action="store_true", help="reuse an output directory made by a different config")
+    p.add_argument("--executor", choices=["local", "processes", "slurm", "ray"],
+                   help="where stages run: local (this process, default), processes (executor.workers local "
+                        "workers), slurm (a job per stage, submitit), ray (a task per stage); options as "
+                        "executor.KEY=VALUE, e.g. executor.partition=gpu; never part of a stage key")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="any config field, e.g. judge.repeats=3")
 
 
@@ -39,7 +43,7 @@ def build_config(args):
     flags = {"run.variants": args.variants, "model.model": args.model, "data.data": args.train_data,
              "run.tasks": args.tasks, "generation.backend": args.backend, "judge.model": args.judge_model,
              "judge.base_url": args.judge_base_url, "judge.prompts": args.judge_prompts, "run.limit": args.limit,
-             "run.out": args.out, "run.threads": getattr(args, "threads", None)}
+             "run.out": args.out, "executor.kind": args.executor, "run.threads": getattr(args, "threads", None)}
     overrides = {k: v for k, v in flags.items() if v is not None}
     if args.data_path:
         bad = [p for p in args.data_path if "=" not in p.strip("=")]

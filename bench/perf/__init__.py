@@ -27,6 +27,8 @@ beside every measurement.
 * ``generation``: ``hf`` vs ``vllm`` backends (``bench.backends``) on the same prompts, greedy: throughput and
   the fraction of identical completions; the vllm worker runs with the vllm venv's python.
 * ``rerun``: a finished ``bench run`` re-run, through ``bench.pipeline.run_pipeline`` when it exists.
+* ``view``: `bench view` of a fabricated 805-item x 8-variant AlpacaEval-shaped run: file size, build time, and in
+  headless Chromium the time to the first items and to all items (:mod:`.view`).
 
 Modules: :mod:`.shapes` (sections, configurations, shapes), :mod:`.fabricate` (random models and rows),
 :mod:`.meter` (peak memory), :mod:`.trainers` (ours, HF's, TRL's), :mod:`.workers` (the measurements),

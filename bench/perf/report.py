@@ -123,6 +123,9 @@ def render_markdown(rep: PerfReport) -> str:
     lines = _header(rep) + _targets(rep)
     for section in (_step, _scaling, _dynamics, _scoring, _generation, _rerun, _contention):
         lines += section(rep)
+    from .view import render_view
+
+    lines += render_view(rep.sections.get("view", {}))
     return "\n".join(lines) + "\n"
 
 

@@ -166,6 +166,8 @@ def run_perf(
             rep.sections["rerun"] = {"rerun": {"error": "bench run not available"}}
         else:
             rep.sections["rerun"] = {"rerun": run("rerun", {"kind": "rerun"})}
+    if "view" in only:
+        rep.sections["view"] = {"view": run("view", {"kind": "view", "shape": shape})}
     if "contention" in only and shape.get("contention_busy"):
         from ..threads import usable_cores
 

@@ -5,7 +5,7 @@ from typing import Any
 
 from ..provenance import REPO
 
-SECTIONS = ("step", "trl", "scaling", "dynamics", "scoring", "generation", "rerun", "contention")
+SECTIONS = ("step", "trl", "scaling", "dynamics", "scoring", "generation", "rerun", "view", "contention")
 # ntp / sftmix: the loss's default chunk body (CPU: the fused C++ body); -eager: the op-by-op body, for reference.
 STEP_CONFIGS = ("ntp", "sftmix", "ntp-eager", "sftmix-eager", "sftmix-2pass", "sftmix-naive", "hf-loss")
 # On CUDA (gpu_check.sh has < 8 min): no naive Mixup (the CPU table has it), plus Liger / cut-cross-entropy NTP,
@@ -46,7 +46,8 @@ SHAPES: dict[str, dict[str, Any]] = {
                   dyn_examples=32, dyn_checkpoints=2,
                   gen_model="tiny-llama", gen_prompts=2, gen_tokens=4, contention_busy=1,
                   rerun_overrides={"run.limit": 2, "train.max_steps": 2,
-                                   "dynamics.num_checkpoints": 1, "generation.max_new_tokens": 4}),
+                                   "dynamics.num_checkpoints": 1, "generation.max_new_tokens": 4},
+                  view_items=40, view_variants=3, view_loads=1),
 }
 # Dense bf16 peak FLOP/s by GPU name, for MFU.
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}

@@ -127,4 +127,7 @@ def evaluate_targets(sections: dict[str, dict]) -> list[dict]:
     elif "rerun" in sections:
         out.append({"target": "finished-run re-run: 0 requests, < 5 s", "ratio": None, "value": None, "margin": None,
                     "bound": "0 req, < 5 s", "status": "n/a"})
+    from .view import view_targets
+
+    out += view_targets(sections.get("view", {}))
     return out

@@ -278,7 +278,13 @@ def contention_worker(spec: dict) -> dict:
                 "value"), "load_seen": [threads.get("load_avg_1m"), threads.get("runnable_others")]}
 
 
+def view_worker(spec: dict) -> dict:
+    from .view import view_worker as worker
+
+    return worker(spec)
+
+
 WORKERS: dict[str, Callable[[dict], dict]] = {
     "step": step_worker, "dynamics": dynamics_worker, "scoring": scoring_worker, "generation": generation_worker,
-    "rerun": rerun_worker, "contention": contention_worker,
+    "rerun": rerun_worker, "view": view_worker, "contention": contention_worker,
 }

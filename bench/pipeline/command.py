@@ -28,7 +28,8 @@ def provenance(cfg: RunConfig, runner: Runner) -> dict:
             "task_data": {t.name: {"data_hash": t.data_hash, "prompt_hash": t.prompt_hash, "source": t.source}
                           for t in ctx.tasks},
             "variants": {v.name: v.to_dict() for v in ctx.variants},
-            "stage_keys": {s.name: s.key for s in runner.stages}}
+            "stage_keys": {s.name: s.key for s in runner.stages},
+            "executor": {k: v for k, v in cfg.executor.__dict__.items() if v not in (None, [], {})}}
     try:
         from sftmix.recipe import load_tokenizer
         from sftmix.templates import template_hash
@@ -85,7 +86,7 @@ def run_pipeline(cfg: RunConfig, *, dry_run: bool = False, force: bool = False, 
     for task, protocol in runner.ctx.protocols().items():
         if protocol.startswith("NOT "):  # loud, once per run: these numbers cannot be set beside the benchmark's
             print(f"bench: WARNING: {task}: {protocol}", file=sys.stderr, flush=True)
-    lock = RunLock(out, "bench run")
+    lock = RunLock(out, "bench run", cfg.executor.lock_mode, cfg.executor.lease_s)
     lock.acquire()  # creates the directory; refuses at once if another live run holds it
     try:
         return _run_locked(cfg, runner, out, force, t0)
@@ -94,7 +95,9 @@ def run_pipeline(cfg: RunConfig, *, dry_run: bool = False, force: bool = False, 
 
 
 def _needs_judge(runner: Runner) -> bool:
-    return any(s.name.startswith("score/") and s.n_judge_calls and runner.status(s) != "done" for s in runner.stages)
+    ctx = runner.ctx
+    return any(s.kind == "score" and ctx.scorer(ctx.task(s.task)).judged and runner.status(s) != "done"
+               for s in runner.stages)
 
 
 def _run_locked(cfg: RunConfig, runner: Runner, out: Path, force: bool, t0: float) -> dict:

@@ -44,6 +44,17 @@ class RunContext:
         self.backend_of: tuple[str, Any] | None = None  # (variant, backend): one model in memory at a time
         self.judge_obj = None
         self.ledger = None
+        # A stage run by a worker of a cluster executor writes its own cache and judge log (bench.pipeline.worker):
+        # the run's cache.sqlite and judge_log.jsonl have one writer, the coordinator, which merges them in.
+        self.cache_path: Path = self.rd.cache
+        self.judge_log: Path = self.rd.judge_log
+
+    # -- lookups by name (a stage names its variant and task) ----------------------------------------------------
+    def variant(self, name: str) -> Variant:
+        return next(v for v in self.variants if v.name == name)
+
+    def task(self, name: str) -> Task:
+        return next(t for t in self.tasks if t.name == name)
 
     # -- seeds --------------------------------------------------------------------------------------------------
     def train_config(self, seed: int | None = None):
@@ -76,7 +87,7 @@ class RunContext:
         return self.rd.summary(v.name, task.name)
 
     def judge_log_path(self) -> Path:
-        return self.rd.judge_log
+        return self.judge_log
 
     # -- scorers and judges -------------------------------------------------------------------------------------
     def scorer(self, task: Task) -> Scorer:
@@ -148,7 +159,7 @@ class RunContext:
         if self._cache is None:
             from ..cache import Cache
 
-            self._cache = Cache(self.rd.cache)
+            self._cache = Cache(self.cache_path, wal=self.cache_path == self.rd.cache)
         return self._cache
 
     def git(self) -> dict:

@@ -1,72 +1,92 @@
-"""The stage graph of a run, in the order it runs: dynamics (one per reference model and seed) -> train each
-variant -> generate each (variant, task) -> score each (variant, task). Each stage carries its key, its outputs,
-what to remove when its key changed, and the generations / judge calls it costs (for the plan)."""
+"""The stage graph of a run, in the order a serial run takes it: dynamics (one per reference model and seed) ->
+train each variant -> generate each (variant, task) -> score each (variant, task).
+
+A :class:`Stage` is data — name, kind, key, explicit dependencies, resources, outputs — so that any process that
+can read the run directory can run it (``bench stage RUN NAME``): nothing in it closes over an in-memory context.
+Building the graph loads no task data; what a stage costs (generations, judge calls) is counted by the plan."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
 
 from .context import RunContext
 from .keys import dyn_key, gen_key, score_key, train_key
+from .resources import Resources, stage_resources
 from .selection import SEED_SEP
-from .stages.generate import generate_stage
-from .stages.score import score_stage
-from .stages.train import run_dynamics_stage, train_stage
 
-if TYPE_CHECKING:
-    from ..tasks import Task
+KINDS = ("dynamics", "train", "generate", "score")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Stage:
     name: str  # e.g. "train/sftmix"
+    kind: str  # one of KINDS
     key: str
-    run: Callable[[], Any]
-    outputs: list[Path] = field(default_factory=list)
-    clean: list[Path] = field(default_factory=list)  # removed when the key changed (stale partial work)
-    n_generations: int = 0
-    n_judge_calls: int = 0
+    deps: tuple[str, ...] = ()  # names of the stages whose outputs this one reads
+    resources: Resources = field(default_factory=Resources)
+    outputs: tuple[Path, ...] = ()
+    clean: tuple[Path, ...] = ()  # removed when the key changed (stale partial work)
+    variant: str | None = None  # train / generate / score: the variant (at its seed)
+    task: str | None = None  # generate / score
+    reference: str | None = None  # dynamics: the reference model (None: the run's model)
+    seed: int | None = None  # dynamics: the run.seeds seed (None without run.seeds)
 
 
 def build_stages(ctx: RunContext) -> list[Stage]:
-    """Every stage of the run, in run order (a stage's inputs are made by stages before it)."""
+    """Every stage of the run, in serial order (a stage's dependencies come before it). Each key is computed once,
+    from its parent's key."""
+    cfg = ctx.cfg
     stages: list[Stage] = []
-    refs = []  # (reference model, seed): one reference run per seed
+    dyn: dict[tuple[str | None, int | None], Stage] = {}  # (reference model, seed) -> its dynamics stage
     for v in ctx.variants:
-        if v.needs_confidence and (v.reference_model, ctx.seed_arg(v)) not in refs:
-            refs.append((v.reference_model, ctx.seed_arg(v)))
-    for ref, seed in refs:
-        d = ctx.dyn_dir(ref, seed)
-        name = f"dynamics{'' if seed is None else f'{SEED_SEP}{seed}'}{'' if ref is None else '/' + ref}"
-        stages.append(Stage(name, dyn_key(ctx, ref, seed),
-                            lambda ref=ref, d=d, seed=seed: run_dynamics_stage(ctx, ref, d, seed),
-                            [ctx.rd.confidence(d)], [d]))
+        ref, seed = v.reference_model, ctx.seed_arg(v)
+        if v.needs_confidence and (ref, seed) not in dyn:
+            d = ctx.dyn_dir(ref, seed)
+            name = f"dynamics{'' if seed is None else f'{SEED_SEP}{seed}'}{'' if ref is None else '/' + ref}"
+            dyn[ref, seed] = Stage(name, "dynamics", dyn_key(ctx, ref, seed), (),
+                                   stage_resources(cfg, "dynamics"), (ctx.rd.confidence(d),), (d,),
+                                   reference=ref, seed=seed)
+    stages += dyn.values()
+    trains = {}
     for v in ctx.variants:
-        stages.append(Stage(f"train/{v.name}", train_key(ctx, v), lambda v=v: train_stage(ctx, v),
-                            [ctx.model_dir(v)], [ctx.variant_dir(v)]))
+        parent = dyn.get((v.reference_model, ctx.seed_arg(v))) if v.needs_confidence else None
+        trains[v.name] = Stage(f"train/{v.name}", "train", train_key(ctx, v, parent.key if parent else None),
+                               (parent.name,) if parent else (), stage_resources(cfg, "train"),
+                               (ctx.model_dir(v),), (ctx.variant_dir(v),), variant=v.name)
+    stages += trains.values()
+    gens = {}
     for v in ctx.variants:
         for t in ctx.tasks:
-            stages.append(Stage(f"generate/{v.name}/{t.name}", gen_key(ctx, v, t),
-                                lambda v=v, t=t: generate_stage(ctx, v, t),
-                                [ctx.gen_path(v, t)], n_generations=n_generations(ctx, t)))
+            parent = trains[v.name]
+            gens[v.name, t.name] = Stage(f"generate/{v.name}/{t.name}", "generate", gen_key(ctx, parent.key, t),
+                                         (parent.name,), stage_resources(cfg, "generate"),
+                                         (ctx.gen_path(v, t),), variant=v.name, task=t.name)
+    stages += gens.values()
     for v in ctx.variants:
         for t in ctx.tasks:
-            stages.append(Stage(f"score/{v.name}/{t.name}", score_key(ctx, v, t),
-                                lambda v=v, t=t: score_stage(ctx, v, t),
-                                [ctx.score_path(v, t)], n_judge_calls=n_judge_calls(ctx, t)))
+            parent = gens[v.name, t.name]
+            stages.append(Stage(f"score/{v.name}/{t.name}", "score", score_key(ctx, parent.key, t), (parent.name,),
+                                stage_resources(cfg, "score", judged=ctx.scorer(t).judged),
+                                (ctx.score_path(v, t),), variant=v.name, task=t.name))
     return stages
 
 
-def n_generations(ctx: RunContext, task: Task) -> int:
-    """Turns to generate (chat: every item's turns; else one per item)."""
+def n_generations(ctx: RunContext, stage: Stage) -> int:
+    """Generations a generate stage makes (chat: every item's turns; else one per item); 0 for other stages.
+    Loads the task's items (the plan calls this after validation; building the graph never does)."""
+    if stage.kind != "generate":
+        return 0
+    task = ctx.task(stage.task)
     items, n = ctx.loaded_items(task)
     if task.kind != "chat":
         return n
     return sum(len(it.get("turns") or [1]) for it in items) if items is not None else n * task.n_turns
 
 
-def n_judge_calls(ctx: RunContext, task: Task) -> int:
-    """Judge calls scoring ``task`` takes for one variant (0 for unjudged tasks)."""
+def n_judge_calls(ctx: RunContext, stage: Stage) -> int:
+    """Judge calls a score stage takes (0 for unjudged tasks and other stages); loads the task's items."""
+    if stage.kind != "score":
+        return 0
+    task = ctx.task(stage.task)
     items, n = ctx.loaded_items(task)
     return ctx.scorer(task).n_judge_calls(task, items, n, ctx.cfg.judge.repeats)

@@ -1,5 +1,8 @@
 """Stage keys: a hash of everything that determines a stage's output. A finished stage whose key is unchanged is
-skipped; one whose key changed is redone. Any change here re-runs finished runs, so tests pin the keys."""
+skipped; one whose key changed is redone. Any change here re-runs finished runs, so tests pin the keys.
+
+Each key takes its parent's key as an argument (computed once, by :func:`bench.pipeline.graph.build_stages`), so a
+stage's key covers everything upstream of it without recomputing the chain."""
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -31,18 +34,16 @@ def dyn_key(ctx: RunContext, ref: str | None, seed: int | None = None) -> str:
     return hash_obj({"stage": "dynamics", **_base(ctx, seed), "dynamics": ctx.cfg.dynamics.__dict__, "reference": ref})
 
 
-def train_key(ctx: RunContext, v: Variant) -> str:
-    """Key of training ``v`` (includes its dynamics key when it needs confidences)."""
-    seed = ctx.seed_arg(v)
-    dyn = dyn_key(ctx, v.reference_model, seed) if v.needs_confidence else None
-    return hash_obj({"stage": "train", **_base(ctx, seed), "variant": {**v.to_dict(), "description": None},
+def train_key(ctx: RunContext, v: Variant, dyn: str | None) -> str:
+    """Key of training ``v``; ``dyn`` is the key of the dynamics run it takes confidences from (None: it needs none)."""
+    return hash_obj({"stage": "train", **_base(ctx, ctx.seed_arg(v)), "variant": {**v.to_dict(), "description": None},
                      "dynamics": dyn})
 
 
-def gen_key(ctx: RunContext, v: Variant, task: Task) -> str:
-    """Key of ``v``'s generations for ``task``."""
+def gen_key(ctx: RunContext, train: str, task: Task) -> str:
+    """Key of a variant's generations for ``task``; ``train`` is the key of the variant's training."""
     cfg = ctx.cfg
-    return hash_obj({"stage": "generate", "train": train_key(ctx, v), "task": task.name,
+    return hash_obj({"stage": "generate", "train": train, "task": task.name,
                      "task_def": {k: val for k, val in asdict(task).items() if k not in _TASK_FIELDS_NOT_KEYED},
                      "generation": cfg.generation.__dict__, "limit": cfg.run.limit,
                      # only when not the default, so runs from before limit_mode keep their keys
@@ -50,11 +51,12 @@ def gen_key(ctx: RunContext, v: Variant, task: Task) -> str:
                      "local_data": cfg.run.data_paths.get(task.name), "referenced_only": ctx.referenced_only(task)})
 
 
-def score_key(ctx: RunContext, v: Variant, task: Task) -> str:
-    """Key of scoring ``v`` on ``task``: the generations, the scorer's version, and for judged tasks the judge."""
+def score_key(ctx: RunContext, generate: str, task: Task) -> str:
+    """Key of scoring a variant's generations (``generate``: their key) on ``task``: the scorer's version, and for
+    judged tasks the judge."""
     scorer = ctx.scorer(task)
     judged = scorer.judged
-    return hash_obj({"stage": "score", "generate": gen_key(ctx, v, task), "scorer": [scorer.name, scorer.version],
+    return hash_obj({"stage": "score", "generate": generate, "scorer": [scorer.name, scorer.version],
                      "judge": ctx.judge_identity() if judged else None,
                      "judge_prompts": ctx.judge_fingerprint(task) if judged else None,
                      "repeats": ctx.cfg.judge.repeats if judged else 1})

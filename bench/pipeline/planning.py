@@ -6,6 +6,7 @@ from typing import Sequence
 
 from ..config import RunConfig
 from ..judge.ledger import rough_estimate
+from .graph import n_generations, n_judge_calls
 from .runner import Runner
 
 _VERB = {"done": "skip", "partial": "resume", "stale": "redo"}
@@ -20,19 +21,40 @@ def plan(cfg: RunConfig, runner: Runner, warnings: Sequence[str] = ()) -> str:
     for s in runner.stages:
         st = runner.status(s)
         extra = ""
-        if s.name.startswith("generate/"):
-            extra = f"  ({s.n_generations} generations)"
-            n_gen += s.n_generations if st != "done" else 0
-        elif s.n_judge_calls:
-            extra = f"  ({s.n_judge_calls} judge calls)"
-            n_judge += s.n_judge_calls if st != "done" else 0
+        if s.kind == "generate":
+            k = n_generations(ctx, s)
+            extra = f"  ({k} generations)"
+            n_gen += k if st != "done" else 0
+        elif s.kind == "score" and (k := n_judge_calls(ctx, s)):
+            extra = f"  ({k} judge calls)"
+            n_judge += k if st != "done" else 0
         lines.append(f"  {_VERB.get(st, 'run'):<6} {s.name}{extra}")
     lines.append(f"generations to make: {n_gen} (backend {cfg.generation.backend}, at most; cached ones are free)")
     lines.append("protocols:")
     lines += [f"  {name}: {p}" for name, p in ctx.protocols().items()]
     lines.append(_judge_line(cfg, runner, n_judge))
+    lines += executor_lines(cfg, runner)
     lines += [f"warning: {w}" for w in warnings]
     return "\n".join(lines)
+
+
+def executor_lines(cfg: RunConfig, runner: Runner) -> list[str]:
+    """Where the stages would run: for a cluster executor, each job with its resources and dependencies, and what
+    the executor would submit (Slurm: one generated sbatch script)."""
+    from ..executors import get_executor
+
+    if cfg.executor.kind == "local":
+        return ["executor: local (every stage in this process, one at a time)"]
+    todo = [s for s in runner.stages if runner.status(s) != "done"]
+    ex = get_executor(cfg, runner.ctx.rd)
+    from .coordinator import runs_on_coordinator
+
+    lines = [f"executor: {cfg.executor.kind}; {len(todo)} job(s) (max retries {cfg.executor.max_retries}):"]
+    for s in todo:
+        where = "coordinator" if runs_on_coordinator(runner, ex, s) else s.resources.describe()
+        after = f"  after {', '.join(s.deps)}" if s.deps else ""
+        lines.append(f"  {s.name:<40} [{where}]{after}")
+    return lines + ex.describe(todo)
 
 
 def judge_estimate(cfg: RunConfig, runner: Runner, n_judge: int) -> dict:

@@ -1,19 +1,20 @@
-"""The Runner: builds a run's stage graph and walks it, skipping finished stages and redoing stale ones."""
+"""The Runner: a run's stage graph against its results directory; :meth:`Runner.run` hands it to the coordinator,
+which runs each stage that is not done on the configured executor."""
 from __future__ import annotations
 
-import shutil
-import sys
-import time
 from pathlib import Path
+
+from sftmix.errors import UserError
+from sftmix.registry import nearest
 
 from ..config import RunConfig
 from .context import RunContext
 from .graph import Stage, build_stages
-from .state import mark, stage_status
+from .state import stage_status
 
 
 class Runner:
-    """The stage list of a config against a results directory; :meth:`run` walks it."""
+    """The stage list of a config against a results directory; :meth:`run` runs what is not done."""
 
     def __init__(self, cfg: RunConfig, out: str | Path, progress: bool = True):
         self.ctx = RunContext(cfg, out, progress)
@@ -25,32 +26,24 @@ class Runner:
         """The judge's cost ledger, once a judged stage ran in this process (else None)."""
         return self.ctx.ledger
 
+    def stage(self, name: str) -> Stage:
+        """The stage called ``name`` (a one-line error naming the nearest if there is none)."""
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise UserError(f"no stage {name!r} in this run{nearest(name, [s.name for s in self.stages])}")
+
     def status(self, stage: Stage) -> str:
         """done | partial (same key, unfinished: resumes) | stale (other key: redone) | todo."""
         return stage_status(self.out, stage)
 
     def run(self) -> dict:
-        """Run every stage not done; return the names run and skipped, and the request counters."""
-        n = len(self.stages)
-        ran, skipped = [], []
-        for i, stage in enumerate(self.stages, 1):
-            st = self.status(stage)
-            if st == "done":
-                skipped.append(stage.name)
-                continue
-            if st == "stale":
-                for p in stage.clean:
-                    shutil.rmtree(p, ignore_errors=True)
-            verb = {"partial": "resume", "stale": "redo", "todo": "run"}[st]
-            print(f"[{i}/{n}] {verb} {stage.name}", file=sys.stderr, flush=True)
-            mark(self.out, stage, "running")
-            t0 = time.time()
-            result = stage.run()
-            seconds = round(time.time() - t0, 2)
-            # "incomplete": finished, but with failures a re-run should retry (it resumes this stage).
-            status = "incomplete" if isinstance(result, dict) and result.get("incomplete") else "done"
-            mark(self.out, stage, status, seconds=seconds)
-            print(f"[{i}/{n}] {'done' if status == 'done' else 'incomplete'} {stage.name} in {seconds:.1f} s",
-                  file=sys.stderr, flush=True)
-            ran.append(stage.name)
-        return {"ran": ran, "skipped": skipped, **self.ctx.counters}
+        """Run every stage not done on ``cfg.executor``; return the names run and skipped, and request counters."""
+        from ..executors import get_executor
+        from .coordinator import Coordinator
+
+        executor = get_executor(self.cfg, self.ctx.rd)
+        try:
+            return Coordinator(self, executor).run()
+        finally:
+            executor.close()

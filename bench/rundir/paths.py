@@ -16,7 +16,9 @@ PROVENANCE = "provenance.json"
 STATE = "state"
 CACHE = "cache.sqlite"
 JUDGE_LOG = "judge_log.jsonl"
+EXECUTOR = "executor"  # what workers of a cluster executor write: logs, their own caches, submitit's folder
 CONFIDENCE = "confidence.parquet"
+CONTAMINATION = "contamination.json"
 TABLE_EXT = {"md": "md", "csv": "csv", "latex": "tex", "tex": "tex"}
 
 
@@ -112,6 +114,12 @@ class RunDir:
     def judge_log(self) -> Path:
         return self.root / JUDGE_LOG
 
+    @property
+    def contamination(self) -> Path:
+        """``contamination.json``: which evaluation items the training data holds (issue 22's report), per task
+        ``{"n_items": N, "dirty": {item id: [training row index, ...]}}``."""
+        return self.root / CONTAMINATION
+
     # ---- stages, training, dynamics -------------------------------------------------------------------------
     def state(self, stage: str) -> Path:
         """``state/<stage with / as __>.json``: the stage's key and status."""
@@ -120,6 +128,39 @@ class RunDir:
     @property
     def state_dir(self) -> Path:
         return self.root / STATE
+
+    def stage_lock(self, stage: str) -> Path:
+        """``state/<stage>.lock``: held by the process running the stage."""
+        return self.state(stage).with_suffix(".lock")
+
+    # ---- executors (bench run --executor processes|slurm|ray) -----------------------------------------------
+    @property
+    def executor_dir(self) -> Path:
+        return self.root / EXECUTOR
+
+    def stage_log(self, stage: str) -> Path:
+        """``executor/logs/<stage>.log``: a worker's output for the stage (every attempt, appended)."""
+        return self.executor_dir / "logs" / (stage.replace("/", "__") + ".log")
+
+    def stage_job(self, stage: str) -> Path:
+        """``executor/jobs/<stage>.json``: the job the coordinator last submitted for the stage (executor, id,
+        attempt), so that a later coordinator waits for it rather than submitting it twice."""
+        return self.executor_dir / "jobs" / (stage.replace("/", "__") + ".json")
+
+    def stage_cache(self, stage: str) -> Path:
+        """``executor/cache/<stage>.sqlite``: a worker's own cache, merged into ``cache.sqlite`` by the coordinator
+        (one writer per SQLite file: SQLite's locking is not safe across hosts on network filesystems)."""
+        return self.executor_dir / "cache" / (stage.replace("/", "__") + ".sqlite")
+
+    def stage_judge_log(self, stage: str) -> Path:
+        """``executor/judge_log/<stage>.jsonl``: a worker's judge-call log, appended to ``judge_log.jsonl`` by the
+        coordinator."""
+        return self.executor_dir / "judge_log" / (stage.replace("/", "__") + ".jsonl")
+
+    @property
+    def slurm_dir(self) -> Path:
+        """``executor/slurm/``: submitit's folder (sbatch scripts, pickled jobs, Slurm's own logs)."""
+        return self.executor_dir / "slurm"
 
     def dynamics_dir(self, ref_tag: str | None = None, seed: int | None = None) -> Path:
         """``dynamics`` (the run's own model as reference), ``dynamics-<tag>`` (another reference), ``@s<seed>``."""
@@ -204,6 +245,14 @@ class RunDir:
 
     def generation_files(self) -> list[Path]:
         return sorted((self.root / "generations").glob("*/*.jsonl"))
+
+    def state_files(self) -> list[Path]:
+        """Every ``state/<stage>.json``, sorted (the stage name is the stem with ``__`` as ``/``)."""
+        return sorted(self.state_dir.glob("*.json"))
+
+    def plot_files(self) -> list[Path]:
+        """Every ``plots/<name>.png``, sorted."""
+        return sorted(self.plots_dir.glob("*.png"))
 
     # ---- the format version ----------------------------------------------------------------------------------
     def version(self) -> int:

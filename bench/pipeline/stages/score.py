@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING
 from sftmix.variants import Variant
 
 from ..context import RunContext
-from ..keys import score_key
 
 if TYPE_CHECKING:
     from ...tasks import Task
 
 
-def score_stage(ctx: RunContext, v: Variant, task: Task) -> dict:
+def score_stage(ctx: RunContext, v: Variant, task: Task, key: str) -> dict:
     """Score ``v`` on ``task``; ``{"incomplete": True}`` when an LLM judge failed verdicts a re-run should retry."""
     from ...evaluate import evaluate_task
     from ...generate import read_jsonl
@@ -23,7 +22,7 @@ def score_stage(ctx: RunContext, v: Variant, task: Task) -> dict:
     # Each task summary says how it was made; the full record (packages, hardware, ...) is provenance.json.
     meta = {"model": ctx.cfg.run.model_name or ctx.cfg.model.model, "train_data": ctx.cfg.run.train_data_name,
             "run": ctx.cfg.run.name, "config_hash": ctx.cfg.config_hash(), "seed": ctx.seed(v),
-            "git_commit": ctx.git()["commit"], "stage_key": score_key(ctx, v, task), "provenance": ctx.rd.provenance.name}
+            "git_commit": ctx.git()["commit"], "stage_key": key, "provenance": ctx.rd.provenance.name}
     before = judge_calls_made(ctx)
     summary = evaluate_task(task, ctx.items(task), gens, judge, run_dir=ctx.out, variant=v.name, meta=meta,
                          repeats=ctx.cfg.judge.repeats, progress=ctx.progress, judge_args=ctx.cfg.judge,

@@ -1,0 +1,47 @@
+"""`bench stage RUN NAME`: run one stage of a run in this process, as an executor's worker does.
+
+The run's context is rebuilt from the run directory alone (``RUN/config.yaml``); ``--key`` makes sure it is the
+stage the coordinator submitted. The stage runs under its own lock and writes its own cache and judge log, which the
+coordinator merges. Exit 0: done; 1: incomplete (judge failures a re-run retries) or crashed; 2: a deterministic
+failure (bad data, bad config), recorded in the stage's state file."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN", help="the run directory (bench run wrote its config.yaml)")
+    p.add_argument("name", metavar="NAME", help="the stage, e.g. train/sftmix (see `bench status RUN`)")
+    p.add_argument("--key", help="the stage key the coordinator submitted (refuses to run another)")
+    p.add_argument("--executor", default="processes", help="recorded in the stage's state: who started it")
+    p.add_argument("--attempt", type=int, help="recorded in the stage's state: which attempt this is")
+    p.add_argument("--job-id", help="recorded in the stage's state (default: the engine's own id, or the pid)")
+
+
+def run(args) -> int:
+    import logging
+    import os
+
+    from bench.pipeline.worker import run_in_worker
+    from bench.rundir import RunConfigRecord, RunDir
+
+    threads = RunConfigRecord.read(RunDir(args.run_dir)).run.get("threads")
+    if threads:  # the run's own run.threads beats the worker's automatic choice (bench.cli made that one)
+        from bench import threads as cpu_threads
+
+        cpu_threads.apply(threads, "run.threads")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("sftmix").setLevel(logging.INFO)  # the stage's log says what it resumed from
+    job_id = args.job_id or slurm_job_id() or str(os.getpid())
+    status = run_in_worker(args.run_dir, args.name, key=args.key, executor=args.executor, job_id=job_id,
+                           attempt=args.attempt)
+    print(f"bench stage: {args.name} {status}")
+    return 0 if status == "done" else 1
+
+
+def slurm_job_id() -> str | None:
+    """``JOB`` or ``ARRAYJOB_TASK`` inside a Slurm job, as squeue shows it."""
+    import os
+
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")

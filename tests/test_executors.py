@@ -1,0 +1,391 @@
+"""`bench run --executor processes|slurm|ray`: the same stage keys, scores and tables as the serial (local) run, with
+stages run in other processes; faults (a worker killed mid-training, the coordinator killed, Slurm preemption, a
+deterministic failure); the shared-storage lock mode; `bench status`, `bench stage`, the dry run's job list.
+
+Real engines: a one-node Slurm cluster (scripts/slurm_up.sh: Debian's slurmctld/slurmd/munge) and a local Ray
+cluster of two node processes (scripts/ray_up.sh), each started once per session and stopped by its PIDs. A test
+that needs an engine this machine lacks skips and says which.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_pipeline import bench, bench_subprocess, error_lines
+
+ROOT = Path(__file__).resolve().parents[1]
+# Two variants on one small task: dynamics, 2 trainings, 2 generations, 2 scores (7 stages, all remote).
+SMALL = ["--config", "ci", "--tasks", "toy_mcq", "limit=4", "max_examples=32", "num_train_epochs=1",
+         "num_checkpoints=2", "max_new_tokens=8"]
+# Long enough to be killed in the middle: 40 steps, a checkpoint every 10.
+LONG = ["num_train_epochs=20", "save_steps=10"]
+TIMING = ("seconds", "time")
+
+
+# ---- engines -----------------------------------------------------------------------------------------------------
+
+def _script_env(out: str) -> dict:
+    return dict(re.findall(r"(\w+)=(\S+)", out.split("export", 1)[1])) if "export" in out else {}
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A one-node Slurm cluster for the session: the environment that points clients at it."""
+    if shutil.which("slurmctld") is None and not os.path.exists("/usr/sbin/slurmctld"):
+        pytest.skip("Slurm is not installed here (apt-get install slurmctld slurmd slurm-client munge)")
+    pytest.importorskip("submitit", reason="the slurm executor needs submitit (pip install -e '.[slurm]')")
+    d = tmp_path_factory.mktemp("slurm")
+    up = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_up.sh"), str(d)], capture_output=True, text=True)
+    if up.returncode != 0:
+        subprocess.run(["bash", str(ROOT / "scripts" / "slurm_down.sh"), str(d)])
+        pytest.fail(f"the Slurm cluster did not start: {up.stderr[-2000:]}")
+    yield _script_env(up.stdout)
+    subprocess.run(["bash", str(ROOT / "scripts" / "slurm_down.sh"), str(d)])
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster (a head and a second node process) for the session: its address and token."""
+    pytest.importorskip("ray", reason="the ray executor needs ray (pip install -e '.[ray]')")
+    d = f"/tmp/sftmix-ray-{os.getpid()}"  # short: Ray's socket paths must fit 107 bytes
+    env = {**os.environ, "RAY": str(Path(sys.executable).with_name("ray"))}
+    up = subprocess.run(["bash", str(ROOT / "scripts" / "ray_up.sh"), d], capture_output=True, text=True, env=env)
+    if up.returncode != 0:
+        subprocess.run(["bash", str(ROOT / "scripts" / "ray_down.sh"), d])
+        pytest.fail(f"the Ray cluster did not start: {up.stderr[-2000:]}")
+    yield _script_env(up.stdout)
+    subprocess.run(["bash", str(ROOT / "scripts" / "ray_down.sh"), d])
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def engine_env(kind: str, request) -> dict:
+    return {"slurm": lambda: request.getfixturevalue("slurm"), "ray": lambda: request.getfixturevalue("ray_cluster"),
+            }.get(kind, dict)()
+
+
+# ---- helpers -----------------------------------------------------------------------------------------------------
+
+def run(out: Path, *extra: str, env: dict | None = None, timeout: int = 1200) -> tuple[int, str, str]:
+    proc = bench_subprocess("run", *SMALL, "--out", str(out), *extra, env=env)
+    stdout, stderr = proc.communicate(timeout=timeout)
+    return proc.returncode, stdout, stderr
+
+
+def results(out: Path) -> dict:
+    """scores/*/*.json (timing fields aside), the per-item values and the tables, by relative path."""
+    files = {}
+    for p in sorted((out / "scores").rglob("*")) + sorted((out / "tables").glob("*")):
+        if p.is_file():
+            text = p.read_text()
+            if p.suffix == ".json":
+                text = json.dumps({k: v for k, v in json.loads(text).items() if k not in TIMING}, sort_keys=True)
+            files[str(p.relative_to(out))] = text
+    assert files
+    return files
+
+
+def states(out: Path) -> dict[str, dict]:
+    return {p.stem.replace("__", "/"): json.loads(p.read_text()) for p in (out / "state").glob("*.json")}
+
+
+def starts(out: Path, stage: str) -> int:
+    """How many times a worker started ``stage`` (each start writes one line to its log)."""
+    log = out / "executor" / "logs" / (stage.replace("/", "__") + ".log")
+    return len(re.findall(rf"^bench stage {re.escape(stage)}: start ", log.read_text(), re.M)) if log.exists() else 0
+
+
+def wait_for(cond, timeout: float, proc=None, what: str = "") -> None:
+    t0 = time.time()
+    while not cond():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the run ended before {what}: {proc.communicate()[1][-3000:]}")
+        assert time.time() - t0 < timeout, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory):
+    """The serial (local) run the executors must reproduce."""
+    out = tmp_path_factory.mktemp("serial") / "run"
+    rc, _, stderr = run(out)
+    assert rc == 0, stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def serial_long(tmp_path_factory):
+    out = tmp_path_factory.mktemp("serial-long") / "run"
+    rc, _, stderr = run(out, *LONG)
+    assert rc == 0, stderr[-3000:]
+    return out
+
+
+# ---- the same results, wherever the stages ran --------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["processes", "slurm", "ray"])
+def test_executor_reproduces_the_serial_run(kind, serial, tmp_path, request):
+    env = engine_env(kind, request)
+    out = tmp_path / "run"
+    rc, stdout, stderr = run(out, "--executor", kind, env=env)
+    assert rc == 0, stderr[-3000:]
+    assert results(out) == results(serial)
+    st, ref = states(out), states(serial)
+    assert {k: v["key"] for k, v in st.items()} == {k: v["key"] for k, v in ref.items()}
+    coordinator = {v["pid"] for v in ref.values()}
+    for name, s in st.items():  # every stage ran once, in a worker of this executor, not in the coordinator
+        assert s["status"] == "done" and s["executor"] == kind and s["pid"] not in coordinator, (name, s)
+        assert s["attempt"] == 1 and starts(out, name) == 1, name
+        assert s["job_id"]
+    assert json.loads((out / "provenance.json").read_text())["executor"]["kind"] == kind
+    assert "queued train/sftmix as " + kind in stderr
+    # Resumable across executors: the local executor finds everything done.
+    rc, _, stderr = run(out)
+    assert rc == 0 and "run " not in " ".join(ln for ln in stderr.splitlines() if ln.startswith("[")), stderr
+
+
+# ---- faults ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_worker_killed_mid_training_is_retried_and_resumes_from_its_checkpoint(serial_long, tmp_path):
+    out = tmp_path / "run"
+    proc = bench_subprocess("run", *SMALL, *LONG, "--out", str(out), "--executor", "processes")
+    try:
+        state = out / "state" / "train__sftmix.json"
+        ckpt = out / "variants" / "sftmix" / "checkpoints" / "checkpoint-10" / "trainer_state.json"  # complete
+        wait_for(lambda: ckpt.exists() and state.exists() and json.loads(state.read_text())["status"] == "running",
+                 900, proc, "train/sftmix's first checkpoint")
+        pid = json.loads(state.read_text())["pid"]
+        os.kill(pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=1200)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert re.search(r"failed train/sftmix \(attempt 1 of 3\): .*; retrying", stderr), stderr[-3000:]
+    st = states(out)["train/sftmix"]
+    assert st["status"] == "done" and st["attempt"] == 2 and st["pid"] != pid
+    assert starts(out, "train/sftmix") == 2
+    log = (out / "executor" / "logs" / "train__sftmix.log").read_text()
+    assert re.search(r"resuming from \S*checkpoint-(10|20|30)", log.split("start (attempt 2")[1])  # from a checkpoint
+    assert results(out) == results(serial_long)
+
+
+@pytest.mark.slow
+def test_killed_coordinator_rerun_waits_for_live_jobs_and_runs_nothing_twice(serial_long, tmp_path):
+    out = tmp_path / "run"
+    args = ["run", *SMALL, *LONG, "--out", str(out), "--executor", "processes"]
+    proc = bench_subprocess(*args)
+    try:
+        state = out / "state" / "train__sftmix.json"
+        wait_for(lambda: state.exists() and json.loads(state.read_text())["status"] == "running", 900, proc,
+                 "train/sftmix to start")
+        worker = json.loads(state.read_text())["pid"]
+        os.kill(proc.pid, signal.SIGKILL)  # the coordinator dies; its worker goes on
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    status = subprocess.run([sys.executable, "-m", "bench.cli", "status", str(out)], capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert status.returncode == 0, status.stderr
+    assert re.search(rf"running +train/sftmix .*on \S+ as processes job {worker}", status.stdout), status.stdout
+    assert "coordinator: none running" in status.stdout
+
+    proc = bench_subprocess(*args)
+    stdout, stderr = proc.communicate(timeout=1200)
+    assert proc.returncode == 0, stderr[-3000:]
+    if f"waiting for train/sftmix: still running as processes job {worker}" not in stderr:
+        assert "train/sftmix" not in stderr  # ... or the worker had already finished it
+    for name in states(out):
+        assert starts(out, name) == 1, name  # no stage ran twice
+    assert states(out)["train/sftmix"]["pid"] == worker
+    assert results(out) == results(serial_long)
+
+
+@pytest.mark.slow
+def test_slurm_job_cancelled_mid_training_is_resubmitted(slurm, serial_long, tmp_path):
+    out = tmp_path / "run"
+    proc = bench_subprocess("run", *SMALL, *LONG, "--out", str(out), "--executor", "slurm", env=slurm)
+    try:
+        state = out / "state" / "train__sftmix.json"
+        wait_for(lambda: state.exists() and json.loads(state.read_text())["status"] == "running", 900, proc,
+                 "train/sftmix to start")
+        job = json.loads(state.read_text())["job_id"]
+        subprocess.run(["scancel", job], check=True, env={**os.environ, **slurm})
+        stdout, stderr = proc.communicate(timeout=1200)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "failed train/sftmix (attempt 1 of 3)" in stderr
+    st = states(out)["train/sftmix"]
+    assert st["attempt"] == 2 and st["job_id"] != job
+    assert results(out) == results(serial_long)
+
+
+@pytest.mark.slow
+def test_slurm_preemption_requeues_and_resumes(slurm, serial_long, tmp_path):
+    """USR2 (what Slurm sends before preempting or at the time limit): submitit checkpoints and requeues the same
+    job, which resumes the training from its last checkpoint."""
+    out = tmp_path / "run"
+    proc = bench_subprocess("run", *SMALL, *LONG, "--out", str(out), "--executor", "slurm", env=slurm)
+    try:
+        state = out / "state" / "train__sftmix.json"
+        ckpt = out / "variants" / "sftmix" / "checkpoints" / "checkpoint-10" / "trainer_state.json"  # complete
+        wait_for(lambda: ckpt.exists() and state.exists() and json.loads(state.read_text())["status"] == "running",
+                 900, proc, "train/sftmix's first checkpoint")
+        job = json.loads(state.read_text())["job_id"]
+        subprocess.run(["scancel", "--signal=USR2", job], check=True, env={**os.environ, **slurm})
+        stdout, stderr = proc.communicate(timeout=1500)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    st = states(out)["train/sftmix"]
+    assert st["job_id"] == job and st["attempt"] == 1  # requeued as the same job, not re-submitted
+    assert starts(out, "train/sftmix") == 2
+    log = (out / "executor" / "logs" / "train__sftmix.log").read_text()
+    assert "this job is preempted" in log and f"Requeued job {job}" in log, log[-3000:]
+    assert re.search(r"resuming from \S*checkpoint-(10|20|30)", log.split(f"Requeued job {job}")[1])
+    assert results(out) == results(serial_long)
+
+
+@pytest.mark.slow
+def test_deterministic_failure_stops_the_run_in_one_line_without_retry(serial, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(serial, out)
+    for name in ("train__sftmix", "generate__sftmix__toy_mcq", "score__sftmix__toy_mcq"):
+        (out / "state" / f"{name}.json").unlink()  # sftmix trains again, from a confidence table now broken
+    (out / "dynamics" / "confidence.parquet").write_bytes(b"not a parquet file")
+    rc, _, stderr = run(out, "--executor", "processes")
+    assert rc == 2
+    (line,) = error_lines(stderr)
+    assert line.startswith("bench run: error: stage train/sftmix failed: ") and "(log: " in line, line
+    st = states(out)["train/sftmix"]
+    assert st["status"] == "failed" and st["deterministic"] is True and starts(out, "train/sftmix") == 1
+
+
+@pytest.mark.slow
+def test_soft_lock_mode_run_and_a_second_coordinator_is_refused(serial, tmp_path):
+    out = tmp_path / "run"
+    rc, _, stderr = run(out, "--executor", "processes", "executor.lock_mode=soft")
+    assert rc == 0, stderr[-3000:]
+    assert results(out) == results(serial)
+
+    from bench.lock import RunLock
+
+    held = RunLock(out, "bench run", mode="soft")
+    held.acquire()
+    try:
+        rc, _, stderr = bench("run", *SMALL, "--out", str(out), "executor.lock_mode=soft")
+        assert rc == 2
+        (line,) = error_lines(stderr)
+        assert f"is in use by another run (pid {os.getpid()} on " in line
+    finally:
+        held.release()
+
+
+# ---- fast checks -------------------------------------------------------------------------------------------------
+
+def _runner(tmp_path, **overrides):
+    from bench.config import experiment_path, load_run_config
+    from bench.pipeline import Runner
+
+    cfg = load_run_config(experiment_path("ci"), {"run.out": str(tmp_path / "run"), **overrides})
+    return Runner(cfg, cfg.run.out, progress=False)
+
+
+def test_executor_options_never_enter_keys_or_the_config_hash(tmp_path):
+    a = _runner(tmp_path)
+    b = _runner(tmp_path, **{"executor.kind": "slurm", "executor.partition": "gpu", "executor.gpus_per_node": 8,
+                             "executor.lock_mode": "soft", "executor.max_retries": 5})
+    assert a.cfg.config_hash() == b.cfg.config_hash()
+    assert [(s.name, s.key) for s in a.stages] == [(s.name, s.key) for s in b.stages]
+    assert [s.deps for s in a.stages][:3] == [(), (), ("dynamics",)]
+    gen = next(s for s in b.stages if s.kind == "generate")
+    assert (gen.deps, gen.resources.gpus, b.stage("train/ntp").resources.gpus) == (("train/ntp",), 1, 8)
+
+
+def test_stage_command_refuses_an_unknown_stage_and_a_changed_key(tmp_path):
+    r = _runner(tmp_path)
+    r.ctx.rd.root.mkdir(parents=True)
+    r.ctx.rd.config.write_text(r.cfg.to_yaml())
+    rc, _, stderr = bench("stage", str(r.out), "train/sftmxi")
+    assert rc == 2 and "no stage 'train/sftmxi' in this run (did you mean 'train/sftmix'?)" in error_lines(
+        stderr, "stage")[0]
+    rc, _, stderr = bench("stage", str(r.out), "train/sftmix", "--key", "0123456789abcdef")
+    (line,) = error_lines(stderr, "stage")
+    assert rc == 2 and "is not the one the coordinator submitted (0123456789abcdef)" in line
+    assert not (r.out / "state").exists()
+
+
+def test_dry_run_lists_jobs_with_resources_dependencies_and_an_sbatch_script(tmp_path):
+    pytest.importorskip("submitit")
+    out = tmp_path / "run"
+    rc, stdout, stderr = bench("run", *SMALL, "--out", str(out), "--dry-run", "--executor", "slurm",
+                               "executor.partition=debug", "executor.gpus_per_node=4", "executor.setup=module load x")
+    assert rc == 0, stderr
+    assert "executor: slurm; 7 job(s)" in stdout
+    assert re.search(r"train/sftmix +\[1 node, 4 GPUs, 32 CPUs, 720 min\]  after dynamics", stdout), stdout
+    assert re.search(r"generate/ntp/toy_mcq +\[1 node, 1 GPU, 8 CPUs, 720 min\]  after train/ntp", stdout)
+    assert "#SBATCH --partition=debug" in stdout and "#SBATCH --gpus-per-node=4" in stdout
+    assert "module load x" in stdout and "submitit.core._submit" in stdout
+    assert not out.exists()
+
+
+def test_help_lists_the_executor_option():
+    proc = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--help"], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0 and "--executor {local,processes,slurm,ray}" in proc.stdout
+
+
+def test_multi_node_launch_takes_the_rendezvous_from_slurm(tmp_path):
+    from bench.pipeline.stages.train import launch_command
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "scontrol").write_text("#!/bin/sh\necho gpu-017\necho gpu-018\n")
+    (fake / "scontrol").chmod(0o755)
+    env = {"SLURM_JOB_NODELIST": "gpu-[017-018]", "SLURM_NODEID": "1", "SLURM_JOB_ID": "4242",
+           "PATH": f"{fake}:{os.environ['PATH']}"}
+    cmd = launch_command(8, 2, ["train", "--out", "X"], tmp_path / "c.yaml", env=env)
+    i = cmd.index("--num_processes")
+    assert cmd[i + 1] == "16"
+    assert cmd[cmd.index("--num_machines") + 1] == "2" and cmd[cmd.index("--machine_rank") + 1] == "1"
+    assert cmd[cmd.index("--main_process_ip") + 1] == "gpu-017"
+    assert cmd[cmd.index("--main_process_port") + 1] == str(29500 + 4242)
+    assert cmd[-5:] == ["train", "--config", str(tmp_path / "c.yaml"), "--out", "X"]
+    single = launch_command(8, 1, ["train"], tmp_path / "c.yaml", env={})
+    assert "--num_machines" not in single and single[single.index("--num_processes") + 1] == "8"
+
+
+def test_soft_lock_is_taken_over_from_a_dead_holder(tmp_path):
+    from bench.lock import RunLock
+
+    code = ("import sys, time; from bench.lock import RunLock; l = RunLock(sys.argv[1], 'holder', mode='soft'); "
+            "l.acquire(); print('held', flush=True); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lock = RunLock(tmp_path, "second", mode="soft")
+        with pytest.raises(Exception, match=rf"in use by another run \(pid {holder.pid} on "):
+            lock.acquire()
+        holder.kill()
+        holder.wait()
+        lock.acquire()  # the holder is dead (same host): its lease is broken at once
+        assert json.loads((tmp_path / ".bench.lock.holder").read_text())["command"] == "second"
+        lock.release()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
