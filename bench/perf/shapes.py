@@ -32,7 +32,7 @@ SHAPES: dict[str, dict[str, Any]] = {
                 scaling_steps=2, score_vocabs=[32000, 128000],
                 score_examples=32, score_batch=8, score_repeats=2,
                 dyn_examples=256, dyn_checkpoints=5,
-                gen_model="smol", gen_prompts=8, gen_tokens=64, contention_busy=3),
+                gen_model="smol", gen_prompts=8, gen_tokens=64, contention_busy=3, contention_rounds=1),
     "cuda": dict(hidden=2048, layers=16, heads=32, kv_heads=8, intermediate=8192, vocab=128256, tie=True,
                  batch=8, seq=2048, warmup=2, steps=5, dtype="bfloat16", threads=None, rounds=1,
                  scaling=[], scaling_steps=3, score_vocabs=[128256],
