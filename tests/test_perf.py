@@ -85,7 +85,7 @@ def test_contention_runs_the_default_as_a_user_would_beside_busy_processes():
     from bench.perf import WORKERS
 
     r = WORKERS["contention"]({"busy": 1, "shape": SHAPES["quick"], "device": "cpu"})
-    assert r["busy"] == 1 and r["seconds"] > 0
+    assert r["busy"] == 1 and r["seconds"] > 0 and 0 < r["cpu_s"]
     # the run chose its own threads (no perf worker settings leaked into it), with a passive wait policy
     assert r["threads"] >= 1 and r["threads_source"] == "auto" and r["omp_wait_policy"] == "PASSIVE"
     assert r["load_seen"][1] >= 1  # it saw the spinning process beside it

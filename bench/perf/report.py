@@ -268,7 +268,8 @@ def _contention(rep: PerfReport) -> list[str]:
     ct = rep.sections.get("contention", {})
     if not ct:
         return []
-    cols = [_num("busy processes", "busy", 0), _num("wall s", "seconds", 1), _num("threads chosen", "threads", 0),
+    cols = [_num("busy processes", "busy", 0), _num("wall s", "seconds", 1), _num("CPU s", "cpu_s", 1),
+            _num("threads chosen", "threads", 0),
             Col("chosen from (1-min load, runnable others)", lambda r: _fmt(r.get("load_seen")), numeric=False),
             Col("OMP_WAIT_POLICY", lambda r: _fmt(r.get("omp_wait_policy")), numeric=False), LOAD]
     rows = [([name], ct[name]) for name in ("idle", "busy") if isinstance(ct.get(name), dict)]
@@ -279,5 +280,6 @@ def _contention(rep: PerfReport) -> list[str]:
                      f"{busy['busy']} processes spinning on a core each: {busy['seconds'] / idle['seconds']:.2f}x the "
                      f"idle time; its fair share of the cores is {ct.get('fair_share', 0):.2f}x (n + 1 processes on "
                      f"{rep.machine.get('affinity_cores')} cores). \"idle\" means no spinners of ours: other "
-                     "processes on a shared machine still count in the load column.")
+                     "processes on a shared machine still count in the load column. CPU s: the run's own CPU time "
+                     "(threads that spin while they wait would inflate it under contention).")
     return lines

@@ -262,9 +262,9 @@ def contention_worker(spec: dict) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             out = str(Path(tmp) / "run")
             cmd = [sys.executable, "-m", "bench.cli", "run", "--out", out, *[f"{k}={v}" for k, v in overrides.items()]]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _children_cpu_s()
             p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-            seconds = time.perf_counter() - t0
+            seconds, cpu_s = time.perf_counter() - t0, _children_cpu_s() - c0
             if p.returncode != 0:
                 raise RuntimeError(f"bench run failed ({p.returncode}): {(p.stderr or p.stdout).strip()[-300:]}")
             prov = Provenance.read(RunDir(out))
@@ -273,9 +273,17 @@ def contention_worker(spec: dict) -> dict:
         for q in spinners:
             q.kill()
             q.wait()
-    return {"busy": busy, "seconds": seconds, "threads": threads.get("threads"),
+    return {"busy": busy, "seconds": seconds, "cpu_s": cpu_s, "threads": threads.get("threads"),
             "threads_source": threads.get("source"), "omp_wait_policy": (threads.get("omp_wait_policy") or {}).get(
                 "value"), "load_seen": [threads.get("load_avg_1m"), threads.get("runnable_others")]}
+
+
+def _children_cpu_s() -> float:
+    """User + system CPU seconds of this process's finished children (the spinners are reaped after)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def view_worker(spec: dict) -> dict:
