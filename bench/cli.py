@@ -7,6 +7,7 @@ import importlib
 import os
 import sys
 
+from bench import threads
 from sftmix.errors import Interrupted, UserError, os_error
 
 # name -> one-line help; module bench.commands.<name>
@@ -101,9 +102,14 @@ def _on_sigterm(signum, frame):
     raise Interrupted("terminated (SIGTERM); re-run the same command to resume")
 
 
+# Commands whose work runs torch on the CPU: their intra-op threads are chosen for this machine (bench.threads).
+_TORCH_COMMANDS = {"run", "stage", "train", "dynamics", "generate", "judge"}
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
 
+    threads.quiet_openmp()  # before anything imports torch: OpenMP reads its wait policy once, when it loads
     _tolerant_output()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -141,6 +147,8 @@ def _main(argv: list[str]) -> int:
         return 2
     args.extra = extra
     try:
+        if args.command in _TORCH_COMMANDS:
+            threads.apply(getattr(args, "threads", None), "--threads")
         return int(mod.run(args) or 0)
     except UserError as e:
         print(f"bench {args.command}: error: {e}", file=sys.stderr)

@@ -44,6 +44,7 @@ class RunArgs:
     data_paths: dict[str, str] = field(default_factory=dict)  # task -> local data file/folder (beats the hub)
     # training seeds: each trains every variant with train.seed = seed (dynamics too); None = one run at train.seed
     seeds: Annotated[list[Seed], BeforeValidator(_seed_list)] | None = None
+    threads: PosInt | None = None  # torch's CPU threads; None: from the free cores (bench.threads), `--threads`
 
 
 @dataclass
@@ -154,12 +155,13 @@ class RunConfig:
         return asdict(self)
 
     def config_hash(self) -> str:
-        """Hash of everything that determines the results (the output folder name is not part of it)."""
+        """Hash of everything that determines the results (the output folder name and the thread count are not
+        part of it)."""
         d = self.to_dict()
         del d["executor"]  # where stages run never changes what they make
         # seeds: None is left out, so that configs from before the seed axis keep their hash (and run dirs)
         d["run"] = {k: v for k, v in d["run"].items()
-                    if k not in ("out", "layout") and not (k == "seeds" and v is None)
+                    if k not in ("out", "layout", "threads") and not (k == "seeds" and v is None)
                     and not (k == "num_nodes" and v == 1)}
         d["judge"] = {k: v for k, v in d["judge"].items() if k not in ("concurrency", "timeout", "max_retries")
                       and not (k in _JUDGE_ADDED and v == _JUDGE_ADDED[k])}

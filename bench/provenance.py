@@ -57,11 +57,13 @@ def cpu_name() -> str:
 
 
 def hardware() -> dict:
-    """Platform, CPU count, torch threads and the visible GPUs."""
+    """Platform, CPU count, torch threads (and how they were chosen: :mod:`bench.threads`) and the visible GPUs."""
     import torch
 
+    from .threads import current
+
     info = {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+            "torch_threads": torch.get_num_threads(), "threads": current(), "cuda": torch.cuda.is_available()}
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return info

@@ -39,6 +39,19 @@ def sftmix_home(tmp_path_factory):
         os.environ["SFTMIX_HOME"] = old
 
 
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """`bench.cli.main` sets torch's thread count for the machine (bench.threads); a test that calls it in process
+    must not change it for the tests after it."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch else None
+    yield
+    if before is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(sftmix_home) -> str:
     """Folder of the tiny-llama preset (built once per session)."""

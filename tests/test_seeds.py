@@ -82,7 +82,7 @@ def test_table_has_the_mean_over_seeds_and_per_seed_deltas(seeded_run):
 def test_seeds_are_validated_and_absent_seeds_keep_the_old_config_hash():
     cfg = load_run_config(None, {})
     d = cfg.to_dict()
-    d["run"] = {k: v for k, v in d["run"].items() if k not in ("out", "layout", "seeds", "num_nodes")}  # 1 node
+    d["run"] = {k: v for k, v in d["run"].items() if k not in ("out", "layout", "seeds", "threads", "num_nodes")}
     d["judge"] = {k: v for k, v in d["judge"].items() if k not in ("concurrency", "timeout", "max_retries")
                   and k not in ("mode", "swap", "alpaca_eval_prompt")}  # issue 19's options, at their defaults
     del d["executor"]  # where stages run is never hashed

@@ -1,5 +1,5 @@
-"""`bench perf [--quick] [--only step,trl,scaling,dynamics,scoring,generation,rerun,contamination] [--device cpu|cuda]
-[--out DIR]`."""
+"""`bench perf [--quick] [--only step,trl,scaling,dynamics,scoring,generation,rerun,contamination,contention]
+[--device cpu|cuda] [--configs C,...] [--out DIR]`."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch threads per worker (default: 1 on CPU, with OMP_WAIT_POLICY=PASSIVE; torch's on GPU)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved repeats of every configuration")
     parser.add_argument("--vllm-python", default=None, help="python of the vllm venv (default .venv-vllm/bin/python)")
+    parser.add_argument("--configs", default="", help="comma-separated step configurations instead of the device's "
+                        "own (e.g. the GPU's ntp-compile,sftmix-fast on CPU, to rehearse them)")
 
 
 def run(args) -> int:
@@ -32,8 +34,9 @@ def run(args) -> int:
         if value is not None and value < 1:
             raise UserError(f"{flag} must be >= 1, got {value}")
     only = [s.strip() for s in args.only.split(",") if s.strip()]
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()] or None
     rep = run_perf(device=device, quick=args.quick, only=only, out=args.out, threads=args.threads, rounds=args.rounds,
-                   vllm_python=args.vllm_python or DEFAULT_VLLM_PYTHON)
+                   vllm_python=args.vllm_python or DEFAULT_VLLM_PYTHON, configs=configs)
     print(render_markdown(rep))
     print(f"saved {args.out}/perf-{device}.md and .json")
     return 0

@@ -24,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-path", action="append", default=[], metavar="TASK=PATH",
                    help="local data file/folder for a task (repeatable), e.g. medqa_5=US/test.jsonl")
     p.add_argument("--out", help="results directory")
+    p.add_argument("--threads", type=int, help="torch's CPU threads (run.threads; default: from the free cores)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (stages, calls, tokens, cost) and stop")
     p.add_argument("--force", action="store_true", help="reuse an output directory made by a different config")
     p.add_argument("--executor", choices=["local", "processes", "slurm", "ray"],
@@ -42,7 +43,7 @@ def build_config(args):
     flags = {"run.variants": args.variants, "model.model": args.model, "data.data": args.train_data,
              "run.tasks": args.tasks, "generation.backend": args.backend, "judge.model": args.judge_model,
              "judge.base_url": args.judge_base_url, "judge.prompts": args.judge_prompts, "run.limit": args.limit,
-             "run.out": args.out, "executor.kind": args.executor}
+             "run.out": args.out, "executor.kind": args.executor, "run.threads": getattr(args, "threads", None)}
     overrides = {k: v for k, v in flags.items() if v is not None}
     if args.data_path:
         bad = [p for p in args.data_path if "=" not in p.strip("=")]
@@ -72,6 +73,10 @@ def run(args) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     cfg = build_config(args)
+    if cfg.run.threads and not getattr(args, "threads", None):  # --threads was applied by bench.cli already
+        from bench import threads
+
+        threads.apply(cfg.run.threads, "run.threads")
     summary = run_pipeline(cfg, dry_run=args.dry_run, force=args.force)
     if args.dry_run:
         return 0

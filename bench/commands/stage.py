@@ -22,7 +22,13 @@ def run(args) -> int:
     import os
 
     from bench.pipeline.worker import run_in_worker
+    from bench.rundir import RunConfigRecord, RunDir
 
+    threads = RunConfigRecord.read(RunDir(args.run_dir)).run.get("threads")
+    if threads:  # the run's own run.threads beats the worker's automatic choice (bench.cli made that one)
+        from bench import threads as cpu_threads
+
+        cpu_threads.apply(threads, "run.threads")
     job_id = args.job_id or slurm_job_id() or str(os.getpid())
     status = run_in_worker(args.run_dir, args.name, key=args.key, executor=args.executor, job_id=job_id,
                            attempt=args.attempt)

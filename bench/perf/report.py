@@ -103,7 +103,8 @@ def _mfu(r: dict) -> str:
 
 STEP_COLS = [_num("step s (min)", "step_s", 3), _num("step s (median)", "step_median_s", 3),
              _num("CPU s (min)", "step_cpu_s", 3), _num("tokens/s", "tokens_per_s", 0), _num("peak MB", "peak_mb", 0),
-             _num("step peak MB", "step_peak_mb", 0), _num("loss", "last_loss", 3), Col("MFU", _mfu), LOAD]
+             _num("step peak MB", "step_peak_mb", 0), _num("loss", "last_loss", 3), Col("MFU", _mfu),
+             Col("loss body", lambda r: _fmt(r.get("loss_body")), numeric=False), LOAD]
 SCALING_COLS = [_num("step s (min)", "step_s", 3), _num("CPU s (min)", "step_cpu_s", 3),
                 _num("step peak MB", "step_peak_mb", 0), _num("peak MB", "peak_mb", 0), _num("loss", "last_loss", 3),
                 LOAD]
@@ -122,7 +123,7 @@ def _results(res: dict) -> list[tuple[str, dict]]:
 def render_markdown(rep: PerfReport) -> str:
     """The report as Markdown: machine, targets (ratios with PASS/MISS), then the absolute figures."""
     lines = _header(rep) + _targets(rep)
-    for section in (_step, _scaling, _dynamics, _scoring, _generation, _rerun, contamination_lines):
+    for section in (_step, _scaling, _dynamics, _scoring, _generation, _rerun, contamination_lines, _contention):
         lines += section(rep)
     from .view import render_view
 
@@ -165,10 +166,14 @@ def _targets(rep: PerfReport) -> list[str]:
         lines.append(f"| {t['target']} | {val}{extra} | {t['bound']} | {t['status']} | {_margin(t)} |")
     missed = [t for t in rep.targets if t["status"] == "MISS"]
     if any("sftmix" in t["target"] and "ntp" in t["target"] and "step time" in t["target"] for t in missed):
+        body = rep.sections.get("step", {}).get("sftmix", {}).get("loss_body")
+        work = ("one more exponential per mixed logit, inside the same three sweeps per row as NTP's own softmax "
+                "(fused body)" if body in ("cpp", "compile") else
+                "elementwise passes over the mixed rows' [N/2, V] logits (interpolation, log-softmax, exp, two scaled "
+                "adds into the gradient; eager body)")
         lines += ["", f"Why sftmix/ntp step time misses here: both share the head's matmuls (one pass), which cost "
-                  f"6 x hidden = {6 * s['hidden']:,} FLOPs per logit; the Mixup term adds only elementwise work over "
-                  "the mixed rows' [N/2, V] logits (interpolation, log-softmax, exp, two scaled adds into the "
-                  "gradient), about the same absolute time at any hidden size. At this model's hidden size "
+                  f"6 x hidden = {6 * s['hidden']:,} FLOPs per logit; the Mixup term adds {work}, about the same "
+                  "absolute time at any hidden size. At this model's hidden size "
                   f"({s['hidden']}) that is a visible fraction of the step; its share falls in proportion as the "
                   "hidden size grows (README, Performance)."]
     return lines
@@ -258,4 +263,25 @@ def _rerun(rep: PerfReport) -> list[str]:
                      f"{r['in_process_requests']} requests, {r['skipped']} stages skipped. Python start-up + "
                      f"imports alone: {r['imports_s']:.2f} s. "
                      f"(First run: {r['first_run_s']:.0f} s.)")
+    return lines
+
+
+def _contention(rep: PerfReport) -> list[str]:
+    ct = rep.sections.get("contention", {})
+    if not ct:
+        return []
+    cols = [_num("busy processes", "busy", 0), _num("wall s", "seconds", 1), _num("CPU s", "cpu_s", 1),
+            _num("threads chosen", "threads", 0),
+            Col("chosen from (1-min load, runnable others)", lambda r: _fmt(r.get("load_seen")), numeric=False),
+            Col("OMP_WAIT_POLICY", lambda r: _fmt(r.get("omp_wait_policy")), numeric=False), LOAD]
+    rows = [([name], ct[name]) for name in ("idle", "busy") if isinstance(ct.get(name), dict)]
+    lines = ["", "## The embedded default beside busy processes", ""] + _grid(["run"], cols, rows)
+    idle, busy = ct.get("idle", {}), ct.get("busy", {})
+    if "seconds" in idle and "seconds" in busy:
+        lines.append(f"\n`bench run` (embedded default, a fresh process choosing its own threads) alone and beside "
+                     f"{busy['busy']} processes spinning on a core each: {busy['seconds'] / idle['seconds']:.2f}x the "
+                     f"idle time; its fair share of the cores is {ct.get('fair_share', 0):.2f}x (n + 1 processes on "
+                     f"{rep.machine.get('affinity_cores')} cores). \"idle\" means no spinners of ours: other "
+                     "processes on a shared machine still count in the load column. CPU s: the run's own CPU time "
+                     "(threads that spin while they wait would inflate it under contention).")
     return lines

@@ -34,10 +34,17 @@ def _merge_rounds(results: list[dict]) -> dict:
 def run_perf(
     *, device: str = "cpu", quick: bool = False, only: list[str] | None = None, out: str | Path | None = "results/perf",
     vllm_python: str | Path | None = DEFAULT_VLLM_PYTHON, fresh_process: bool = True, threads: int | None = None,
-    rounds: int | None = None, log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
+    rounds: int | None = None, configs: list[str] | None = None,
+    log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
 ) -> PerfReport:
-    """Run the chosen sections; write ``perf-<device>.md`` / ``.json`` under ``out`` (unless None)."""
+    """Run the chosen sections; write ``perf-<device>.md`` / ``.json`` under ``out`` (unless None). ``configs``
+    replaces the step section's configurations (e.g. the GPU's on CPU, to rehearse them)."""
     from sftmix.errors import UserError
+
+    known = set(STEP_CONFIGS) | set(CUDA_STEP_CONFIGS)
+    if configs and not set(configs) <= known:
+        raise UserError(f"unknown step configuration(s) {', '.join(sorted(set(configs) - known))}; choose from "
+                        f"{', '.join(sorted(known))}")
 
     only = list(SECTIONS) if not only else only
     bad = [s for s in only if s not in SECTIONS]
@@ -68,18 +75,18 @@ def run_perf(
         log(f"perf: {name} done in {time.perf_counter() - t0:.1f} s" + (f" ({r['error']})" if "error" in r else ""))
         return r
 
-    def round_robin(jobs: list[tuple[str, dict]]) -> dict[str, dict]:
+    def round_robin(jobs: list[tuple[str, dict]], **kw) -> dict[str, dict]:
         """Every job once per round, rounds in sequence: repeats interleaved across configurations."""
         got: dict[str, list[dict]] = {name: [] for name, _ in jobs}
         for k in range(shape["rounds"]):
             for name, spec in jobs:
-                got[name].append(run(f"{name} (round {k + 1})", spec))
+                got[name].append(run(f"{name} (round {k + 1})", spec, **kw))
         return {name: _merge_rounds(rs) for name, rs in got.items()}
 
     step_jobs = []
     if "step" in only:
-        configs = CUDA_STEP_CONFIGS if device == "cuda" else STEP_CONFIGS
-        step_jobs += [(c, {"kind": "step", "config": c}) for c in configs]
+        step_configs = configs or (CUDA_STEP_CONFIGS if device == "cuda" else STEP_CONFIGS)
+        step_jobs += [(c, {"kind": "step", "config": c}) for c in step_configs]
     elif "trl" in only:  # the ratio needs our ntp step beside TRL's
         step_jobs.append(("ntp", {"kind": "step", "config": "ntp"}))
     if "trl" in only:
@@ -163,6 +170,20 @@ def run_perf(
         rep.sections["view"] = {"view": run("view", {"kind": "view", "shape": shape})}
     if "contamination" in only:
         rep.sections["contamination"] = round_robin([("check", {"kind": "contamination"})])
+    if "contention" in only and shape.get("contention_busy"):
+        from ..threads import usable_cores
+
+        n = int(shape["contention_busy"])
+        jobs = [("idle", {"kind": "contention", "busy": 0}), ("busy", {"kind": "contention", "busy": n})]
+        rounds_before = shape["rounds"]
+        shape["rounds"] = shape.get("contention_rounds", rounds_before)  # whole `bench run`s: fewer repeats
+        try:
+            res = round_robin(jobs, timeout=3600)
+        finally:
+            shape["rounds"] = rounds_before
+        # n spinning processes and the run share the usable cores: the run's fair share of the idle speed
+        res["fair_share"] = max(1.0, (n + 1) / usable_cores()["cores"])
+        rep.sections["contention"] = res
     rep.wall_s = time.perf_counter() - t_start
     rep.targets = evaluate_targets(rep.sections)
     if out is not None:

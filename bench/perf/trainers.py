@@ -7,7 +7,7 @@ from sftmix.constants import CONFIDENT, UNCONFIDENT
 from .fabricate import collate
 
 
-def training_args(cls, shape: dict, device: str, out: str, **extra):
+def training_args(cls, shape: dict, device: str, out: str, optim: str = "adamw_torch", **extra):
     """``cls`` (TrainingArguments or TRL's SFTConfig) for one measured step: same batch, optimizer, precision."""
     from dataclasses import fields
 
@@ -17,16 +17,16 @@ def training_args(cls, shape: dict, device: str, out: str, **extra):
     ckpt = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     extra[ckpt] = False
     return cls(
-        output_dir=out, per_device_train_batch_size=shape["batch"], learning_rate=1e-5, optim="adamw_torch",
+        output_dir=out, per_device_train_batch_size=shape["batch"], learning_rate=1e-5, optim=optim,
         bf16=shape["dtype"] == "bfloat16" and device == "cuda", use_cpu=device == "cpu", report_to=[],
         logging_steps=10**9, save_strategy="no", disable_tqdm=True, remove_unused_columns=False,
         dataloader_num_workers=0, seed=0, **extra,
     )
 
 
-def our_trainer(config: str, model, rows: list[dict], shape: dict, device: str, out: str):
-    """SFTMixTrainer set up as ``config`` (ntp, sftmix, sftmix-2pass, sftmix-naive, ntp-liger, ntp-cce), and the
-    batch it steps on."""
+def our_trainer(config: str, model, rows: list[dict], shape: dict, device: str, out: str, optim: str = "adamw_torch"):
+    """SFTMixTrainer set up as ``config`` (ntp, sftmix, sftmix-2pass, sftmix-naive, ntp-liger, ntp-cce; a suffix
+    -eager / -compile / -fast only changes the loss body, set by the worker), and the batch it steps on."""
     import torch
     from transformers import TrainingArguments
 
@@ -37,7 +37,7 @@ def our_trainer(config: str, model, rows: list[dict], shape: dict, device: str, 
     n = len(rows)
     kernel = {"ntp-liger": "liger", "ntp-cce": "cce"}.get(config, "sftmix")
     trainer = SFTMixTrainer(
-        model=model, args=training_args(TrainingArguments, shape, device, out),
+        model=model, args=training_args(TrainingArguments, shape, device, out, optim),
         train_dataset=ExampleDataset(rows), data_collator=collate, variant=variant,
         split_labels=[CONFIDENT if i < n // 2 else UNCONFIDENT for i in range(n)],
         lean_loss=config != "sftmix-naive", one_pass=config != "sftmix-2pass", ntp_kernel=kernel,

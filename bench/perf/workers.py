@@ -2,6 +2,7 @@
 result dict out."""
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import subprocess
@@ -15,7 +16,7 @@ from ..provenance import REPO
 from .contamination import contamination_worker
 from .fabricate import build_model, collate, random_examples
 from .meter import Memory, sync
-from .shapes import PEAK_FLOPS, model_flops_per_step
+from .shapes import PEAK_FLOPS, loss_body, model_flops_per_step
 from .trainers import hf_trainer, our_trainer, trl_trainer
 
 
@@ -27,6 +28,8 @@ def step_worker(spec: dict) -> dict:
     need = {"ntp-liger": "liger_kernel", "ntp-cce": "cut_cross_entropy"}.get(config)
     if need and (device != "cuda" or importlib.util.find_spec(need) is None):
         raise RuntimeError(f"{need} not installed" if device == "cuda" else f"{need} needs CUDA")
+    if loss_body(config):
+        os.environ["SFTMIX_LCE_BACKEND"] = loss_body(config)
     # Every library any configuration uses is imported before the baseline, so all share the same baseline.
     import datasets  # noqa: F401
     import trl  # noqa: F401
@@ -34,9 +37,15 @@ def step_worker(spec: dict) -> dict:
 
     import sftmix.trainer  # noqa: F401
     from sftmix.constants import IGNORE_INDEX as IGNORE
+    from sftmix.loss import fused
 
+    fused.prepare(device)  # a fused loss body's one-time build (C++ on CPU), outside the memory and the clock
     mem = Memory(device)
     model = build_model(shape, device)
+    fast = config.endswith("-fast")
+    if fast:  # the MFU attempt: every decoder layer compiled (one graph serves all), fused AdamW, SDPA attention
+        for layer in model.model.layers:
+            layer.compile()
     rows = random_examples(shape, shape["batch"])
     with tempfile.TemporaryDirectory() as out:
         if config == "trl":
@@ -44,7 +53,8 @@ def step_worker(spec: dict) -> dict:
         elif config == "hf-loss":
             trainer, batch = hf_trainer(model, rows, shape, device, out)
         else:
-            trainer, batch = our_trainer(config, model, rows, shape, device, out)
+            trainer, batch = our_trainer(config, model, rows, shape, device, out,
+                                         optim="adamw_torch_fused" if fast else "adamw_torch")
         trainer.create_optimizer()
         trainer.current_gradient_accumulation_steps = 1  # normally set by the training loop
         model = trainer.model
@@ -76,6 +86,9 @@ def step_worker(spec: dict) -> dict:
         "tokens_per_s": tokens / step_s,
         "peak_mb": peak - mem.base, "step_peak_mb": peak - static, "static_mb": static - mem.base,
         "loss_tokens": n_loss_tokens, "last_loss": losses[-1],
+        # what actually ran: the loss's chunk body, the attention implementation, the optimizer
+        "loss_body": fused.status()["last"], "attn": getattr(model.config, "_attn_implementation", None),
+        "optim": str(trainer.args.optim), "compiled_layers": fast,
     }
     if device == "cuda":
         import torch
@@ -237,6 +250,45 @@ def rerun_worker(spec: dict) -> dict:
             "skipped": len(summary["skipped"])}
 
 
+def contention_worker(spec: dict) -> dict:
+    """The embedded default ``bench run`` as a user starts it (a fresh ``python -m bench.cli run``, its own thread
+    choice) beside ``busy`` processes that spin on a core each: wall seconds, and the threads the run chose."""
+    from bench.rundir import Provenance, RunDir
+
+    busy = int(spec["busy"])
+    overrides = spec["shape"].get("rerun_overrides", {})
+    # The run decides its threads itself, as a user's would: none of the perf workers' thread settings.
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+    try:
+        time.sleep(1.0 if busy else 0.0)  # let them reach their loops
+        with tempfile.TemporaryDirectory() as tmp:
+            out = str(Path(tmp) / "run")
+            cmd = [sys.executable, "-m", "bench.cli", "run", "--out", out, *[f"{k}={v}" for k, v in overrides.items()]]
+            t0, c0 = time.perf_counter(), _children_cpu_s()
+            p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+            seconds, cpu_s = time.perf_counter() - t0, _children_cpu_s() - c0
+            if p.returncode != 0:
+                raise RuntimeError(f"bench run failed ({p.returncode}): {(p.stderr or p.stdout).strip()[-300:]}")
+            prov = Provenance.read(RunDir(out))
+            threads = ((prov.extra.get("hardware") or {}).get("threads") if prov else None) or {}
+    finally:
+        for q in spinners:
+            q.kill()
+            q.wait()
+    return {"busy": busy, "seconds": seconds, "cpu_s": cpu_s, "threads": threads.get("threads"),
+            "threads_source": threads.get("source"), "omp_wait_policy": (threads.get("omp_wait_policy") or {}).get(
+                "value"), "load_seen": [threads.get("load_avg_1m"), threads.get("runnable_others")]}
+
+
+def _children_cpu_s() -> float:
+    """User + system CPU seconds of this process's finished children (the spinners are reaped after)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def view_worker(spec: dict) -> dict:
     from .view import view_worker as worker
 
@@ -246,4 +298,5 @@ def view_worker(spec: dict) -> dict:
 WORKERS: dict[str, Callable[[dict], dict]] = {
     "step": step_worker, "dynamics": dynamics_worker, "scoring": scoring_worker, "generation": generation_worker,
     "rerun": rerun_worker, "view": view_worker, "contamination": contamination_worker,
+    "contention": contention_worker,
 }

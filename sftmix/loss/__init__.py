@@ -5,7 +5,8 @@ the head, the model's logit transform (soft-capping, scaling: :class:`LogitTrans
 together in token chunks, so the full ``[tokens, V]`` logits never exist. One kernel does it all
 (:mod:`.kernel`): NTP is its row term alone, NTP + Mixup adds the Mixup slots.
 
-Modules: :mod:`.transform` (the logit transform), :mod:`.kernel` (the chunked forward/backward),
+Modules: :mod:`.transform` (the logit transform), :mod:`.kernel` (the chunked forward/backward), :mod:`.fused`
+(one chunk's softmax, Mixup targets and gradient as one fused body: C++ on CPU, ``torch.compile`` on request),
 :mod:`.head` (reaching the head's real weight under ZeRO-3/FSDP hooks, peft LoRA; the full-logits fallback),
 :mod:`.ntp` (``ntp_loss``, ``response_token_nll``) and :mod:`.mixup` (``mixup_loss``, ``ntp_mixup_loss``,
 ``sample_lambda``).

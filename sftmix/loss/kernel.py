@@ -6,6 +6,9 @@ response token: NTP (and IR-DRO's reweighted NTP, and a soft-target CE) is its r
 are computed in the matmul dtype, transformed (:class:`LogitTransform`) and log-softmaxed in fp32 (or fp64), and
 the gradients wrt the rows, the head weight and bias are formed right there (weight/bias accumulated in fp32 or
 better), so the full ``[tokens, V]`` logits never exist. Backward only scales the stored gradients (Liger-style).
+The elementwise part of a chunk (softmax, both Mixup targets, the gradient) runs either op by op (the eager body
+below) or as one fused body (:mod:`.fused`: a C++ kernel on CPU, ``torch.compile`` on request), which makes three
+sweeps per row instead of one full ``[chunk, V]`` pass per op.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import fused
 from .transform import IDENTITY, LogitTransform
 
 # Default memory for one chunk's [chunk, V] temporaries (compute-dtype logits + fp32 log-probs and gradient).
@@ -37,13 +41,15 @@ def _chunk_budget(device: torch.device) -> int:
 
 
 def chunk_rows(vocab_size: int, compute_dtype: torch.dtype, acc_dtype: torch.dtype, device: torch.device,
-               n_fp32_buffers: int = 2) -> int:
-    """Tokens per chunk so that one chunk's ``[chunk, V]`` temporaries fit the memory budget (a multiple of 8).
+               n_fp32_buffers: int = 2, scratch_rows: int = 0) -> int:
+    """Tokens per chunk so that one chunk's ``[chunk, V]`` temporaries, plus ``scratch_rows`` single ``[V]``
+    rows in ``acc_dtype``, fit the memory budget (a multiple of 8).
 
     The budget is ``SFTMIX_LCE_CHUNK_MB`` if set, else 192 MiB on CPU and min(2 GiB, 1/64 of the GPU) on CUDA.
     """
-    per_row = max(1, vocab_size) * (compute_dtype.itemsize + n_fp32_buffers * acc_dtype.itemsize)
-    rows = _chunk_budget(torch.device(device)) // per_row
+    v = max(1, vocab_size)
+    per_row = v * (compute_dtype.itemsize + n_fp32_buffers * acc_dtype.itemsize)
+    rows = (_chunk_budget(torch.device(device)) - scratch_rows * v * acc_dtype.itemsize) // per_row
     return max(8, rows - rows % 8)
 
 
@@ -151,6 +157,7 @@ def _forward(z: Tensor, weight: Tensor, bias: Optional[Tensor], t: Terms, chunk:
     acc = torch.promote_types(z.dtype, torch.float32)
     cdt = _compute_dtype(z)
     need = need_z or need_w or need_b
+    body = fused.choose(z, n, v, tr, cdt)
     grad_z = torch.empty_like(z) if need_z else None
     grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
     grad_b = torch.zeros(bias.shape, dtype=acc, device=bias.device) if need_b else None
@@ -160,48 +167,36 @@ def _forward(z: Tensor, weight: Tensor, bias: Optional[Tensor], t: Terms, chunk:
         wc = weight.to(cdt)
         bc = None if bias is None else bias.to(cdt)
         wt = wc.t()
+        # The cpp body works in place: one logits buffer, reused by every chunk (a fresh [chunk, V] allocation
+        # per chunk costs page faults worth another pass over it).
+        buf = torch.empty((min(chunk, n), v), dtype=cdt, device=z.device) if body == "cpp" else None
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
             zc, yc = z[s:e].to(cdt), t.y[s:e, None]
-            logits = torch.addmm(bc, zc, wt) if bc is not None else zc @ wt
             ns = max(0, min(e, 2 * t.n_slots) - s)  # slot rows in this chunk (even: s and chunk are even)
-            g_mix = None
-            if ns:
-                sl = slice(s // 2, s // 2 + ns // 2)
-                lam, sw = t.slot_lam[sl, None], t.slot_w[sl]
-                ya, yb = yc[0:ns:2], yc[1:ns:2]
-                logq, ym = _log_probs(torch.lerp(logits[1:ns:2].to(acc), logits[0:ns:2].to(acc), lam), tr, acc)
-                mix_sum += (sw * _nll(logq, ya, yb, lam)).sum()
-                if need:
-                    g_mix = _nll_grad_(logq, ya, yb, lam, tr, ym)
-                del logq, ym
-            tw = None
-            if t.row_w is not None:
-                tw = t.row_w[s:e]
-                logp, yl = _log_probs(logits, tr, acc)
-                del logits
-                c = None if t.coef is None else t.coef[s:e, None]
-                yb_r = None if t.y_b is None else t.y_b[s:e, None]
-                tok = _nll(logp, yc, yb_r, c)
-                if t.tok_out is not None:
-                    t.tok_out[s:e] = tok
-                row_sum += (tw * tok).sum()
+            tw = None if t.row_w is None else t.row_w[s:e]
+            sl = slice(s // 2, s // 2 + ns // 2)
+            if body != "eager":
+                res = _fused_chunk(body, _logits(zc, wt, bc, None if buf is None else buf[: e - s]), t, s, e, ns,
+                                   tw, tr, need)
+                if res is None:  # torch.compile failed (warned once): this and later chunks run eager
+                    body = "eager"
+            if body != "eager":
+                tok, nll_m, g = res
+                del res
+                if tw is not None:
+                    if t.tok_out is not None:
+                        t.tok_out[s:e] = tok
+                    row_sum += (tw * tok).sum()
+                if ns:
+                    mix_sum += (t.slot_w[sl] * nll_m).sum()
                 if not need:
                     continue
-                g = _nll_grad_(logp, yc, yb_r, c, tr, yl)
-                del yl
             else:
-                del logits
-                if not need:
+                # the logits are made inside, so that they can be freed there as soon as their log-probs exist
+                g = _eager_chunk(zc, wt, bc, yc, t, s, e, ns, sl, tw, tr, acc, need, row_sum, mix_sum)
+                if g is None:
                     continue
-                g = torch.zeros((e - s, v), dtype=acc, device=z.device)
-            # g is kept in units of each row's weight tw, which scales only the small [chunk, D] operands below.
-            if g_mix is not None:
-                cm = t.mix_w * sw[:, None]
-                ca, cb = (cm, cm) if tw is None else (cm / tw[0:ns:2, None], cm / tw[1:ns:2, None])
-                g[0:ns:2].addcmul_(g_mix, lam * ca)
-                g[1:ns:2].addcmul_(g_mix, (1 - lam) * cb)
-                del g_mix
             if need_b:
                 grad_b += g.sum(0) if tw is None else tw @ g
             g = g.to(cdt)
@@ -212,6 +207,78 @@ def _forward(z: Tensor, weight: Tensor, bias: Optional[Tensor], t: Terms, chunk:
             if need_w:
                 _acc_mm(grad_w, g.t(), zc if tw is None else zc * tw[:, None].to(cdt))
     return row_sum, mix_sum, grad_z, grad_w, grad_b
+
+
+def _fused_chunk(body: str, logits: Tensor, t: Terms, s: int, e: int, ns: int, tw: Optional[Tensor],
+                 tr: LogitTransform, need: bool):
+    """One chunk through a fused body (:mod:`.fused`): ``(tok, nll_m, g)``, ``g`` in units of each row's weight
+    ``tw`` like the eager body's; None if ``torch.compile`` failed."""
+    acc = torch.promote_types(logits.dtype, torch.float32)
+    p = ns // 2
+    sl = slice(s // 2, s // 2 + p)
+    if p:
+        lam = t.slot_lam[sl].to(acc).contiguous()
+        cm = (t.mix_w * t.slot_w[sl]).to(acc)
+        ca, cb = (cm, cm) if tw is None else (cm / tw[0:ns:2], cm / tw[1:ns:2])
+        ka, kb = (lam * ca).contiguous(), ((1 - lam) * cb).contiguous()
+    else:
+        lam = ka = kb = logits.new_zeros(0, dtype=acc)
+    yb = None if t.y_b is None else t.y_b[s:e].contiguous()
+    coef = None if t.coef is None else t.coef[s:e].to(acc).contiguous()
+    args = (logits, t.y[s:e].contiguous(), yb, coef, p, lam, ka, kb, tw is not None, need, tr.scale)
+    if body == "cpp":
+        return fused.cpp_chunk(*args)
+    return fused.compiled_chunk(*args)
+
+
+def _logits(zc: Tensor, wt: Tensor, bc: Optional[Tensor], out: Optional[Tensor] = None) -> Tensor:
+    """``zc @ wt (+ bc)``, into ``out`` when given."""
+    if out is None:
+        return torch.addmm(bc, zc, wt) if bc is not None else zc @ wt
+    return torch.addmm(bc, zc, wt, out=out) if bc is not None else torch.mm(zc, wt, out=out)
+
+
+def _eager_chunk(zc: Tensor, wt: Tensor, bc: Optional[Tensor], yc: Tensor, t: Terms, s: int, e: int, ns: int,
+                 sl: slice, tw: Optional[Tensor], tr: LogitTransform, acc: torch.dtype, need: bool, row_sum: Tensor,
+                 mix_sum: Tensor) -> Optional[Tensor]:
+    """One chunk op by op: adds its terms to ``row_sum`` / ``mix_sum``; the gradient wrt its logits (in units of
+    each row's weight ``tw``; the slot term's added in), or None without ``need``."""
+    logits = _logits(zc, wt, bc)
+    v = logits.shape[1]
+    g_mix = None
+    if ns:
+        lam, sw = t.slot_lam[sl, None], t.slot_w[sl]
+        ya, yb = yc[0:ns:2], yc[1:ns:2]
+        logq, ym = _log_probs(torch.lerp(logits[1:ns:2].to(acc), logits[0:ns:2].to(acc), lam), tr, acc)
+        mix_sum += (sw * _nll(logq, ya, yb, lam)).sum()
+        if need:
+            g_mix = _nll_grad_(logq, ya, yb, lam, tr, ym)
+        del logq, ym
+    if tw is not None:
+        logp, yl = _log_probs(logits, tr, acc)
+        del logits
+        c = None if t.coef is None else t.coef[s:e, None]
+        yb_r = None if t.y_b is None else t.y_b[s:e, None]
+        tok = _nll(logp, yc, yb_r, c)
+        if t.tok_out is not None:
+            t.tok_out[s:e] = tok
+        row_sum += (tw * tok).sum()
+        if not need:
+            return None
+        g = _nll_grad_(logp, yc, yb_r, c, tr, yl)
+        del yl
+    else:
+        del logits
+        if not need:
+            return None
+        g = torch.zeros((e - s, v), dtype=acc, device=yc.device)
+    # g is kept in units of each row's weight tw, which scales only the small [chunk, D] operands below.
+    if g_mix is not None:
+        cm = t.mix_w * sw[:, None]
+        ca, cb = (cm, cm) if tw is None else (cm / tw[0:ns:2, None], cm / tw[1:ns:2, None])
+        g[0:ns:2].addcmul_(g_mix, lam * ca)
+        g[1:ns:2].addcmul_(g_mix, (1 - lam) * cb)
+    return g
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -238,13 +305,18 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 
 def kernel_chunk(chunk_size: Optional[int], z: Tensor, vocab: int, tr: LogitTransform, mixing: bool) -> int:
-    """Rows per chunk: ``chunk_size`` if given, else from the memory budget (:func:`chunk_rows`; a Mixup pass keeps
-    one more ``[chunk, V]`` buffer, a soft-cap one more); even with Mixup, so a slot's rows share a chunk."""
+    """Rows per chunk: ``chunk_size`` if given, else from the memory budget (:func:`chunk_rows`: the eager body
+    keeps two fp32 ``[chunk, V]`` buffers beside the logits, a Mixup pass one more, a soft-cap one more; the
+    fused bodies' temporaries are those of NTP alone, plus, for a Mixup pass of the C++ body, one scratch row per
+    thread); even with Mixup, so a slot's rows share a chunk."""
     if chunk_size:
         chunk = max(1, int(chunk_size))
     else:
-        acc = torch.promote_types(z.dtype, torch.float32)
-        chunk = chunk_rows(vocab, _compute_dtype(z), acc, z.device, 2 + int(mixing) + int(tr.softcap is not None))
+        acc, cdt = torch.promote_types(z.dtype, torch.float32), _compute_dtype(z)
+        body = fused.choose(z, z.shape[0], vocab, tr, cdt)
+        extra = int(mixing) + int(tr.softcap is not None) if body == "eager" else 0
+        scratch = torch.get_num_threads() if body == "cpp" and mixing else 0
+        chunk = chunk_rows(vocab, cdt, acc, z.device, 2 + extra, scratch)
     return chunk + chunk % 2 if mixing else chunk
 
 

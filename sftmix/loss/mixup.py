@@ -218,6 +218,10 @@ def ntp_mixup_loss(
         mix_w=mu * mix_scale,
     )
     z = hidden[:, :-1][mask][order]
+    # The index bookkeeping is done: free it before the kernel's chunks take the memory.
+    del row_id, rank, count, keep_a, keep_b, slot_rows, order, per_pair_w
+    if with_ntp:
+        del free
 
     def joint(zz, w, b):
         return fused_linear_cross_entropy(zz, w, b, terms, kernel_chunk(chunk_size, zz, w.shape[0], tr, True), tr)
