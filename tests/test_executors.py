@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # workers); 24 training steps with a checkpoint every CKPT, so that a training can be killed in the middle of it.
 CKPT = 6
 SMALL = ["--config", "ci", "--tasks", "toy_mcq", "limit=4", "max_examples=32", "num_train_epochs=12",
-         f"save_steps={CKPT}", "num_checkpoints=2", "max_new_tokens=8"]
+         f"save_steps={CKPT}", "num_checkpoints=2", "max_new_tokens=8",
+         "threads=1"]  # every process the same torch threads, whatever the load when each starts: the same floats
 TIMING = ("seconds", "time")
 
 
