@@ -1,37 +1,13 @@
 """Bad input on the command line: exit code 2, one error line on stderr naming the problem, no traceback, and
 nothing written where the command would have written (each runs `python -m bench.cli` as a subprocess)."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support import ROOT, bench_process, the_error
 
-ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "sftmix" / "assets" / "toy_train.jsonl"
 SMALL_TRAIN = ["global_batch_size=4", "per_device_batch_size=4", "max_length=64"]
-
-
-def bench(*argv: str, timeout: int = 300) -> tuple[int, str, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "sk-dummy-test"}
-    p = subprocess.run([sys.executable, "-m", "bench.cli", *map(str, argv)], cwd=ROOT, env=env, text=True,
-                       capture_output=True, timeout=timeout)
-    return p.returncode, p.stdout, p.stderr
-
-
-def expect_error(cmd: str, result: tuple[int, str, str], *needles: str) -> str:
-    """Exit 2 and exactly one ``bench CMD: error: ...`` line (the last one; log lines may precede it)."""
-    rc, _, stderr = result
-    assert "Traceback" not in stderr, stderr
-    assert rc == 2, stderr[-3000:]
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith(("bench ", "bench:", "usage:"))]
-    assert len(errors) == 1 and errors[0].startswith(f"bench {cmd}: error: "), stderr[-3000:]
-    assert lines[-1] == errors[0]
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
@@ -80,7 +56,7 @@ def test_run_bad_input(case, data, tmp_path):
     args, needles = RUN_CASES[case]
     args = [a.format(**data) for a in args]
     out = tmp_path / "run"
-    expect_error("run", bench("run", "--config", "ci", "--out", out, *args), *needles)
+    the_error("run", bench_process("run", "--config", "ci", "--out", out, *args), *needles)
     # Nothing written: a results directory made here would also refuse the corrected command ("different config").
     assert not out.exists(), sorted(p.name for p in out.rglob("*"))
 
@@ -105,30 +81,31 @@ TRAIN_CASES = {
 def test_train_bad_input(case, data, tmp_path):
     args, needles = TRAIN_CASES[case]
     out = tmp_path / "train"
-    result = bench("train", "--model", "tiny-llama", "--out", out, *[a.format(**data) for a in args], *SMALL_TRAIN)
-    expect_error("train", result, *needles)
+    result = bench_process("train", "--model", "tiny-llama", "--out", out, *[a.format(**data) for a in args],
+                           *SMALL_TRAIN)
+    the_error("train", result, *needles)
     assert not out.exists()
 
 
 @pytest.mark.slow
 def test_train_refuses_confidence_file_of_other_data(data, tmp_path):
     dyn = tmp_path / "dyn"
-    rc, stdout, stderr = bench("dynamics", "--model", "tiny-llama", "--data", data["good"], "--out", dyn,
+    rc, stdout, stderr = bench_process("dynamics", "--model", "tiny-llama", "--data", data["good"], "--out", dyn,
                                "num_checkpoints=2", *SMALL_TRAIN)
     assert rc == 0, stderr[-3000:]
     conf = dyn / "confidence.parquet"
     before = listing(dyn)
     out = tmp_path / "train"
-    result = bench("train", "--variant", "sftmix", "--model", "tiny-llama", "--data", data["changed"],
+    result = bench_process("train", "--variant", "sftmix", "--model", "tiny-llama", "--data", data["changed"],
                    "--confidence", conf, "--out", out, *SMALL_TRAIN)
-    expect_error("train", result, str(conf), "does not match")
+    the_error("train", result, str(conf), "does not match")
     assert not out.exists()
     assert listing(dyn) == before
 
 
 def test_dynamics_missing_data(data, tmp_path):
     out = tmp_path / "dyn"
-    expect_error("dynamics", bench("dynamics", "--model", "tiny-llama", "--data", data["missing"], "--out", out),
+    the_error("dynamics", bench_process("dynamics", "--model", "tiny-llama", "--data", data["missing"], "--out", out),
                  "missing.jsonl")
     assert not out.exists()
 
@@ -136,36 +113,36 @@ def test_dynamics_missing_data(data, tmp_path):
 # ---- bench judge / generate / table ------------------------------------------------------------------------------
 
 def test_judge_missing_folder(tmp_path):
-    expect_error("judge", bench("judge", "--generations", tmp_path / "nope"), "nope", "not found")
+    the_error("judge", bench_process("judge", "--generations", tmp_path / "nope"), "nope", "not found")
     assert not (tmp_path / "nope").exists()
 
 
 def test_judge_unknown_task_writes_nothing(tmp_path):
     gens = tmp_path / "gens"
     gens.mkdir()
-    expect_error("judge", bench("judge", "--generations", gens, "--tasks", "toy_opn"),
+    the_error("judge", bench_process("judge", "--generations", gens, "--tasks", "toy_opn"),
                  "unknown task 'toy_opn'", "'toy_open'")
     assert list(gens.iterdir()) == []
 
 
 def test_generate_unknown_task(tmp_path):
     out = tmp_path / "gen"
-    expect_error("generate", bench("generate", "--model", "tiny-llama", "--tasks", "toy_opn", "--out", out),
+    the_error("generate", bench_process("generate", "--model", "tiny-llama", "--tasks", "toy_opn", "--out", out),
                  "unknown task 'toy_opn'", "'toy_open'")
     assert not out.exists()
 
 
 def test_generate_missing_model_folder(tmp_path):
     out = tmp_path / "gen"
-    expect_error("generate", bench("generate", "--model", tmp_path / "no-model", "--tasks", "toy_exact",
+    the_error("generate", bench_process("generate", "--model", tmp_path / "no-model", "--tasks", "toy_exact",
                                    "--out", out), "no-model")
     assert not out.exists()
 
 
 def test_table_missing_folder(tmp_path):
-    expect_error("table", bench("table", tmp_path / "no-run"), "no-run")
+    the_error("table", bench_process("table", tmp_path / "no-run"), "no-run")
 
 
 def test_table_folder_without_results(tmp_path):
     (tmp_path / "empty-run").mkdir()
-    expect_error("table", bench("table", tmp_path / "empty-run"), "empty-run")
+    the_error("table", bench_process("table", tmp_path / "empty-run"), "empty-run")

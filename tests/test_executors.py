@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
+from support import ROOT, bench, bench_subprocess, error_lines
 
-from test_pipeline import bench, bench_subprocess, error_lines
 
-ROOT = Path(__file__).resolve().parents[1]
 # Two variants on one small task: contamination, dynamics, 2 trainings, 2 generations, 2 scores (8 stages, all on
 # workers); 24 training steps with a checkpoint every CKPT, so that a training can be killed in the middle of it.
 CKPT = 6

@@ -3,9 +3,7 @@ correct result, with nothing lost and no traceback. Bad CLI values, damaged file
 prompts, no network, tables that say what they lack. The judge's own probes are in test_judge_hardening.py."""
 from __future__ import annotations
 
-import contextlib
 import errno
-import io
 import json
 import os
 import re
@@ -16,33 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
 from bench.rundir import ItemValues, Provenance, RunDir, TaskSummary
 from sftmix.errors import UserError
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def bench(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main([str(a) for a in argv])
-        except SystemExit as e:  # argparse's own exits (errors, --version)
-            rc = e.code
-    return rc, out.getvalue(), err.getvalue()
-
-
-def the_error(cmd: str, result: tuple[int, str, str], *needles: str) -> str:
-    """Exit 2 and the last stderr line is the one ``bench CMD: error: ...`` line (no traceback)."""
-    rc, _, stderr = result
-    assert "Traceback" not in stderr, stderr
-    assert rc == 2, stderr[-3000:]
-    errors = [ln for ln in stderr.splitlines() if ln.startswith(f"bench {cmd}: error: ")]
-    assert len(errors) == 1 and stderr.strip().splitlines()[-1] == errors[0], stderr[-3000:]
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
+from support import ROOT, bench, the_error
 
 
 # ---- plain mistakes on the command line: one line, exit 2, no results folder -------------------------------------

@@ -13,6 +13,7 @@ from sftmix.errors import UserError
 from sftmix.loss import (
     LogitTransform, linear_cross_entropy, logit_transform, mixup_loss, ntp_loss, ntp_mixup_loss, response_token_nll,
 )
+from support import ROOT
 
 VOCAB = 97
 SMALL = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
@@ -142,9 +143,6 @@ import json  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow

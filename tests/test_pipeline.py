@@ -5,25 +5,20 @@ judge, dry run.
 One finished run is made once per module (in-process) and copied by the tests that change it.
 """
 import argparse
-import contextlib
-import io
 import json
 import os
 import re
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from bench.cli import main
 from openai_server import FakeOpenAIServer, prompt_key
+from support import ROOT, bench, bench_subprocess, error_lines
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["max_examples=48", "num_train_epochs=1", "limit=6", "max_new_tokens=16", "num_checkpoints=2"]
 VARIANTS, TASKS = ("ntp", "sftmix"), ("toy_open", "toy_mcq", "toy_exact")
 # Stage lines share stderr with progress bars ('\r' without a newline), so they need not start a line.
@@ -33,28 +28,8 @@ SUMMARY = re.compile(r"stages run: (\d+), skipped \(already done\): (\d+); model
                      r"(?:judge requests: (\d+)|judge verdicts: \d+ \([^)]*no requests\))")
 
 
-def bench(*argv: str) -> tuple[int, str, str]:
-    """``bench`` in-process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(list(argv))
-    return rc, out.getvalue(), err.getvalue()
-
-
-def bench_subprocess(*argv: str, env: dict | None = None, **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "sk-dummy-test", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "bench.cli", *argv], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
-
-
 def run_args(out: Path, *extra: str) -> list[str]:
     return ["run", "--config", "ci", "--out", str(out), *SMALL, *extra]
-
-
-def error_lines(stderr: str, cmd: str = "run") -> list[str]:
-    """The CLI's error lines; progress bars and logging may share stderr, a traceback may not."""
-    assert "Traceback" not in stderr, stderr
-    return [ln for ln in stderr.splitlines() if ln.startswith(f"bench {cmd}: error:")]
 
 
 def listing(root: Path) -> dict:

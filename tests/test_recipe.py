@@ -15,8 +15,8 @@ from sftmix.config import TrainConfig, apply_overrides, split_overrides
 from sftmix.errors import UserError
 from sftmix.recipe import finetune, load_model, prepare, run_dynamics
 from sftmix.variants import get_variant
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 
 # Tiny but real: lr high enough that a random-init model visibly learns in a few steps.
 TINY = ["model=tiny-llama", "data=toy", "max_examples=48", "max_length=96", "learning_rate=3e-3", "warmup_ratio=0.0",

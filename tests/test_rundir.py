@@ -15,8 +15,7 @@ from bench.rundir import (FORMAT, VERSION, ItemValues, Provenance, RunConfigReco
                           TaskSummary, TrainRecord, read_jsonl, split_seed, write_jsonl)
 from bench.tables import build_table, render_table
 from sftmix.errors import UserError
-
-ROOT = Path(__file__).resolve().parents[1]
+from support import ROOT
 
 
 def test_paths_follow_the_documented_layout(tmp_path):

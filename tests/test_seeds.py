@@ -10,7 +10,7 @@ from sftmix import bigbench
 from sftmix.errors import UserError
 from sftmix.io import hash_obj
 from test_bigbench import mc_examples, write_task
-from test_pipeline import bench
+from support import bench
 
 STAGE = re.compile(r"\[\d+/\d+\] (?:run|redo|resume) ([\w/.:@-]+)$", re.M)
 

@@ -3,15 +3,13 @@ from affinity, cgroup quota and load, the overrides, and the record in the prove
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from bench import threads
 from bench.cli import main
 from sftmix.errors import UserError
-
-ROOT = Path(__file__).resolve().parents[1]
+from support import ROOT
 
 
 def _python(code: str, **env) -> str:

@@ -3,8 +3,6 @@ run directory), judge failures as data for `bench judge`, stage keys that follow
 results-directory locks, and the smaller defaults (umask, bare `bench`, generate folders, finished `bench train`)."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
@@ -17,29 +15,10 @@ from pathlib import Path
 import pytest
 from openai_server import FakeOpenAIServer, prompt_key
 
-from bench.cli import main
 from sftmix.errors import UserError
+from support import ROOT, bench, the_error
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["max_examples=48", "num_train_epochs=1", "limit=6", "max_new_tokens=16", "num_checkpoints=2"]
-
-
-def bench(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main([str(a) for a in argv])
-    return rc, out.getvalue(), err.getvalue()
-
-
-def the_error(cmd: str, result: tuple[int, str, str], *needles: str) -> str:
-    rc, _, stderr = result
-    assert "Traceback" not in stderr, stderr
-    assert rc == 2, stderr[-3000:]
-    errors = [ln for ln in stderr.splitlines() if ln.startswith(f"bench {cmd}: error: ")]
-    assert len(errors) == 1 and stderr.strip().splitlines()[-1] == errors[0], stderr[-3000:]
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 # ---- every validation case fails before training and creates no run directory ----------------------------------

@@ -19,8 +19,8 @@ from bench.cli import main
 from bench.tables import render_table
 from bench.view import gather, write_report
 from view_run import HOSTILE, HOSTILE_JUDGE, TASKS, UNPARSABLE, make_view_run, write_contamination
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("ntp", "sftmix")
 PERCENT_KINDS = ("mcq", "exact")
 
