@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,3 +61,21 @@ def the_error(cmd: str, result: tuple[int, str, str], *needles: str) -> str:
     for needle in needles:
         assert needle in errors[0], errors[0]
     return errors[0]
+
+
+def alpaca_eval_template_missing() -> str | None:
+    """Why AlpacaEval's annotator template cannot be loaded here (no alpaca-eval package, no
+    ``$ALPACA_EVAL_PROMPT``, no peer copy, offline), or None when it can."""
+    from bench.judge.config import load_judge_config
+    from sftmix.errors import UserError
+
+    try:
+        load_judge_config("alpaca_eval_weighted")
+    except UserError:
+        return ("AlpacaEval's annotator template is not available here (pip install alpaca-eval, set "
+                "$ALPACA_EVAL_PROMPT, or put the peer data at ../shared/peer)")
+    return None
+
+
+needs_alpaca_eval_template = pytest.mark.skipif(alpaca_eval_template_missing() is not None,
+                                                reason=str(alpaca_eval_template_missing()))

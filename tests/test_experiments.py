@@ -9,6 +9,7 @@ import pytest
 from bench import cli
 from bench.config import EXPERIMENTS, load_run_config
 from bench.pipeline import run_variants
+from support import alpaca_eval_template_missing
 
 CONFIGS = sorted(EXPERIMENTS.glob("*.yaml"))
 PAPER = [p for p in CONFIGS if p.stem.startswith("paper-")]
@@ -33,6 +34,9 @@ def offline(monkeypatch):
 def test_dry_run_plans_offline(path: Path, tmp_path, capsys, offline):
     if path.stem == "study-bbh" and not os.environ.get("BBH_DIR"):
         pytest.skip("no BBH task files here (../shared/data/bbh): the plan could not count the study's items")
+    tasks = [t if isinstance(t, str) else t.get("name") for t in load_run_config(str(path), {}).run.tasks]
+    if "alpaca_eval" in tasks and alpaca_eval_template_missing():
+        pytest.skip(alpaca_eval_template_missing())  # the plan renders every judge prompt to count its tokens
     out = tmp_path / "run"
     rc = cli.main(["run", "--config", path.stem, "--dry-run", "--out", str(out)])
     stdout, stderr = capsys.readouterr()

@@ -13,6 +13,7 @@ from bench.judge import OpenAIJudge, load_judge_config
 from bench.judge.reference import ReferenceJudge, rubric_score
 from bench.scorers import alpaca_eval as ae
 from bench.scorers import mt_bench as mt
+from support import needs_alpaca_eval_template
 
 QUESTIONS = [
     {"example_id": "81", "category": "writing", "turns": ["Write a haiku about rain.", "Now make it rhyme."]},
@@ -108,6 +109,7 @@ def test_alpaca_output_order_is_alpaca_evals():
     assert [ae.is_switched(i, seed=123) for i in instructions] != df["is_switched_outputs"].tolist()
 
 
+@needs_alpaca_eval_template
 def test_alpaca_requests_one_per_item_in_alpaca_eval_order():
     cfg = load_judge_config("alpaca_eval_weighted")
     items = ITEMS + [{"example_id": "same", "instruction": "Copy", "output": "r" * 12, "reference_output": "r" * 12}]
@@ -123,6 +125,7 @@ def test_alpaca_requests_one_per_item_in_alpaca_eval_order():
         assert (r.max_tokens, r.logprobs) == (1, 5)
 
 
+@needs_alpaca_eval_template
 def test_logprob_parser_matches_alpaca_eval():
     parser = load_judge_config("alpaca_eval_weighted").parser
     top = [{"token": "M", "logprob": -0.0175}, {"token": "m", "logprob": -4.05}, {"token": "Both", "logprob": -14.9}]
@@ -169,6 +172,7 @@ def test_winrate_equals_alpaca_evals_get_winrate():
         assert ours[key] == int(theirs[key]), key
 
 
+@needs_alpaca_eval_template
 def test_alpaca_end_to_end_weighted_through_server():
     from openai_server import hash_p_m
 
