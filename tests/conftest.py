@@ -90,3 +90,21 @@ def hf_backend(tiny_model_dir):
     torch.set_num_threads(1)  # a tiny model on a shared 2-core box: extra threads only add contention
     yield get_backend("hf", tiny_model_dir, batch_size=4, progress=False)
     torch.set_num_threads(threads)
+
+
+# `SFTMIX_TEST_CPU=FILE pytest ...` appends each test's CPU seconds (this process and its finished children: a
+# measure of its cost that the machine's load does not inflate, unlike --durations) to FILE, to find the tests that
+# need the slow mark (>= 10 s on 2 cores).
+if os.environ.get("SFTMIX_TEST_CPU"):
+    import resource
+
+    def _cpu_s() -> float:
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        t0 = _cpu_s()
+        yield
+        with open(os.environ["SFTMIX_TEST_CPU"], "a") as f:
+            f.write(f"{_cpu_s() - t0:.2f}\t{item.nodeid}\t{'slow' if item.get_closest_marker('slow') else ''}\n")
