@@ -7,7 +7,8 @@ from fixtures import write_fixtures
 
 from bench.cache import Cache
 from bench.cli import main
-from bench.generate import generate_task, model_fingerprint, read_jsonl, record_metrics
+from bench.generate import generate_task, model_fingerprint, record_metrics
+from bench.rundir.generations import read_generation_dicts as read_jsonl
 from bench.tasks import load_task
 
 

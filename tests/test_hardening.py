@@ -304,10 +304,10 @@ def test_cache_errors_are_one_line(tmp_path):
 
 
 def test_damaged_generations_file_is_one_line(tmp_path):
-    from bench.generate import read_jsonl
+    from bench.rundir.generations import read_generations as read_jsonl
 
     p = tmp_path / "toy_open.generations.jsonl"
-    p.write_text('{"example_id": "1"}\n{"example_id": \n')
+    p.write_text('{"task": "toy_open", "example_id": "1"}\n{"example_id": \n')
     with pytest.raises(UserError, match=r"toy_open.generations.jsonl: line 2: invalid JSON"):
         read_jsonl(p)
     p.write_bytes(b'{"example_id": "\xff\xfe"}\n')
@@ -315,6 +315,9 @@ def test_damaged_generations_file_is_one_line(tmp_path):
         read_jsonl(p)
     p.write_text('[1, 2]\n')
     with pytest.raises(UserError, match="expected a JSON object"):
+        read_jsonl(p)
+    p.write_text('{"task": "toy_open", "example_id": "1", "turn": "two"}\n')
+    with pytest.raises(UserError, match=r"line 1: field 'turn' is 'two', not a whole number"):
         read_jsonl(p)
 
 
