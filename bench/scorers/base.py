@@ -86,6 +86,8 @@ class Scorer:
     pairwise: bool = False  # scores a variant against another variant's generations (``versus``)
     pairwise_scorer: str | None = None  # the scorer that replaces this one under ``judge.mode: pairwise``
     kind: str = ""  # the task kind it scores: a task YAML's ``kind:`` (default: its scorer's) and item shape
+    # the item fields `bench contamination` compares with the training data unless the task YAML lists its own
+    contamination_fields: tuple[str, ...] = ("question", "answer")
 
     # -- items and model requests (what `bench generate` / the generate stage execute) ---------------------------
     def prepare_item(self, task: "Task", item: dict, where: str) -> None:

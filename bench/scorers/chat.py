@@ -17,6 +17,7 @@ class ChatScorer(Scorer):
 
     kind = "chat"
     judged = True
+    contamination_fields = ("turns", "reference")
 
     def prepare_item(self, task, item, where):
         turns = item.get("turns")

@@ -80,6 +80,7 @@ def aggregate(records: list[dict]) -> dict:
 class MCQScorer(Scorer):
     name = "mcq"
     kind = "mcq"
+    contamination_fields = ("question", "choices")
     version = "2"  # 2: acc_norm over characters without the delimiter (lm-eval), acc_bytes
     primary = "acc"
     metrics = (
