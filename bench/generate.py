@@ -133,20 +133,19 @@ def _loglik_cached(backend: Backend, identity: dict, requests: list[LoglikReques
     return found  # type: ignore[return-value]
 
 
-def generate_task(task: Task, backend: Backend, model_id: str, out_path: str | os.PathLike | None,
-                  cache: Cache | None, limit: int | None = None, settings_override: dict | None = None,
-                  local: str | os.PathLike | None = None, repeat: int = 0, items: list[dict] | None = None) -> list[dict]:
-    """Execute the model requests the task's scorer asks for, through the cache; write one generations record per
-    answered request to ``out_path`` atomically (:mod:`bench.rundir.generations`) and return them as dicts.
+def generate_task(task: Task, items: list[dict], backend: Backend, *, model_id: str,
+                  out: str | os.PathLike | None = None, cache: Cache | None = None, settings: dict | None = None,
+                  repeat: int = 0) -> list[dict]:
+    """Execute the model requests the task's scorer asks for ``items`` (:meth:`Task.load_records`), through the
+    ``cache``; write one generations record per answered request to ``out`` atomically
+    (:mod:`bench.rundir.generations`) and return them as dicts (the form scorers read).
 
-    ``items`` (already loaded, e.g. a filtered subset) replaces loading the task's records with ``limit``/``local``.
-    ``settings_override`` holds GenSettings fields plus ``greedy`` (MT-Bench per-category temperatures when
-    False) and ``mcq_mode`` (loglik | generate). ``repeat`` is the sample index, part of every cache key.
+    ``model_id`` names the model in the records; ``settings`` holds GenSettings fields plus ``greedy`` (MT-Bench
+    per-category temperatures when False) and kind-specific switches (``mcq_mode``: loglik | generate); ``repeat``
+    is the sample index, part of every cache key.
     """
-    if items is None:
-        items = task.load_records(limit=limit, local=local)
     scorer = get_scorer(task.scorer)
-    options = RequestOptions(dict(settings_override or {}), _chat_prompt(task, backend))
+    options = RequestOptions(dict(settings or {}), _chat_prompt(task, backend))
     identity = _backend_identity(backend, model_id)
     base = {"task": task.name, "model": model_id, "backend": backend.name, "prompt_hash": task.prompt_hash,
             "data_hash": task.data_hash, "repeat": repeat}
@@ -175,8 +174,8 @@ def generate_task(task: Task, backend: Backend, model_id: str, out_path: str | o
     order = {it["id"]: k for k, it in enumerate(items)}
     records.sort(key=lambda r: (order[r.example_id], r.turn))  # item-major in the file
     _warn_context(task, records)
-    if out_path is not None:
-        write_generations(Path(out_path), records)
+    if out is not None:
+        write_generations(Path(out), records)
     return [r.to_dict() for r in records]
 
 

@@ -25,8 +25,8 @@ Jinja templates over the normalised item. Source order: ``--data-path``/``local`
 
 The scorer owns the task's *kind*: which fields an item of that kind needs and what the model is asked
 (:mod:`bench.scorers`); this module knows no kind. This module holds the :class:`Task` (a YAML file -> normalised
-items, prompts, settings) and the registry of task names; :mod:`bench.task_sources` reads the data (sources and file parsers), :mod:`bench.task_fields` the
-``fields:`` expressions and templates.
+items, prompts, settings) and the registry of task names; :mod:`bench.task_sources` reads the data (sources and file
+parsers), :mod:`bench.task_fields` the ``fields:`` expressions and templates.
 """
 from __future__ import annotations
 
@@ -207,7 +207,8 @@ class Task:
 
     @property
     def scorer_obj(self) -> Scorer:
-        """The task's own scorer (``judge.mode: pairwise`` may score with another: :func:`bench.evaluate.task_scorer`)."""
+        """The task's own scorer (``judge.mode: pairwise`` may score with another one:
+        :func:`bench.evaluate.task_scorer`)."""
         return get_scorer(self.scorer)
 
     def _normalise(self, index: int, row: dict, refs: dict) -> dict:
@@ -274,8 +275,8 @@ class Task:
                 for i, c in enumerate(item["choices"])]
 
     def check_renders(self, items: list[dict]) -> None:
-        """Build every item's model requests (prompts, messages, continuations: :meth:`Scorer.check_item`), so that a task that cannot render fails
-        before any training, in one line naming the item (validation)."""
+        """Build every item's model requests (prompts, messages, continuations: :meth:`Scorer.check_item`), so that
+        a task that cannot render fails before any training, in one line naming the item (validation)."""
         scorer = self.scorer_obj
         for item in items:
             try:

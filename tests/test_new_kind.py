@@ -124,7 +124,7 @@ def test_perplexity_kind_gives_lm_evals_numbers(tmp_path):
     items = task.load_records(limit=3)
     task.check_renders(items)
     backend = Scripted([-2.0, -3.0, -4.5])
-    records = generate_task(task, backend, "m", tmp_path / "p.jsonl", None, items=items)
+    records = generate_task(task, items, backend, model_id="m", out=tmp_path / "p.jsonl")
     # one log-likelihood request per item: the question in the chat format, the gold answer as the continuation
     assert [(r.context, r.continuations) for r in backend.requests] == [
         (f"<user>{it['question']}<assistant>", [it["answer"]]) for it in items]

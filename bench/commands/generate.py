@@ -204,8 +204,8 @@ def run(args: argparse.Namespace) -> int:
 
     for task in tasks:
         t0 = time.perf_counter()
-        records = generate_task(task, backend, args.model, rd.generate_output(task.name), cache,
-                                settings_override=override, repeat=args.repeat, items=items[task.name])
+        records = generate_task(task, items[task.name], backend, model_id=args.model, out=rd.generate_output(task.name),
+                                cache=cache, settings=override, repeat=args.repeat)
         line = f"{task.name}: {len(records)} records in {time.perf_counter() - t0:.1f}s"
         metrics = record_metrics(task, records)
         if metrics is not None:

@@ -22,8 +22,8 @@ def generate_stage(ctx: RunContext, v: Variant, task: Task) -> None:
     if ctx.backend_of is None or ctx.backend_of[0] != v.name:
         ctx.backend_of = None  # release the previous variant's model before loading the next
         ctx.backend_of = (v.name, _backend(ctx, v))
-    generate_task(task, ctx.backend_of[1], f"{ctx.cfg.run.name}/{v.name}", ctx.gen_path(v, task), ctx.cache,
-                  settings_override=override, items=ctx.items(task))
+    generate_task(task, ctx.items(task), ctx.backend_of[1], model_id=f"{ctx.cfg.run.name}/{v.name}",
+                  out=ctx.gen_path(v, task), cache=ctx.cache, settings=override)
 
 
 def _backend(ctx: RunContext, v: Variant) -> "Counting":

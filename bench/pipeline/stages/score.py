@@ -27,7 +27,8 @@ def score_stage(ctx: RunContext, v: Variant, task: Task, key: str) -> dict:
     if ctx.scorer(task).pairwise:  # judge.mode: pairwise: v's answers against NTP's (None: NTP's own row)
         other = ctx.pairwise_baseline(v)
         if other is not None:
-            versus = {"model_1": v.name, "model_2": other.name, "generations": read_generation_dicts(ctx.gen_path(other, task))}
+            versus = {"model_1": v.name, "model_2": other.name,
+                      "generations": read_generation_dicts(ctx.gen_path(other, task))}
     before, made = judge_calls_made(ctx), judge.verdicts_made if judge is not None else 0
     summary = evaluate_task(task, ctx.items(task), gens, judge, run_dir=ctx.out, variant=v.name, meta=meta,
                          repeats=ctx.cfg.judge.repeats, progress=ctx.progress, judge_args=ctx.cfg.judge,
