@@ -8,18 +8,20 @@ Cached results are reused, so a second identical call sends nothing to the backe
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.backends.base import Backend, Generation, GenRequest, LoglikRequest
+from bench.backends.base import Backend, Generation, GenRequest, LoglikRequest, takes_on_result
 from bench.cache import Cache
 from bench.rundir.generations import GenerationRecord, write_generations
 from bench.scorers import get_scorer
 from bench.scorers.base import RequestOptions
 from bench.tasks import Task
-from sftmix.errors import UserError
+from sftmix.errors import Interrupted, UserError
 from sftmix.io import hash_file, hash_obj
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
@@ -32,8 +34,6 @@ def _sampled_hash(path: Path) -> str:
     size = path.stat().st_size
     if size <= _SAMPLED_ABOVE:
         return hash_file(path)
-    import hashlib
-
     h = hashlib.sha256(str(size).encode())
     with open(path, "rb") as f:
         for k in range(64):
@@ -57,7 +57,7 @@ def model_fingerprint(model_path: str, revision: str | None = None) -> str:
         return hash_obj({"file": path.name, "weights": _sampled_hash(path)})
     if revision is None:
         try:
-            from huggingface_hub import try_to_load_from_cache
+            from huggingface_hub import try_to_load_from_cache  # deferred: only a hub id (no local folder) needs it
 
             cached = try_to_load_from_cache(model_path, "config.json")
             if isinstance(cached, str):
@@ -93,13 +93,11 @@ def _generate_cached(backend: Backend, identity: dict, requests: list[GenRequest
     if todo:
         batch = [requests[i] for i in todo]
         try:
-            if _takes_on_result(backend):  # cached batch by batch: a Ctrl-C keeps what was generated
+            if takes_on_result(backend):  # cached batch by batch: a Ctrl-C keeps what was generated
                 fresh = backend.generate(batch, on_result=keep)
             else:
                 fresh = backend.generate(batch)
         except KeyboardInterrupt:
-            from sftmix.errors import Interrupted
-
             kept = sum(found[i] is not None for i in todo)
             raise Interrupted(f"interrupted: {kept} of the {len(todo)} generations in progress are kept in the "
                               "cache; re-run the same command to generate only the rest") from None
@@ -108,16 +106,6 @@ def _generate_cached(backend: Backend, identity: dict, requests: list[GenRequest
                 keep(j, gen)
     known = {"text", "prompt_tokens", "completion_tokens", "prompt_cut", "max_new_tokens"}
     return [Generation(**{k: x for k, x in v.items() if k in known}) for v in found]
-
-
-def _takes_on_result(backend: Backend) -> bool:
-    import inspect
-
-    try:
-        params = inspect.signature(backend.generate).parameters
-    except (TypeError, ValueError):
-        return False
-    return "on_result" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def _loglik_cached(backend: Backend, identity: dict, requests: list[LoglikRequest],
@@ -206,8 +194,6 @@ def _warn_context(task: Task, records: list[GenerationRecord]) -> None:
     fits = [(r.context_fit, r.settings) for r in records if r.context_fit]
     if not fits:
         return
-    import sys
-
     cut = [f["prompt_cut"] for f, _ in fits if f["prompt_cut"]]
     capped = [f["max_new_tokens"] for f, s in fits if f["max_new_tokens"] < s["max_new_tokens"]]
     parts = []

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 from sftmix.variants import Variant
 
+from ...backends.base import takes_on_result
 from ..context import RunContext
 
 if TYPE_CHECKING:
@@ -47,10 +48,8 @@ class Counting:
         self.name = backend.name
 
     def generate(self, requests, on_result=None):
-        from ...generate import _takes_on_result
-
         self._c["model_requests"] += len(requests)
-        if on_result is not None and _takes_on_result(self._b):
+        if on_result is not None and takes_on_result(self._b):
             return self._b.generate(requests, on_result=on_result)
         return self._b.generate(requests)
 
