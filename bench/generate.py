@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from bench.backends.base import Backend, Generation, GenRequest, LoglikRequest, takes_on_result
 from bench.cache import Cache
-from bench.rundir.generations import GenerationRecord, write_generations
+from bench.rundir.generations import GenerationRecord, scorer_fields, write_generations
 from bench.scorers import get_scorer
 from bench.scorers.base import RequestOptions
 from bench.tasks import Task
@@ -143,20 +143,23 @@ def generate_task(task: Task, items: list[dict], backend: Backend, *, model_id: 
     while pending:  # step by step: a request may need an item's earlier answers (a chat's turn 2)
         asked = [(it, req) for it in pending
                  for req in scorer.model_requests(task, it, step, answers[it["id"]], options)]
-        gen = [(it, r) for it, r in asked if isinstance(r, GenRequest)]
-        ll = [(it, r) for it, r in asked if isinstance(r, LoglikRequest)]
+        gen = [k for k, (_, r) in enumerate(asked) if isinstance(r, GenRequest)]
+        ll = [k for k, (_, r) in enumerate(asked) if isinstance(r, LoglikRequest)]
         if len(gen) + len(ll) != len(asked):
             bad = next(r for _, r in asked if not isinstance(r, (GenRequest, LoglikRequest)))
             raise TypeError(f"scorer {scorer.name!r} asked for {type(bad).__name__}; a backend answers GenRequest "
                             "and LoglikRequest")
-        done = list(zip(gen, _generate_cached(backend, identity, [r for _, r in gen], cache, repeat)))
-        done += zip(ll, _loglik_cached(backend, identity, [r for _, r in ll], cache))
-        for (it, req), answer in done:
+        done: list = [None] * len(asked)  # one batch per request type, the answers back in request order
+        for k, answer in zip(gen, _generate_cached(backend, identity, [asked[k][1] for k in gen], cache, repeat)):
+            done[k] = answer
+        for k, answer in zip(ll, _loglik_cached(backend, identity, [asked[k][1] for k in ll], cache)):
+            done[k] = answer
+        for (it, req), answer in zip(asked, done):
             answers[it["id"]].append(answer)
             records.append(GenerationRecord(**base, example_id=it["id"], turn=step, category=it["category"],
                                             **_answered(req, answer),
-                                            **_scorer_fields(scorer.generation_fields(task, it, req, answer,
-                                                                                      options))))
+                                            **scorer_fields(scorer.generation_fields(task, it, req, answer, options),
+                                                            scorer.name)))
         pending = list({id(it): it for it, _ in asked}.values())
         step += 1
     order = {it["id"]: k for k, it in enumerate(items)}
@@ -178,15 +181,6 @@ def _answered(req: GenRequest | LoglikRequest, answer: Generation | list[float])
         out["context_fit"] = {"prompt_cut": answer.prompt_cut,
                               "max_new_tokens": answer.max_new_tokens or req.settings.max_new_tokens}
     return out
-
-
-_TYPED_SCORER_FIELDS = ("answer", "reference", "scoring")
-
-
-def _scorer_fields(extra: dict) -> dict:
-    """A scorer's generation fields as GenerationRecord arguments: the typed ones, the rest as its values."""
-    return {**{k: extra[k] for k in _TYPED_SCORER_FIELDS if k in extra},
-            "values": {k: v for k, v in extra.items() if k not in _TYPED_SCORER_FIELDS}}
 
 
 def _warn_context(task: Task, records: list[GenerationRecord]) -> None:

@@ -158,3 +158,66 @@ def test_generation_records_keep_their_bytes(tmp_path):
     assert recs[1].values == {"numeric": None, "some_old_field": [1]}
     write_generations(p, recs)
     assert p.read_bytes() == before
+
+
+class BothKinds(Scripted):
+    """Scripted log-likelihoods, and a generation that echoes the last message."""
+
+    def __init__(self, logliks):
+        super().__init__(logliks)
+        self.batches = []
+
+    def generate(self, requests):
+        from bench.backends.base import Generation
+
+        self.batches.append([(r.example_id, r.turn) for r in requests])
+        return [Generation(f"echo {r.messages[-1]['content']}", 1, 2) for r in requests]
+
+    def loglikelihood(self, requests):
+        self.batches.append([r.example_id for r in requests])
+        return super().loglikelihood(requests)
+
+
+class TwoStepScorer(NumericToleranceScorer):
+    """Step 0: a log-likelihood and a generation; step 1: a generation that quotes both earlier answers."""
+
+    name, kind = "two_step_test", "two_step"
+
+    def model_requests(self, task, item, step, answers, options):
+        from bench.backends.base import LoglikRequest
+
+        if step == 0:
+            return [LoglikRequest(item["id"], item["question"], [" yes"]),
+                    GenRequest(task.name, item["id"], 0, task.messages(item), task.settings(item))]
+        if step == 1 and item["id"] != "q1":  # q1 needs one step only
+            first, second = answers
+            msg = [{"role": "user", "content": f"{first[0]} / {second.text}"}]
+            return [GenRequest(task.name, item["id"], 1, msg, task.settings(item))]
+        return []
+
+    def generation_fields(self, task, item, request, answer, options):
+        return {"answer": item["answer"], "kind_of_answer": type(answer).__name__}
+
+
+def test_steps_batch_by_request_type_and_answer_in_request_order(numeric_kind, tmp_path):
+    SCORERS.add(TwoStepScorer.name, TwoStepScorer())
+    (tmp_path / "tasks" / "two.yaml").write_text(
+        (tmp_path / "tasks" / "arith_tol.yaml").read_text().replace("arith_tol", "two")
+        .replace(NumericToleranceScorer.name, TwoStepScorer.name))
+    task = load_task("two")
+    backend = BothKinds([-1.0, -2.0, -3.0])
+    records = generate_task(task, task.load_records(), backend, model_id="m", out=tmp_path / "two.jsonl")
+    # step 0: one log-likelihood batch and one generation batch over all items; step 1: the items that asked
+    assert backend.batches == [[("q0", 0), ("q1", 0), ("q2", 0)], ["q0", "q1", "q2"], [("q0", 1), ("q2", 1)]]
+    assert [(r["example_id"], r["turn"], r["kind_of_answer"]) for r in records] == [
+        ("q0", 0, "list"), ("q0", 0, "Generation"), ("q0", 1, "Generation"), ("q1", 0, "list"),
+        ("q1", 0, "Generation"), ("q2", 0, "list"), ("q2", 0, "Generation"), ("q2", 1, "Generation")]
+    assert records[2]["text"] == "echo -1.0 / echo What is 2 + 2?"  # the answers of step 0, in request order
+    assert [r.to_dict() for r in read_generations(tmp_path / "two.jsonl")] == records
+
+
+def test_a_scorer_may_not_overwrite_the_records_own_fields(numeric_kind, monkeypatch, tmp_path):
+    task = load_task(numeric_kind)
+    monkeypatch.setattr(NumericToleranceScorer, "generation_fields", lambda *a: {"text": "mine", "pred": 1})
+    with pytest.raises(ValueError, match="may not set the record's own field"):
+        generate_task(task, task.load_records(), BothKinds([]), model_id="m")

@@ -18,6 +18,7 @@ from typing import Any
 
 from .paths import fail, iter_jsonl, write_jsonl
 
+SCORER_FIELDS = ("answer", "reference", "scoring")  # the typed fields a scorer sets
 # Fields written only when set (absent rather than null in the file: older files and other kinds lack them).
 _OPTIONAL = ("messages", "settings", "text", "prompt_tokens", "completion_tokens", "context_fit", "context",
              "continuations", "logliks", "answer", "reference", "scoring")
@@ -83,6 +84,18 @@ class GenerationRecord:
         if lls is not None and (not isinstance(lls, list) or not all(isinstance(x, Real) for x in lls)):
             fail(f"{where}: field 'logliks' is {lls!r}, not a list of numbers")
         return cls(**own, values={k: v for k, v in d.items() if k not in names})
+
+
+def scorer_fields(values: dict, scorer: str) -> dict:
+    """A scorer's fields of one record (:meth:`bench.scorers.Scorer.generation_fields`) as
+    :class:`GenerationRecord` arguments: ``answer``/``reference``/``scoring`` typed, the rest its ``values``. A
+    value named like another field of the record would overwrite it in the file, so it is refused."""
+    clash = sorted(set(values) & ({f.name for f in fields(GenerationRecord)} - set(SCORER_FIELDS)))
+    if clash:
+        raise ValueError(f"scorer {scorer!r}: generation_fields may not set the record's own field(s) "
+                         f"{', '.join(clash)}")
+    return {**{k: values[k] for k in SCORER_FIELDS if k in values},
+            "values": {k: v for k, v in values.items() if k not in SCORER_FIELDS}}
 
 
 def write_generations(path: Path, records: list[GenerationRecord]) -> None:
