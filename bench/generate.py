@@ -213,8 +213,8 @@ def _chat_prompt(task: Task, backend: Backend) -> Callable[[list[dict]], str]:
 
 
 def record_metrics(task: Task, records: list[dict]) -> dict[str, Any] | None:
-    """Metrics of a task whose scorer needs no judge (mcq, exact), from its generation records (what `bench
-    generate` writes to ``<task>.scores.json``); None for judged tasks."""
+    """Metrics of a task whose scorer needs no judge (mcq, exact, perplexity, ...), from its generation records
+    (what `bench generate` writes to ``<task>.scores.json``); None for judged tasks."""
     scorer = get_scorer(task.scorer)
     if scorer.judged:
         return None

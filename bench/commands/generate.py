@@ -1,5 +1,5 @@
 """`bench generate`: answers for tasks with a model, into DIR/<task>.generations.jsonl, and for tasks that need no
-judge (mcq, exact) their metrics in DIR/<task>.scores.json (paths: :class:`bench.rundir.RunDir`).
+judge (mcq, exact, perplexity, ...) their metrics in DIR/<task>.scores.json (paths: :class:`bench.rundir.RunDir`).
 
 Extra ``key=value`` arguments are backend options (e.g. ``tensor_parallel_size=2`` for vllm).
 """
