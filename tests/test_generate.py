@@ -142,3 +142,43 @@ def test_cli_generate_and_tasks(tiny_model_dir, data, tmp_path, capsys):
     assert main(["tasks"]) == 0
     listing = capsys.readouterr().out
     assert all(n in listing for n in ("mt_bench", "alpaca_eval", "medqa_5", "pubmedqa", "mmlu_medical", "toy_open"))
+
+
+class _Scripted:
+    """A deterministic backend: fixed texts and log-likelihoods, a visible chat template."""
+
+    name, model_path = "scripted", "scripted-model"
+
+    def chat_prompt(self, messages):
+        return "".join(f"<{m['role']}>{m['content']}\n" for m in messages) + "<assistant>"
+
+    def generate(self, requests):
+        from bench.backends.base import Generation
+
+        return [Generation(f"answer {r.example_id}/{r.turn}: A", len(r.messages), 3) for r in requests]
+
+    def loglikelihood(self, requests):
+        return [[-0.5 * (i + 1) * (1 + len(c)) for i, c in enumerate(r.continuations)] for r in requests]
+
+
+def test_generations_files_and_cache_keys_of_the_built_in_kinds_are_pinned(tmp_path):
+    """Existing run directories resume only if a generations file and the cache keys come out byte for byte as
+    before. The digests were made by the code before scorers owned their requests (merge-18-23, 6dbb4f1): chat
+    turns, mcq by log-likelihood and by generated letter, exact match. A change here must be a format change on
+    purpose (a rundir version bump), never a side effect."""
+    import hashlib
+
+    cache = Cache(tmp_path / "c.sqlite")
+    digests = {}
+    for name, settings in [("toy_mcq", {}), ("toy_mcq", {"mcq_mode": "generate"}), ("toy_exact", {}),
+                           ("toy_open", {})]:
+        task = load_task(name)
+        out = tmp_path / f"{name}.jsonl"
+        generate_task(task, task.load_records(limit=3), _Scripted(), model_id="m", out=out, cache=cache,
+                      settings=settings)
+        digests[name + ("/generate" if settings else "")] = hashlib.sha256(out.read_bytes()).hexdigest()[:16]
+    keys = sorted(cache._conn().execute("SELECT kind || ':' || key FROM kv").fetchall())
+    digests["cache_keys"] = hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:16]
+    assert digests == {"toy_mcq": "3f4bed9daf05d439", "toy_mcq/generate": "916eb06fb0587a23",
+                       "toy_exact": "ffe0205780c2a21d", "toy_open": "e27895b056ff5fbf",
+                       "cache_keys": "85f253e688694070"}
