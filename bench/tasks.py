@@ -138,9 +138,10 @@ class Task:
             scorer = get_scorer(raw["scorer"])
         except UserError as e:
             raise UserError(f"{path}: {e}") from None
-        raw.setdefault("kind", scorer.kind)
-        if raw["kind"] != scorer.kind:
-            raise UserError(f"{path}: scorer {scorer.name!r} scores {scorer.kind!r} tasks, but kind is {raw['kind']!r} "
+        kind = scorer.kind or scorer.name
+        raw.setdefault("kind", kind)
+        if raw["kind"] != kind:
+            raise UserError(f"{path}: scorer {scorer.name!r} scores {kind!r} tasks, but kind is {raw['kind']!r} "
                             f"(leave kind out: it is the scorer's)")
         if not isinstance(raw["data"], dict) or not any(raw["data"].get(k) for k in SOURCES):
             raise UserError(f"{path}: data needs at least one of {', '.join(SOURCES)}")

@@ -85,7 +85,9 @@ class Scorer:
     repeat_combine: str = "median"  # how judge repeats of one item become its value ("median" or "mean")
     pairwise: bool = False  # scores a variant against another variant's generations (``versus``)
     pairwise_scorer: str | None = None  # the scorer that replaces this one under ``judge.mode: pairwise``
-    kind: str = ""  # the task kind it scores: a task YAML's ``kind:`` (default: its scorer's) and item shape
+    # the task kind it scores (empty: the scorer's name): a task YAML's ``kind:`` (default: its scorer's), the shape
+    # of its items and what the model is asked
+    kind: str = ""
     # the item fields `bench contamination` compares with the training data unless the task YAML lists its own
     contamination_fields: tuple[str, ...] = ("question", "answer")
 
