@@ -1,24 +1,28 @@
 """Generate a task's answers with a backend, through the content-addressed cache, into a JSONL file.
 
-Chat tasks are generated turn by turn: every item's turn 1 first, then turn 2 with the model's *own* turn-1
-answer in the conversation (MT-Bench's protocol). MCQ tasks score each option by log-likelihood (or, with
-``mcq_mode=generate``, generate and parse the letter); exact tasks generate and score by exact match. Cached
-results are reused, so a second identical call sends nothing to the backend.
+This step knows no benchmark kind: the task's scorer says which requests each item needs (generations,
+log-likelihoods of continuations; :meth:`bench.scorers.Scorer.model_requests`), step by step - a chat's turn 2 is
+asked with the model's *own* turn-1 answer (MT-Bench's protocol) - and which fields each answered request's record
+carries (:meth:`~bench.scorers.Scorer.generation_fields`). Every step's requests run as one batch per request type.
+Cached results are reused, so a second identical call sends nothing to the backend.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from bench.backends.base import Backend, Generation, GenRequest, LoglikRequest
+from bench.backends.base import Backend, Generation, GenRequest, LoglikRequest, takes_on_result
 from bench.cache import Cache
-from bench.scorers import exact as exact_scorer
+from bench.rundir.generations import GenerationRecord, scorer_fields, write_generations
 from bench.scorers import get_scorer
-from bench.scorers import mcq as mcq_scorer
+from bench.scorers.base import RequestOptions
 from bench.tasks import Task
-from sftmix.io import atomic_path, hash_file, hash_obj, stable_json
+from sftmix.errors import Interrupted, UserError
+from sftmix.io import hash_file, hash_obj
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 IDENTITY_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "tokenizer.json",
@@ -30,8 +34,6 @@ def _sampled_hash(path: Path) -> str:
     size = path.stat().st_size
     if size <= _SAMPLED_ABOVE:
         return hash_file(path)
-    import hashlib
-
     h = hashlib.sha256(str(size).encode())
     with open(path, "rb") as f:
         for k in range(64):
@@ -55,7 +57,7 @@ def model_fingerprint(model_path: str, revision: str | None = None) -> str:
         return hash_obj({"file": path.name, "weights": _sampled_hash(path)})
     if revision is None:
         try:
-            from huggingface_hub import try_to_load_from_cache
+            from huggingface_hub import try_to_load_from_cache  # deferred: only a hub id (no local folder) needs it
 
             cached = try_to_load_from_cache(model_path, "config.json")
             if isinstance(cached, str):
@@ -91,13 +93,11 @@ def _generate_cached(backend: Backend, identity: dict, requests: list[GenRequest
     if todo:
         batch = [requests[i] for i in todo]
         try:
-            if _takes_on_result(backend):  # cached batch by batch: a Ctrl-C keeps what was generated
+            if takes_on_result(backend):  # cached batch by batch: a Ctrl-C keeps what was generated
                 fresh = backend.generate(batch, on_result=keep)
             else:
                 fresh = backend.generate(batch)
         except KeyboardInterrupt:
-            from sftmix.errors import Interrupted
-
             kept = sum(found[i] is not None for i in todo)
             raise Interrupted(f"interrupted: {kept} of the {len(todo)} generations in progress are kept in the "
                               "cache; re-run the same command to generate only the rest") from None
@@ -106,16 +106,6 @@ def _generate_cached(backend: Backend, identity: dict, requests: list[GenRequest
                 keep(j, gen)
     known = {"text", "prompt_tokens", "completion_tokens", "prompt_cut", "max_new_tokens"}
     return [Generation(**{k: x for k, x in v.items() if k in known}) for v in found]
-
-
-def _takes_on_result(backend: Backend) -> bool:
-    import inspect
-
-    try:
-        params = inspect.signature(backend.generate).parameters
-    except (TypeError, ValueError):
-        return False
-    return "on_result" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def _loglik_cached(backend: Backend, identity: dict, requests: list[LoglikRequest],
@@ -131,77 +121,75 @@ def _loglik_cached(backend: Backend, identity: dict, requests: list[LoglikReques
     return found  # type: ignore[return-value]
 
 
-def generate_task(task: Task, backend: Backend, model_id: str, out_path: str | os.PathLike | None,
-                  cache: Cache | None, limit: int | None = None, settings_override: dict | None = None,
-                  local: str | os.PathLike | None = None, repeat: int = 0, items: list[dict] | None = None) -> list[dict]:
-    """Run one task with one backend; write JSONL records to ``out_path`` atomically and return them.
+def generate_task(task: Task, items: list[dict], backend: Backend, *, model_id: str,
+                  out: str | os.PathLike | None = None, cache: Cache | None = None, settings: dict | None = None,
+                  repeat: int = 0) -> list[dict]:
+    """Execute the model requests the task's scorer asks for ``items`` (:meth:`Task.load_records`), through the
+    ``cache``; write one generations record per answered request to ``out`` atomically
+    (:mod:`bench.rundir.generations`) and return them as dicts (the form scorers read).
 
-    ``items`` (already loaded, e.g. a filtered subset) replaces loading the task's records with ``limit``/``local``.
-    ``settings_override`` holds GenSettings fields plus ``greedy`` (MT-Bench per-category temperatures when
-    False) and ``mcq_mode`` (loglik | generate). ``repeat`` is the sample index, part of every cache key.
+    ``model_id`` names the model in the records; ``settings`` holds GenSettings fields plus ``greedy`` (MT-Bench
+    per-category temperatures when False) and kind-specific switches (``mcq_mode``: loglik | generate); ``repeat``
+    is the sample index, part of every cache key.
     """
-    override = dict(settings_override or {})
-    mcq_mode = override.pop("mcq_mode", task.mcq_mode)
-    if items is None:
-        items = task.load_records(limit=limit, local=local)
+    scorer = get_scorer(task.scorer)
+    options = RequestOptions(dict(settings or {}), _chat_prompt(task, backend))
     identity = _backend_identity(backend, model_id)
     base = {"task": task.name, "model": model_id, "backend": backend.name, "prompt_hash": task.prompt_hash,
             "data_hash": task.data_hash, "repeat": repeat}
-
-    records: list[dict] = []
-    if task.kind == "mcq" and mcq_mode == "loglik":
-        contexts = [_mcq_context(task, backend, it) for it in items]
-        requests = [LoglikRequest(it["id"], ctx, task.continuations(it)) for it, ctx in zip(items, contexts)]
-        for it, req, lls in zip(items, requests, _loglik_cached(backend, identity, requests, cache)):
-            records.append({**base, "example_id": it["id"], "turn": 0, "category": it["category"],
-                            "scoring": "loglik", "context": req.context, "continuations": req.continuations,
-                            "logliks": lls, "answer": it["answer"],
-                            **mcq_scorer.score_logliks(lls, req.continuations, it["answer"], task.target_delimiter)})
-    else:
-        answers: dict[str, list[str]] = {it["id"]: [] for it in items}
-        n_turns = max(len(it["turns"]) for it in items) if task.kind == "chat" and items else 1
-        for turn in range(n_turns):
-            batch = [it for it in items if task.kind != "chat" or turn < len(it["turns"])]
-            requests = [GenRequest(task.name, it["id"], turn, task.messages(it, turn, answers[it["id"]]),
-                                   task.settings(it, override)) for it in batch]
-            for it, req, gen in zip(batch, requests, _generate_cached(backend, identity, requests, cache, repeat)):
-                answers[it["id"]].append(gen.text)
-                rec = {**base, "example_id": it["id"], "turn": turn, "category": it["category"],
-                       "settings": {**req.settings.to_dict(), "stop": list(req.settings.stop)}, "text": gen.text, "prompt_tokens": gen.prompt_tokens,
-                       "completion_tokens": gen.completion_tokens, "messages": req.messages}
-                # chat: this turn's reference answer (MT-Bench's GPT-4 answer, AlpacaEval's baseline output)
-                refs = it.get("reference") if task.kind == "chat" else None
-                if refs and turn < len(refs) and refs[turn] is not None:
-                    rec["reference"] = refs[turn]
-                if gen.prompt_cut or gen.max_new_tokens is not None:  # the model's context was too short
-                    rec["context_fit"] = {"prompt_cut": gen.prompt_cut, "max_new_tokens": gen.max_new_tokens or
-                                          req.settings.max_new_tokens}
-                if task.kind == "mcq":
-                    pred = mcq_scorer.parse_letter(gen.text, len(it["choices"]), task.item_labels(it))
-                    rec.update(scoring="generate", answer=it["answer"], pred=pred, acc=float(pred == it["answer"]))
-                elif task.kind == "exact":
-                    rec.update(answer=it["answer"], **exact_scorer.score(gen.text, it["answer"]))
-                records.append(rec)
-        order = {it["id"]: k for k, it in enumerate(items)}
-        records.sort(key=lambda r: (order[r["example_id"]], r["turn"]))  # item-major in the file
-        _warn_context(task, records)
-
-    if out_path is not None:
-        with atomic_path(out_path) as tmp:
-            tmp.write_text("".join(stable_json(r) + "\n" for r in records), encoding="utf-8")
-    return records
+    answers: dict[str, list] = {it["id"]: [] for it in items}
+    records: list[GenerationRecord] = []
+    pending, step = list(items), 0
+    while pending:  # step by step: a request may need an item's earlier answers (a chat's turn 2)
+        asked = [(it, req) for it in pending
+                 for req in scorer.model_requests(task, it, step, answers[it["id"]], options)]
+        gen = [k for k, (_, r) in enumerate(asked) if isinstance(r, GenRequest)]
+        ll = [k for k, (_, r) in enumerate(asked) if isinstance(r, LoglikRequest)]
+        if len(gen) + len(ll) != len(asked):
+            bad = next(r for _, r in asked if not isinstance(r, (GenRequest, LoglikRequest)))
+            raise TypeError(f"scorer {scorer.name!r} asked for {type(bad).__name__}; a backend answers GenRequest "
+                            "and LoglikRequest")
+        done: list = [None] * len(asked)  # one batch per request type, the answers back in request order
+        for k, answer in zip(gen, _generate_cached(backend, identity, [asked[k][1] for k in gen], cache, repeat)):
+            done[k] = answer
+        for k, answer in zip(ll, _loglik_cached(backend, identity, [asked[k][1] for k in ll], cache)):
+            done[k] = answer
+        for (it, req), answer in zip(asked, done):
+            answers[it["id"]].append(answer)
+            records.append(GenerationRecord(**base, example_id=it["id"], turn=step, category=it["category"],
+                                            **_answered(req, answer),
+                                            **scorer_fields(scorer.generation_fields(task, it, req, answer, options),
+                                                            scorer.name)))
+        pending = list({id(it): it for it, _ in asked}.values())
+        step += 1
+    order = {it["id"]: k for k, it in enumerate(items)}
+    records.sort(key=lambda r: (order[r.example_id], r.turn))  # item-major in the file
+    _warn_context(task, records)
+    if out is not None:
+        write_generations(Path(out), records)
+    return [r.to_dict() for r in records]
 
 
-def _warn_context(task: Task, records: list[dict]) -> None:
+def _answered(req: GenRequest | LoglikRequest, answer: Generation | list[float]) -> dict:
+    """A request and its answer as generations-record fields."""
+    if isinstance(req, LoglikRequest):
+        return {"context": req.context, "continuations": req.continuations, "logliks": answer}
+    out = {"settings": {**req.settings.to_dict(), "stop": list(req.settings.stop)}, "text": answer.text,
+           "prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
+           "messages": req.messages}
+    if answer.prompt_cut or answer.max_new_tokens is not None:  # the model's context was too short
+        out["context_fit"] = {"prompt_cut": answer.prompt_cut,
+                              "max_new_tokens": answer.max_new_tokens or req.settings.max_new_tokens}
+    return out
+
+
+def _warn_context(task: Task, records: list[GenerationRecord]) -> None:
     """One line per task when prompts did not fit the model's context (cut on the left, answers capped)."""
-    fits = [r["context_fit"] for r in records if r.get("context_fit")]
+    fits = [(r.context_fit, r.settings) for r in records if r.context_fit]
     if not fits:
         return
-    import sys
-
-    cut = [f["prompt_cut"] for f in fits if f["prompt_cut"]]
-    capped = [r["context_fit"]["max_new_tokens"] for r in records if r.get("context_fit")
-              and r["context_fit"]["max_new_tokens"] < r["settings"]["max_new_tokens"]]
+    cut = [f["prompt_cut"] for f, _ in fits if f["prompt_cut"]]
+    capped = [f["max_new_tokens"] for f, s in fits if f["max_new_tokens"] < s["max_new_tokens"]]
     parts = []
     if cut:
         parts.append(f"{len(cut)} of {len(records)} prompts cut on the left to fit the model's context (up to "
@@ -212,20 +200,21 @@ def _warn_context(task: Task, records: list[dict]) -> None:
           file=sys.stderr, flush=True)
 
 
-def _mcq_context(task: Task, backend: Backend, item: dict) -> str:
-    if not task.chat_template:
-        return task.render_prompt(item)
+def _chat_prompt(task: Task, backend: Backend) -> Callable[[list[dict]], str]:
+    """The backend's chat template, for scorers that score a context in chat form (mcq with chat_template)."""
     render = getattr(backend, "chat_prompt", None)
-    if render is None:
-        from sftmix.errors import UserError
+    if render is not None:
+        return render
 
+    def missing(messages: list[dict]) -> str:
         raise UserError(f"task {task.name}: chat_template needs a backend with chat_prompt(); {backend.name} has none")
-    return render(task.messages(item))
+
+    return missing
 
 
 def record_metrics(task: Task, records: list[dict]) -> dict[str, Any] | None:
-    """Metrics of a task whose scorer needs no judge (mcq, exact), from its generation records (what `bench
-    generate` writes to ``<task>.scores.json``); None for judged tasks."""
+    """Metrics of a task whose scorer needs no judge (mcq, exact, perplexity, ...), from its generation records
+    (what `bench generate` writes to ``<task>.scores.json``); None for judged tasks."""
     scorer = get_scorer(task.scorer)
     if scorer.judged:
         return None
@@ -235,23 +224,3 @@ def record_metrics(task: Task, records: list[dict]) -> dict[str, Any] | None:
             "backend": first.get("backend"), "data_hash": task.data_hash, "prompt_hash": task.prompt_hash,
             "source": task.source, "primary": scorer.primary, "n": len(records), **result.metrics,
             "protocol": result.info.get("protocol")}
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """The records of a generations file; a damaged one (malformed JSON, not objects, not UTF-8) is a one-line
-    error naming the file and line."""
-    from bench.rundir.paths import fail, iter_jsonl
-
-    records = []
-    try:
-        for lineno, record in iter_jsonl(Path(path)):
-            if not isinstance(record, dict):
-                fail(f"{path}: line {lineno}: expected a JSON object, got {type(record).__name__}")
-            records.append(record)
-    except UnicodeDecodeError as e:
-        fail(f"{path}: not UTF-8 text (byte {e.start}): the file is damaged - delete it to generate it again")
-    except OSError as e:
-        from sftmix.errors import os_error
-
-        raise os_error(e, "read", path) from None
-    return records

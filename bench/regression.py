@@ -102,7 +102,8 @@ def score_untrained(overrides: dict | None = None) -> dict:
         task = load_task(name)
         if get_scorer(task.scorer).judged:
             continue
-        records = generate_task(task, backend, "untrained", None, None, limit=cfg.run.limit, settings_override=override)
+        records = generate_task(task, task.load_records(limit=cfg.run.limit), backend, model_id="untrained",
+                                settings=override)
         scores = record_metrics(task, records)
         out.update({f"{name}/{k}": v for k, v in scores.items() if k in TOLERANCES and v is not None})
     return out

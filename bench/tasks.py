@@ -4,7 +4,7 @@ A task file names its data source, how a record becomes normalised fields, the p
 and its scorer. Example (MedQA, lm-eval's prompt)::
 
     name: medqa_4
-    kind: mcq                      # chat (judged) | mcq (option log-likelihoods) | exact (generated, exact match)
+    kind: mcq                      # optional: the scorer's kind (chat, mcq, exact, perplexity, or a plugin's)
     data:
       hub: {path: GBaker/MedQA-USMLE-4-options-hf, split: test}
       local: null                  # a json/jsonl/parquet/csv file or dataset folder; beats the hub
@@ -23,9 +23,10 @@ layout is refused in one line that names the missing fields. ``prompt`` and ``co
 Jinja templates over the normalised item. Source order: ``--data-path``/``local`` > hub (skipped when offline) >
 ``fallback``; with none usable the error says so in one line.
 
-This module holds the :class:`Task` (a YAML file -> normalised items, prompts, settings) and the registry of task
-names; :mod:`bench.task_sources` reads the data (sources and file parsers), :mod:`bench.task_fields` the
-``fields:`` expressions and templates.
+The scorer owns the task's *kind*: which fields an item of that kind needs and what the model is asked
+(:mod:`bench.scorers`); this module knows no kind. This module holds the :class:`Task` (a YAML file -> normalised
+items, prompts, settings) and the registry of task names; :mod:`bench.task_sources` reads the data (sources and file
+parsers), :mod:`bench.task_fields` the ``fields:`` expressions and templates.
 """
 from __future__ import annotations
 
@@ -41,13 +42,13 @@ import yaml
 import bench
 from bench import task_sources
 from bench.backends.base import GenSettings
-from bench.task_fields import answer_index, compile_expr, parse_choices, required_fields, template
+from bench.scorers import Scorer, get_scorer
+from bench.task_fields import compile_expr, required_fields, template
 from bench.task_sources import PARSERS  # noqa: F401  (part of this module's API)
 from sftmix.errors import UserError, first_line
 from sftmix.io import hash_obj, package_file  # noqa: F401  (package_file: part of this module's API)
 from sftmix.registry import Registry, nearest
 
-KINDS = ("chat", "mcq", "exact")
 SOURCES = ("hub", "local", "fallback", "bigbench", "bbh")
 LETTERS = tuple("ABCDEFGHIJ")  # the default labels' first ten (a task's `labels` default; more follow: see letters)
 # Normalised item keys that a `fields:` mapping may set; any other key is kept as an extra prompt variable.
@@ -90,7 +91,7 @@ def limit_rows(rows: list, limit: int | None, mode: str = "first") -> list:
 @dataclass
 class Task:
     name: str
-    kind: str
+    kind: str  # the scorer's kind (see bench.scorers): what an item holds and what the model is asked
     scorer: str
     data: dict
     fields: dict[str, str] = field(default_factory=dict)
@@ -130,11 +131,18 @@ class Task:
         for key in raw:
             if key not in known:
                 raise UserError(f"{path}: unknown key {key!r}{nearest(key, known)}")
-        for key in ("name", "kind", "scorer", "data"):
+        for key in ("name", "scorer", "data"):
             if key not in raw:
                 raise UserError(f"{path}: missing required key {key!r}")
-        if raw["kind"] not in KINDS:
-            raise UserError(f"{path}: kind must be one of {', '.join(KINDS)}, got {raw['kind']!r}")
+        try:
+            scorer = get_scorer(raw["scorer"])
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None
+        kind = scorer.kind or scorer.name
+        raw.setdefault("kind", kind)
+        if raw["kind"] != kind:
+            raise UserError(f"{path}: scorer {scorer.name!r} scores {kind!r} tasks, but kind is {raw['kind']!r} "
+                            f"(leave kind out: it is the scorer's)")
         if not isinstance(raw["data"], dict) or not any(raw["data"].get(k) for k in SOURCES):
             raise UserError(f"{path}: data needs at least one of {', '.join(SOURCES)}")
         if raw.get("mcq_mode", "loglik") not in ("loglik", "generate"):
@@ -198,6 +206,12 @@ class Task:
             if gone:
                 raise UserError(f"task {self.name} ({self.source}) row {i}: missing field(s) {', '.join(sorted(gone))}")
 
+    @property
+    def scorer_obj(self) -> Scorer:
+        """The task's own scorer (``judge.mode: pairwise`` may score with another one:
+        :func:`bench.evaluate.task_scorer`)."""
+        return get_scorer(self.scorer)
+
     def _normalise(self, index: int, row: dict, refs: dict) -> dict:
         where = f"task {self.name} ({self.source}) row {index}"
         ctx = {**row, "_index": index}
@@ -208,33 +222,9 @@ class Task:
             (item if key in STANDARD_FIELDS else item["extra"])[key] = value
         item["id"] = str(item.get("id") if item.get("id") is not None else index)
         item.setdefault("category", None)
-        if self.kind == "chat":
-            turns = item.get("turns")
-            if turns is None and item.get("question") is not None:
-                turns = [item["question"]]
-            if isinstance(turns, str):
-                turns = [turns]
-            if not turns or not all(isinstance(t, str) for t in turns):
-                raise UserError(f"{where}: field 'turns' must be a non-empty list of strings, got {turns!r}")
-            item["turns"] = list(turns)
-            ref = refs.get(item["id"], item.get("reference"))
-            if isinstance(ref, str):
-                ref = [ref]
-            if self.reference_categories is not None and item["category"] not in self.reference_categories:
-                ref = None
-            item["reference"] = list(ref) if ref else None
-        elif self.kind == "mcq":
-            choices = parse_choices(item.get("choices"), where)
-            item["choices"] = choices
-            if "labels" in item and item["labels"] is not None and (
-                    not isinstance(item["labels"], list) or len(item["labels"]) != len(choices)):
-                raise UserError(f"{where}: field 'labels' must be null or one label per choice ({len(choices)}), "
-                                f"got {item['labels']!r}")
-            item["answer"] = answer_index(item.get("answer"), choices, self.item_labels(item), where)
-        else:
-            if item.get("question") is None or item.get("answer") is None:
-                raise UserError(f"{where}: exact tasks need fields 'question' and 'answer'")
-            item["answer"] = str(item["answer"])
+        if item["id"] in refs:  # data.references: reference answers from a separate file
+            item["reference"] = refs[item["id"]]
+        self.scorer_obj.prepare_item(self, item, where)
         return item
 
     # ---------------------------------------------------------------- prompts
@@ -286,17 +276,12 @@ class Task:
                 for i, c in enumerate(item["choices"])]
 
     def check_renders(self, items: list[dict]) -> None:
-        """Render every item's prompt (or messages) and continuations, so that a task that cannot render fails
-        before any training, in one line naming the item (validation)."""
+        """Build every item's model requests (prompts, messages, continuations: :meth:`Scorer.check_item`), so that
+        a task that cannot render fails before any training, in one line naming the item (validation)."""
+        scorer = self.scorer_obj
         for item in items:
             try:
-                if self.kind == "chat":
-                    for turn in range(len(item["turns"])):
-                        self.messages(item, turn, ["" for _ in range(turn)])
-                    continue
-                self.messages(item)
-                if self.kind == "mcq":
-                    self.continuations(item)
+                scorer.check_item(self, item)
             except UserError:
                 raise
             except Exception as e:  # a template error (undefined variable, bad filter) or a field of the wrong type
@@ -304,9 +289,10 @@ class Task:
                                 f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from None
 
     def messages(self, item: dict, turn: int = 0, answers: list[str] = ()) -> list[dict]:
-        """Chat messages for ``turn`` (0-based): earlier user turns alternate with the model's own ``answers``."""
+        """Chat messages for ``turn`` (0-based): earlier user turns alternate with the model's own ``answers``; an
+        item without ``turns`` is one user message, its rendered prompt."""
         msgs = [{"role": "system", "content": self.system}] if self.system else []
-        if self.kind != "chat":
+        if "turns" not in item:
             return msgs + [{"role": "user", "content": self.render_prompt(item)}]
         if len(answers) < turn:
             raise ValueError(f"turn {turn} of {item['id']} needs {turn} earlier answers, got {len(answers)}")

@@ -130,11 +130,11 @@ def test_a_14_choice_task_renders_and_runs(bbh_dir, hf_backend):
     assert task.continuations(items[0]) == [f"({chr(65 + k)})" for k in range(14)]
     navigate = load_task("bbh:navigate")
     assert navigate.continuations(navigate.load_records(limit=1)[0]) == ["Yes", "No"]  # no label: the choice
-    records = generate_task(task, hf_backend, "tiny", None, None, items=items)
+    records = generate_task(task, items, hf_backend, model_id="tiny")
     assert len(records) == 3 and all(len(r["logliks"]) == 14 and 0 <= r["pred"] < 14 for r in records)
     exact = load_task("bbh_exact:word_sorting")
-    recs = generate_task(exact, hf_backend, "tiny", None, None, items=exact.load_records(limit=2),
-                         settings_override={"max_new_tokens": 4})
+    recs = generate_task(exact, exact.load_records(limit=2), hf_backend, model_id="tiny",
+                         settings={"max_new_tokens": 4})
     assert len(recs) == 2 and all("text" in r for r in recs)
 
 

@@ -7,7 +7,8 @@ from fixtures import write_fixtures
 
 from bench.cache import Cache
 from bench.cli import main
-from bench.generate import generate_task, model_fingerprint, read_jsonl, record_metrics
+from bench.generate import generate_task, model_fingerprint, record_metrics
+from bench.rundir.generations import read_generation_dicts as read_jsonl
 from bench.tasks import load_task
 
 
@@ -40,8 +41,8 @@ def test_mt_bench_turn_two_follows_the_models_own_turn_one(hf_backend, data, tmp
     backend = Counting(hf_backend)
     task = load_task("mt_bench")
     out = tmp_path / "mt_bench.generations.jsonl"
-    records = generate_task(task, backend, "tiny", out, Cache(tmp_path / "c.sqlite"), limit=3,
-                            settings_override=_settings(), local=data["mt_bench"])
+    records = generate_task(task, task.load_records(limit=3, local=data["mt_bench"]), backend, model_id="tiny",
+                            out=out, cache=Cache(tmp_path / "c.sqlite"), settings=_settings())
     assert [(r["example_id"], r["turn"]) for r in records] == [(str(81 + i), t) for i in range(3) for t in (0, 1)]
     # every turn-1 request was sent before any turn-2 request, and turn 2 carries the model's turn-1 answer
     turns = [r.turn for r in backend.gen_requests]
@@ -67,42 +68,47 @@ def test_second_identical_call_makes_no_backend_request(hf_backend, data, tmp_pa
         task = load_task(name)
         local = data.get(name)
         first = Counting(hf_backend)
-        a = generate_task(task, first, "tiny", tmp_path / f"{name}.a.jsonl", cache, limit=2,
-                          settings_override=_settings(), local=local)
+        a = generate_task(task, task.load_records(limit=2, local=local), first, model_id="tiny",
+                          out=tmp_path / f"{name}.a.jsonl", cache=cache, settings=_settings())
         assert first.gen_requests or first.loglik_requests
         again = Counting(hf_backend)
-        b = generate_task(load_task(name), again, "tiny", tmp_path / f"{name}.b.jsonl", cache, limit=2,
-                          settings_override=_settings(), local=local)
+        task = load_task(name)
+        b = generate_task(task, task.load_records(limit=2, local=local), again, model_id="tiny",
+                          out=tmp_path / f"{name}.b.jsonl", cache=cache, settings=_settings())
         assert again.gen_requests == [] and again.loglik_requests == [] and a == b
         runs.append(len(a))
     assert runs == [4, 2, 2]
     # a different setting is a different key: the model is asked again, for exactly the changed requests
     third = Counting(hf_backend)
-    generate_task(load_task("toy_exact"), third, "tiny", None, cache, limit=2, settings_override={"max_new_tokens": 5})
+    exact = load_task("toy_exact")
+    generate_task(exact, exact.load_records(limit=2), third, model_id="tiny", cache=cache,
+                  settings={"max_new_tokens": 5})
     assert len(third.gen_requests) == 2
     fourth = Counting(hf_backend)
-    generate_task(load_task("toy_exact"), fourth, "tiny", None, cache, limit=2, settings_override=_settings(), repeat=1)
+    generate_task(exact, exact.load_records(limit=2), fourth, model_id="tiny", cache=cache, settings=_settings(),
+                  repeat=1)
     assert len(fourth.gen_requests) == 2  # the repeat index is part of the key
 
 
 def test_limit_and_scores_for_mcq_and_exact(hf_backend, data, tmp_path):
     task = load_task("medmcqa")
-    records = generate_task(task, hf_backend, "tiny", tmp_path / "m.jsonl", None, limit=5, local=data["medmcqa"])
+    records = generate_task(task, task.load_records(limit=5, local=data["medmcqa"]), hf_backend, model_id="tiny",
+                            out=tmp_path / "m.jsonl")
     assert [r["example_id"] for r in records] == [f"mm{i:04x}-id" for i in range(5)]
     scores = record_metrics(task, records)
     assert scores["n"] == 5 and scores["acc"] == pytest.approx(sum(r["acc"] for r in records) / 5)
     assert scores["data_hash"] == task.data_hash and scores["primary"] == "acc"
 
     exact = load_task("toy_exact")
-    recs = generate_task(exact, hf_backend, "tiny", None, None, limit=3, settings_override=_settings())
+    recs = generate_task(exact, exact.load_records(limit=3), hf_backend, model_id="tiny", settings=_settings())
     assert len(recs) == 3 and all(r["em"] in (0.0, 1.0) and r["answer"] for r in recs)
     assert record_metrics(exact, recs)["n"] == 3
 
 
 def test_mcq_generate_then_parse_mode(hf_backend, data):
     task = load_task("medqa_4")
-    recs = generate_task(task, hf_backend, "tiny", None, None, limit=2, local=data["medqa_4"],
-                         settings_override={"mcq_mode": "generate", "max_new_tokens": 4})
+    recs = generate_task(task, task.load_records(limit=2, local=data["medqa_4"]), hf_backend, model_id="tiny",
+                         settings={"mcq_mode": "generate", "max_new_tokens": 4})
     assert [r["scoring"] for r in recs] == ["generate"] * 2
     for r in recs:
         assert r["acc"] == float(r["pred"] is not None and r["pred"] == r["answer"])
@@ -136,3 +142,43 @@ def test_cli_generate_and_tasks(tiny_model_dir, data, tmp_path, capsys):
     assert main(["tasks"]) == 0
     listing = capsys.readouterr().out
     assert all(n in listing for n in ("mt_bench", "alpaca_eval", "medqa_5", "pubmedqa", "mmlu_medical", "toy_open"))
+
+
+class _Scripted:
+    """A deterministic backend: fixed texts and log-likelihoods, a visible chat template."""
+
+    name, model_path = "scripted", "scripted-model"
+
+    def chat_prompt(self, messages):
+        return "".join(f"<{m['role']}>{m['content']}\n" for m in messages) + "<assistant>"
+
+    def generate(self, requests):
+        from bench.backends.base import Generation
+
+        return [Generation(f"answer {r.example_id}/{r.turn}: A", len(r.messages), 3) for r in requests]
+
+    def loglikelihood(self, requests):
+        return [[-0.5 * (i + 1) * (1 + len(c)) for i, c in enumerate(r.continuations)] for r in requests]
+
+
+def test_generations_files_and_cache_keys_of_the_built_in_kinds_are_pinned(tmp_path):
+    """Existing run directories resume only if a generations file and the cache keys come out byte for byte as
+    before. The digests were made by the code before scorers owned their requests (merge-18-23, 6dbb4f1): chat
+    turns, mcq by log-likelihood and by generated letter, exact match. A change here must be a format change on
+    purpose (a rundir version bump), never a side effect."""
+    import hashlib
+
+    cache = Cache(tmp_path / "c.sqlite")
+    digests = {}
+    for name, settings in [("toy_mcq", {}), ("toy_mcq", {"mcq_mode": "generate"}), ("toy_exact", {}),
+                           ("toy_open", {})]:
+        task = load_task(name)
+        out = tmp_path / f"{name}.jsonl"
+        generate_task(task, task.load_records(limit=3), _Scripted(), model_id="m", out=out, cache=cache,
+                      settings=settings)
+        digests[name + ("/generate" if settings else "")] = hashlib.sha256(out.read_bytes()).hexdigest()[:16]
+    keys = sorted(cache._conn().execute("SELECT kind || ':' || key FROM kv").fetchall())
+    digests["cache_keys"] = hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:16]
+    assert digests == {"toy_mcq": "3f4bed9daf05d439", "toy_mcq/generate": "916eb06fb0587a23",
+                       "toy_exact": "ffe0205780c2a21d", "toy_open": "e27895b056ff5fbf",
+                       "cache_keys": "85f253e688694070"}

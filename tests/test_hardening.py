@@ -278,10 +278,10 @@ def test_cache_errors_are_one_line(tmp_path):
 
 
 def test_damaged_generations_file_is_one_line(tmp_path):
-    from bench.generate import read_jsonl
+    from bench.rundir.generations import read_generations as read_jsonl
 
     p = tmp_path / "toy_open.generations.jsonl"
-    p.write_text('{"example_id": "1"}\n{"example_id": \n')
+    p.write_text('{"task": "toy_open", "example_id": "1"}\n{"example_id": \n')
     with pytest.raises(UserError, match=r"toy_open.generations.jsonl: line 2: invalid JSON"):
         read_jsonl(p)
     p.write_bytes(b'{"example_id": "\xff\xfe"}\n')
@@ -289,6 +289,9 @@ def test_damaged_generations_file_is_one_line(tmp_path):
         read_jsonl(p)
     p.write_text('[1, 2]\n')
     with pytest.raises(UserError, match="expected a JSON object"):
+        read_jsonl(p)
+    p.write_text('{"task": "toy_open", "example_id": "1", "turn": "two"}\n')
+    with pytest.raises(UserError, match=r"line 1: field 'turn' is 'two', not a whole number"):
         read_jsonl(p)
 
 
@@ -430,8 +433,8 @@ def test_hf_generation_cuts_long_prompts_to_the_context_and_says_so(tmp_path, ca
     items = task.load_records(limit=3)
     for it in items:
         it["turns"] = [t + " " + long for t in it["turns"]]
-    records = generate_task(task, backend, "tiny", tmp_path / "g.jsonl", None, settings_override={"max_new_tokens": 8},
-                            items=items)
+    records = generate_task(task, items, backend, model_id="tiny", out=tmp_path / "g.jsonl",
+                            settings={"max_new_tokens": 8})
     err = capsys.readouterr().err
     turns = sum(len(it["turns"]) for it in items)
     assert f"{turns} of {turns} prompts cut on the left" in err and err.count("prompts cut") == 1
@@ -691,10 +694,10 @@ def test_ctrl_c_during_generation_keeps_finished_batches(tmp_path):
     items = task.load_records(limit=6)
     cache = Cache(tmp_path / "c.sqlite")
     with pytest.raises(Interrupted, match="4 of the 6 generations in progress are kept"):
-        generate_task(task, Backend(stop_after=4), "m", tmp_path / "g.jsonl", cache, items=items)
+        generate_task(task, items, Backend(stop_after=4), model_id="m", out=tmp_path / "g.jsonl", cache=cache)
     assert cache.count("gen") == 4 and not (tmp_path / "g.jsonl").exists()
     again = Backend(stop_after=None)
-    records = generate_task(task, again, "m", tmp_path / "g.jsonl", cache, items=items)
+    records = generate_task(task, items, again, model_id="m", out=tmp_path / "g.jsonl", cache=cache)
     assert again.calls == 2 and len(records) == 6  # only the two not kept were generated
 
 

@@ -96,7 +96,7 @@ def test_mcq_accuracy_matches_hand_computation(hf_backend, tmp_path):
                 fields={"id": "id", "question": "question", "choices": "choices", "answer": "answer"},
                 prompt="Question: {{ question }}\n{% for l, c in options %}{{ l }}. {{ c }}\n{% endfor %}Answer:",
                 continuation=" {{ choice }}")  # option texts: different lengths, so acc_norm can differ from acc
-    records = generate_task(task, hf_backend, "tiny", tmp_path / "two.jsonl.out", cache=None)
+    records = generate_task(task, task.load_records(), hf_backend, model_id="tiny", out=tmp_path / "two.jsonl.out")
     for row, rec in zip(rows, records):
         prompt = "Question: {q}\n{opts}Answer:".format(
             q=row["question"], opts="".join(f"{l}. {c}\n" for l, c in zip("ABCD", row["choices"])))

@@ -130,7 +130,7 @@ def test_choices_equal_lm_eval_per_document(tmp_path, tiny_model_dir):
     for ours_name, their_name in pairs:
         task = load_task(ours_name)
         items = task.load_records(local=data[ours_name])
-        ours = generate_task(task, ours_backend, "tiny", None, None, items=items)
+        ours = generate_task(task, items, ours_backend, model_id="tiny")
         samples = sorted(theirs[their_name], key=lambda s: s["doc_id"])
         assert len(samples) == len(ours) == len(items)
         for s, r, it in zip(samples, ours, items):

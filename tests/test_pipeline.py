@@ -163,6 +163,24 @@ def test_contamination_stage_added_to_a_finished_run_sends_no_request(copy_of):
         == stored.strip()
 
 
+def test_a_task_of_a_new_kind_added_to_a_finished_run(copy_of, numeric_kind):  # noqa: F811
+    """A benchmark of a kind nothing in bench knows (its scorer and YAML defined by tests/test_new_kind.py) joins a
+    finished run: only its own stages (and the contamination check, which reads every task) run; the table shows
+    it, headed by its scorer's primary metric."""
+    tasks = f"tasks=[{','.join(TASKS)},{numeric_kind}]"
+    rc, stdout, stderr = bench(*run_args(copy_of, tasks, "--force"))
+    assert rc == 0, stderr[-3000:]
+    assert sorted(ran_stages(stderr)) == sorted(["contamination"] + [f"{s}/{v}/{numeric_kind}" for s in
+                                                                     ("generate", "score") for v in VARIANTS])
+    assert summary_numbers(stdout)["model_requests"] == 2 * 3  # 2 variants x its 3 items, nothing else again
+    for v in VARIANTS:
+        summary = json.loads((copy_of / "scores" / v / f"{numeric_kind}.json").read_text())
+        assert summary["kind"] == "numeric_tolerance" and summary["metric_shown"] == "within_tol"
+        assert set(summary["metrics"]) == {"within_tol"} and summary["n_items"] == 3
+    table = (copy_of / "tables" / "default.md").read_text()
+    assert numeric_kind in table and "within_tol" in table, table
+
+
 def test_changing_max_new_tokens_reruns_only_generation_and_scoring(copy_of):
     rc, stdout, stderr = bench(*run_args(copy_of, "max_new_tokens=8", "--force"))
     assert rc == 0, stderr[-3000:]
@@ -416,6 +434,7 @@ def test_second_run_on_a_directory_in_use_is_refused_and_a_killed_runs_lock_is_t
 
 # ---- bench view of the finished run ------------------------------------------------------------------------------
 
+from test_new_kind import numeric_kind  # noqa: E402,F401 (the fixture: a new kind's scorer and YAML)
 from test_view import Loaded, browser  # noqa: E402,F401 (browser: the module-scoped Chromium fixture)
 
 

@@ -228,8 +228,13 @@ def test_bad_task_files_fail_with_file_and_key(tmp_path):
     with pytest.raises(UserError, match=r"bad.yaml: unknown key 'promt' \(did you mean 'prompt'\?\)"):
         Task.from_yaml(bad)
     bad.write_text("name: bad\nkind: judge\nscorer: mcq\ndata: {local: x.jsonl}\n")
-    with pytest.raises(UserError, match="kind must be one of"):
+    with pytest.raises(UserError, match="bad.yaml: scorer 'mcq' scores 'mcq' tasks, but kind is 'judge'"):
         Task.from_yaml(bad)
+    bad.write_text("name: bad\nscorer: mcqq\ndata: {local: x.jsonl}\n")
+    with pytest.raises(UserError, match=r"bad.yaml: .*'mcqq'.*did you mean 'mcq'"):
+        Task.from_yaml(bad)
+    bad.write_text("name: bad\nscorer: mcq\ndata: {local: x.jsonl}\n")
+    assert Task.from_yaml(bad).kind == "mcq"  # the kind is the scorer's
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"id": 1, "question": "q", "choices": ["a", "b"], "answer": "Z"}) + "\n")
     bad.write_text("name: bad\nkind: mcq\nscorer: mcq\ndata: {local: x.jsonl}\n"

@@ -112,8 +112,7 @@ def make_view_run(root: Path, variants=("ntp", "sftmix"), hostile: bool = True) 
                                                                                      "mixup_loss": 0.5 / s})}
                                  for s in range(1, 6)]).write(rd, v)
         for name, task in tasks.items():
-            gens = generate_task(task, backend, f"viewtest/{v}", rd.generations(v, name), cache=None,
-                                 items=items[name])
+            gens = generate_task(task, items[name], backend, model_id=f"viewtest/{v}", out=rd.generations(v, name))
             judged = name == "mt_bench"
             meta = {"model": "tiny-llama", "train_data": "toy", "run": "viewtest", "config_hash": "cafe0123",
                     "seed": 0, "git_commit": "0" * 40, "stage_key": f"key-{v}-{name}"}

@@ -1,6 +1,7 @@
 """One interface for every generation backend (hf, vllm): chat generation and option log-likelihoods."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
@@ -67,3 +68,13 @@ class Backend(Protocol):
     def loglikelihood(self, requests: list[LoglikRequest]) -> list[list[float]]:
         """Summed log-probability of each continuation's tokens given the context."""
         ...
+
+
+def takes_on_result(backend: Backend) -> bool:
+    """Whether ``backend.generate`` accepts ``on_result`` (a callback per finished generation, so a caller can keep
+    each batch as it completes)."""
+    try:
+        params = inspect.signature(backend.generate).parameters
+    except (TypeError, ValueError):
+        return False
+    return "on_result" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())

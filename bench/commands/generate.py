@@ -1,5 +1,5 @@
 """`bench generate`: answers for tasks with a model, into DIR/<task>.generations.jsonl, and for tasks that need no
-judge (mcq, exact) their metrics in DIR/<task>.scores.json (paths: :class:`bench.rundir.RunDir`).
+judge (mcq, exact, perplexity, ...) their metrics in DIR/<task>.scores.json (paths: :class:`bench.rundir.RunDir`).
 
 Extra ``key=value`` arguments are backend options (e.g. ``tensor_parallel_size=2`` for vllm).
 """
@@ -204,8 +204,8 @@ def run(args: argparse.Namespace) -> int:
 
     for task in tasks:
         t0 = time.perf_counter()
-        records = generate_task(task, backend, args.model, rd.generate_output(task.name), cache,
-                                settings_override=override, repeat=args.repeat, items=items[task.name])
+        records = generate_task(task, items[task.name], backend, model_id=args.model, out=rd.generate_output(task.name),
+                                cache=cache, settings=override, repeat=args.repeat)
         line = f"{task.name}: {len(records)} records in {time.perf_counter() - t0:.1f}s"
         metrics = record_metrics(task, records)
         if metrics is not None:

@@ -123,7 +123,7 @@ def _check_items(task, gens: list[dict], items: list[dict], local: str | None) -
 def _run(args, gdir: Path, names: list[str], local: dict, jargs) -> int:
     from bench.cache import Cache
     from bench.evaluate import evaluate_task, judge_config, judge_requests, make_judge
-    from bench.generate import read_jsonl
+    from bench.rundir.generations import read_generation_dicts as read_jsonl
     from bench.judge.ledger import CostLedger, estimate
     from bench.rundir import RunDir
     from bench.scorers import get_scorer

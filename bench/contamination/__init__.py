@@ -8,9 +8,9 @@ near-duplicate mode, :mod:`.check` runs a check and builds each task's report (s
 :class:`bench.rundir.ContaminationReport`; tables read it to score the clean items apart, :mod:`bench.tables`).
 """
 from .check import METHOD_VERSION, METHODS, Settings, check, dirty_rows, summary_lines
-from .fields import DEFAULT_FIELDS, TRAIN_FIELDS, item_fields, item_texts, train_texts
+from .fields import TRAIN_FIELDS, item_fields, item_texts, train_texts
 from .janitor import RULES, implementation, normalise, word_ngrams, words
 
-__all__ = ["DEFAULT_FIELDS", "METHODS", "METHOD_VERSION", "RULES", "Settings", "TRAIN_FIELDS", "check",
+__all__ = ["METHODS", "METHOD_VERSION", "RULES", "Settings", "TRAIN_FIELDS", "check",
            "dirty_rows", "implementation", "item_fields", "item_texts", "normalise", "summary_lines",
            "train_texts", "word_ngrams", "words"]

@@ -3,7 +3,7 @@
 A training row gives one text per field, in the formats :mod:`sftmix.data` reads: Alpaca ``instruction``,
 ``input``, ``output``; chat ``messages[i].content`` (every role); prompt/response ``prompt`` and ``response`` (or
 ``completion``). An evaluation item gives the fields its task YAML lists under ``contamination:`` (a list of
-normalised item keys or extra fields), else its kind's default (:data:`DEFAULT_FIELDS`): a list value (turns,
+normalised item keys or extra fields), else its kind's default (its scorer's ``contamination_fields``): a list value (turns,
 options, references, PubMedQA's abstract sentences) gives one text per element. N-grams never cross from one text
 into the next, on either side: a match is n consecutive words inside one field of each.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-DEFAULT_FIELDS = {"chat": ("turns", "reference"), "mcq": ("question", "choices"), "exact": ("question", "answer")}
 TRAIN_FIELDS = ("instruction", "input", "output", "messages[].content", "prompt", "response", "completion")
 
 
@@ -34,7 +33,7 @@ def train_texts(row: dict) -> Iterator[tuple[str, str]]:
 def item_fields(task) -> tuple[str, ...]:
     """The item fields ``task`` compares: its YAML's ``contamination:`` list, else its kind's default."""
     declared = getattr(task, "contamination", None)
-    return tuple(declared) if declared else DEFAULT_FIELDS[task.kind]
+    return tuple(declared) if declared else tuple(task.scorer_obj.contamination_fields)
 
 
 def _value(item: dict, name: str, kind: str) -> Any:

@@ -90,15 +90,14 @@ def build_stages(ctx: RunContext) -> list[Stage]:
 
 
 def n_generations(ctx: RunContext, stage: Stage) -> int:
-    """Generations a generate stage makes (chat: every item's turns; else one per item); 0 for other stages.
+    """Generations a generate stage makes (the task's scorer counts its requests: a chat's turns, one per item for
+    the other built-in kinds); 0 for other stages.
     Loads the task's items (the plan calls this after validation; building the graph never does)."""
     if stage.kind != "generate":
         return 0
     task = ctx.task(stage.task)
     items, n = ctx.loaded_items(task)
-    if task.kind != "chat":
-        return n
-    return sum(len(it.get("turns") or [1]) for it in items) if items is not None else n * task.n_turns
+    return task.scorer_obj.n_generations(task, items, n)
 
 
 def n_judge_calls(ctx: RunContext, stage: Stage) -> int:

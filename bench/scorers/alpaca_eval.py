@@ -36,7 +36,8 @@ from sftmix.errors import first_line
 from bench.judge import JudgeConfig, JudgeRequest
 
 from . import SCORERS
-from .base import Metric, Scorer, ScoreResult
+from .base import Metric, ScoreResult
+from .chat import ChatScorer
 
 TASK = "alpaca_eval"
 SWITCH_COLUMN = "is_switched_outputs"  # alpaca_eval's _switch_column for pairwise annotators
@@ -198,7 +199,7 @@ def score(records: Iterable[dict], items: list[dict], generator: str = "model", 
     return out
 
 
-class AlpacaEvalScorer(Scorer):
+class AlpacaEvalScorer(ChatScorer):
     name = "alpaca_eval"
     version = "3"  # 3: alpaca_eval's real output order (seed 0); 2: weighted (logprob) preference
     judged = True

@@ -1,6 +1,17 @@
-"""The scorer protocol: one object per benchmark owns its judge requests, verdict parsing, per-item values,
-aggregation (metric names, units, direction) and call count. The pipeline, ``bench judge`` and the tables ask the
-scorer; nothing else branches on a benchmark's name. Adding a benchmark = one scorer + one task YAML.
+"""The scorer protocol: one object per benchmark kind owns it end to end, as lm-eval's ``output_type`` and
+Inspect AI's solver/scorer pair do:
+
+- its items: which normalised fields an item of its kind holds (:meth:`Scorer.prepare_item`);
+- its model requests: what the model must answer per item - a generation (:class:`GenRequest`), the
+  log-likelihoods of continuations (:class:`LoglikRequest`), step by step when a later request needs an earlier
+  answer (a chat's second turn) - :meth:`Scorer.model_requests`; the generation step (:mod:`bench.generate`) only
+  executes them against a backend and stores the answers with the fields :meth:`Scorer.generation_fields` adds;
+- its judge requests, verdict parsing, per-item values, aggregation (metric names, units, direction) and call count.
+
+The pipeline, ``bench generate``/``bench judge`` and the tables ask the scorer; nothing else branches on a
+benchmark's kind. Adding a benchmark of a new kind = one scorer module + one task YAML (README, "Add a benchmark
+of a new kind"); the base classes of the built-in kinds are :class:`~bench.scorers.chat.ChatScorer` (judged
+conversations), :class:`~bench.scorers.mcq.MCQScorer` and :class:`~bench.scorers.exact.ShortAnswerScorer`.
 
 Judgment record (one dict per judgment, ``bench.judge.Verdict.to_record()``; every judged scorer reads these):
 ``{task, example_id, turn, variant, judge, judge_kind ('llm' | 'local' | 'reference'), repeat, score (float or
@@ -11,9 +22,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 from sftmix.errors import UserError
+
+from bench.backends.base import Generation, GenRequest, LoglikRequest
 
 if TYPE_CHECKING:  # annotations only: scoring an mcq task must not import the judge client
     from bench.judge import JudgeConfig, JudgeRequest
@@ -31,6 +44,22 @@ class Metric:
     higher_is_better: bool = True
     per_item: bool = True  # has per-item values (so tables can bootstrap a CI)
     fraction: bool = False  # stored as 0-1, shown in percent
+
+
+ModelRequest = Union[GenRequest, LoglikRequest]
+Answer = Union[Generation, list]  # a generation, or one log-likelihood per continuation
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    """What a scorer may use to build its model requests besides the task and the item."""
+
+    # generation overrides of the command line / run config: GenSettings fields, ``greedy`` and kind-specific
+    # switches (``mcq_mode``); give them to :meth:`Task.settings`, which knows the GenSettings fields
+    settings: dict = field(default_factory=dict)
+    # the backend's chat template (messages -> prompt string), for a log-likelihood context in chat form; None when
+    # requests are only built to check that every item renders (validation, before any model is loaded)
+    chat_prompt: Callable[[list[dict]], str] | None = None
 
 
 @dataclass
@@ -56,6 +85,42 @@ class Scorer:
     repeat_combine: str = "median"  # how judge repeats of one item become its value ("median" or "mean")
     pairwise: bool = False  # scores a variant against another variant's generations (``versus``)
     pairwise_scorer: str | None = None  # the scorer that replaces this one under ``judge.mode: pairwise``
+    # the task kind it scores (empty: the scorer's name): a task YAML's ``kind:`` (default: its scorer's), the shape
+    # of its items and what the model is asked
+    kind: str = ""
+    # the item fields `bench contamination` compares with the training data unless the task YAML lists its own
+    contamination_fields: tuple[str, ...] = ("question", "answer")
+
+    # -- items and model requests (what `bench generate` / the generate stage execute) ---------------------------
+    def prepare_item(self, task: "Task", item: dict, where: str) -> None:
+        """Check and normalise, in place, the fields an item of this kind needs (``item`` holds the task's mapped
+        fields, ``id`` and ``category``); a bad one is a :class:`UserError` starting with ``where``."""
+
+    def model_requests(self, task: "Task", item: dict, step: int, answers: list[Answer],
+                       options: RequestOptions) -> list[ModelRequest]:
+        """The requests ``item`` needs answered at ``step`` (0, 1, ...), given its ``answers`` so far (one per
+        earlier request, in order); ``[]`` once it needs no more. Each step's requests of every item run as one
+        batch, so a step may depend on earlier answers (a chat's turn 2 on the model's turn-1 answer)."""
+        raise NotImplementedError(f"scorer {self.name!r} makes no model requests")
+
+    def generation_fields(self, task: "Task", item: dict, request: ModelRequest, answer: Answer,
+                          options: RequestOptions) -> dict:
+        """This scorer's fields of one answered request's generations record (gold answer, per-request values
+        such as ``acc``), beside the ones every record has (:class:`bench.rundir.generations.GenerationRecord`)."""
+        return {}
+
+    def n_generations(self, task: "Task", items: list[dict] | None, n_items: int) -> int:
+        """Model requests a run of this task makes (for plans); by default one per item."""
+        return n_items
+
+    def check_item(self, task: "Task", item: dict) -> None:
+        """Build every request of ``item`` (placeholder answers, no backend), so a template that cannot render
+        fails before any model loads (validation)."""
+        options, answers, step = RequestOptions(), [], 0
+        while reqs := self.model_requests(task, item, step, answers, options):
+            answers += [Generation("", 0, 0) if isinstance(r, GenRequest) else [0.0] * len(r.continuations)
+                        for r in reqs]
+            step += 1
 
     # -- judge --------------------------------------------------------------------------------------------------
     def config_name(self, text_verdicts: bool = False) -> str | None:

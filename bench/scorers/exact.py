@@ -3,14 +3,20 @@
 Normalisation (SQuAD style): lower-case, drop punctuation and the articles a/an/the, collapse whitespace.
 ``em`` compares the whole normalised answer; ``numeric`` compares the last number in the generation with the
 gold number (when the gold answer is a number), tolerant to formatting like "1,000" or "3.0".
+
+The short-answer kind (``kind: exact``): an item holds ``question`` and ``answer`` (a string); the model answers the
+prompt once (:class:`ShortAnswerScorer`, which :mod:`.token_f1` also builds on). Each generations record keeps the
+gold ``answer`` and its ``em``/``numeric`` values.
 """
 from __future__ import annotations
 
 import re
 import string
 
+from sftmix.errors import UserError
+
 from . import SCORERS
-from .base import Metric, Scorer, ScoreResult
+from .base import GenRequest, Metric, Scorer, ScoreResult
 
 _NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
@@ -50,7 +56,27 @@ def aggregate(records: list[dict]) -> dict:
     return out
 
 
-class ExactScorer(Scorer):
+class ShortAnswerScorer(Scorer):
+    """Base class of the short-answer kind: one generated answer per item, its record carrying ``answer``, ``em``
+    and ``numeric`` (:func:`score`); subclasses aggregate."""
+
+    kind = "exact"
+
+    def prepare_item(self, task, item, where):
+        if item.get("question") is None or item.get("answer") is None:
+            raise UserError(f"{where}: {task.kind} tasks need fields 'question' and 'answer'")
+        item["answer"] = str(item["answer"])
+
+    def model_requests(self, task, item, step, answers, options):
+        if step > 0:
+            return []
+        return [GenRequest(task.name, item["id"], 0, task.messages(item), task.settings(item, options.settings))]
+
+    def generation_fields(self, task, item, request, answer, options):
+        return {"answer": item["answer"], **score(answer.text, item["answer"])}
+
+
+class ExactScorer(ShortAnswerScorer):
     name = "exact"
     primary = "exact_match"
     metrics = (Metric("exact_match", "exact match", "normalised exact match (SQuAD-style normalisation)", "%",

@@ -7,14 +7,22 @@ Per document, from each option's summed log-likelihood (``lm_eval/api/task.py`` 
 - ``acc_bytes``: the same over UTF-8 bytes.
 Ties go to the first option (numpy's argmax). Headline: ``acc`` (what lm-eval reports for PubMedQA, MedQA, MedMCQA,
 MMLU). Each generations record keeps ``logliks``, ``pred``, ``pred_norm`` and ``pred_bytes``.
+
+An item holds ``question``, ``choices`` (2+ strings), ``answer`` (the gold option's index) and optionally the data's
+own option ``labels``. With ``mcq_mode: generate`` (or ``--mcq-mode generate``) the model is asked the prompt as a
+chat message instead and the option letter is parsed from its answer.
 """
 from __future__ import annotations
 
 import re
 from typing import Sequence
 
+from sftmix.errors import UserError
+
+from bench.task_fields import answer_index, parse_choices
+
 from . import SCORERS
-from .base import Metric, Scorer, ScoreResult
+from .base import GenRequest, LoglikRequest, Metric, Scorer, ScoreResult
 
 
 def argmax(values: list[float]) -> int:
@@ -71,6 +79,8 @@ def aggregate(records: list[dict]) -> dict:
 
 class MCQScorer(Scorer):
     name = "mcq"
+    kind = "mcq"
+    contamination_fields = ("question", "choices")
     version = "2"  # 2: acc_norm over characters without the delimiter (lm-eval), acc_bytes
     primary = "acc"
     metrics = (
@@ -80,6 +90,40 @@ class MCQScorer(Scorer):
         Metric("acc_bytes", "acc_bytes", "lm-eval acc_bytes: argmax of log-likelihood / option length in UTF-8 "
                "bytes", "%", fraction=True),
     )
+
+    def prepare_item(self, task, item, where):
+        choices = parse_choices(item.get("choices"), where)
+        item["choices"] = choices
+        if "labels" in item and item["labels"] is not None and (
+                not isinstance(item["labels"], list) or len(item["labels"]) != len(choices)):
+            raise UserError(f"{where}: field 'labels' must be null or one label per choice ({len(choices)}), "
+                            f"got {item['labels']!r}")
+        item["answer"] = answer_index(item.get("answer"), choices, task.item_labels(item), where)
+
+    @staticmethod
+    def mode(task, options) -> str:
+        """loglik (lm-eval's protocol) or generate: ``--mcq-mode``/the run's setting, else the task's ``mcq_mode``."""
+        return options.settings.get("mcq_mode", task.mcq_mode)
+
+    def model_requests(self, task, item, step, answers, options):
+        if step > 0:
+            return []
+        if self.mode(task, options) == "generate":
+            return [GenRequest(task.name, item["id"], 0, task.messages(item), task.settings(item, options.settings))]
+        if not task.chat_template:
+            context = task.render_prompt(item)
+        elif options.chat_prompt is not None:
+            context = options.chat_prompt(task.messages(item))
+        else:  # only checking that the item renders: no backend, no chat template to apply
+            context = "".join(m["content"] for m in task.messages(item))
+        return [LoglikRequest(item["id"], context, task.continuations(item))]
+
+    def generation_fields(self, task, item, request, answer, options):
+        if isinstance(request, LoglikRequest):
+            return {"scoring": "loglik", "answer": item["answer"],
+                    **score_logliks(answer, request.continuations, item["answer"], task.target_delimiter)}
+        pred = parse_letter(answer.text, len(item["choices"]), task.item_labels(item))
+        return {"scoring": "generate", "answer": item["answer"], "pred": pred, "acc": float(pred == item["answer"])}
 
     def score(self, task, items, generations, records=(), config=None) -> ScoreResult:
         delimiter = getattr(task, "target_delimiter", " ")

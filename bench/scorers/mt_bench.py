@@ -23,7 +23,8 @@ import pandas as pd
 from bench.judge import JudgeConfig, JudgeRequest
 
 from . import SCORERS
-from .base import Metric, Scorer, ScoreResult
+from .base import Metric, ScoreResult
+from .chat import ChatScorer
 
 REF_CATEGORIES = ("math", "reasoning", "coding")
 TASK = "mt_bench"
@@ -114,7 +115,7 @@ def aggregate(records: Iterable[dict], categories: dict[str, str] | None = None)
     return result
 
 
-class MTBenchScorer(Scorer):
+class MTBenchScorer(ChatScorer):
     """FastChat single-answer grading; ``ref_categories=None`` uses a reference wherever an item has one."""
 
     judged = True

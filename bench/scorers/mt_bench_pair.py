@@ -26,7 +26,8 @@ import pandas as pd
 from bench.judge import JudgeConfig, JudgeRequest
 
 from . import SCORERS
-from .base import Metric, Scorer, ScoreResult
+from .base import Metric, ScoreResult
+from .chat import ChatScorer
 from .mt_bench import REF_CATEGORIES, answers_from_generations
 
 # Our form names -> FastChat's judge_prompts.jsonl names.
@@ -136,7 +137,7 @@ def position_stats(rows: pd.DataFrame) -> dict:
             "n_decisive": int(len(decisive)), "first_wins": int((decisive == 1.0).sum())}
 
 
-class MTBenchPairScorer(Scorer):
+class MTBenchPairScorer(ChatScorer):
     """FastChat pairwise-baseline: the run's variant (model_1) against the baseline's answers (model_2)."""
 
     name = "mt_bench_pair"

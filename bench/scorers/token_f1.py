@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import Counter
 
 from . import SCORERS
-from .base import Metric, Scorer, ScoreResult
-from .exact import normalize
+from .base import Metric, ScoreResult
+from .exact import ShortAnswerScorer, normalize
 
 
 def f1(prediction: str, answer: str) -> float:
@@ -22,7 +22,7 @@ def f1(prediction: str, answer: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-class TokenF1Scorer(Scorer):
+class TokenF1Scorer(ShortAnswerScorer):
     name = "token_f1"
     primary = "f1"
     metrics = (Metric("f1", "token F1", "SQuAD token-overlap F1 after SQuAD-style normalisation", "%", fraction=True),)

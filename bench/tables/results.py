@@ -200,6 +200,8 @@ def headline_metric(s: TaskResult) -> str:
         if s.metric_shown and s.metric_shown in s.metrics:  # the scorer's primary metric (exact_match, f1, ...)
             return s.metric_shown
         return "exact_match" if "exact_match" in s.metrics or "em" not in s.metrics else "em"
+    if s.metric_shown and s.metric_shown in s.metrics:  # another kind's scorer names its primary metric
+        return s.metric_shown
     for k in ("overall", "win_rate_adjusted", "win_rate", "score"):  # win_rate_adjusted: MT-Bench pairwise
         if k in s.metrics:
             return k

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 from sftmix.variants import Variant
 
+from ...backends.base import takes_on_result
 from ..context import RunContext
 
 if TYPE_CHECKING:
@@ -22,8 +23,8 @@ def generate_stage(ctx: RunContext, v: Variant, task: Task) -> None:
     if ctx.backend_of is None or ctx.backend_of[0] != v.name:
         ctx.backend_of = None  # release the previous variant's model before loading the next
         ctx.backend_of = (v.name, _backend(ctx, v))
-    generate_task(task, ctx.backend_of[1], f"{ctx.cfg.run.name}/{v.name}", ctx.gen_path(v, task), ctx.cache,
-                  settings_override=override, items=ctx.items(task))
+    generate_task(task, ctx.items(task), ctx.backend_of[1], model_id=f"{ctx.cfg.run.name}/{v.name}",
+                  out=ctx.gen_path(v, task), cache=ctx.cache, settings=override)
 
 
 def _backend(ctx: RunContext, v: Variant) -> "Counting":
@@ -47,10 +48,8 @@ class Counting:
         self.name = backend.name
 
     def generate(self, requests, on_result=None):
-        from ...generate import _takes_on_result
-
         self._c["model_requests"] += len(requests)
-        if on_result is not None and _takes_on_result(self._b):
+        if on_result is not None and takes_on_result(self._b):
             return self._b.generate(requests, on_result=on_result)
         return self._b.generate(requests)
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from sftmix.variants import Variant
 
+from ...rundir.generations import read_generation_dicts
 from ..context import RunContext
 
 if TYPE_CHECKING:
@@ -15,9 +16,8 @@ if TYPE_CHECKING:
 def score_stage(ctx: RunContext, v: Variant, task: Task, key: str) -> dict:
     """Score ``v`` on ``task``; ``{"incomplete": True}`` when an LLM judge failed verdicts a re-run should retry."""
     from ...evaluate import evaluate_task
-    from ...generate import read_jsonl
 
-    gens = read_jsonl(ctx.gen_path(v, task))
+    gens = read_generation_dicts(ctx.gen_path(v, task))
     judge = run_judge(ctx) if ctx.scorer(task).judged else None
     # Each task summary says how it was made; the full record (packages, hardware, ...) is provenance.json.
     meta = {"model": ctx.cfg.run.model_name or ctx.cfg.model.model, "train_data": ctx.cfg.run.train_data_name,
@@ -27,7 +27,8 @@ def score_stage(ctx: RunContext, v: Variant, task: Task, key: str) -> dict:
     if ctx.scorer(task).pairwise:  # judge.mode: pairwise: v's answers against NTP's (None: NTP's own row)
         other = ctx.pairwise_baseline(v)
         if other is not None:
-            versus = {"model_1": v.name, "model_2": other.name, "generations": read_jsonl(ctx.gen_path(other, task))}
+            versus = {"model_1": v.name, "model_2": other.name,
+                      "generations": read_generation_dicts(ctx.gen_path(other, task))}
     before, made = judge_calls_made(ctx), judge.verdicts_made if judge is not None else 0
     summary = evaluate_task(task, ctx.items(task), gens, judge, run_dir=ctx.out, variant=v.name, meta=meta,
                          repeats=ctx.cfg.judge.repeats, progress=ctx.progress, judge_args=ctx.cfg.judge,
