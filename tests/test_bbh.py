@@ -219,7 +219,7 @@ def test_real_eval_buckets_hold_no_near_duplicate_of_their_training_rows(monkeyp
 
 
 def test_an_empty_bucket_fails_a_dry_run_too(tmp_path, monkeypatch):
-    from test_pipeline import bench, error_lines
+    from support import bench, error_lines
 
     (tmp_path / "navigate.json").write_text(json.dumps({"examples": [  # one near-duplicate group: one bucket
         {"input": "Take 1 step. Do you return?\nOptions:\n- Yes\n- No", "target": "No"}] * 12}))

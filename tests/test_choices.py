@@ -48,7 +48,7 @@ def test_explicit_labels_too_short_fail_only_where_a_template_uses_them(tmp_path
 
 
 def test_validation_renders_every_item_before_training(tmp_path, monkeypatch):
-    from test_pipeline import bench, error_lines
+    from support import bench, error_lines
 
     task = mcq_task(tmp_path, 4, prompt="{{ question }} {{ missing_field }}")
     monkeypatch.setenv("BENCH_TASKS_DIR", str(tmp_path))

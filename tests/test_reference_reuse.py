@@ -44,7 +44,8 @@ def test_adopted_reference_model_equals_a_separate_ntp_training(tmp_path, tiny_m
 
 @pytest.mark.slow
 def test_bench_run_plans_and_reuses_the_reference_run_as_ntp(tmp_path, tiny_model_dir):
-    from test_pipeline import bench, run_args
+    from support import bench
+    from test_pipeline import run_args
 
     out = tmp_path / "run"
     rc, plan, err = bench(*run_args(out, "--dry-run", "reference_epochs=1"))  # SMALL: num_train_epochs=1
