@@ -14,10 +14,11 @@ import yaml
 from pydantic import BeforeValidator, Field
 
 from sftmix.config import (VARIANT_KEYS, DataArgs, DynamicsArgs, ModelArgs, Names, NonNegFloat, NonNegInt,
-                           PosFloat, PosInt, Seed, TrainArgs, apply_overrides, comma_list, hashed_section,
+                           PosFloat, PosInt, Seed, TrainArgs, apply_overrides, comma_list,
                            load_config_file, validate_config)
 from sftmix.errors import UserError
 from sftmix.io import hash_obj
+from sftmix.keyschema import config_key
 from sftmix.registry import nearest
 
 
@@ -83,10 +84,6 @@ class JudgeArgs:
         "gpt-4-0613": {"input": 30.0, "output": 60.0}, "gpt-4-1106-preview": {"input": 10.0, "output": 30.0},
         "gpt-4o-mini": {"input": 0.15, "output": 0.6},
     })
-
-
-# Judge options added after runs existed: left out of the config hash at their default, so old runs keep their hash.
-_JUDGE_ADDED = {"mode": "single", "swap": False, "alpaca_eval_prompt": None}
 
 
 @dataclass
@@ -157,20 +154,7 @@ class RunConfig:
     def config_hash(self) -> str:
         """Hash of everything that determines the results (the output folder name and the thread count are not
         part of it)."""
-        d = self.to_dict()
-        del d["executor"]  # where stages run never changes what they make
-        # seeds: None is left out, so that configs from before the seed axis keep their hash (and run dirs)
-        d["run"] = {k: v for k, v in d["run"].items()
-                    if k not in ("out", "layout", "threads") and not (k == "seeds" and v is None)
-                    and not (k == "num_nodes" and v == 1)}
-        d["judge"] = {k: v for k, v in d["judge"].items() if k not in ("concurrency", "timeout", "max_retries")
-                      and not (k in _JUDGE_ADDED and v == _JUDGE_ADDED[k])}
-        d["model"] = model_key(self.model)
-        d["train"] = hashed_section("train", self.train)  # removed options at their old value: old hashes stay
-        del d["contamination"]  # an analysis of the data, not of the results: its stage has its own key
-        d["dynamics"] = hashed_section("dynamics", self.dynamics)  # added options at their default: left out
-        d["generation"] = hashed_section("generation", self.generation)
-        return hash_obj(d)
+        return hash_obj(config_key(self.sections()))  # what is hashed: sftmix.keyschema
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -180,11 +164,6 @@ class RunConfig:
         from sftmix.config import TrainConfig
 
         return TrainConfig(model=self.model, data=self.data, train=self.train, dynamics=self.dynamics)
-
-
-def model_key(model) -> dict:
-    """The model section as hashed: options added later are left out while unset, so older runs keep their keys."""
-    return {k: v for k, v in asdict(model).items() if not (k == "trainable_layers" and v is None)}
 
 
 def load_run_config(path: str | None, overrides: dict[str, Any]) -> RunConfig:

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import UserError, first_line, os_error
+from .keyschema import comparable, hashed_section, removed_option, without_removed  # noqa: F401 (API)
 from .registry import nearest
 
 log = logging.getLogger("sftmix")
@@ -118,44 +119,6 @@ class TrainConfig:
 
 # Variant options (see sftmix.variants.Variant); reference_model names the dynamics model (weak-to-strong).
 VARIANT_KEYS = ("alpha", "mu", "pairing", "reference_model", "ntp_weight", "irdro_tau", "confidence_split")
-
-# Options removed from the schema: section -> {name: (the value every run had, why it went)}. A config that still
-# sets one is accepted with a deprecation warning; hashed views put it back at that value, so config hashes, stage
-# keys and finished-training records from before the removal stay valid.
-REMOVED: dict[str, dict[str, tuple[Any, str]]] = {
-    "train": {"mixup_reduction": ("pair", "it was never read: the Mixup loss is always a token mean per pair, "
-                                          "then a mean over pairs")},
-}
-
-
-# Options added to the schema later: section -> {name: default}. Hashed views leave one out while it has its
-# default, so config hashes, stage keys and finished-training records from before it stay valid.
-ADDED: dict[str, dict[str, Any]] = {
-    "dynamics": {"split": "global"},
-    "generation": {"share_prefix": False},  # bench's generation section
-}
-
-
-def hashed_section(name: str, section: Any) -> dict[str, Any]:
-    """Section ``name``'s fields as config hashes and stage keys see them (removed options at their old value, added
-    ones left out at their default)."""
-    d = asdict(section)
-    d.update({k: value for k, (value, _) in REMOVED.get(name, {}).items()})
-    return {k: v for k, v in d.items() if not (k in ADDED.get(name, {}) and v == ADDED[name][k])}
-
-
-def without_removed(config: dict[str, Any]) -> dict[str, Any]:
-    """A stored config dict (``TrainConfig.to_dict()`` of an earlier run) without the removed options."""
-    return {s: ({k: v for k, v in sec.items() if k not in REMOVED.get(s, {})} if isinstance(sec, dict) else sec)
-            for s, sec in config.items()}
-
-
-def comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """A config dict as records compare it: without removed options, and without added ones at their default (a
-    record from before an option was added equals one from after it, at its default)."""
-    return {s: ({k: v for k, v in sec.items() if not (k in ADDED.get(s, {}) and v == ADDED[s][k])}
-                if isinstance(sec, dict) else sec) for s, sec in without_removed(config).items()}
-
 
 def parse_value(text: str) -> Any:
     """YAML scalar parsing: 1e-5 -> float, true -> bool, null -> None, else the string."""
@@ -262,10 +225,9 @@ def apply_overrides(cfg, overrides: dict[str, Any], extra_keys: tuple[str, ...] 
         if name in extra_keys and section in ("", "variant"):
             rest[name] = value
             continue
-        gone = [why for s, opts in REMOVED.items() for n, (_, why) in opts.items()
-                if n == name and section in ("", s) and s in cfg.sections()]
+        gone = removed_option(cfg.sections(), section, name)
         if gone:
-            log.warning("option %r is deprecated and ignored (%s); remove it from the config", key, gone[0])
+            log.warning("option %r is deprecated and ignored (%s); remove it from the config", key, gone)
             continue
         cands = [(s, f) for s, f in by_name.get(name, []) if not section or s == section]
         if not cands:

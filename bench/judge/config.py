@@ -11,6 +11,7 @@ import yaml
 
 from sftmix.errors import UserError, first_line
 from sftmix.io import hash_obj
+from sftmix.keyschema import JUDGE_FINGERPRINT_ADDED, without_added
 from sftmix.registry import nearest
 
 from .client import JudgeRequest
@@ -74,7 +75,7 @@ class JudgeConfig:
         return hash_obj({"mode": self.mode, "parser": self.parser.__dict__, "temperature": self.temperature,
                          "max_tokens": self.max_tokens, "logprobs": self.logprobs,
                          "forms": {k: (v.system, v.user, v.engine) for k, v in self.forms.items()},
-                         **({"both_orders": True} if self.both_orders else {})})  # only when set: old keys stay
+                         **without_added({"both_orders": self.both_orders}, JUDGE_FINGERPRINT_ADDED)})
 
 
 def judge_config_names() -> list[str]:

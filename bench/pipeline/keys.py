@@ -8,25 +8,19 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from sftmix.config import hashed_section
 from sftmix.io import data_identity, hash_obj
+from sftmix.keyschema import GENERATE_ADDED, hashed_section, task_key, without_added
 from sftmix.variants import Variant
 
-from ..config import model_key
 from .context import RunContext
 
 if TYPE_CHECKING:
     from ..tasks import Task
 
-# Task fields the generation key leaves out, as it always has: data_hash/source/path/layout (the data's hash and
-# whereabouts); parametric/param: the name says it all (bigbench:navigate), so tasks from before them keep their keys;
-# contamination: the fields the contamination check compares, which no generation depends on.
-_TASK_FIELDS_NOT_KEYED = ("data_hash", "source", "path", "layout", "parametric", "param", "contamination")
-
-
 def _base(ctx: RunContext, seed: int | None = None) -> dict:
     c = ctx.cfg
-    return {"model": model_key(c.model), "data": c.data.__dict__, "train_data": ctx.train_data,
+    return {"model": hashed_section("model", c.model), "data": hashed_section("data", c.data),
+            "train_data": ctx.train_data,
             "train": hashed_section("train", ctx.train_config(seed).train)}
 
 
@@ -46,10 +40,9 @@ def gen_key(ctx: RunContext, train: str, task: Task) -> str:
     """Key of a variant's generations for ``task``; ``train`` is the key of the variant's training."""
     cfg = ctx.cfg
     return hash_obj({"stage": "generate", "train": train, "task": task.name,
-                     "task_def": {k: val for k, val in asdict(task).items() if k not in _TASK_FIELDS_NOT_KEYED},
+                     "task_def": task_key(asdict(task)),
                      "generation": hashed_section("generation", cfg.generation), "limit": cfg.run.limit,
-                     # only when not the default, so runs from before limit_mode keep their keys
-                     **({"limit_mode": cfg.run.limit_mode} if cfg.run.limit_mode != "first" else {}),
+                     **without_added({"limit_mode": cfg.run.limit_mode}, GENERATE_ADDED),
                      "local_data": cfg.run.data_paths.get(task.name), "referenced_only": ctx.referenced_only(task)})
 
 
@@ -76,7 +69,7 @@ def contamination_key(ctx: RunContext) -> str:
     tasks = {}
     for t in ctx.tasks:
         local = cfg.run.data_paths.get(t.name) or t.data.get("local")
-        tasks[t.name] = {"task_def": {k: val for k, val in asdict(t).items() if k not in _TASK_FIELDS_NOT_KEYED},
+        tasks[t.name] = {"task_def": task_key(asdict(t)),
                          "local_data": data_identity(str(local)) if local else None,
                          "referenced_only": ctx.referenced_only(t), "fields": list(item_fields(t))}
     return hash_obj({"stage": "contamination", "train_data": ctx.train_data, "split": cfg.data.split,
