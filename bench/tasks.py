@@ -1,4 +1,5 @@
-"""Evaluation tasks as data: one YAML file per task in ``tasks/`` (plus any folder named in ``BENCH_TASKS_DIR``).
+"""Evaluation tasks as data: one YAML file per task in ``bench/task_files/`` (shipped with the package), in other
+packages' folders (entry points ``sftmix_bench.tasks``) and in any folder named in ``BENCH_TASKS_DIR``.
 
 A task file names its data source, how a record becomes normalised fields, the prompt format, generation settings
 and its scorer. Example (MedQA, lm-eval's prompt)::
@@ -31,14 +32,15 @@ from __future__ import annotations
 
 import os
 import re
+import types
 from dataclasses import dataclass, field, fields as dc_fields
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import yaml
 
-import bench
 from bench import task_sources
 from bench.backends.base import GenSettings
 from bench.task_fields import answer_index, compile_expr, parse_choices, required_fields, template
@@ -67,9 +69,37 @@ def letters(n: int) -> list[str]:
     return out
 
 
+BUNDLED_TASKS = Path(__file__).resolve().parent / "task_files"  # package data: installed with the package
+TASK_PLUGINS = "sftmix_bench.tasks"  # entry-point group of other packages' task folders
+
+
+def _plugin_dirs() -> list[Path]:
+    """Task folders other installed packages declare in the ``sftmix_bench.tasks`` entry-point group: the entry
+    point loads a package (its folder holds the YAML files), a path, or a function returning a path."""
+    dirs = []
+    for ep in entry_points(group=TASK_PLUGINS):
+        dist = getattr(ep.dist, "name", None) or "?"
+        try:
+            obj = ep.load()
+            obj = obj() if callable(obj) and not isinstance(obj, types.ModuleType) else obj
+            path = Path(obj.__file__).parent if isinstance(obj, types.ModuleType) else Path(obj)
+        except Exception as e:  # noqa: BLE001 - any failure of third-party code: one line naming the plugin
+            raise UserError(f"task plugin {ep.name!r} ({ep.value}, from package {dist}) failed to load: "
+                            f"{type(e).__name__}: {first_line(e)}") from None
+        if not path.is_dir():
+            raise UserError(f"task plugin {ep.name!r} (from package {dist}) names {path}, which is not a folder")
+        dirs.append(path)
+    return dirs
+
+
 def tasks_dirs() -> list[Path]:
-    """The repo's ``tasks/`` folder, then each folder in ``BENCH_TASKS_DIR`` (os.pathsep-separated)."""
-    dirs = [Path(bench.__file__).resolve().parents[1] / "tasks"]
+    """Where task YAML files are found, in order: the package's own (``bench/task_files``), each installed plugin's
+    folder (entry-point group ``sftmix_bench.tasks``), a checkout's ``tasks/`` folder when there is one (where task
+    files lived before), then each folder in ``BENCH_TASKS_DIR`` (os.pathsep-separated)."""
+    dirs = [BUNDLED_TASKS, *_plugin_dirs()]
+    legacy = Path(__file__).resolve().parents[1] / "tasks"
+    if legacy.is_dir():
+        dirs.append(legacy)
     dirs += [Path(p) for p in os.environ.get("BENCH_TASKS_DIR", "").split(os.pathsep) if p]
     return dirs
 

@@ -68,7 +68,15 @@ class Variant:
         return variant_key(asdict(self))  # options added later left out while unset: older stage keys stay
 
 
-VARIANTS: Registry[Variant] = Registry("variant")
+def _plugin_variant(obj) -> Variant:
+    if not isinstance(obj, Variant):
+        raise TypeError(f"expected a sftmix.variants.Variant, got {type(obj).__name__}")
+    obj.validate()
+    return obj
+
+
+# Other packages add variants through the entry-point group sftmix_bench.variants (README "Plugins").
+VARIANTS: Registry[Variant] = Registry("variant", plugins="sftmix_bench.variants", plugin_item=_plugin_variant)
 
 
 def _add(v: Variant) -> None:
