@@ -43,6 +43,7 @@ import yaml
 
 from bench import task_sources
 from bench.backends.base import GenSettings
+from bench.task_schema import check_task_file
 from bench.task_fields import answer_index, compile_expr, parse_choices, required_fields, template
 from bench.task_sources import PARSERS  # noqa: F401  (part of this module's API)
 from sftmix.errors import UserError, first_line
@@ -156,26 +157,8 @@ class Task:
         raw = _read_yaml(path)
         if not isinstance(raw, dict):
             raise UserError(f"{path}: a task file must be a mapping")
-        known = {f.name for f in dc_fields(cls)} - {"path", "data_hash", "source", "layout", "param"}
-        for key in raw:
-            if key not in known:
-                raise UserError(f"{path}: unknown key {key!r}{nearest(key, known)}")
-        for key in ("name", "kind", "scorer", "data"):
-            if key not in raw:
-                raise UserError(f"{path}: missing required key {key!r}")
-        if raw["kind"] not in KINDS:
-            raise UserError(f"{path}: kind must be one of {', '.join(KINDS)}, got {raw['kind']!r}")
-        if not isinstance(raw["data"], dict) or not any(raw["data"].get(k) for k in SOURCES):
-            raise UserError(f"{path}: data needs at least one of {', '.join(SOURCES)}")
-        if raw.get("mcq_mode", "loglik") not in ("loglik", "generate"):
-            raise UserError(f"{path}: mcq_mode must be loglik or generate")
+        check_task_file(cls, path, raw, kinds=KINDS, sources=SOURCES, standard=STANDARD_FIELDS)  # bench.task_schema
         layouts = raw.get("layouts")
-        if layouts is not None and (not isinstance(layouts, dict) or not layouts
-                                    or not all(isinstance(v, dict) for v in layouts.values())):
-            raise UserError(f"{path}: layouts must map a layout name to a fields mapping")
-        if layouts and raw.get("fields"):
-            raise UserError(f"{path}: give either fields or layouts, not both")
-        _check_contamination_fields(path, raw, layouts)
         for where, mapping in ([("fields", raw.get("fields", {}))] if not layouts else
                                [(f"layouts.{n}", m) for n, m in layouts.items()]):
             for key in mapping:
@@ -392,21 +375,6 @@ def _read_yaml(path: Path):
         from sftmix.errors import os_error
 
         raise os_error(e, "read task file", path) from None
-
-
-def _check_contamination_fields(path: Path, raw: dict, layouts: dict | None) -> None:
-    """``contamination:`` must list item fields the task's mapping makes (or standard ones), so a typo is an error
-    rather than a silently empty comparison."""
-    names = raw.get("contamination")
-    if names is None:
-        return
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise UserError(f"{path}: contamination must be a non-empty list of item field names")
-    known = set(STANDARD_FIELDS) | {k for m in ([raw.get("fields") or {}] + list((layouts or {}).values())) for k in m}
-    for name in names:
-        if name not in known:
-            raise UserError(f"{path}: contamination field {name!r} is not an item field{nearest(name, known)} "
-                            f"(known: {', '.join(sorted(known))})")
 
 
 # -------------------------------------------------------------------- registry
