@@ -57,6 +57,8 @@ TASK_NOT_KEYED: frozenset[str] = frozenset({"data_hash", "source", "path", "layo
                                             "contamination"})
 # variant options added later: left out while unset (falsy irdro_tau, no confidence_split)
 VARIANT_ADDED: dict[str, Any] = {"irdro_tau": 0.0, "confidence_split": None}
+# variant fields the train key holds at a fixed value: the description is prose, never what is trained
+VARIANT_NOT_KEYED: dict[str, Any] = {"description": None}
 # judge config settings added later (the judge fingerprint): left out at their default
 JUDGE_FINGERPRINT_ADDED: dict[str, Any] = {"both_orders": False}
 
@@ -108,5 +110,10 @@ def task_key(task_fields: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def variant_key(variant_fields: Mapping[str, Any]) -> dict[str, Any]:
-    """A variant's fields as its record and train key hold them (options added later left out while unset)."""
+    """A variant's fields as its record holds them (options added later left out while unset)."""
     return without_added(variant_fields, VARIANT_ADDED)
+
+
+def variant_stage_key(variant_record: Mapping[str, Any]) -> dict[str, Any]:
+    """A variant (its :func:`variant_key` record) as the train stage key sees it."""
+    return {**variant_record, **VARIANT_NOT_KEYED}

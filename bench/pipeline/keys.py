@@ -9,7 +9,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from sftmix.io import data_identity, hash_obj
-from sftmix.keyschema import GENERATE_ADDED, hashed_section, task_key, without_added
+from sftmix.keyschema import GENERATE_ADDED, hashed_section, task_key, variant_stage_key, without_added
 from sftmix.variants import Variant
 
 from .context import RunContext
@@ -32,7 +32,7 @@ def dyn_key(ctx: RunContext, ref: str | None, seed: int | None = None) -> str:
 
 def train_key(ctx: RunContext, v: Variant, dyn: str | None) -> str:
     """Key of training ``v``; ``dyn`` is the key of the dynamics run it takes confidences from (None: it needs none)."""
-    return hash_obj({"stage": "train", **_base(ctx, ctx.seed_arg(v)), "variant": {**v.to_dict(), "description": None},
+    return hash_obj({"stage": "train", **_base(ctx, ctx.seed_arg(v)), "variant": variant_stage_key(v.to_dict()),
                      "dynamics": dyn})
 
 
