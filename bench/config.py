@@ -14,7 +14,7 @@ import yaml
 from pydantic import BeforeValidator, Field
 
 from sftmix.config import (VARIANT_KEYS, DataArgs, DynamicsArgs, ModelArgs, Names, NonNegFloat, NonNegInt,
-                           PosFloat, PosInt, Seed, TrainArgs, apply_overrides, comma_list, section,
+                           PosFloat, PosInt, Seed, TrainArgs, apply_overrides, comma_list, config_section,
                            load_config_file, validate_config)
 from sftmix.errors import UserError
 from sftmix.io import hash_obj
@@ -27,7 +27,7 @@ def _seed_list(v: Any) -> Any:
     return [v] if isinstance(v, int) and not isinstance(v, bool) else comma_list(v)
 
 
-@section
+@config_section
 class RunArgs:
     name: str = "default"  # label of this experiment in tables
     train_data_name: str = "toy"  # how tables name the training set (Alpaca-52K, MedAlpaca, ...)
@@ -48,7 +48,7 @@ class RunArgs:
     threads: PosInt | None = None  # torch's CPU threads; None: from the free cores (bench.threads), `--threads`
 
 
-@section
+@config_section
 class GenerationArgs:
     backend: Literal["hf", "vllm"] = "hf"  # hf | vllm
     max_new_tokens: PosInt | None = None  # None: each task's own setting (MT-Bench 1024, AlpacaEval 2048, ...)
@@ -61,7 +61,7 @@ class GenerationArgs:
     share_prefix: bool = False
 
 
-@section
+@config_section
 class JudgeArgs:
     model: str | None = None  # None: the reference-based rubric (offline); else an LLM judge model name
     base_url: str | None = None  # OpenAI-compatible endpoint (None = OpenAI)
@@ -86,7 +86,7 @@ class JudgeArgs:
     })
 
 
-@section
+@config_section
 class ExecutorArgs:
     """Where stages run. Never part of a stage key or the config hash: switching executor resumes the same run."""
 
@@ -113,7 +113,7 @@ class ExecutorArgs:
     ray_address: str | None = None  # an existing cluster (ray://..., host:port, auto); None: start a local one
 
 
-@section
+@config_section
 class ContaminationArgs:
     """The contamination check (bench.contamination): its settings, and whether `bench run` runs it."""
 
@@ -133,7 +133,7 @@ class ContaminationArgs:
                         num_perm=self.num_perm, max_matches=self.max_matches)
 
 
-@section
+@config_section
 class RunConfig:
     run: RunArgs = field(default_factory=RunArgs)
     model: ModelArgs = field(default_factory=ModelArgs)

@@ -49,10 +49,10 @@ def comma_list(v: Any) -> Any:
 BoolOrAuto = Annotated[Literal["auto", "true", "false"], BeforeValidator(_bool_word)]
 Names = Annotated[list[str], BeforeValidator(comma_list)]
 # A config section: a dataclass (asdict, replace, fields work as ever) whose annotations pydantic validates.
-section = functools.partial(pydantic_dataclass, config=SCHEMA)
+config_section = functools.partial(pydantic_dataclass, config=SCHEMA)
 
 
-@section
+@config_section
 class ModelArgs:
     model: str = "tiny-llama"  # preset name, HF hub id or local folder
     template: str | None = None  # named chat template for base models (alpaca, chatml); None = tokenizer's own
@@ -66,7 +66,7 @@ class ModelArgs:
     trainable_layers: PosInt | None = None
 
 
-@section
+@config_section
 class DataArgs:
     data: str = "toy"  # "toy" = bundled toy set; hub id or local json/jsonl/parquet
     split: str = "train"
@@ -74,7 +74,7 @@ class DataArgs:
     max_examples: PosInt | None = None  # first N rows only (smoke runs)
 
 
-@section
+@config_section
 class TrainArgs:
     learning_rate: NonNegFloat = 2e-6  # 0 is allowed: the weights stay put (e.g. online vs offline dynamics checks)
     weight_decay: NonNegFloat = 0.1
@@ -96,7 +96,7 @@ class TrainArgs:
     lambda_per: Literal["pair", "batch"] = "pair"  # pair: one λ per pair [INF]; batch: one λ per micro-batch
 
 
-@section
+@config_section
 class DynamicsArgs:
     num_checkpoints: PosInt = 5  # C, evenly spaced over the one-epoch reference run [INF]
     reference_epochs: PosFloat = 1.0
@@ -107,7 +107,7 @@ class DynamicsArgs:
     split: Literal["global", "per_source"] = "global"
 
 
-@section
+@config_section
 class TrainConfig:
     model: ModelArgs = field(default_factory=ModelArgs)
     data: DataArgs = field(default_factory=DataArgs)
@@ -123,6 +123,7 @@ class TrainConfig:
 
 # Variant options (see sftmix.variants.Variant); reference_model names the dynamics model (weak-to-strong).
 VARIANT_KEYS = ("alpha", "mu", "pairing", "reference_model", "ntp_weight", "irdro_tau", "confidence_split")
+
 
 def parse_value(text: str) -> Any:
     """YAML scalar parsing: 1e-5 -> float, true -> bool, null -> None, else the string."""
