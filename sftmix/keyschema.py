@@ -59,6 +59,8 @@ TASK_NOT_KEYED: frozenset[str] = frozenset({"data_hash", "source", "path", "layo
 VARIANT_ADDED: dict[str, Any] = {"irdro_tau": 0.0, "confidence_split": None}
 # variant fields the train key holds at a fixed value: the description is prose, never what is trained
 VARIANT_NOT_KEYED: dict[str, Any] = {"description": None}
+# score keys of pairwise scorers only: the generations compared with (``versus``), absent from every other score key
+SCORE_PAIRWISE_ONLY: tuple[str, ...] = ("versus",)
 # judge config settings added later (the judge fingerprint): left out at their default
 JUDGE_FINGERPRINT_ADDED: dict[str, Any] = {"both_orders": False}
 
@@ -117,3 +119,9 @@ def variant_key(variant_fields: Mapping[str, Any]) -> dict[str, Any]:
 def variant_stage_key(variant_record: Mapping[str, Any]) -> dict[str, Any]:
     """A variant (its :func:`variant_key` record) as the train stage key sees it."""
     return {**variant_record, **VARIANT_NOT_KEYED}
+
+
+def score_extras(pairwise: bool, **values: Any) -> dict[str, Any]:
+    """What a score key holds beyond the common fields: :data:`SCORE_PAIRWISE_ONLY` for pairwise scorers, else
+    nothing (so the score keys from before pairwise scoring stay)."""
+    return {k: values.get(k) for k in SCORE_PAIRWISE_ONLY} if pairwise else {}

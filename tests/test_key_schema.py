@@ -91,3 +91,25 @@ def test_ci_compatibility_rules_both_ways(overrides, config_hash, keys, tmp_path
     assert cfg.config_hash() == config_hash
     if keys is not None:
         assert _stage_keys(cfg) == keys
+
+
+# judged stages (MT-Bench with an LLM judge, single and pairwise, swap on and off): computed before the refactor too
+JUDGED_KEYS = {("pairwise", False): ("8d258b81ed17eba9", "30daf21acda40968"),
+               ("pairwise", True): ("8417e768d11ff4eb", "30daf21acda40968"),
+               ("single", False): ("09ff1931e2c89378", "58ae48132db0c0ce"),
+               ("single", True): ("8a6b07966a5ce1e5", "58ae48132db0c0ce")}
+
+
+@pytest.mark.parametrize("mode,swap", sorted(JUDGED_KEYS))
+def test_judged_stage_keys(mode, swap, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    prompts = Path(__file__).resolve().parents[2] / "shared" / "peer" / "fastchat" / "judge_prompts.jsonl"
+    if not prompts.is_file():
+        pytest.skip(f"FastChat's judge prompts not found at {prompts}")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.delenv("BBH_DIR", raising=False)
+    cfg = load_run_config(experiment_path("ci"), {
+        "run.out": str(tmp_path / "r"), "run.tasks": ["mt_bench", "toy_open"], "run.limit": 3,
+        "judge.prompts": str(prompts), "judge.model": "m", "judge.mode": mode, "judge.swap": swap})
+    assert (cfg.config_hash(), _stage_keys(cfg)) == JUDGED_KEYS[mode, swap]

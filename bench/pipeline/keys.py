@@ -9,7 +9,8 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from sftmix.io import data_identity, hash_obj
-from sftmix.keyschema import GENERATE_ADDED, hashed_section, task_key, variant_stage_key, without_added
+from sftmix.keyschema import (GENERATE_ADDED, hashed_section, score_extras, task_key, variant_stage_key,
+                              without_added)
 from sftmix.variants import Variant
 
 from .context import RunContext
@@ -52,11 +53,10 @@ def score_key(ctx: RunContext, generate: str, task: Task, versus: str | None = N
     compared with: ``versus`` is their key (None for NTP's own row)."""
     scorer = ctx.scorer(task)
     judged = scorer.judged
-    pair = {"versus": versus} if scorer.pairwise else {}  # only then: the other keys stay as they were
     return hash_obj({"stage": "score", "generate": generate, "scorer": [scorer.name, scorer.version],
                      "judge": ctx.judge_identity() if judged else None,
                      "judge_prompts": ctx.judge_fingerprint(task) if judged else None,
-                     "repeats": ctx.cfg.judge.repeats if judged else 1, **pair})
+                     "repeats": ctx.cfg.judge.repeats if judged else 1, **score_extras(scorer.pairwise, versus=versus)})
 
 
 def contamination_key(ctx: RunContext) -> str:
