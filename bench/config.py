@@ -6,7 +6,7 @@ The hash of the resolved config keys the results directory.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -14,10 +14,11 @@ import yaml
 from pydantic import BeforeValidator, Field
 
 from sftmix.config import (VARIANT_KEYS, DataArgs, DynamicsArgs, ModelArgs, Names, NonNegFloat, NonNegInt,
-                           PosFloat, PosInt, Seed, TrainArgs, apply_overrides, comma_list, hashed_section,
+                           PosFloat, PosInt, Seed, TrainArgs, apply_overrides, comma_list, config_section,
                            load_config_file, validate_config)
 from sftmix.errors import UserError
 from sftmix.io import hash_obj
+from sftmix.keyschema import config_key
 from sftmix.registry import nearest
 
 
@@ -26,7 +27,7 @@ def _seed_list(v: Any) -> Any:
     return [v] if isinstance(v, int) and not isinstance(v, bool) else comma_list(v)
 
 
-@dataclass
+@config_section
 class RunArgs:
     name: str = "default"  # label of this experiment in tables
     train_data_name: str = "toy"  # how tables name the training set (Alpaca-52K, MedAlpaca, ...)
@@ -47,7 +48,7 @@ class RunArgs:
     threads: PosInt | None = None  # torch's CPU threads; None: from the free cores (bench.threads), `--threads`
 
 
-@dataclass
+@config_section
 class GenerationArgs:
     backend: Literal["hf", "vllm"] = "hf"  # hf | vllm
     max_new_tokens: PosInt | None = None  # None: each task's own setting (MT-Bench 1024, AlpacaEval 2048, ...)
@@ -60,7 +61,7 @@ class GenerationArgs:
     share_prefix: bool = False
 
 
-@dataclass
+@config_section
 class JudgeArgs:
     model: str | None = None  # None: the reference-based rubric (offline); else an LLM judge model name
     base_url: str | None = None  # OpenAI-compatible endpoint (None = OpenAI)
@@ -85,11 +86,7 @@ class JudgeArgs:
     })
 
 
-# Judge options added after runs existed: left out of the config hash at their default, so old runs keep their hash.
-_JUDGE_ADDED = {"mode": "single", "swap": False, "alpaca_eval_prompt": None}
-
-
-@dataclass
+@config_section
 class ExecutorArgs:
     """Where stages run. Never part of a stage key or the config hash: switching executor resumes the same run."""
 
@@ -116,7 +113,7 @@ class ExecutorArgs:
     ray_address: str | None = None  # an existing cluster (ray://..., host:port, auto); None: start a local one
 
 
-@dataclass
+@config_section
 class ContaminationArgs:
     """The contamination check (bench.contamination): its settings, and whether `bench run` runs it."""
 
@@ -136,7 +133,7 @@ class ContaminationArgs:
                         num_perm=self.num_perm, max_matches=self.max_matches)
 
 
-@dataclass
+@config_section
 class RunConfig:
     run: RunArgs = field(default_factory=RunArgs)
     model: ModelArgs = field(default_factory=ModelArgs)
@@ -157,20 +154,7 @@ class RunConfig:
     def config_hash(self) -> str:
         """Hash of everything that determines the results (the output folder name and the thread count are not
         part of it)."""
-        d = self.to_dict()
-        del d["executor"]  # where stages run never changes what they make
-        # seeds: None is left out, so that configs from before the seed axis keep their hash (and run dirs)
-        d["run"] = {k: v for k, v in d["run"].items()
-                    if k not in ("out", "layout", "threads") and not (k == "seeds" and v is None)
-                    and not (k == "num_nodes" and v == 1)}
-        d["judge"] = {k: v for k, v in d["judge"].items() if k not in ("concurrency", "timeout", "max_retries")
-                      and not (k in _JUDGE_ADDED and v == _JUDGE_ADDED[k])}
-        d["model"] = model_key(self.model)
-        d["train"] = hashed_section("train", self.train)  # removed options at their old value: old hashes stay
-        del d["contamination"]  # an analysis of the data, not of the results: its stage has its own key
-        d["dynamics"] = hashed_section("dynamics", self.dynamics)  # added options at their default: left out
-        d["generation"] = hashed_section("generation", self.generation)
-        return hash_obj(d)
+        return hash_obj(config_key(self.sections()))  # what is hashed: sftmix.keyschema
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -180,11 +164,6 @@ class RunConfig:
         from sftmix.config import TrainConfig
 
         return TrainConfig(model=self.model, data=self.data, train=self.train, dynamics=self.dynamics)
-
-
-def model_key(model) -> dict:
-    """The model section as hashed: options added later are left out while unset, so older runs keep their keys."""
-    return {k: v for k, v in asdict(model).items() if not (k == "trainable_layers" and v is None)}
 
 
 def load_run_config(path: str | None, overrides: dict[str, Any]) -> RunConfig:

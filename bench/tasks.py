@@ -1,4 +1,5 @@
-"""Evaluation tasks as data: one YAML file per task in ``tasks/`` (plus any folder named in ``BENCH_TASKS_DIR``).
+"""Evaluation tasks as data: one YAML file per task in ``bench/task_files/`` (shipped with the package), in other
+packages' folders (entry points ``sftmix_bench.tasks``) and in any folder named in ``BENCH_TASKS_DIR``.
 
 A task file names its data source, how a record becomes normalised fields, the prompt format, generation settings
 and its scorer. Example (MedQA, lm-eval's prompt)::
@@ -32,18 +33,20 @@ from __future__ import annotations
 
 import os
 import re
+import types
 from dataclasses import dataclass, field, fields as dc_fields
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import yaml
 
-import bench
 from bench import task_sources
 from bench.backends.base import GenSettings
 from bench.scorers import Scorer, get_scorer
 from bench.task_fields import compile_expr, required_fields, template
+from bench.task_schema import check_task_file
 from bench.task_sources import PARSERS  # noqa: F401  (part of this module's API)
 from sftmix.errors import UserError, first_line
 from sftmix.io import hash_obj, package_file  # noqa: F401  (package_file: part of this module's API)
@@ -68,9 +71,37 @@ def letters(n: int) -> list[str]:
     return out
 
 
+BUNDLED_TASKS = Path(__file__).resolve().parent / "task_files"  # package data: installed with the package
+TASK_PLUGINS = "sftmix_bench.tasks"  # entry-point group of other packages' task folders
+
+
+def _plugin_dirs() -> list[Path]:
+    """Task folders other installed packages declare in the ``sftmix_bench.tasks`` entry-point group: the entry
+    point loads a package (its folder holds the YAML files), a path, or a function returning a path."""
+    dirs = []
+    for ep in entry_points(group=TASK_PLUGINS):
+        dist = getattr(ep.dist, "name", None) or "?"
+        try:
+            obj = ep.load()
+            obj = obj() if callable(obj) and not isinstance(obj, types.ModuleType) else obj
+            path = Path(obj.__file__).parent if isinstance(obj, types.ModuleType) else Path(obj)
+        except Exception as e:  # noqa: BLE001 - any failure of third-party code: one line naming the plugin
+            raise UserError(f"task plugin {ep.name!r} ({ep.value}, from package {dist}) failed to load: "
+                            f"{type(e).__name__}: {first_line(e)}") from None
+        if not path.is_dir():
+            raise UserError(f"task plugin {ep.name!r} (from package {dist}) names {path}, which is not a folder")
+        dirs.append(path)
+    return dirs
+
+
 def tasks_dirs() -> list[Path]:
-    """The repo's ``tasks/`` folder, then each folder in ``BENCH_TASKS_DIR`` (os.pathsep-separated)."""
-    dirs = [Path(bench.__file__).resolve().parents[1] / "tasks"]
+    """Where task YAML files are found, in order: the package's own (``bench/task_files``), each installed plugin's
+    folder (entry-point group ``sftmix_bench.tasks``), a checkout's ``tasks/`` folder when there is one (where task
+    files lived before), then each folder in ``BENCH_TASKS_DIR`` (os.pathsep-separated)."""
+    dirs = [BUNDLED_TASKS, *_plugin_dirs()]
+    legacy = Path(__file__).resolve().parents[1] / "tasks"
+    if legacy.is_dir():
+        dirs.append(legacy)
     dirs += [Path(p) for p in os.environ.get("BENCH_TASKS_DIR", "").split(os.pathsep) if p]
     return dirs
 
@@ -127,33 +158,20 @@ class Task:
         raw = _read_yaml(path)
         if not isinstance(raw, dict):
             raise UserError(f"{path}: a task file must be a mapping")
-        known = {f.name for f in dc_fields(cls)} - {"path", "data_hash", "source", "layout", "param"}
-        for key in raw:
-            if key not in known:
-                raise UserError(f"{path}: unknown key {key!r}{nearest(key, known)}")
-        for key in ("name", "scorer", "data"):
-            if key not in raw:
-                raise UserError(f"{path}: missing required key {key!r}")
-        try:
-            scorer = get_scorer(raw["scorer"])
-        except UserError as e:
-            raise UserError(f"{path}: {e}") from None
-        kind = scorer.kind or scorer.name
-        raw.setdefault("kind", kind)
-        if raw["kind"] != kind:
-            raise UserError(f"{path}: scorer {scorer.name!r} scores {kind!r} tasks, but kind is {raw['kind']!r} "
-                            f"(leave kind out: it is the scorer's)")
-        if not isinstance(raw["data"], dict) or not any(raw["data"].get(k) for k in SOURCES):
-            raise UserError(f"{path}: data needs at least one of {', '.join(SOURCES)}")
-        if raw.get("mcq_mode", "loglik") not in ("loglik", "generate"):
-            raise UserError(f"{path}: mcq_mode must be loglik or generate")
+        kinds: tuple[str, ...] = ()
+        if "scorer" in raw:  # the kind is the scorer's: looked up first, so that the schema checks that one
+            try:
+                scorer = get_scorer(raw["scorer"])
+            except UserError as e:
+                raise UserError(f"{path}: {e}") from None
+            kind = scorer.kind or scorer.name
+            raw.setdefault("kind", kind)
+            if raw["kind"] != kind:
+                raise UserError(f"{path}: scorer {scorer.name!r} scores {kind!r} tasks, but kind is {raw['kind']!r} "
+                                f"(leave kind out: it is the scorer's)")
+            kinds = (kind,)
+        check_task_file(cls, path, raw, kinds=kinds, sources=SOURCES, standard=STANDARD_FIELDS)  # bench.task_schema
         layouts = raw.get("layouts")
-        if layouts is not None and (not isinstance(layouts, dict) or not layouts
-                                    or not all(isinstance(v, dict) for v in layouts.values())):
-            raise UserError(f"{path}: layouts must map a layout name to a fields mapping")
-        if layouts and raw.get("fields"):
-            raise UserError(f"{path}: give either fields or layouts, not both")
-        _check_contamination_fields(path, raw, layouts)
         for where, mapping in ([("fields", raw.get("fields", {}))] if not layouts else
                                [(f"layouts.{n}", m) for n, m in layouts.items()]):
             for key in mapping:
@@ -348,21 +366,6 @@ def _read_yaml(path: Path):
         from sftmix.errors import os_error
 
         raise os_error(e, "read task file", path) from None
-
-
-def _check_contamination_fields(path: Path, raw: dict, layouts: dict | None) -> None:
-    """``contamination:`` must list item fields the task's mapping makes (or standard ones), so a typo is an error
-    rather than a silently empty comparison."""
-    names = raw.get("contamination")
-    if names is None:
-        return
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise UserError(f"{path}: contamination must be a non-empty list of item field names")
-    known = set(STANDARD_FIELDS) | {k for m in ([raw.get("fields") or {}] + list((layouts or {}).values())) for k in m}
-    for name in names:
-        if name not in known:
-            raise UserError(f"{path}: contamination field {name!r} is not an item field{nearest(name, known)} "
-                            f"(known: {', '.join(sorted(known))})")
 
 
 # -------------------------------------------------------------------- registry

@@ -1,5 +1,9 @@
 """Training configuration, split by concern into small dataclasses (model, data, training, dynamics).
 
+The sections are pydantic dataclasses: their annotations are the schema (types, bounds, choices; unknown keys are
+errors), validated together on the whole resolved config, and a validation error becomes one line
+(:func:`sftmix.schema.one_line`). What of a config enters a hash is :mod:`sftmix.keyschema`'s business.
+
 Overrides are flat ``key=value`` strings (nanoGPT style): each key must name exactly one field of one of the
 dataclasses, or a variant option (alpha, mu, pairing, ...); an unknown key fails loudly with the nearest match.
 Defaults are the paper's (AdamW, lr 2e-6, wd 0.1, cosine, warm-up 0.1, global batch 32, 3 epochs).
@@ -8,21 +12,22 @@ from __future__ import annotations
 
 import functools
 import logging
-import types
-import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, field, fields
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from .errors import UserError, first_line, os_error
+from .keyschema import comparable, hashed_section, removed_option, without_removed  # noqa: F401 (API)
 from .registry import nearest
+from .schema import SCHEMA, describe_type, field_types, one_line  # noqa: F401 (describe_type: API)
 
 log = logging.getLogger("sftmix")
 
-# Field types are checked by pydantic (lax mode: "5" -> 5, 5 -> 5.0) when a value is set and again on the whole
-# resolved config; these aliases carry the constraints, so the schema is the annotations below.
+# Field types are checked by pydantic (lax mode: "5" -> 5, 5 -> 5.0) on the whole resolved config; these aliases
+# carry the constraints, so the schema is the annotations below.
 PosInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
 # A random seed: what numpy, torch and `random` all accept (numpy's legacy seeding stops at 2**32 - 1).
@@ -43,11 +48,11 @@ def comma_list(v: Any) -> Any:
 
 BoolOrAuto = Annotated[Literal["auto", "true", "false"], BeforeValidator(_bool_word)]
 Names = Annotated[list[str], BeforeValidator(comma_list)]
-# Values from YAML or the command line may be numbers where a name is meant (seed-like names, "2024"): accept them.
-_SCHEMA = ConfigDict(coerce_numbers_to_str=True)
+# A config section: a dataclass (asdict, replace, fields work as ever) whose annotations pydantic validates.
+config_section = functools.partial(pydantic_dataclass, config=SCHEMA)
 
 
-@dataclass
+@config_section
 class ModelArgs:
     model: str = "tiny-llama"  # preset name, HF hub id or local folder
     template: str | None = None  # named chat template for base models (alpaca, chatml); None = tokenizer's own
@@ -61,7 +66,7 @@ class ModelArgs:
     trainable_layers: PosInt | None = None
 
 
-@dataclass
+@config_section
 class DataArgs:
     data: str = "toy"  # "toy" = bundled toy set; hub id or local json/jsonl/parquet
     split: str = "train"
@@ -69,7 +74,7 @@ class DataArgs:
     max_examples: PosInt | None = None  # first N rows only (smoke runs)
 
 
-@dataclass
+@config_section
 class TrainArgs:
     learning_rate: NonNegFloat = 2e-6  # 0 is allowed: the weights stay put (e.g. online vs offline dynamics checks)
     weight_decay: NonNegFloat = 0.1
@@ -91,7 +96,7 @@ class TrainArgs:
     lambda_per: Literal["pair", "batch"] = "pair"  # pair: one λ per pair [INF]; batch: one λ per micro-batch
 
 
-@dataclass
+@config_section
 class DynamicsArgs:
     num_checkpoints: PosInt = 5  # C, evenly spaced over the one-epoch reference run [INF]
     reference_epochs: PosFloat = 1.0
@@ -102,7 +107,7 @@ class DynamicsArgs:
     split: Literal["global", "per_source"] = "global"
 
 
-@dataclass
+@config_section
 class TrainConfig:
     model: ModelArgs = field(default_factory=ModelArgs)
     data: DataArgs = field(default_factory=DataArgs)
@@ -118,43 +123,6 @@ class TrainConfig:
 
 # Variant options (see sftmix.variants.Variant); reference_model names the dynamics model (weak-to-strong).
 VARIANT_KEYS = ("alpha", "mu", "pairing", "reference_model", "ntp_weight", "irdro_tau", "confidence_split")
-
-# Options removed from the schema: section -> {name: (the value every run had, why it went)}. A config that still
-# sets one is accepted with a deprecation warning; hashed views put it back at that value, so config hashes, stage
-# keys and finished-training records from before the removal stay valid.
-REMOVED: dict[str, dict[str, tuple[Any, str]]] = {
-    "train": {"mixup_reduction": ("pair", "it was never read: the Mixup loss is always a token mean per pair, "
-                                          "then a mean over pairs")},
-}
-
-
-# Options added to the schema later: section -> {name: default}. Hashed views leave one out while it has its
-# default, so config hashes, stage keys and finished-training records from before it stay valid.
-ADDED: dict[str, dict[str, Any]] = {
-    "dynamics": {"split": "global"},
-    "generation": {"share_prefix": False},  # bench's generation section
-}
-
-
-def hashed_section(name: str, section: Any) -> dict[str, Any]:
-    """Section ``name``'s fields as config hashes and stage keys see them (removed options at their old value, added
-    ones left out at their default)."""
-    d = asdict(section)
-    d.update({k: value for k, (value, _) in REMOVED.get(name, {}).items()})
-    return {k: v for k, v in d.items() if not (k in ADDED.get(name, {}) and v == ADDED[name][k])}
-
-
-def without_removed(config: dict[str, Any]) -> dict[str, Any]:
-    """A stored config dict (``TrainConfig.to_dict()`` of an earlier run) without the removed options."""
-    return {s: ({k: v for k, v in sec.items() if k not in REMOVED.get(s, {})} if isinstance(sec, dict) else sec)
-            for s, sec in config.items()}
-
-
-def comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """A config dict as records compare it: without removed options, and without added ones at their default (a
-    record from before an option was added equals one from after it, at its default)."""
-    return {s: ({k: v for k, v in sec.items() if not (k in ADDED.get(s, {}) and v == ADDED[s][k])}
-                if isinstance(sec, dict) else sec) for s, sec in without_removed(config).items()}
 
 
 def parse_value(text: str) -> Any:
@@ -188,62 +156,29 @@ def split_overrides(items: list[str]) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=None)
-def _adapter(tp: Any) -> TypeAdapter:
-    return TypeAdapter(tp, config=_SCHEMA)
+def _adapter(cls) -> TypeAdapter:
+    return TypeAdapter(cls)
 
 
-def _hints(cls) -> dict[str, Any]:
-    import sys
-
-    return typing.get_type_hints(cls, globalns=vars(sys.modules[cls.__module__]), include_extras=True)
-
-
-def describe_type(tp: Any) -> str:
-    """A reader's name for a schema type: ``integer >= 1 or null``, ``one of 'auto', 'true', 'false'``."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Annotated:  # Field(ge=1) keeps its bounds as annotated_types constraints in .metadata
-        bounds = [f"{op} {getattr(c, attr)}" for m in args[1:] for c in getattr(m, "metadata", [])
-                  for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if hasattr(c, attr)]
-        return " ".join([describe_type(args[0]), " and ".join(bounds)]).strip()
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(describe_type(a) for a in args)
-    if origin in (list, tuple):
-        return f"a list of {describe_type(args[0])}" if args else "a list"
-    if origin is dict:
-        return "a mapping"
-    return {int: "integer", float: "number", str: "string", bool: "true/false", type(None): "null",
-            list: "a list", dict: "a mapping", Any: "any value"}.get(tp, getattr(tp, "__name__", str(tp)))
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def schema_error(path: str, tp: Any, value: Any, err: ValidationError) -> UserError:
-    """One line: the field path, what the schema expects, what pydantic objected to, the value given."""
-    first = err.errors()[0]
-    where = ".".join(str(x) for x in (path, *first["loc"]) if x != "")
-    return UserError(f"bad value for {where}: expected {describe_type(tp)} ({first['msg'][0].lower()}"
-                     f"{first['msg'][1:]}), got {_short(value)}")
-
-
-def check_field(section_cls, section: str, name: str, value: Any) -> Any:
-    """``value`` validated (and converted) against field ``section.name``'s schema type, or a UserError."""
-    tp = _hints(section_cls)[name]
+def validated(cls, values: dict[str, Any]):
+    """A config of class ``cls`` (sections with ``sections()``) from nested ``{section: {field: value}}``, validated
+    as a whole; the first error is a one-line UserError (``bad value for train.seed: expected ...``)."""
     try:
-        return _adapter(tp).validate_python(value)
+        return _adapter(cls).validate_python(values)
     except ValidationError as e:
-        raise schema_error(f"{section}.{name}", tp, value, e) from None
+        sections = {name: type(sec) for name, sec in cls().sections().items()}
+
+        def fields_at(loc: tuple) -> dict[str, Any] | None:
+            if not loc:
+                return dict.fromkeys(sections)
+            return field_types(sections[loc[0]]) if len(loc) == 1 and loc[0] in sections else None
+
+        raise one_line(e, values, unknown="unknown option", fields_at=fields_at, depth=2) from None
 
 
 def validate_config(cfg) -> None:
     """Check every field of a config with ``sections()`` against its schema (the whole resolved config)."""
-    for sname, sec in cfg.sections().items():
-        for f in fields(sec):
-            check_field(type(sec), sname, f.name, getattr(sec, f.name))
+    validated(type(cfg), asdict(cfg))
 
 
 def apply_overrides(cfg, overrides: dict[str, Any], extra_keys: tuple[str, ...] = VARIANT_KEYS) -> dict[str, Any]:
@@ -256,16 +191,16 @@ def apply_overrides(cfg, overrides: dict[str, Any], extra_keys: tuple[str, ...] 
     for sname, sec in cfg.sections().items():
         for f in fields(sec):
             by_name.setdefault(f.name, []).append((sname, f))
+    values = asdict(cfg)
     rest: dict[str, Any] = {}
     for key, value in overrides.items():
         section, _, name = key.rpartition(".")
         if name in extra_keys and section in ("", "variant"):
             rest[name] = value
             continue
-        gone = [why for s, opts in REMOVED.items() for n, (_, why) in opts.items()
-                if n == name and section in ("", s) and s in cfg.sections()]
+        gone = removed_option(cfg.sections(), section, name)
         if gone:
-            log.warning("option %r is deprecated and ignored (%s); remove it from the config", key, gone[0])
+            log.warning("option %r is deprecated and ignored (%s); remove it from the config", key, gone)
             continue
         cands = [(s, f) for s, f in by_name.get(name, []) if not section or s == section]
         if not cands:
@@ -274,8 +209,11 @@ def apply_overrides(cfg, overrides: dict[str, Any], extra_keys: tuple[str, ...] 
         if len(cands) > 1:
             raise UserError(f"option {key!r} is ambiguous: write one of {', '.join(f'{s}.{name}' for s, _ in cands)}")
         sname, f = cands[0]
-        sec = cfg.sections()[sname]
-        setattr(sec, name, check_field(type(sec), sname, name, value))
+        values[sname][name] = value
+    new = validated(type(cfg), values)
+    for sname, sec in cfg.sections().items():  # in place: whoever holds a section sees the new values
+        for f in fields(sec):
+            setattr(sec, f.name, getattr(getattr(new, sname), f.name))
     return rest
 
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from .config import TrainConfig, comparable
+from .config import TrainConfig
+from .keyschema import comparable
 from .constants import CONFIDENT
 from .errors import UserError, first_line, os_error
 from .io import data_identity, model_dir_problem, write_json

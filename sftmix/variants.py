@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from .constants import PAIRINGS
 from .errors import UserError
+from .keyschema import variant_key
 from .registry import Registry, nearest
 
 
@@ -64,15 +65,18 @@ class Variant:
             raise UserError(f"variant {self.name!r}: irdro_tau must be >= 0, and IR-DRO reweights NTP alone (mu = 0)")
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        if not d["irdro_tau"]:  # unset: left out, so variants from before IR-DRO keep their stage keys
-            del d["irdro_tau"]
-        if d["confidence_split"] is None:  # likewise for variants from before confidence_split
-            del d["confidence_split"]
-        return d
+        return variant_key(asdict(self))  # options added later left out while unset: older stage keys stay
 
 
-VARIANTS: Registry[Variant] = Registry("variant")
+def _plugin_variant(obj) -> Variant:
+    if not isinstance(obj, Variant):
+        raise TypeError(f"expected a sftmix.variants.Variant, got {type(obj).__name__}")
+    obj.validate()
+    return obj
+
+
+# Other packages add variants through the entry-point group sftmix_bench.variants (README "Plugins").
+VARIANTS: Registry[Variant] = Registry("variant", plugins="sftmix_bench.variants", plugin_item=_plugin_variant)
 
 
 def _add(v: Variant) -> None:

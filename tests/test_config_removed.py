@@ -24,7 +24,7 @@ def test_old_config_with_the_removed_option_is_accepted_with_a_warning(tmp_path,
 
 
 def test_hashes_and_records_from_before_the_removal_stay_valid(monkeypatch):
-    import sftmix.config
+    import sftmix.keyschema
     from bench.config import RunConfig
 
     train = TrainArgs()
@@ -36,5 +36,5 @@ def test_hashes_and_records_from_before_the_removal_stay_valid(monkeypatch):
     assert without_removed(old) == TrainConfig().to_dict()
     cfg = RunConfig()
     before = cfg.config_hash()
-    monkeypatch.setattr(sftmix.config, "REMOVED", {})  # the hash does read the removed option's old value
+    monkeypatch.setattr(sftmix.keyschema, "REMOVED", {})  # the hash does read the removed option's old value
     assert cfg.config_hash() != before

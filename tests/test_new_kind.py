@@ -1,7 +1,7 @@
 """A benchmark of a new kind is one scorer plus one task YAML, with no edit anywhere else: a numeric-tolerance kind
 defined in this module (its scorer registered here, its YAML and data written by the test) runs through
 `bench generate` (and, in tests/test_pipeline.py, through `bench run` and `bench table`); the shipped perplexity
-kind (bench/scorers/perplexity.py + tasks/toy_perplexity.yaml) gives lm-eval's numbers."""
+kind (bench/scorers/perplexity.py + bench/task_files/toy_perplexity.yaml) gives lm-eval's numbers."""
 import json
 import math
 import re

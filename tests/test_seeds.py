@@ -87,9 +87,9 @@ def test_seeds_are_validated_and_absent_seeds_keep_the_old_config_hash():
                   and k not in ("mode", "swap", "alpaca_eval_prompt")}  # issue 19's options, at their defaults
     del d["executor"]  # where stages run is never hashed
     d["model"] = {k: v for k, v in d["model"].items() if k != "trainable_layers"}  # unset: left out too
-    d["train"]["mixup_reduction"] = "pair"  # a removed option, hashed at its old value (sftmix.config.REMOVED)
+    d["train"]["mixup_reduction"] = "pair"  # a removed option, hashed at its old value (sftmix.keyschema.REMOVED)
     del d["contamination"]  # an analysis of the data, not of the results: never hashed
-    del d["dynamics"]["split"], d["generation"]["share_prefix"]  # added options, left out at their default (ADDED)
+    del d["dynamics"]["split"], d["generation"]["share_prefix"]  # added, left out at default (keyschema.ADDED)
     assert cfg.config_hash() == hash_obj(d) and RunConfig().run.seeds is None
     assert load_run_config(None, {"contamination.n": 8, "contamination.enabled": False}).config_hash() == \
         cfg.config_hash()

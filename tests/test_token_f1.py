@@ -1,5 +1,6 @@
 """The example benchmark of docs/ARCHITECTURE.md: a scorer module (bench/scorers/token_f1.py) and a task YAML
-(tasks/toy_exact_f1.yaml) and nothing else — found by the registry, scored, and tabulated with its own metric."""
+(bench/task_files/toy_exact_f1.yaml) and nothing else — found by the registry, scored, and tabulated with its own
+metric."""
 import pytest
 from test_tables import parse_md, row, write_score
 

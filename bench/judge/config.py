@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from sftmix.errors import UserError, first_line
 from sftmix.io import hash_obj
+from sftmix.keyschema import JUDGE_FINGERPRINT_ADDED, without_added
 from sftmix.registry import nearest
+from sftmix.schema import SCHEMA, field_types, one_line
 
 from .client import JudgeRequest
 from .parser import Parser, parser_from_config
@@ -32,9 +35,8 @@ class JudgeConfig:
     forms: dict[str, PromptForm]
     temperature: float = 0.0
     max_tokens: int = 1024
-    price_per_1m: dict[str, float] | None = None
+    price_per_1m: dict[str, dict[str, float]] | None = None  # model -> {input, output}: $ per 1M tokens
     path: str = ""
-    extra: dict = field(default_factory=dict)
     logprobs: int | None = None  # ask for the top-N log-probabilities of the reply's tokens (logprob parsers)
     protocol: dict = field(default_factory=dict)  # {origin, name}: the peer protocol this judge reproduces
     both_orders: bool = False  # judge.swap: a pairwise scorer also asks every pair in the other order
@@ -74,7 +76,51 @@ class JudgeConfig:
         return hash_obj({"mode": self.mode, "parser": self.parser.__dict__, "temperature": self.temperature,
                          "max_tokens": self.max_tokens, "logprobs": self.logprobs,
                          "forms": {k: (v.system, v.user, v.engine) for k, v in self.forms.items()},
-                         **({"both_orders": True} if self.both_orders else {})})  # only when set: old keys stay
+                         **without_added({"both_orders": self.both_orders}, JUDGE_FINGERPRINT_ADDED)})
+
+
+class JudgeFile(BaseModel):
+    """The schema of a judge config file (unknown keys are errors); ``parser`` and ``prompts`` are read further by
+    :func:`bench.judge.parser.parser_from_config` and :func:`bench.judge.prompts.load_form`."""
+
+    model_config = SCHEMA
+    name: str | None = None
+    mode: str
+    model: str
+    parser: Any
+    prompts: dict[str, Any]
+    temperature: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    max_tokens: Annotated[int, Field(ge=1)] = 1024
+    price_per_1m: dict[str, dict[str, float]] | None = None  # model -> {input, output}: $ per 1M tokens
+    logprobs: Annotated[int, Field(ge=1)] | None = None  # top log-probabilities to ask for (logprob parsers)
+    protocol: dict[str, str] | None = None  # {origin, name}: the peer protocol this judge reproduces
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, v: Any) -> Any:
+        if v not in MODES:
+            raise ValueError(f"field 'mode' must be one of {MODES}, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _logprobs(self):
+        if isinstance(self.parser, dict) and self.parser.get("kind") == "logprob" and not self.logprobs:
+            raise ValueError("a logprob parser needs 'logprobs: N' (top log-probabilities to ask for)")
+        return self
+
+
+def _judge_file(path: Path, raw: Any) -> JudgeFile:
+    """``raw`` validated as a judge config file, or a one-line UserError naming ``path``."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a judge config must be a mapping")
+    try:
+        return JudgeFile.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        if first["type"] == "value_error":  # a rule of this schema: its own message
+            raise UserError(f"{path}: {first['ctx']['error']}") from None
+        raise one_line(e, raw, prefix=f"{path}: ", fields_at=lambda loc: None if loc else field_types(JudgeFile)) \
+            from None
 
 
 def judge_config_names() -> list[str]:
@@ -102,28 +148,17 @@ def load_judge_config(name_or_path: str | os.PathLike, variables: dict[str, str 
         raise UserError(f"{path}: invalid YAML: {first_line(e)}") from None
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: a judge config must be a mapping")
-    for key in ("mode", "model", "parser", "prompts"):
-        if key not in raw:
-            raise UserError(f"{path}: missing field {key!r}")
-    if raw["mode"] not in MODES:
-        raise UserError(f"{path}: field 'mode' must be one of {MODES}, got {raw['mode']!r}")
-    parser = parser_from_config(path, raw["mode"], raw["parser"])
+    spec = _judge_file(path, raw)
+    parser = parser_from_config(path, spec.mode, spec.parser)
     # Variables name files the user gave on the command line: relative to the working directory, and must exist.
     variables = {k: str(Path(v).expanduser().resolve()) for k, v in (variables or {}).items() if v}
     for value in variables.values():
         if not Path(value).is_file():
             what = "is not a file" if Path(value).exists() else "does not exist"
             raise UserError(f"judge prompts file {value} {what}")
-    forms = {name: load_form(path, name, sources, variables) for name, sources in raw["prompts"].items()}
-    known = {"name", "mode", "model", "parser", "prompts", "temperature", "max_tokens", "price_per_1m", "logprobs",
-             "protocol"}
-    if parser.kind == "logprob" and not raw.get("logprobs"):
-        raise UserError(f"{path}: a logprob parser needs 'logprobs: N' (top log-probabilities to ask for)")
+    forms = {name: load_form(path, name, sources, variables) for name, sources in spec.prompts.items()}
     return JudgeConfig(
-        name=raw.get("name", path.stem), mode=raw["mode"], model=raw["model"], parser=parser, forms=forms,
-        temperature=float(raw.get("temperature", 0.0)), max_tokens=int(raw.get("max_tokens", 1024)),
-        price_per_1m=raw.get("price_per_1m"), path=str(path), extra={k: v for k, v in raw.items() if k not in known},
-        logprobs=int(raw["logprobs"]) if raw.get("logprobs") else None, protocol=dict(raw.get("protocol") or {}),
+        name=spec.name or path.stem, mode=spec.mode, model=spec.model, parser=parser, forms=forms,
+        temperature=spec.temperature, max_tokens=spec.max_tokens, price_per_1m=raw.get("price_per_1m"), path=str(path),
+        logprobs=spec.logprobs, protocol=dict(spec.protocol or {}),
     )

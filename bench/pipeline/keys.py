@@ -8,25 +8,20 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from sftmix.config import hashed_section
 from sftmix.io import data_identity, hash_obj
+from sftmix.keyschema import (GENERATE_ADDED, hashed_section, score_extras, task_key, variant_stage_key,
+                              without_added)
 from sftmix.variants import Variant
 
-from ..config import model_key
 from .context import RunContext
 
 if TYPE_CHECKING:
     from ..tasks import Task
 
-# Task fields the generation key leaves out, as it always has: data_hash/source/path/layout (the data's hash and
-# whereabouts); parametric/param: the name says it all (bigbench:navigate), so tasks from before them keep their keys;
-# contamination: the fields the contamination check compares, which no generation depends on.
-_TASK_FIELDS_NOT_KEYED = ("data_hash", "source", "path", "layout", "parametric", "param", "contamination")
-
-
 def _base(ctx: RunContext, seed: int | None = None) -> dict:
     c = ctx.cfg
-    return {"model": model_key(c.model), "data": c.data.__dict__, "train_data": ctx.train_data,
+    return {"model": hashed_section("model", c.model), "data": hashed_section("data", c.data),
+            "train_data": ctx.train_data,
             "train": hashed_section("train", ctx.train_config(seed).train)}
 
 
@@ -38,7 +33,7 @@ def dyn_key(ctx: RunContext, ref: str | None, seed: int | None = None) -> str:
 
 def train_key(ctx: RunContext, v: Variant, dyn: str | None) -> str:
     """Key of training ``v``; ``dyn`` is the key of the dynamics run it takes confidences from (None: it needs none)."""
-    return hash_obj({"stage": "train", **_base(ctx, ctx.seed_arg(v)), "variant": {**v.to_dict(), "description": None},
+    return hash_obj({"stage": "train", **_base(ctx, ctx.seed_arg(v)), "variant": variant_stage_key(v.to_dict()),
                      "dynamics": dyn})
 
 
@@ -46,10 +41,9 @@ def gen_key(ctx: RunContext, train: str, task: Task) -> str:
     """Key of a variant's generations for ``task``; ``train`` is the key of the variant's training."""
     cfg = ctx.cfg
     return hash_obj({"stage": "generate", "train": train, "task": task.name,
-                     "task_def": {k: val for k, val in asdict(task).items() if k not in _TASK_FIELDS_NOT_KEYED},
+                     "task_def": task_key(asdict(task)),
                      "generation": hashed_section("generation", cfg.generation), "limit": cfg.run.limit,
-                     # only when not the default, so runs from before limit_mode keep their keys
-                     **({"limit_mode": cfg.run.limit_mode} if cfg.run.limit_mode != "first" else {}),
+                     **without_added({"limit_mode": cfg.run.limit_mode}, GENERATE_ADDED),
                      "local_data": cfg.run.data_paths.get(task.name), "referenced_only": ctx.referenced_only(task)})
 
 
@@ -59,11 +53,10 @@ def score_key(ctx: RunContext, generate: str, task: Task, versus: str | None = N
     compared with: ``versus`` is their key (None for NTP's own row)."""
     scorer = ctx.scorer(task)
     judged = scorer.judged
-    pair = {"versus": versus} if scorer.pairwise else {}  # only then: the other keys stay as they were
     return hash_obj({"stage": "score", "generate": generate, "scorer": [scorer.name, scorer.version],
                      "judge": ctx.judge_identity() if judged else None,
                      "judge_prompts": ctx.judge_fingerprint(task) if judged else None,
-                     "repeats": ctx.cfg.judge.repeats if judged else 1, **pair})
+                     "repeats": ctx.cfg.judge.repeats if judged else 1, **score_extras(scorer.pairwise, versus=versus)})
 
 
 def contamination_key(ctx: RunContext) -> str:
@@ -76,7 +69,7 @@ def contamination_key(ctx: RunContext) -> str:
     tasks = {}
     for t in ctx.tasks:
         local = cfg.run.data_paths.get(t.name) or t.data.get("local")
-        tasks[t.name] = {"task_def": {k: val for k, val in asdict(t).items() if k not in _TASK_FIELDS_NOT_KEYED},
+        tasks[t.name] = {"task_def": task_key(asdict(t)),
                          "local_data": data_identity(str(local)) if local else None,
                          "referenced_only": ctx.referenced_only(t), "fields": list(item_fields(t))}
     return hash_obj({"stage": "contamination", "train_data": ctx.train_data, "split": cfg.data.split,

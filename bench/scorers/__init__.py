@@ -15,7 +15,10 @@ from sftmix.registry import Registry
 
 from .base import Metric, Scorer, ScoreResult
 
-SCORERS: Registry[Scorer] = Registry("scorer")
+# Other packages add scorers through the entry-point group sftmix_bench.scorers (a Scorer class or instance, or a
+# module that registers its own; README "Plugins"); they load after the built-in ones, on the first lookup.
+SCORERS: Registry[Scorer] = Registry("scorer", plugins="sftmix_bench.scorers",
+                                     plugin_item=lambda obj: obj() if isinstance(obj, type) else obj)
 
 
 def get_scorer(name: str) -> Scorer:
