@@ -58,7 +58,7 @@ def test_every_record_round_trips(tmp_path):
     assert path == rd.summary("ntp", "toy_mcq")
     back = TaskSummary.read(path)
     assert back.metrics == {"acc": 0.5, "acc_norm": None}  # NaN is stored as null
-    assert back.to_dict() == summary.to_dict() and back.seed == 3 and back.extra["scorer"] == "mcq"
+    assert back.to_dict() == summary.to_dict() and back.seed == 3 and back.scorer == "mcq"
     assert json.loads(path.read_text())["conformant"] is None  # an explicit null stays in the file
 
     items = ItemValues([{"example_id": "1", "value": 1.0, "turn": None}, {"example_id": "2", "value": 0.0,

@@ -16,7 +16,7 @@ import time
 
 from sftmix.errors import UserError
 
-from ..rundir import StageState
+from ..rundir import JudgeLog, StageState
 from ..rundir.paths import read_json, write_json
 from .graph import Stage
 from .state import mark, read_state
@@ -199,12 +199,7 @@ class Coordinator:
                 self.runner.ctx.cache.merge(cache)
                 for p in (cache, cache.with_name(cache.name + "-journal")):
                     p.unlink(missing_ok=True)
-            if log.exists():
-                text = log.read_text(encoding="utf-8")
-                if text:
-                    with open(self.rd.judge_log, "a", encoding="utf-8") as f:
-                        f.write(text if text.endswith("\n") else text + "\n")
-                log.unlink()
+            JudgeLog(self.rd.judge_log).merge_from(log)
 
 
 def runs_on_coordinator(runner, executor, stage: Stage) -> bool:
