@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
 
+from . import compat
 from .compat import split, with_absent
 from .paths import RunDir, fail, iter_jsonl, write_jsonl
 
@@ -58,20 +59,35 @@ class Verdict:
 
     @classmethod
     def from_record(cls, d: dict, where: str = "judgment") -> "Verdict":
-        if not isinstance(d, dict) or "example_id" not in d:
+        """A stored line; absent fields read as :data:`.compat.ABSENT` says, unknown ones go to ``extra``. Built
+        without ``__init__``: `bench view` reads every verdict of every run."""
+        if type(d) is not dict or "example_id" not in d:
             fail(f"{where}: not a judgment (needs an object with example_id)")
-        own, extra = split(_VERDICT_FIELDS, d)
-        own = with_absent("Verdict", own)
-        extra = {k: v for k, v in extra.items() if k not in _VERDICT_FIELDS}
-        own["example_id"] = str(own["example_id"])
+        own = _VERDICT_TEMPLATE.copy()
+        own.update(d)
+        extra = {} if d.keys() <= _VERDICT_FIELDS else {k: own.pop(k) for k in d.keys() - _VERDICT_FIELDS}
+        for k, default in _VERDICT_NOT_NULL:  # absent, or stored as null
+            if own[k] is None:
+                own[k] = dict(default) if type(default) is dict else default
+        if type(own["example_id"]) is not str:
+            own["example_id"] = str(own["example_id"])
         for k in ("task", "judge", "judge_kind"):
-            own[k] = str(own.get(k) or "")
-        own["turn"], own["score"], own["failed"] = own.get("turn") or 0, own.get("score"), bool(own.get("failed"))
-        own["raw"] = own.get("raw")
-        return cls(**own, extra=extra)
+            if type(own[k]) is not str:
+                own[k] = str(own[k] or "")
+        own["turn"] = own["turn"] or 0
+        if type(own["failed"]) is not bool:
+            own["failed"] = bool(own["failed"])
+        own["extra"] = extra
+        v = cls.__new__(cls)
+        v.__dict__.update(own)
+        return v
 
 
-_VERDICT_FIELDS = {f.name for f in fields(Verdict)} - {"extra"}
+_VERDICT_FIELDS = frozenset(f.name for f in fields(Verdict)) - {"extra"}
+# every field None, then the defaults of compat.ABSENT that are not None (dicts made fresh for each verdict)
+_VERDICT_TEMPLATE = {k: None for k in _VERDICT_FIELDS}
+_VERDICT_NOT_NULL = tuple((k, v) for k, v in compat.ABSENT["Verdict"].items() if v is not None)
+_VERDICT_TEMPLATE.update({k: v for k, v in _VERDICT_NOT_NULL if type(v) is not dict})
 
 
 class Judgments:
