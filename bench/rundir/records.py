@@ -279,25 +279,40 @@ class ContaminationReport:
 
 @dataclass
 class TrainRecord:
-    """``variants/<v>/train.json`` (written by :func:`sftmix.recipe.finetune`): the variant's settings as trained
-    and the trainer's log history (one dict per logging step: step, loss, ntp_loss, mixup_loss, ...)."""
+    """``variants/<v>/train.json`` (written by :func:`sftmix.recipe.finetune`, which never imports bench): the
+    variant's settings as trained and the trainer's log history (one dict per logging step: step, loss, ntp_loss,
+    mixup_loss, ...); optional fields are left out of the file while None."""
 
     variant: dict
     log_history: list[dict]
+    metrics: dict | None = None  # the Trainer's final train_runtime, train_loss, ...
+    config: dict | None = None  # the train config
+    data_identity: dict | None = None
+    data_stats: dict | None = None
+    confidence: str | None = None  # the confidence table the variant trained with
+    model_path: str | None = None  # the base model
+    reused_from: str | None = None  # the dynamics folder whose model was adopted
     extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k != "extra" and v is not None}
+        return {**self.extra, **d}
 
     def write(self, rd: RunDir, name: str) -> Path:
         path = rd.train_record(name)
-        write_json(path, {**self.extra, "variant": self.variant, "log_history": self.log_history})
+        write_json(path, self.to_dict())
         return path
 
     @classmethod
     def read(cls, path: Path) -> "TrainRecord":
         d = read_json(path)
         own, extra = _split(cls, d)
-        variant = own.get("variant") if isinstance(own.get("variant"), dict) else {}
-        history = [h for h in own.get("log_history") or [] if isinstance(h, dict)]
-        return cls(variant=variant, log_history=history, extra=extra)
+        own["variant"] = own.get("variant") if isinstance(own.get("variant"), dict) else {}
+        own["log_history"] = [h for h in own.get("log_history") or [] if isinstance(h, dict)]
+        for k in ("metrics", "config", "data_identity", "data_stats"):
+            if own.get(k) is not None and not isinstance(own[k], dict):  # not this version's shape: kept as is
+                extra[k] = own.pop(k)
+        return cls(**own, extra=extra)
 
     def losses(self) -> list[float]:
         return [h["loss"] for h in self.log_history if "loss" in h]
