@@ -17,25 +17,55 @@ def _split(cls, d: dict) -> tuple[dict, dict]:
 
 @dataclass
 class StageState:
-    """``state/<stage>.json``: the stage key it was run under and how far it got (running/incomplete/done)."""
+    """``state/<stage>.json``: the stage key it was run under, how far it got (queued / running / incomplete /
+    done / failed / interrupted) and where it ran. ``StageState(key, status, time, {"seconds": 3.2, ...})`` takes
+    the other fields as a dict too (they are moved into their typed fields); fields no version names stay in
+    ``extra``. Optional fields are left out of the file while None."""
 
     key: str
     status: str
     time: float
-    extra: dict = field(default_factory=dict)  # e.g. seconds
+    extra: dict = field(default_factory=dict)
+    seconds: float | None = None
+    executor: str | None = None  # local / processes / slurm / ray
+    host: str | None = None
+    pid: int | None = None
+    job_id: str | None = None
+    attempt: int | None = None
+    counters: dict | None = None  # model / judge requests the stage made
+    error: str | None = None  # failed: its one line
+    deterministic: bool | None = None  # failed on bad input: not retried
+    log: str | None = None  # the worker's log file
+
+    def __post_init__(self) -> None:
+        typed = _STATE_FIELDS.intersection(self.extra)
+        if typed:
+            extra = dict(self.extra)
+            for k in typed:
+                if extra[k] is not None:  # an explicit null stays in extra, so the file keeps it
+                    setattr(self, k, extra.pop(k))
+            self.extra = extra
+
+    def details(self) -> dict:
+        """Every field but the key, status and time, as stored."""
+        return {**self.extra, **{k: getattr(self, k) for k in _STATE_FIELDS if getattr(self, k) is not None}}
 
     def write(self, rd: RunDir, stage: str) -> None:
-        write_json(rd.state(stage), {"key": self.key, "status": self.status, "time": self.time, **self.extra})
+        write_json(rd.state(stage), {"key": self.key, "status": self.status, "time": self.time, **self.details()})
 
     @classmethod
     def read(cls, rd: RunDir, stage: str) -> "StageState | None":
         path = rd.state(stage)
         if not path.exists():
             return None
-        own, extra = _split(cls, read_json(path))
-        if not isinstance(own.get("key"), str) or not isinstance(own.get("status"), str):
+        d = read_json(path)
+        if not isinstance(d.get("key"), str) or not isinstance(d.get("status"), str):
             fail(f"{path}: damaged (no stage key or status)")
-        return cls(key=own.get("key"), status=own.get("status"), time=own.get("time"), extra=extra)
+        rest = {k: v for k, v in d.items() if k not in ("key", "status", "time")}
+        return cls(key=d["key"], status=d["status"], time=d.get("time"), extra=rest)
+
+
+_STATE_FIELDS = frozenset(f.name for f in fields(StageState)) - {"key", "status", "time", "extra"}
 
 
 def _none_if_nan(x: Any) -> Any:

@@ -64,7 +64,7 @@ def _stage_times(rd: RunDir) -> list[dict]:
         stage = path.stem.replace("__", "/")
         st = StageState.read(rd, stage)
         if st is not None:
-            out.append({"stage": stage, "status": st.status, "seconds": st.extra.get("seconds")})
+            out.append({"stage": stage, "status": st.status, "seconds": st.seconds})
     return out
 
 
