@@ -189,8 +189,12 @@ class ItemValue:
         v = r.pop("value")
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
             fail(f"{where}: value {v!r} is not a number or null")
-        return cls(str(r.pop("example_id")), v, r.pop("turn", None), r.pop("category", None), r.pop("repeats", None),
-                   r)
+        a = _ITEM_ABSENT
+        return cls(str(r.pop("example_id")), v, r.pop("turn", a["turn"]), r.pop("category", a["category"]),
+                   r.pop("repeats", a["repeats"]), r)
+
+
+_ITEM_ABSENT = compat.ABSENT["ItemValue"]
 
 
 @dataclass
