@@ -195,6 +195,8 @@ class BaseJudge:
                         v = self._judge_one(*unique[k], key=k)
                     except BaseException as e:  # noqa: BLE001 - handed to the main thread, which raises it
                         v = e
+                    if isinstance(v, Verdict) and fatal(v):
+                        self._stop.set()  # here, not only when the main thread sees it: no worker takes another
                     with lock:  # counted here, not by the main thread, which a Ctrl-C may stop between two lines
                         pool["busy"] -= 1
                         pool["answered"] += isinstance(v, Verdict) and not v.failed
