@@ -16,7 +16,7 @@ from sftmix.errors import UserError
 
 from .config import JudgeArgs
 from .judge.client import BaseJudge, JudgeRequest
-from .rundir import ItemValues, RunDir, TaskSummary, write_jsonl
+from .rundir import ItemValues, Judgments, RunDir, TaskSummary
 from .scorers import get_scorer
 from .tasks import Task
 
@@ -94,10 +94,10 @@ def evaluate_task(task: Task, items: list[dict], generations: list[dict], judge:
             raise UserError(f"task {task.name}: scorer {scorer.name!r} needs a judge")
         config = config or judge_config(task, judge_args)
         requests = judge_requests(task, items, generations, judge, config, judge_args, versus)
-        verdicts = judge.judge_many(requests, repeats=repeats, progress=progress)
-        records = [{**v.to_record(), "variant": variant} for v in verdicts]
-        rd.mark_version()
-        write_jsonl(rd.judgments(variant, task.name), records)
+        verdicts = [replace(v, variant=variant) for v in judge.judge_many(requests, repeats=repeats,
+                                                                          progress=progress)]
+        Judgments.write(rd, variant, task.name, verdicts)
+        records = [v.to_record() for v in verdicts]  # what the scorers read (bench.scorers.base)
         summary.update(judge=judge.name, judge_kind=judge.kind, judge_config=config.name,
                        judge_fingerprint=config.fingerprint())
     else:

@@ -462,3 +462,15 @@ def test_bench_view_of_the_finished_run_shows_it_item_by_item(finished, browser,
     stored = [ln for ln in (out / "tables" / "default.md").read_text().splitlines() if ln.startswith("|")][2:]
     assert rows == [[c.strip() for c in ln.strip("|").split(" | ")] for ln in stored]
     page.close()
+
+
+def test_every_file_a_run_writes_is_documented(finished):
+    """docs/RUNDIR.md stays true: each file (and empty folder) the finished run left matches a path pattern of its
+    "Files" table."""
+    from test_rundir import undocumented
+
+    out = finished[0]
+    assert finished[1] == 0, finished[3][-2000:]
+    written = [p for p in out.rglob("*") if p.is_file() or (p.is_dir() and not any(p.iterdir()))]
+    assert len(written) > 50 and (out / "variants" / "sftmix" / "train_log.jsonl").is_file()
+    assert undocumented(written, out) == []

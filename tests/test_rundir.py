@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from bench.rundir import (FORMAT, VERSION, ItemValues, Provenance, RunConfigRecord, RunDir, StageState,
-                          TaskSummary, TrainRecord, read_jsonl, split_seed, write_jsonl)
+from bench.rundir import (FORMAT, VERSION, ItemValues, JudgeLog, JudgeLogEntry, Judgments, Provenance,
+                          RunConfigRecord, RunDir, StageState, TaskSummary, TrainRecord, Verdict, read_jsonl,
+                          split_seed, write_jsonl)
 from bench.tables import build_table, render_table
 from sftmix.errors import UserError
 from support import ROOT
@@ -57,7 +59,7 @@ def test_every_record_round_trips(tmp_path):
     assert path == rd.summary("ntp", "toy_mcq")
     back = TaskSummary.read(path)
     assert back.metrics == {"acc": 0.5, "acc_norm": None}  # NaN is stored as null
-    assert back.to_dict() == summary.to_dict() and back.seed == 3 and back.extra["scorer"] == "mcq"
+    assert back.to_dict() == summary.to_dict() and back.seed == 3 and back.scorer == "mcq"
     assert json.loads(path.read_text())["conformant"] is None  # an explicit null stays in the file
 
     items = ItemValues([{"example_id": "1", "value": 1.0, "turn": None}, {"example_id": "2", "value": 0.0,
@@ -191,3 +193,139 @@ def test_variant_settings_come_from_the_run_not_the_registry(tmp_path):
     # a variant the registry knows but the run recorded nothing for shows no settings, not today's registry's
     assert df.loc[df["Method"] == "NTP", "mu"].item() == "—"
     assert not math.isnan(build_table([run]).rows[1]["toy_mcq acc (%)"].delta)
+
+
+# ---- docs/RUNDIR.md lists every file (the run itself is checked in test_pipeline.py) ----------------------------
+
+def rundir_doc_patterns() -> list[re.Pattern]:
+    """The path patterns of docs/RUNDIR.md's "Files" table (its first column) as regular expressions: ``<x>`` one
+    name, ``[...]`` optional, ``{a,b}`` alternatives, ``*`` any name part, ``**/`` any folders, a trailing ``/``
+    the folder and everything under it."""
+    text = (ROOT / "docs" / "RUNDIR.md").read_text(encoding="utf-8")
+    section = text.split("\n## Files\n", 1)[1].split("\n## ", 1)[0]
+    patterns = []
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            first = line.split(" | ")[0]
+            patterns += re.findall(r"`([^`]+)`", first)
+    out = []
+    for p in patterns:
+        rx, i = [], 0
+        while i < len(p):
+            if p.startswith("**/", i):
+                rx.append("(?:.*/)?")
+                i += 3
+                continue
+            c = p[i]
+            if c == "<":
+                j = p.index(">", i)
+                rx.append("[^/]+")
+                i = j + 1
+                continue
+            if c == "{":
+                j = p.index("}", i)
+                rx.append("(?:" + "|".join(map(re.escape, p[i + 1:j].split(","))) + ")")
+                i = j + 1
+                continue
+            rx.append({"[": "(?:", "]": ")?", "*": "[^/]*"}.get(c, re.escape(c)))
+            i += 1
+        if p.endswith("/"):  # the folder itself (when empty) and everything under it
+            rx[-1] = "(?:/.*)?"
+        out.append(re.compile("".join(rx)))
+    return out
+
+
+def undocumented(paths, root: Path | None = None) -> list[str]:
+    """The paths (relative to ``root``) that no pattern of docs/RUNDIR.md covers."""
+    patterns = rundir_doc_patterns()
+    rel = [Path(p).relative_to(root).as_posix() if root else str(p) for p in paths]
+    return [p for p in rel if not any(rx.fullmatch(p) for rx in patterns)]
+
+
+def test_every_path_rundir_names_is_documented(tmp_path):
+    rd = RunDir(tmp_path)
+    stage = "score/sftmix@s1/toy_open"
+    paths = [rd.stamp, rd.config, rd.provenance, rd.cache, rd.judge_log, rd.contamination, rd.state(stage),
+             rd.stage_lock(stage), rd.stage_log(stage), rd.stage_job(stage), rd.stage_cache(stage),
+             rd.stage_judge_log(stage), rd.slurm_dir / "submission.sh", rd.confidence(),
+             rd.confidence(rd.dynamics_dir("ab12cd34", 2)), rd.dynamics_record(rd.dynamics_dir(seed=1)),
+             rd.model_dir("ntp") / "config.json", rd.train_record("ntp"), rd.train_log("ntp"),
+             rd.checkpoints("sftmix") / "checkpoint-3" / "optimizer.pt", rd.launch_config(rd.variant_dir("ntp")),
+             rd.generations("ntp", "toy_mcq"), rd.judgments("ntp", "toy_open"), rd.summary("ntp", "bigbench:navigate"),
+             rd.item_values("ntp", "toy_mcq"), rd.contamination_report("toy_mcq"), rd.table("default", "latex"),
+             rd.table("contamination", "csv"), rd.plot("training_loss")]
+    assert undocumented(paths, tmp_path) == []
+    # the patterns are not a catch-all
+    assert undocumented(["variants/ntp/notes.txt", "scores/ntp/x.csv", "stray.json"]) == [
+        "variants/ntp/notes.txt", "scores/ntp/x.csv", "stray.json"]
+
+
+# ---- judge records ------------------------------------------------------------------------------------------------
+
+def test_verdicts_and_judge_log_entries_round_trip(tmp_path):
+    rd = RunDir(tmp_path / "run")
+    v = Verdict(task="toy_open", example_id="q1", turn=1, judge="gpt-x", judge_kind="llm", repeat=0, score=7.0,
+                failed=False, raw={"text": "7", "top_logprobs": [{"token": "7", "logprob": -0.1}]},
+                meta={"category": "facts"}, variant="ntp")
+    bad = Verdict(task="toy_open", example_id="q2", turn=1, judge="gpt-x", judge_kind="llm", repeat=0, score=None,
+                  failed=True, raw="no idea", error="unparsable judge reply", failure="unparsable", variant="ntp")
+    path = Judgments.write(rd, "ntp", "toy_open", [v, bad])
+    assert path == rd.judgments("ntp", "toy_open") and rd.stamp.exists()
+    assert Judgments.read(path) == [v, bad] and Judgments.read(rd.judgments("ntp", "none")) == []
+    # bench judge-calibrate's verdicts carry no variant, and store none
+    assert "variant" not in Verdict(**{**v.__dict__, "variant": None}).to_record()
+
+    log = JudgeLog(rd.judge_log)
+    e = JudgeLogEntry(time=1.5, judge="gpt-x", task="toy_open", example_id="q1", turn=1, repeat=0, form="single",
+                      attempt=2, messages=[{"role": "user", "content": "rate"}], temperature=0.0, max_tokens=8,
+                      raw="7", usage={"prompt_tokens": 3, "completion_tokens": 1}, latency_s=0.2)
+    local = JudgeLogEntry(time=2.0, judge="tiny", task="toy_open", example_id="q2", turn=1, repeat=0, raw="5")
+    log.append(e)
+    log.append(local)
+    lines = [json.loads(x) for x in rd.judge_log.read_text().splitlines()]
+    assert "temperature" in lines[0] and "temperature" not in lines[1]  # a local judge's line as it always was
+    assert log.read() == [e, local] and log.count() == 2
+    worker = JudgeLog(rd.stage_judge_log("score/ntp/toy_open"))
+    worker.append(e)
+    log.merge_from(worker.path)
+    assert log.count() == 3 and not worker.path.exists()
+
+
+def test_older_records_still_read(tmp_path):
+    """What compat.py promises: absent fields read with their defaults, explicit nulls and unknown fields are
+    written back as they were, one line per judge repeat is combined."""
+    rd = RunDir(tmp_path)
+    rd.judgments("ntp", "t").parent.mkdir(parents=True)
+    old = {"task": "t", "example_id": 3, "turn": 1, "judge": "j", "judge_kind": "llm", "repeat": 1, "score": 6.0,
+           "failed": False, "raw": "6", "error": None, "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+           "variant": "ntp", "newer_field": [1]}
+    write_jsonl(rd.judgments("ntp", "t"), [old])
+    (v,) = Judgments.read(rd.judgments("ntp", "t"))
+    assert (v.example_id, v.failure, v.form, v.meta, v.extra) == ("3", None, "", {}, {"newer_field": [1]})
+
+    summary = {"task": "t", "variant": "ntp", "metrics": {"score": 6.0}, "lc_note": None, "a_new_note": "x"}
+    rd.summary("ntp", "t").parent.mkdir(parents=True)
+    rd.summary("ntp", "t").write_text(json.dumps(summary))
+    s = TaskSummary.read(rd.summary("ntp", "t"))
+    assert (s.kind, s.judge, s.repeats, s.n_failed, s.lc_note) == ("chat", "none", 1, 0, None)
+    back = s.to_dict()
+    assert back["lc_note"] is None and back["a_new_note"] == "x"  # the null and the unknown field stay
+
+    rd.item_values("ntp", "t").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"example_id": 1, "value": 4.0, "repeat": 0}, {"example_id": 1, "value": 8.0, "repeat": 1},
+        {"example_id": 1, "value": 5.0, "repeat": 2}, {"example_id": 2, "value": None}, {"example_id": 3, "value": 2}]))
+    combined = ItemValues.read(rd.item_values("ntp", "t")).combined()
+    assert [(r.example_id, r.turn, r.value) for r in combined] == [("1", None, 5.0), ("3", None, 2.0)]
+    assert all("repeat" not in r.extra for r in combined)
+
+
+def test_item_values_keep_their_bytes(tmp_path):
+    """A scorer's rows written through ItemValues give the same line they always gave (sorted keys, nulls kept,
+    ``repeats`` only with several repeats, mcq's per-metric values beside ``value``)."""
+    rd = RunDir(tmp_path)
+    rows = [{"example_id": "a", "turn": 0, "category": None, "value": 1.0, "acc": 1.0, "acc_norm": 0.0},
+            {"example_id": "b", "turn": 1, "category": "x", "value": 7.0, "repeats": [6.0, 8.0]}]
+    ItemValues(rows).write(rd, "ntp", "t")
+    assert rd.item_values("ntp", "t").read_text() == "".join(
+        json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in rows)
+    assert [r.to_dict() for r in ItemValues.read(rd.item_values("ntp", "t")).rows] == rows

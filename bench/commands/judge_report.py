@@ -25,8 +25,8 @@ def run(args) -> int:
         judged = [s for s in map(TaskSummary.read, files) if s.judge_kind != "none"]
         print(f"{run_dir}: {len(judged)} judged task summaries")
         for s in judged:
-            rel = s.extra.get("reliability")
-            if s.extra.get("pairwise_baseline"):
+            rel = s.reliability
+            if s.pairwise_baseline:
                 line = f"the pairwise baseline ({s.judge}): no verdicts of its own"
             else:
                 line = f"{s.judge} ({s.judge_kind}), {s.repeats} repeat(s): {describe(rel)}"

@@ -32,15 +32,16 @@ import random
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from sftmix.errors import Interrupted, UserError, first_line, os_error
+from sftmix.errors import Interrupted, UserError, first_line
 from sftmix.io import hash_obj
 
+from ..rundir.judgments import FAILURES, JudgeLog, JudgeLogEntry, Verdict  # noqa: F401 (re-exported)
+
 CACHE_KIND = "judge"
-FAILURES = ("transport", "refused", "unparsable", "malformed")
 
 
 class JudgeRefused(UserError):
@@ -77,33 +78,6 @@ class JudgeRequest:
     meta: dict = field(default_factory=dict)
     config: str = ""
     logprobs: int | None = None  # ask for the top-N log-probabilities; the raw reply is then a dict (see Verdict)
-
-
-@dataclass
-class Verdict:
-    """One judgment. ``to_record()`` gives the shared judgment-record format (see bench.scorers)."""
-
-    task: str
-    example_id: str
-    turn: int
-    judge: str
-    judge_kind: str  # 'llm' | 'local' | 'reference'
-    repeat: int
-    score: float | None
-    failed: bool
-    raw: str | dict | None  # the reply text; with logprobs {"text", "top_logprobs": [{token, logprob}] of token 1}
-    error: str | None = None
-    usage: dict = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
-    form: str = ""
-    config: str = ""
-    attempts: int = 0
-    latency_s: float = 0.0
-    cached: bool = False
-    meta: dict = field(default_factory=dict)
-    failure: str | None = None  # one of FAILURES when failed
-
-    def to_record(self) -> dict:
-        return asdict(self)
 
 
 def cache_key(judge: str, req: JudgeRequest, repeat: int) -> str:
@@ -145,7 +119,7 @@ class BaseJudge:
         self.cache = cache
         self.ledger = ledger
         self.log_path = Path(log_path) if log_path else None
-        self._log_lock = threading.Lock()
+        self._judge_log = JudgeLog(self.log_path) if self.log_path else None
         self._stop = threading.Event()  # set on Ctrl-C or a refusal: workers take no new request, retries end
         self.verdicts_made = 0  # verdicts this judge produced (cache hits excluded), for closing summaries
         self.verdicts_cached = 0  # verdicts served from the cache
@@ -221,6 +195,8 @@ class BaseJudge:
                         v = self._judge_one(*unique[k], key=k)
                     except BaseException as e:  # noqa: BLE001 - handed to the main thread, which raises it
                         v = e
+                    if isinstance(v, Verdict) and fatal(v):
+                        self._stop.set()  # here, not only when the main thread sees it: no worker takes another
                     with lock:  # counted here, not by the main thread, which a Ctrl-C may stop between two lines
                         pool["busy"] -= 1
                         pool["answered"] += isinstance(v, Verdict) and not v.failed
@@ -343,17 +319,10 @@ class BaseJudge:
         ``error`` is a :class:`CallError` (a plain string counts as a ``transport`` failure)."""
         raise NotImplementedError
 
-    def _log(self, entry: dict) -> None:
-        if self.log_path is None:
-            return
-        line = json.dumps(entry, ensure_ascii=False, default=str)
-        with self._log_lock:
-            try:  # an append-only log, one whole line per write (not a record: nothing reads it back as data)
-                self.log_path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.log_path, "a", encoding="utf-8") as f:
-                    f.write(line + "\n")
-            except OSError as e:
-                raise os_error(e, path=self.log_path) from None
+    def _log(self, entry: JudgeLogEntry) -> None:
+        """One attempt into the judge log (``judge_log.jsonl``, :class:`~bench.rundir.judgments.JudgeLog`)."""
+        if self._judge_log is not None:
+            self._judge_log.append(entry)
 
 
 class OpenAIJudge(BaseJudge):
@@ -455,9 +424,9 @@ class OpenAIJudge(BaseJudge):
             if attempt > 1 and self._stop.is_set():  # interrupted (or refused elsewhere): no more attempts
                 return None, {}, CallError("transport", f"stopped after {attempt - 1} attempts: {error}"), attempt - 1
             t0 = time.perf_counter()
-            entry = {"time": time.time(), "judge": self.model, "task": req.task, "example_id": req.example_id,
-                     "turn": req.turn, "repeat": repeat, "form": req.form, "attempt": attempt,
-                     "messages": req.messages, "temperature": req.temperature, "max_tokens": req.max_tokens}
+            entry = dict(time=time.time(), judge=self.model, task=req.task, example_id=req.example_id, turn=req.turn,
+                         repeat=repeat, form=req.form, attempt=attempt, messages=req.messages,
+                         temperature=req.temperature, max_tokens=req.max_tokens)
             extra = {"logprobs": True, "top_logprobs": req.logprobs} if req.logprobs else {}
             try:
                 resp = _parsed(self._client.chat.completions.with_raw_response.create(
@@ -465,15 +434,13 @@ class OpenAIJudge(BaseJudge):
                     **extra))
                 if _get(resp, "choices") == []:  # a 200 without an answer: the server cannot serve this request
                     error = "the reply has no choices (HTTP 200 with an empty 'choices' list)"
-                    self._log({**entry, "raw": None, "usage": None, "latency_s": time.perf_counter() - t0,
-                               "error": error})
+                    self._log(JudgeLogEntry(**entry, latency_s=time.perf_counter() - t0, error=error))
                     return None, {}, CallError("refused", error), attempt
                 raw, usage = read_reply(resp, bool(req.logprobs))
             except Exception as e:  # noqa: BLE001 - classified below; unknown errors are recorded, not raised
                 malformed = isinstance(e, MalformedReply)
                 error = f"{'malformed reply' if malformed else type(e).__name__}: {self._scrub(str(e))}"
-                self._log({**entry, "raw": None, "usage": None, "latency_s": time.perf_counter() - t0,
-                           "error": error})
+                self._log(JudgeLogEntry(**entry, latency_s=time.perf_counter() - t0, error=error))
                 retry, after = self._retryable(e)
                 if not retry or attempt > self.max_retries:
                     if malformed:
@@ -483,7 +450,7 @@ class OpenAIJudge(BaseJudge):
                     return None, {}, CallError("refused", error), attempt
                 self._sleep(attempt, after)
                 continue
-            self._log({**entry, "raw": raw, "usage": usage, "latency_s": time.perf_counter() - t0, "error": None})
+            self._log(JudgeLogEntry(**entry, raw=raw, usage=usage, latency_s=time.perf_counter() - t0))
             if self.ledger is not None:
                 self.ledger.add(self.model, usage)
             return raw, usage, None, attempt

@@ -9,7 +9,7 @@ import os
 import threading
 from pathlib import Path
 
-from .client import BaseJudge, JudgeRequest
+from .client import BaseJudge, JudgeLogEntry, JudgeRequest
 
 
 class LocalJudge(BaseJudge):
@@ -63,9 +63,9 @@ class LocalJudge(BaseJudge):
             raw = {"text": raw, "top_logprobs": [{"token": self.tokenizer.decode([int(i)]), "logprob": float(v)}
                                                  for v, i in zip(top.values, top.indices)]}
         usage = {"prompt_tokens": int(ids["input_ids"].shape[1]), "completion_tokens": int(new.shape[0])}
-        self._log({"time": time.time(), "judge": self.name, "task": req.task, "example_id": req.example_id,
-                   "turn": req.turn, "repeat": repeat, "form": req.form, "attempt": 1, "messages": req.messages,
-                   "raw": raw, "usage": usage, "latency_s": time.perf_counter() - t0, "error": None})
+        self._log(JudgeLogEntry(time=time.time(), judge=self.name, task=req.task, example_id=req.example_id,
+                                turn=req.turn, repeat=repeat, form=req.form, attempt=1, messages=req.messages,
+                                raw=raw, usage=usage, latency_s=time.perf_counter() - t0))
         if self.ledger is not None:
             self.ledger.add(self.name, usage)
         return raw, usage, None, 1

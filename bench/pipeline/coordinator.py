@@ -16,7 +16,7 @@ import time
 
 from sftmix.errors import UserError
 
-from ..rundir import StageState
+from ..rundir import JudgeLog, StageState
 from ..rundir.paths import read_json, write_json
 from .graph import Stage
 from .state import mark, read_state
@@ -155,7 +155,7 @@ class Coordinator:
             st = self.state(s)
             if st is not None and st.status == "running" and self.seen.get(s.name) != "running":
                 self.seen[s.name] = "running"
-                say(f"{self.tag(s)} running {s.name} on {st.extra.get('host', '?')} as job {job.id}")
+                say(f"{self.tag(s)} running {s.name} on {st.host or '?'} as job {job.id}")
             if st is None or st.status not in FINISHED:
                 if job.alive():
                     continue
@@ -171,18 +171,18 @@ class Coordinator:
 
     def finish(self, stage: Stage, st: StageState) -> None:
         self.merge_worker_files([stage])
-        for k, v in (st.extra.get("counters") or {}).items():
+        for k, v in (st.counters or {}).items():
             self.remote_counters[k] = self.remote_counters.get(k, 0) + v
         self.ran.append(stage.name)
-        on = f" on {st.extra['host']}" if st.extra.get("host") else ""
+        on = f" on {st.host}" if st.host else ""
         say(f"{self.tag(stage)} {'done' if st.status == 'done' else 'incomplete'} {stage.name} in "
-            f"{float(st.extra.get('seconds') or 0):.1f} s{on}")
+            f"{float(st.seconds or 0):.1f} s{on}")
 
     def failed(self, stage: Stage, st: StageState | None, job) -> None:
         log = self.rd.stage_log(stage.name)
-        reason = (st.extra.get("error") if st is not None else None) or job.error() or last_line(log) \
+        reason = (st.error if st is not None else None) or job.error() or last_line(log) \
             or "the job ended without a word"
-        if st is not None and st.status == "failed" and st.extra.get("deterministic"):
+        if st is not None and st.status == "failed" and st.deterministic:
             raise UserError(f"stage {stage.name} failed: {reason} (log: {log})")
         n = self.attempts.get(stage.name, 1)
         if n > self.ex.max_retries:
@@ -199,12 +199,7 @@ class Coordinator:
                 self.runner.ctx.cache.merge(cache)
                 for p in (cache, cache.with_name(cache.name + "-journal")):
                     p.unlink(missing_ok=True)
-            if log.exists():
-                text = log.read_text(encoding="utf-8")
-                if text:
-                    with open(self.rd.judge_log, "a", encoding="utf-8") as f:
-                        f.write(text if text.endswith("\n") else text + "\n")
-                log.unlink()
+            JudgeLog(self.rd.judge_log).merge_from(log)
 
 
 def runs_on_coordinator(runner, executor, stage: Stage) -> bool:

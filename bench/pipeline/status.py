@@ -24,7 +24,7 @@ def stage_rows(run_dir: str | Path) -> tuple[list[dict], dict]:
         if st is not None and st.key == s.key:
             # the state file's word, unless its outputs say otherwise (a "done" whose outputs are gone resumes)
             status = row["status"] if row["status"] == "done" or st.status == "done" else st.status
-            row.update({k: v for k, v in st.extra.items() if k != "counters"}, status=status, time=st.time)
+            row.update({k: v for k, v in st.details().items() if k != "counters"}, status=status, time=st.time)
             job = read_json(rd.stage_job(s.name)) if rd.stage_job(s.name).exists() else {}
             if st.status in ("queued", "running") and job:
                 row.update(job_id=row.get("job_id") or job.get("job_id"), executor=job.get("executor"))

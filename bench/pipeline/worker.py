@@ -51,7 +51,7 @@ def execute(runner, stage: Stage, place: dict, lock_wait_s: float = 0) -> str:
             for p in stage.clean:
                 shutil.rmtree(p, ignore_errors=True)
         prev = read_state(ctx.rd, stage.name)
-        place = {"attempt": (prev.extra.get("attempt") if prev and prev.key == stage.key else None) or 1, **place}
+        place = {"attempt": (prev.attempt if prev and prev.key == stage.key else None) or 1, **place}
         mark(out, stage, "running", **place)
         before = dict(ctx.counters)
         t0 = time.time()

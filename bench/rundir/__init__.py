@@ -12,14 +12,17 @@ this bench cannot read (older than ``MIN_VERSION`` or newer than ``VERSION``) is
 Reading imports nothing from ``sftmix`` (the tables must not depend on the training side); the CLI's shared error
 type and the atomic writers of :mod:`sftmix.io` are imported only when an error is raised or a file is written.
 
-The package: :mod:`~bench.rundir.paths` (:class:`RunDir`: the names of every file, the format version, the
-read/write helpers) and :mod:`~bench.rundir.records` (the typed records with ``read``/``write``).
+The package: :mod:`~bench.rundir.paths` (:class:`RunDir`: the names of every file, the read/write helpers),
+:mod:`~bench.rundir.records` (the typed records with ``read``/``write``), :mod:`~bench.rundir.judgments` (verdicts
+and judge-log entries) and :mod:`~bench.rundir.compat` (the format version and every rule for reading older files).
 """
 from .paths import (CONFIG, FORMAT, MIN_VERSION, PROVENANCE, SEED_SEP, STAMP, VERSION, RunDir, fail, read_json,
                     read_jsonl, split_seed, write_json, write_jsonl, write_text)
-from .records import (ContaminationReport, ItemValues, Provenance, RunConfigRecord, StageState, TaskSummary,
-                      TrainRecord)
+from .judgments import FAILURES, JudgeLog, JudgeLogEntry, Judgments, Verdict
+from .records import (ContaminationReport, ItemValue, ItemValues, Provenance, RunConfigRecord, StageState,
+                      TaskSummary, TrainRecord)
 
-__all__ = ["CONFIG", "FORMAT", "MIN_VERSION", "PROVENANCE", "SEED_SEP", "STAMP", "VERSION", "ContaminationReport",
-           "ItemValues", "Provenance", "RunConfigRecord", "RunDir", "StageState", "TaskSummary", "TrainRecord", "fail",
-           "read_json", "read_jsonl", "split_seed", "write_json", "write_jsonl", "write_text"]
+__all__ = ["CONFIG", "FAILURES", "FORMAT", "MIN_VERSION", "PROVENANCE", "SEED_SEP", "STAMP", "VERSION",
+           "ContaminationReport", "ItemValue", "ItemValues", "JudgeLog", "JudgeLogEntry", "Judgments", "Provenance",
+           "RunConfigRecord", "RunDir", "StageState", "TaskSummary", "TrainRecord", "Verdict", "fail", "read_json",
+           "read_jsonl", "split_seed", "write_json", "write_jsonl", "write_text"]

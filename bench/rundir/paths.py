@@ -5,9 +5,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterator, NoReturn
 
-FORMAT = "sftmix-bench run directory"
-VERSION = 1  # the layout of docs/RUNDIR.md
-MIN_VERSION = 1  # the oldest version this bench reads
+from .compat import FORMAT, MIN_VERSION, VERSION  # noqa: F401 (re-exported: the version lives with its rules)
+
 SEED_SEP = "@s"  # run.seeds: variant "sftmix" at seed 1 is "sftmix@s1" (variants/, generations/, scores/, state/)
 
 STAMP = "rundir.json"
@@ -19,6 +18,7 @@ JUDGE_LOG = "judge_log.jsonl"
 EXECUTOR = "executor"  # what workers of a cluster executor write: logs, their own caches, submitit's folder
 CONTAMINATION_DIR = "contamination"
 CONFIDENCE = "confidence.parquet"
+TRAIN_LOG = "train_log.jsonl"  # the trainer's per-step log (sftmix.recipe), beside train.json
 CONTAMINATION = "contamination.json"
 TABLE_EXT = {"md": "md", "csv": "csv", "latex": "tex", "tex": "tex"}
 
@@ -195,6 +195,19 @@ class RunDir:
     def train_record(self, variant: str) -> Path:
         """``variants/<v>/train.json``, written by :func:`sftmix.recipe.finetune` (see :class:`TrainRecord`)."""
         return self.variant_dir(variant) / "train.json"
+
+    def train_log(self, variant: str) -> Path:
+        """``variants/<v>/train_log.jsonl``: the trainer's log lines, one JSON object per logging step."""
+        return self.variant_dir(variant) / TRAIN_LOG
+
+    def checkpoints(self, variant: str) -> Path:
+        """``variants/<v>/checkpoints/``: the Trainer's ``checkpoint-<step>/`` folders (a re-run resumes there)."""
+        return self.variant_dir(variant) / "checkpoints"
+
+    @staticmethod
+    def dynamics_record(dynamics_dir: Path) -> Path:
+        """``dynamics*/dynamics.json``: how the confidence table was made (reference model, checkpoint steps)."""
+        return Path(dynamics_dir) / "dynamics.json"
 
     @staticmethod
     def launch_config(stage_dir: Path) -> Path:

@@ -6,38 +6,66 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from . import compat
 from .paths import RunDir, fail, iter_jsonl, read_json, write_json, write_jsonl
 
 
 def _split(cls, d: dict) -> tuple[dict, dict]:
-    """(the dataclass's own fields, everything else) of a record's JSON object. An own field stored as an
-    explicit null stays in the rest too, so that writing the record back keeps the null (files stay identical)."""
-    names = {f.name for f in fields(cls)} - {"extra"}
-    own = {k: v for k, v in d.items() if k in names}
-    return own, {k: v for k, v in d.items() if k not in names or v is None}
+    """(the dataclass's own fields, everything else) of a record's JSON object (:func:`.compat.split`)."""
+    return compat.split((f.name for f in fields(cls)), d)
 
 
 @dataclass
 class StageState:
-    """``state/<stage>.json``: the stage key it was run under and how far it got (running/incomplete/done)."""
+    """``state/<stage>.json``: the stage key it was run under, how far it got (queued / running / incomplete /
+    done / failed / interrupted) and where it ran. ``StageState(key, status, time, {"seconds": 3.2, ...})`` takes
+    the other fields as a dict too (they are moved into their typed fields); fields no version names stay in
+    ``extra``. Optional fields are left out of the file while None."""
 
     key: str
     status: str
     time: float
-    extra: dict = field(default_factory=dict)  # e.g. seconds
+    extra: dict = field(default_factory=dict)
+    seconds: float | None = None
+    executor: str | None = None  # local / processes / slurm / ray
+    host: str | None = None
+    pid: int | None = None
+    job_id: str | None = None
+    attempt: int | None = None
+    counters: dict | None = None  # model / judge requests the stage made
+    error: str | None = None  # failed: its one line
+    deterministic: bool | None = None  # failed on bad input: not retried
+    log: str | None = None  # the worker's log file
+
+    def __post_init__(self) -> None:
+        typed = _STATE_FIELDS.intersection(self.extra)
+        if typed:
+            extra = dict(self.extra)
+            for k in typed:
+                if extra[k] is not None:  # an explicit null stays in extra, so the file keeps it
+                    setattr(self, k, extra.pop(k))
+            self.extra = extra
+
+    def details(self) -> dict:
+        """Every field but the key, status and time, as stored."""
+        return {**self.extra, **{k: getattr(self, k) for k in _STATE_FIELDS if getattr(self, k) is not None}}
 
     def write(self, rd: RunDir, stage: str) -> None:
-        write_json(rd.state(stage), {"key": self.key, "status": self.status, "time": self.time, **self.extra})
+        write_json(rd.state(stage), {"key": self.key, "status": self.status, "time": self.time, **self.details()})
 
     @classmethod
     def read(cls, rd: RunDir, stage: str) -> "StageState | None":
         path = rd.state(stage)
         if not path.exists():
             return None
-        own, extra = _split(cls, read_json(path))
-        if not isinstance(own.get("key"), str) or not isinstance(own.get("status"), str):
+        d = read_json(path)
+        if not isinstance(d.get("key"), str) or not isinstance(d.get("status"), str):
             fail(f"{path}: damaged (no stage key or status)")
-        return cls(key=own.get("key"), status=own.get("status"), time=own.get("time"), extra=extra)
+        rest = {k: v for k, v in d.items() if k not in ("key", "status", "time")}
+        return cls(key=d["key"], status=d["status"], time=d.get("time"), extra=rest)
+
+
+_STATE_FIELDS = frozenset(f.name for f in fields(StageState)) - {"key", "status", "time", "extra"}
 
 
 def _none_if_nan(x: Any) -> Any:
@@ -49,7 +77,8 @@ class TaskSummary:
     """``scores/<v>/<task>.json``: one (variant, task)'s metrics and how they were made.
 
     ``metrics`` maps metric names to numbers (None for undefined ones; ``category/<c>`` for per-category values).
-    Fields other than the typed ones (hashes, scorer, judge config, stage key, ...) travel in ``extra``."""
+    Every field docs/RUNDIR.md names is typed here; optional ones are omitted from the file when None, so files
+    written before a field existed keep their bytes. Fields no version names travel in ``extra``."""
 
     task: str
     variant: str
@@ -63,10 +92,30 @@ class TaskSummary:
     n_failed: int = 0
     repeats: int = 1
     metric_shown: str | None = None  # mcq: which metric the task reports (acc, acc_norm, ...)
-    failures: dict | None = None  # failed verdicts by cause: {transport, refused, unparsable, malformed}
+    failures: dict[str, int] | None = None  # failed verdicts by cause (judgments.FAILURES)
     protocol: str | None = None  # the peer protocol the numbers follow (scorer + judge prompts)
     conformant: bool | None = None  # False: made another way, not comparable with the published benchmark
     seed: int | None = None
+    # how it was made: the scorer, the judge's config and prompt fingerprint, the task's data and prompt hashes
+    scorer: str | None = None
+    scorer_version: str | None = None
+    judge_config: str | None = None
+    judge_fingerprint: str | None = None
+    data_hash: str | None = None
+    prompt_hash: str | None = None
+    # judged tasks: how far the verdicts can be trusted (bench.reliability), how repeats became item values
+    reliability: dict | None = None
+    repeat_combine: str | None = None  # "median" | "mean"
+    both_orders: bool | None = None  # judge.swap: pairwise verdicts asked in both orders
+    pairwise_baseline: bool | None = None  # MT-Bench pairwise: the baseline's own row
+    versus: str | None = None  # MT-Bench pairwise: the baseline variant compared with
+    lc_note: str | None = None  # AlpacaEval: why the length-controlled win rate is missing
+    # which run and stage made it (bench run; `bench judge` records none of these)
+    run: str | None = None
+    stage_key: str | None = None
+    config_hash: str | None = None
+    git_commit: str | None = None
+    provenance: str | None = None  # the run's provenance file name
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -90,14 +139,15 @@ class TaskSummary:
             fail(f"{where}: metric {bad!r} is {d['metrics'][bad]!r}, not a number or null")
         own, extra = _split(cls, d)
         own["variant"], own["task"] = own.get("variant") or variant, own.get("task") or task
-        own["kind"] = own.get("kind") or "chat"
-        for k, default in (("n_failed", 0), ("repeats", 1)):
+        absent = compat.ABSENT["TaskSummary"]
+        own["kind"] = own.get("kind") or absent["kind"]
+        for k in ("n_failed", "repeats"):
             try:
-                own[k] = int(own.get(k) or default)
+                own[k] = int(own.get(k) or absent[k])
             except (TypeError, ValueError):
                 fail(f"{where}: {k} is {own.get(k)!r}, not a count")
         for k in ("judge", "judge_kind"):
-            own[k] = str(own.get(k) or "none")
+            own[k] = str(own.get(k) or absent[k])
         return cls(**own, extra=extra)
 
     @classmethod
@@ -106,38 +156,90 @@ class TaskSummary:
         return cls.from_dict(read_json(path), variant=path.parent.name, task=path.stem, where=path)
 
 
+@dataclass(slots=True)
+class ItemValue:
+    """One line of the item values: an item's (and turn's) ``value`` in the metric's stored unit (fractions for
+    mcq/exact), its ``category``, and with more than one judge repeat each repeat's value (``repeats``, in repeat
+    order). ``extra``: the line's other fields (mcq: every metric's value of the item, ``acc``, ``acc_norm``, ...)."""
+
+    example_id: str
+    value: float | None
+    turn: int | None = None
+    category: str | None = None
+    repeats: list[float] | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = {**self.extra, "example_id": self.example_id, "value": self.value, "turn": self.turn,
+             "category": self.category}
+        if self.repeats is not None:
+            d["repeats"] = self.repeats
+        return d
+
+    @classmethod
+    def from_dict(cls, r: dict, where: str = "item value") -> "ItemValue":
+        """One stored line (a scorer's row); ``example_id`` becomes a string, absent fields read as
+        :data:`.compat.ABSENT` says."""
+        if not isinstance(r, dict):
+            fail(f"{where}: expected a JSON object")
+        r = dict(r)
+        for k in ("example_id", "value"):
+            if k not in r:
+                fail(f"{where}: missing field {k!r}")
+        v = r.pop("value")
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            fail(f"{where}: value {v!r} is not a number or null")
+        a = _ITEM_ABSENT
+        return cls(str(r.pop("example_id")), v, r.pop("turn", a["turn"]), r.pop("category", a["category"]),
+                   r.pop("repeats", a["repeats"]), r)
+
+
+_ITEM_ABSENT = compat.ABSENT["ItemValue"]
+
+
 @dataclass
 class ItemValues:
-    """``scores/<v>/<task>.items.jsonl``: one record per (example_id, turn) with its ``value`` (plus e.g.
-    ``category``). Values are in the metric's stored unit (fractions for mcq/exact); repeats are already combined."""
+    """``scores/<v>/<task>.items.jsonl``: one :class:`ItemValue` per (example_id, turn); repeats already combined
+    (an older file with one line per repeat is combined by :meth:`combined`). Built from the rows a scorer returns
+    (dicts) or from :class:`ItemValue` objects."""
 
-    rows: list[dict]
+    rows: list[ItemValue]
+
+    def __post_init__(self) -> None:
+        self.rows = [r if isinstance(r, ItemValue) else ItemValue.from_dict(r) for r in self.rows]
 
     def write(self, rd: RunDir, variant: str, task: str) -> Path:
         rd.mark_version()
         path = rd.item_values(variant, task)
-        write_jsonl(path, self.rows)
+        write_jsonl(path, [r.to_dict() for r in self.rows])
         return path
 
     @classmethod
     def read(cls, path: Path) -> "ItemValues | None":
-        """The file's records, checked (``example_id`` as a string, ``turn`` present); None when there is none."""
+        """The file's records, checked (``example_id`` as a string); None when there is none."""
         if not path.exists():
             return None
-        rows = []
-        for lineno, r in iter_jsonl(path):
-            if not isinstance(r, dict):
-                fail(f"{path}: line {lineno}: expected a JSON object")
-            for k in ("example_id", "value"):
-                if k not in r:
-                    fail(f"{path}: line {lineno}: missing field {k!r}")
-            v = r["value"]
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                fail(f"{path}: line {lineno}: value {v!r} is not a number or null")
-            r["example_id"] = str(r["example_id"])
-            r.setdefault("turn", None)
-            rows.append(r)
-        return cls(rows)
+        rows = [ItemValue.from_dict(r, f"{path}: line {lineno}") for lineno, r in iter_jsonl(path)]
+        values = cls.__new__(cls)
+        values.rows = rows
+        return values
+
+    def combined(self) -> list[ItemValue]:
+        """One row per (example_id, turn) with a value: rows whose value is null (failed) are left out, and several
+        rows of one item (an older file's judge repeats) become one with their median (:func:`.compat
+        .combine_repeats`) and the first row's other fields."""
+        groups: dict[tuple, list[ItemValue]] = {}
+        for r in self.rows:
+            if r.value is not None:
+                groups.setdefault((r.example_id, r.turn), []).append(r)
+        out = []
+        for rs in groups.values():
+            first = rs[0]
+            value = float(first.value) if len(rs) == 1 else compat.combine_repeats([float(r.value) for r in rs])
+            extra = first.extra if "repeat" not in first.extra else {k: v for k, v in first.extra.items()
+                                                                      if k != "repeat"}
+            out.append(ItemValue(first.example_id, value, first.turn, first.category, first.repeats, extra))
+        return out
 
 
 @dataclass
@@ -189,6 +291,21 @@ class ContaminationReport:
         """Task -> its report, for every report in the run directory."""
         return {r.task: r for r in map(cls.read, rd.contamination_reports())}
 
+    @staticmethod
+    def dirty_ids(rd: RunDir) -> dict[str, set[str]] | None:
+        """{task: ids of its dirty items} from ``contamination.json``; None when the run has none. Also reads the
+        shapes `bench contamination --json` wrote by hand (``{"tasks": {...}}``, ``dirty`` as a list of ids)."""
+        if not rd.contamination.exists():
+            return None
+        rep = read_json(rd.contamination)
+        tasks = rep.get("tasks") if isinstance(rep.get("tasks"), dict) else rep
+        out: dict[str, set[str]] = {}
+        for task, entry in tasks.items():
+            if isinstance(entry, dict) and "dirty" in entry:
+                dirty = entry["dirty"]
+                out[task] = {str(k) for k in (dirty.keys() if isinstance(dirty, dict) else dirty or [])}
+        return out
+
     def clean_ids(self) -> set[str]:
         """The checked items that share nothing with the training data."""
         return set(self.item_ids) - set(self.dirty)
@@ -196,25 +313,40 @@ class ContaminationReport:
 
 @dataclass
 class TrainRecord:
-    """``variants/<v>/train.json`` (written by :func:`sftmix.recipe.finetune`): the variant's settings as trained
-    and the trainer's log history (one dict per logging step: step, loss, ntp_loss, mixup_loss, ...)."""
+    """``variants/<v>/train.json`` (written by :func:`sftmix.recipe.finetune`, which never imports bench): the
+    variant's settings as trained and the trainer's log history (one dict per logging step: step, loss, ntp_loss,
+    mixup_loss, ...); optional fields are left out of the file while None."""
 
     variant: dict
     log_history: list[dict]
+    metrics: dict | None = None  # the Trainer's final train_runtime, train_loss, ...
+    config: dict | None = None  # the train config
+    data_identity: dict | None = None
+    data_stats: dict | None = None
+    confidence: str | None = None  # the confidence table the variant trained with
+    model_path: str | None = None  # the base model
+    reused_from: str | None = None  # the dynamics folder whose model was adopted
     extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k != "extra" and v is not None}
+        return {**self.extra, **d}
 
     def write(self, rd: RunDir, name: str) -> Path:
         path = rd.train_record(name)
-        write_json(path, {**self.extra, "variant": self.variant, "log_history": self.log_history})
+        write_json(path, self.to_dict())
         return path
 
     @classmethod
     def read(cls, path: Path) -> "TrainRecord":
         d = read_json(path)
         own, extra = _split(cls, d)
-        variant = own.get("variant") if isinstance(own.get("variant"), dict) else {}
-        history = [h for h in own.get("log_history") or [] if isinstance(h, dict)]
-        return cls(variant=variant, log_history=history, extra=extra)
+        own["variant"] = own.get("variant") if isinstance(own.get("variant"), dict) else {}
+        own["log_history"] = [h for h in own.get("log_history") or [] if isinstance(h, dict)]
+        for k in ("metrics", "config", "data_identity", "data_stats"):
+            if own.get(k) is not None and not isinstance(own[k], dict):  # not this version's shape: kept as is
+                extra[k] = own.pop(k)
+        return cls(**own, extra=extra)
 
     def losses(self) -> list[float]:
         return [h["loss"] for h in self.log_history if "loss" in h]

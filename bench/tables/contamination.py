@@ -33,16 +33,16 @@ def restrict(s: TaskResult, keep: set[str], task: str) -> TaskResult:
     metrics = {k: None for k in s.metrics}
     if s.seeds:
         return replace(s, task=task, metrics=metrics, seeds={k: restrict(m, keep, task) for k, m in s.seeds.items()})
-    items = None if s.items is None else [r for r in s.items if r["example_id"] in keep]
+    items = None if s.items is None else [r for r in s.items if r.example_id in keep]
     return replace(s, task=task, metrics=metrics, items=items,
-                   n_items=None if items is None else len({r["example_id"] for r in items}))
+                   n_items=None if items is None else len({r.example_id for r in items}))
 
 
 def _scored_ids(s: TaskResult) -> set[str] | None:
     members = list(s.seeds.values()) if s.seeds else [s]
     if any(m.items is None for m in members):
         return None
-    return {r["example_id"] for m in members for r in m.items}
+    return {r.example_id for m in members for r in m.items}
 
 
 def build_contamination_table(run_dirs: Sequence[str | Path], n_resamples: int = 2000, seed: int = 0) -> Table | None:

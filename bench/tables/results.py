@@ -10,9 +10,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
-from ..bootstrap import aggregate_repeats
-from ..rundir import (SEED_SEP, ItemValues, Provenance, RunConfigRecord, RunDir, TaskSummary, TrainRecord, fail,
-                      split_seed)
+from ..rundir import (SEED_SEP, ItemValue, ItemValues, Provenance, RunConfigRecord, RunDir, TaskSummary, TrainRecord,
+                      fail, split_seed)
 
 
 @dataclass
@@ -32,7 +31,7 @@ class TaskResult:
     n_failed: int
     repeats: int
     metric_shown: str | None
-    items: list[dict] | None
+    items: list[ItemValue] | None  # one per (example_id, turn) with a value (ItemValues.combined)
     variant_cfg: dict = field(default_factory=dict)
     failures: dict | None = None  # failed verdicts by cause: {transport, refused, unparsable, malformed}
     task_rank: int = 1 << 30  # position in the run config's task list (tables keep that column order)
@@ -64,10 +63,9 @@ def _variant_cfg(rd: RunDir, folder: str, cfg: RunConfigRecord, prov: Provenance
     return cfg.variant_settings(split_seed(folder)[0]) or {"name": split_seed(folder)[0]}
 
 
-def _read_items(path: Path) -> list[dict] | None:
+def _read_items(path: Path) -> list[ItemValue] | None:
     values = ItemValues.read(path)
-    # The format stores medians already; re-aggregating makes a file with one line per repeat safe too.
-    return None if values is None else aggregate_repeats(values.rows)
+    return None if values is None else values.combined()
 
 
 class Results(list):
@@ -141,8 +139,8 @@ def load_results(run_dirs: Sequence[str | Path]) -> Results:
                 variant_cfg=_variant_cfg(rd, path.parent.name, cfg, prov), failures=s.failures, seed=seed,
                 task_rank=task_order.index(s.task) if s.task in task_order else 1 << 30,
                 variant_rank=variant_order.index(variant) if variant in variant_order else 1 << 30,
-                protocol=s.protocol, conformant=s.conformant, reliability=s.extra.get("reliability"),
-                repeat_combine=s.extra.get("repeat_combine"), pairwise_baseline=bool(s.extra.get("pairwise_baseline"))))
+                protocol=s.protocol, conformant=s.conformant, reliability=s.reliability,
+                repeat_combine=s.repeat_combine, pairwise_baseline=bool(s.pairwise_baseline)))
     results = Results(merge_seeds(out))
     results.missing, results.left_out, results.status = missing, left_out, status
     return results
@@ -248,13 +246,13 @@ def item_values(s: TaskResult, key: str) -> dict | None:
     if s.kind not in ("mcq", "exact"):
         m = re.fullmatch(r"turn(\d+)", key)
         if m:
-            recs = [r for r in recs if r.get("turn") is not None and int(r["turn"]) == int(m.group(1))]
+            recs = [r for r in recs if r.turn is not None and int(r.turn) == int(m.group(1))]
         elif key.startswith("category/"):
-            recs = [r for r in recs if r.get("category") == key.split("/", 1)[1]]
+            recs = [r for r in recs if r.category == key.split("/", 1)[1]]
         elif key not in ("overall", "win_rate", "score", headline_metric(s)):
             return None
     scale = _item_scale(s, key)
-    return {(r["example_id"], r.get("turn")): float(r["value"]) * scale for r in recs}
+    return {(r.example_id, r.turn): float(r.value) * scale for r in recs}
 
 
 def item_repeats(s: TaskResult, key: str) -> dict | None:
@@ -263,8 +261,8 @@ def item_repeats(s: TaskResult, key: str) -> dict | None:
     if not values or not s.items:
         return None
     scale = _item_scale(s, key)
-    reps = {(r["example_id"], r.get("turn")): [float(x) * scale for x in r["repeats"]]
-            for r in s.items if isinstance(r.get("repeats"), list) and len(r["repeats"]) > 1}
+    reps = {(r.example_id, r.turn): [float(x) * scale for x in r.repeats]
+            for r in s.items if isinstance(r.repeats, list) and len(r.repeats) > 1}
     return {k: v for k, v in reps.items() if k in values} or None
 
 

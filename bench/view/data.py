@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..rundir import (Provenance, RunConfigRecord, RunDir, StageState, fail, read_json, read_jsonl, split_seed)
+from ..rundir import (ContaminationReport, Judgments, Provenance, RunConfigRecord, RunDir, StageState, TaskSummary,
+                      Verdict, fail, read_jsonl, split_seed)
 from ..tables import (BASELINE, LAYOUTS, METHOD_NAMES, Cell, Table, TaskResult, build_table, headline_metric,
                       load_results)
 from ..tables.results import _item_scale, _run_labels, item_values
@@ -63,7 +64,7 @@ def _stage_times(rd: RunDir) -> list[dict]:
         stage = path.stem.replace("__", "/")
         st = StageState.read(rd, stage)
         if st is not None:
-            out.append({"stage": stage, "status": st.status, "seconds": st.extra.get("seconds")})
+            out.append({"stage": stage, "status": st.status, "seconds": st.seconds})
     return out
 
 
@@ -74,7 +75,7 @@ def _fingerprints(rd: RunDir) -> list[dict]:
             "stage_key")
     out = []
     for path in rd.summaries():
-        d = read_json(path)
+        d = TaskSummary.read(path).to_dict()
         out.append({"variant": path.parent.name, "task": path.stem, **{k: d.get(k) for k in keys if k in d}})
     return out
 
@@ -184,18 +185,9 @@ def run_plots(run_dir: Path) -> list[dict]:
 
 
 def dirty_items(rd: RunDir) -> dict[str, set[str]] | None:
-    """{task: ids of dirty items} from the run's contamination report (:attr:`RunDir.contamination`); None when
-    the run has none. Accepts ``{task: {"dirty": {id: rows} | [ids]}}``, optionally under a ``"tasks"`` key."""
-    if not rd.contamination.exists():
-        return None
-    rep = read_json(rd.contamination)
-    tasks = rep.get("tasks") if isinstance(rep.get("tasks"), dict) else rep
-    out: dict[str, set[str]] = {}
-    for task, entry in tasks.items():
-        if isinstance(entry, dict) and "dirty" in entry:
-            dirty = entry["dirty"]
-            out[task] = {str(k) for k in (dirty.keys() if isinstance(dirty, dict) else dirty or [])}
-    return out
+    """{task: ids of dirty items} from the run's contamination summary (``contamination.json``); None when the run
+    has none (:meth:`~bench.rundir.ContaminationReport.dirty_ids`)."""
+    return ContaminationReport.dirty_ids(rd)
 
 
 def _generation_path(rd: RunDir, folder: str, task: str) -> Path | None:
@@ -290,15 +282,15 @@ def _add_generations(it: dict, recs: list[dict], kind: str) -> dict:
     return cell
 
 
-def _verdicts(recs: list[dict], offset: int) -> dict[str, list[dict]]:
+def _verdicts(recs: list[Verdict], offset: int) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for r in recs:
-        v = {"turn": int(r.get("turn") or 0) - offset, "repeat": int(r.get("repeat") or 0), "score": r.get("score"),
-             "failed": bool(r.get("failed")), "failure": r.get("failure"), "error": r.get("error"),
-             "text": _verdict_text(r.get("raw")), "judge": r.get("judge"), "form": r.get("form") or None}
-        if (r.get("meta") or {}).get("swapped") is not None:
-            v["swapped"] = bool(r["meta"]["swapped"])
-        out.setdefault(str(r["example_id"]), []).append({k: x for k, x in v.items() if x is not None})
+        v = {"turn": int(r.turn or 0) - offset, "repeat": int(r.repeat or 0), "score": r.score,
+             "failed": r.failed, "failure": r.failure, "error": r.error, "text": _verdict_text(r.raw),
+             "judge": r.judge or None, "form": r.form or None}
+        if (r.meta or {}).get("swapped") is not None:
+            v["swapped"] = bool(r.meta["swapped"])
+        out.setdefault(r.example_id, []).append({k: x for k, x in v.items() if x is not None})
     for vs in out.values():
         vs.sort(key=lambda v: (v["turn"], v["repeat"]))
     return out
@@ -363,8 +355,7 @@ def items_data(run_dirs: Sequence[Path], results: list[TaskResult]) -> dict:
         gens: dict[str, list[dict]] = {}
         for rec in read_jsonl(gen_path) if gen_path else []:
             gens.setdefault(str(rec["example_id"]), []).append(rec)
-        jpath = col.rd.judgments(col.folder, task)
-        verdicts = _verdicts(read_jsonl(jpath), offset) if jpath.exists() else {}
+        verdicts = _verdicts(Judgments.read(col.rd.judgments(col.folder, task)), offset)
         values = item_values(res, metric) or {}
         by_item: dict[str, dict[int, float]] = {}
         for (eid, turn), v in values.items():

@@ -1,0 +1,61 @@
+"""The run-directory format's version and every compatibility rule for reading older records, in one place.
+
+Rules (docs/RUNDIR.md "Version"):
+
+- ``VERSION`` is the layout of docs/RUNDIR.md. A change that an older reader would misread (a renamed field, a new
+  meaning, a moved file) bumps it; readers refuse versions outside ``MIN_VERSION``..``VERSION`` with one line.
+- Within a version a record may gain a field. Older files without it read with the default in ``ABSENT`` below,
+  and a writer omits a new optional field whose value is None, so files that never had it keep their bytes.
+- A field stored as an explicit null is written back as null (:func:`split`), so reading and re-writing a record
+  never changes its file.
+- Fields a record does not know (written by a newer bench of the same version, or by a scorer) are kept and
+  written back unchanged (each record's ``extra``).
+- Item values stored one line per judge repeat (before repeats were combined at scoring) are combined on reading
+  (:func:`combine_repeats`, the median of each item's values, as the scorers do now).
+"""
+from __future__ import annotations
+
+from statistics import median
+from typing import Any, Iterable
+
+FORMAT = "sftmix-bench run directory"
+VERSION = 1  # the layout of docs/RUNDIR.md
+MIN_VERSION = 1  # the oldest version this bench reads
+
+# record -> {field: the value an older file without the field reads as}
+ABSENT: dict[str, dict[str, Any]] = {
+    # scores/<v>/<task>.json: "kind" and the judge fields predate mcq/exact tasks and unjudged scorers
+    "TaskSummary": {"kind": "chat", "judge": "none", "judge_kind": "none", "n_failed": 0, "repeats": 1},
+    # scores/<v>/<task>.items.jsonl: mcq/exact items had no turn; "category" came with the per-category tables
+    "ItemValue": {"turn": None, "category": None, "repeats": None},
+    # judgments/<v>/<task>.jsonl: "failure" (the cause of a failed verdict) came with the failure counts; form,
+    # config, attempts, latency, cached and meta with the judge configs; "variant" is absent in bench
+    # judge-calibrate's judgments.jsonl
+    "Verdict": {"failure": None, "error": None, "form": "", "config": "", "attempts": 0, "latency_s": 0.0,
+                "cached": False, "meta": {}, "variant": None, "repeat": 0,
+                "usage": {"prompt_tokens": 0, "completion_tokens": 0}},
+    # judge_log.jsonl: local judges log no temperature / max_tokens
+    "JudgeLogEntry": {"temperature": None, "max_tokens": None, "form": "", "attempt": 1, "error": None,
+                      "usage": None, "raw": None, "latency_s": None},
+}
+
+
+def split(names: Iterable[str], d: dict) -> tuple[dict, dict]:
+    """(the record's own fields, everything else) of a record's JSON object. An own field stored as an explicit
+    null stays in the rest too, so that writing the record back keeps the null (files stay identical)."""
+    names = set(names) - {"extra"}
+    own = {k: v for k, v in d.items() if k in names}
+    return own, {k: v for k, v in d.items() if k not in names or v is None}
+
+
+def with_absent(record: str, own: dict) -> dict:
+    """``own`` with the defaults of ``ABSENT[record]`` for the fields an older file lacks (or stored as null)."""
+    for k, default in ABSENT[record].items():
+        if own.get(k) is None:
+            own[k] = dict(default) if isinstance(default, dict) else default
+    return own
+
+
+def combine_repeats(values: list[float]) -> float:
+    """One item's value from several lines of an older file (one per judge repeat): their median."""
+    return float(median(values))
