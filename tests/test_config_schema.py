@@ -24,7 +24,7 @@ def _one_line(exc_info) -> str:
 @pytest.mark.parametrize("change,message", [
     ({"promt": "x"}, r"bad.yaml: unknown key 'promt' \(did you mean 'prompt'\?\)$"),
     ({"name": None}, r"bad.yaml: missing required key 'name'$"),
-    ({"kind": "mc"}, r"bad.yaml: kind must be one of .*, got 'mc'$"),
+    ({"kind": "mc"}, r"bad.yaml: scorer 'mcq' scores 'mcq' tasks, but kind is 'mc' \(leave kind out: it is the scorer's\)$"),
     ({"data": {"nope": 1}}, r"bad.yaml: data needs at least one of hub, local"),
     ({"layouts": {"a": {"question": "q"}}}, r"bad.yaml: give either fields or layouts, not both$"),
     ({"contamination": ["qestion"]}, r"contamination field 'qestion' is not an item field \(did you mean 'question'"),
