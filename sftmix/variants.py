@@ -1,7 +1,9 @@
 """Training variants: NTP and the SFTMix family, as small frozen records in one registry.
 
 A variant is fully described by how much NTP and Mixup loss it uses and how batches are paired;
-adding one is one ``VARIANTS.add(...)`` line. Every field can be overridden per run (``alpha=1.0`` ...).
+adding one is one ``VARIANTS.add(...)`` line. Every field can be overridden per run (``alpha=1.0`` ...). Its loss
+object is chosen from these fields by :func:`sftmix.loss.loss_for` (``mu > 0``: Mixup; ``irdro_tau > 0``: IR-DRO;
+else NTP).
 """
 from __future__ import annotations
 
