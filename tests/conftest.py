@@ -1,5 +1,6 @@
 """Shared fixtures: everything offline, presets built once per session into a temporary SFTMIX_HOME."""
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,11 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+# A suite started in the background (`cmd &`, nohup) inherits SIGINT ignored, and so would every `bench` it starts:
+# the Ctrl-C tests need the child's own handling, whatever started the suite.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ASSETS = Path(__file__).resolve().parents[1] / "sftmix" / "assets"
 # BIG-Bench Hard's task files for the tests and CI: ../shared/data/bbh beside the repository (see its README); tests

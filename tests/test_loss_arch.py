@@ -203,7 +203,8 @@ def test_hooked_head_is_gathered_once_and_exact(caplog):
     hooked = _GatheringHead(plain)
     with caplog.at_level(logging.WARNING, logger="sftmix"):
         got = ntp_mixup_loss(hidden, labels, hooked, pa, pb, lam, transform=tr)[0]
-    assert hooked.gathers == 1 and not caplog.records  # one pass through the head's hooks for both terms
+    # one pass through the head's hooks for both terms, and no fallback warning
+    assert hooked.gathers == 1 and not [r for r in caplog.records if r.name.startswith("sftmix")]
     assert hooked.weight.numel() == 0  # released after the forward
     hooked.weight.data = hooked.full  # ZeRO-3's pre-backward hook on the output re-gathers before backward
     got.backward()
@@ -238,7 +239,7 @@ def test_lora_head_lean_matches_full_logits(dropout, caplog):
         with caplog.at_level(logging.WARNING, logger="sftmix"):
             loss = ntp_loss(h, labels, head, transform=model.config, lean=lean)
         results.append((loss.detach(), torch.autograd.grad(loss, lora)))
-    assert not caplog.records  # no fallback
+    assert not [r for r in caplog.records if r.name.startswith("sftmix")]  # no fallback (other loggers: other threads)
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
     for g, r in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -69,3 +70,16 @@ class Executor:
 
     def close(self) -> None:
         pass
+
+
+def open_log(log: Path) -> int:
+    """``log`` opened for appending, as a file descriptor, starting on a fresh line: an earlier attempt killed in
+    the middle of a line (a progress bar) must not swallow the first line of this one."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    if os.fstat(fd).st_size:
+        with open(log, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                os.write(fd, b"\n")
+    return fd

@@ -7,7 +7,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from .base import Executor, Job, stage_command
+from .base import Executor, Job, open_log, stage_command
 
 
 class ProcessJob(Job):
@@ -52,9 +52,7 @@ class ProcessExecutor(Executor):
     def submit(self, stages, attempts):
         jobs = {}
         for s in stages:
-            log = self.rd.stage_log(s.name)
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "ab") as f:
+            with os.fdopen(open_log(self.rd.stage_log(s.name)), "ab") as f:
                 proc = subprocess.Popen(stage_command(self.rd, s, self.name, attempts[s.name]), stdout=f,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             jobs[s.name] = ProcessJob(proc, proc.pid)

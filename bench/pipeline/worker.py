@@ -16,6 +16,7 @@ from typing import Any
 
 from sftmix.errors import UserError
 
+from ..executors.base import open_log
 from ..lock import StageLock
 from ..rundir import RunDir
 from .graph import Stage
@@ -127,8 +128,7 @@ def log_recipe_info() -> None:
 
 def redirect_output(log: Path) -> None:
     """Send this process's stdout and stderr (file descriptors too: subprocesses, C libraries) to ``log``."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = open_log(log)
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(fd, 1)
