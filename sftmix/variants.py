@@ -24,7 +24,8 @@ class Variant:
     alpha: float = 0.5  # λ ~ Beta(alpha, alpha)
     pairing: str = "conf_unconf"
     reference_model: str | None = None  # None = the target base model (weak-to-strong: name another)
-    irdro_tau: float = 0.0  # > 0: IR-DRO, NTP with per-example weights softmax(loss / tau) in each batch (sftmix.irdro)
+    # > 0: IR-DRO, NTP with per-example weights softmax(loss / tau) in each batch (sftmix.loss.irdro)
+    irdro_tau: float = 0.0
     # the median cut its confident/unconfident halves come from: None = the run's dynamics.split, or global /
     # per_source (within each example's source task or data set; sftmix-stratified)
     confidence_split: str | None = None
