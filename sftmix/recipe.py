@@ -19,6 +19,7 @@ from .keyschema import comparable
 from .constants import CONFIDENT
 from .errors import UserError, first_line, os_error
 from .io import data_identity, model_dir_problem, write_json
+from .loss import LossOptions, SFTLoss, loss_for
 from .variants import Variant, get_variant
 
 log = logging.getLogger("sftmix")
@@ -108,6 +109,12 @@ def load_examples(cfg: TrainConfig, tokenizer) -> tuple[list[dict], Any]:
 
 def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def build_loss(variant: Variant, cfg: TrainConfig) -> SFTLoss:
+    """The loss object ``variant`` trains with (:func:`sftmix.loss.loss_for`), with the run's loss options."""
+    t = cfg.train
+    return loss_for(variant, LossOptions(lean=t.lean_loss, kernel=t.ntp_kernel, lambda_per=t.lambda_per))
 
 
 def training_arguments(cfg: TrainConfig, output_dir: str | Path, *, epochs: float | None = None, save: bool = True):
@@ -227,8 +234,8 @@ def run_dynamics(cfg: TrainConfig, out_dir: str | Path, reference_model: str | N
     args = training_arguments(cfg, out_dir / "reference", epochs=cfg.dynamics.reference_epochs, save=False)
     trainer = SFTMixTrainer(
         model=model, args=args, train_dataset=ExampleDataset(prep.examples), data_collator=collate,
-        variant=get_variant("ntp"), lean_loss=cfg.train.lean_loss, callbacks=[cb],
-        loss_recorder=cb if online else None, ntp_kernel=cfg.train.ntp_kernel,
+        variant=get_variant("ntp"), loss=build_loss(get_variant("ntp"), cfg), callbacks=[cb],
+        loss_recorder=cb if online else None,
     )
     quiet_logs(trainer, out_dir / "train_log.jsonl")
     result = trainer.train()
@@ -316,8 +323,7 @@ def finetune(
     args = training_arguments(cfg, ckpt_dir)
     trainer = SFTMixTrainer(
         model=model, args=args, train_dataset=ExampleDataset(prep.examples), data_collator=collate,
-        variant=variant, split_labels=split_labels, lean_loss=cfg.train.lean_loss, lambda_per=cfg.train.lambda_per,
-        callbacks=callbacks, ntp_kernel=cfg.train.ntp_kernel,
+        variant=variant, split_labels=split_labels, loss=build_loss(variant, cfg), callbacks=callbacks,
     )
     quiet_logs(trainer, out_dir / "train_log.jsonl")
     last = last_complete_checkpoint(ckpt_dir) if resume and ckpt_dir.is_dir() else None

@@ -1,60 +1,34 @@
 """SFTMix training on top of ``transformers.Trainer``.
 
 Everything generic (accelerate/DDP/FSDP/DeepSpeed, gradient accumulation, mixed precision, checkpoints and resume,
-``report_to`` logging, progress bars) is the Trainer's. We change two things:
+``report_to`` logging, progress bars) is the Trainer's. We change three things:
 
-* ``compute_loss``: one forward pass gives the last hidden states (the LM-head input); the loss is
-  ``ntp_weight * NTP(all examples) + mu * Mixup(pairs)`` with λ ~ Beta(α, α) per pair;
+* ``compute_loss``: one forward pass gives the last hidden states (the LM-head input), and the variant's loss object
+  (:mod:`sftmix.loss`: NTP, ``ntp_weight * NTP + mu * Mixup`` with λ ~ Beta(α, α) per pair, IR-DRO) takes them with
+  the head;
 * ``get_train_dataloader``: batches come from :class:`sftmix.pairing.PairedBatchSampler`, so every micro-batch
-  (and so every rank and accumulation step) holds its pairs: rows ``k`` and ``k + B/2``.
+  (and so every rank and accumulation step) holds its pairs: rows ``k`` and ``k + B/2``;
+* ``log``: the loss's parts (``ntp_loss``, ``mixup_loss``) join each log line. They are summed as tensors every
+  micro-step and read (one host sync) only when a line is logged; likewise the online dynamics' per-example losses.
 """
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer
 
-from .constants import CONFIDENT, IGNORE_INDEX, UNCONFIDENT
-from .errors import UserError
-from .irdro import irdro_loss
-from .loss import KERNELS, logit_transform, ntp_loss, ntp_mixup_loss, sample_lambda
-from .pairing import PairedBatchSampler, epoch_callback, mix_pair_mask
+from .constants import CONFIDENT, UNCONFIDENT
+from .loss import GradAccumScale, LossContext, LossOptions, LossOutput, SFTLoss, grad_accum_scale, loss_for
+from .pairing import PairedBatchSampler, epoch_callback
 from .variants import Variant
 
 log = logging.getLogger("sftmix")
 
-
-@dataclass(frozen=True)
-class GradAccumScale:
-    """How one micro-batch's loss terms are scaled so that the accumulated gradient is the whole step's.
-
-    NTP: the token sum divided by ``num_items`` (HF's ``num_items_in_batch``: the step's response tokens over all
-    micro-batches, and ranks when tokens are averaged across them) times ``ntp_scale`` (the rank count then: DDP
-    averages gradients over ranks); without ``num_items``, the micro-batch token mean times ``ntp_scale = 1/ga``.
-    A per-micro-batch mean (Mixup, IR-DRO) is multiplied by ``mean_scale = 1/ga``; logged values by ``ga``.
-    """
-
-    ga: int
-    num_items: Any
-    ntp_scale: float
-
-    @property
-    def mean_scale(self) -> float:
-        return 1.0 / self.ga
-
-
-def grad_accum_scale(ga: int, num_items_in_batch: Any = None, world_size: int = 1,
-                     average_tokens_across_devices: bool = False) -> GradAccumScale:
-    """The trainer's one place for gradient-accumulation scaling (see :class:`GradAccumScale`)."""
-    if num_items_in_batch is None:
-        return GradAccumScale(ga, None, 1.0 / ga)
-    across = average_tokens_across_devices and world_size > 1
-    return GradAccumScale(ga, num_items_in_batch, float(world_size) if across else 1.0)
+__all__ = ["SFTMixTrainer", "ExampleDataset", "GradAccumScale", "grad_accum_scale", "gradient_accumulation"]
 
 
 class ExampleDataset(Dataset):
@@ -72,14 +46,13 @@ class ExampleDataset(Dataset):
 
 
 class SFTMixTrainer(Trainer):
-    """``transformers.Trainer`` whose loss is NTP + μ·Mixup (see module docstring).
+    """``transformers.Trainer`` whose loss is the variant's loss object (see module docstring).
 
+    ``loss``: the :class:`sftmix.loss.SFTLoss` to train with (default: :func:`sftmix.loss.loss_for` the variant,
+    with ``lean_loss``, ``lambda_per``, ``one_pass`` and ``ntp_kernel`` as its :class:`~sftmix.loss.LossOptions`).
     ``split_labels``: per training example, "confident" / "unconfident" (needed by confidence-based pairings).
-    ``one_pass``: NTP and Mixup share one LM-head pass (False: two lean passes, for comparison).
-    ``ntp_kernel``: the NTP-only variants' kernel (``sftmix``; on CUDA ``auto``/``liger``/``cce`` use Liger's
-    fused linear CE or cut-cross-entropy when installed). ``loss_recorder``: called as
-    ``loss_recorder(idx, nll, step)`` with each example's mean response NLL from the training forward pass
-    (online training dynamics; NTP-only variants).
+    ``loss_recorder``: called as ``loss_recorder(idx, nll, step)`` with each example's mean response NLL from the
+    training forward pass (online training dynamics), delivered in batches when the Trainer logs.
     """
 
     # compute_loss below scales for gradient accumulation itself (grad_accum_scale, as HF's causal-LM loss does).
@@ -90,6 +63,7 @@ class SFTMixTrainer(Trainer):
         *args: Any,
         variant: Variant,
         split_labels: Sequence[str] | None = None,
+        loss: SFTLoss | None = None,
         lean_loss: bool = True,
         lambda_per: str = "pair",
         one_pass: bool = True,
@@ -97,20 +71,20 @@ class SFTMixTrainer(Trainer):
         loss_recorder: Any = None,
         **kwargs: Any,
     ):
-        if ntp_kernel not in KERNELS:
-            raise UserError(f"unknown ntp_kernel {ntp_kernel!r}; choose from {', '.join(KERNELS)}")
+        if loss is None:  # before the Trainer's set-up, so that a bad option is refused at once
+            loss = loss_for(variant, LossOptions(lean=lean_loss, kernel=ntp_kernel, lambda_per=lambda_per,
+                                                 one_pass=one_pass))
         super().__init__(*args, **kwargs)
-        self.variant = variant
-        self.lean_loss = lean_loss
-        self.lambda_per = lambda_per
-        self.one_pass, self.ntp_kernel, self.loss_recorder = one_pass, ntp_kernel, loss_recorder
-        self._transform = None
+        self.variant, self.loss_fn, self.loss_recorder = variant, loss, loss_recorder
+        self._loss_bound = False  # the loss reads the model's logit transform on the first step
         if variant.needs_confidence and split_labels is None:
             raise ValueError(f"variant {variant.name!r} pairs by confidence: pass split_labels")
         n = len(self.train_dataset) if self.train_dataset is not None else 0
         labels = split_labels if split_labels is not None else [CONFIDENT] * n
         self.is_confident = torch.tensor([lab == CONFIDENT for lab in labels], dtype=torch.bool)
-        self._loss_parts: dict[str, list[float]] = {}
+        self._confident_on: dict[torch.device, torch.Tensor] = {}  # is_confident copied to each batch device once
+        self._loss_sums: dict[str, list] = {}  # log name -> [tensor sum, count] since the last log line
+        self._pending_nll: list[tuple[torch.Tensor, torch.Tensor, int]] = []  # (idx, nll, step) for loss_recorder
         self._sampler_callback = None
         self._lam_step = (-1, 0)  # (global_step, micro-step within it): seeds λ so that resume replays it
 
@@ -147,7 +121,6 @@ class SFTMixTrainer(Trainer):
         return torch.Generator().manual_seed(seed % (2**63))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels = inputs["labels"]
         idx = inputs.get("idx")
         outputs = model(
             input_ids=inputs["input_ids"],
@@ -156,68 +129,51 @@ class SFTMixTrainer(Trainer):
             logits_to_keep=1,  # the loss below uses the hidden states: skip HF's full-vocabulary logits
             use_cache=False,
         )
-        hidden = outputs.hidden_states[-1]
         unwrapped = self.accelerator.unwrap_model(model)
-        head = unwrapped.get_output_embeddings()
-        if self._transform is None:  # the model's own post-head transform (Gemma soft-cap, Cohere/Granite scale)
-            self._transform = logit_transform(unwrapped.config)
-        tr = self._transform
-        v = self.variant
-        loss = hidden.new_zeros(())
+        if not self._loss_bound:  # the model's own post-head transform (Gemma soft-cap, Cohere/Granite scale)
+            self.loss_fn.set_model_output(unwrapped)
+            self._loss_bound = True
+        ctx = LossContext(
+            scale=grad_accum_scale(self.current_gradient_accumulation_steps, num_items_in_batch,
+                                   self.accelerator.num_processes, self.args.average_tokens_across_devices),
+            training=model.training, confident=None if idx is None else self._confident(idx),
+            rng=self._lambda_generator, record_nll=self.loss_recorder is not None and idx is not None,
+        )
+        out = self.loss_fn(outputs.hidden_states[-1], inputs["labels"], unwrapped.get_output_embeddings(), ctx)
+        self._gather(out, idx)
+        return (out.loss, outputs) if return_outputs else out.loss
 
-        sc = grad_accum_scale(self.current_gradient_accumulation_steps, num_items_in_batch,
-                              self.accelerator.num_processes, self.args.average_tokens_across_devices)
+    # ---- logging: tensors every micro-step, floats only when a line is logged ------------------------------------
+    def _confident(self, idx: torch.Tensor) -> torch.Tensor:
+        flags = self._confident_on.get(idx.device)
+        if flags is None:
+            flags = self._confident_on[idx.device] = self.is_confident.to(idx.device)
+        return flags[idx]
 
-        if v.uses_mixup and model.training:
-            k = hidden.shape[0] // 2
-            sel = torch.ones(k, dtype=torch.bool, device=hidden.device)
-            if idx is not None and v.pairing in ("conf_conf", "unconf_unconf"):
-                sel = mix_pair_mask(self.is_confident[idx.cpu()], v.pairing).to(hidden.device)
-            a = torch.nonzero(sel).flatten()
-            gen = self._lambda_generator()
-            n_lam = 1 if self.lambda_per == "batch" else int(a.numel())
-            lam = sample_lambda(n_lam, v.alpha, generator=gen).to(hidden.device, torch.float32)
-            lam = lam.expand(a.numel()) if n_lam == 1 else lam
-            # One LM-head pass for both terms (the mixed logits are the mix of the NTP logits).
-            loss, ntp, mix = ntp_mixup_loss(
-                hidden, labels, head, a, a + k, lam, ntp_weight=v.ntp_weight, mu=v.mu, num_items=sc.num_items,
-                ntp_scale=sc.ntp_scale, mix_scale=sc.mean_scale, lean=self.lean_loss, transform=tr,
-                one_pass=self.one_pass,
-            )
-            if v.ntp_weight > 0:
-                self._record("ntp_loss", ntp * sc.ga)
-            self._record("mixup_loss", mix * sc.ga)
-        elif v.ntp_weight > 0:
-            kw = dict(lean=self.lean_loss, transform=tr, kernel=self.ntp_kernel)
-            tok = None
-            if self.loss_recorder is not None and idx is not None and model.training:
-                tok = torch.zeros(labels.shape[0], labels.shape[1] - 1, dtype=torch.float32, device=hidden.device)
-                kw["token_losses"] = tok
-            if v.irdro_tau > 0:  # IR-DRO: the batch's per-example NTP losses, reweighted (sftmix.irdro)
-                ntp = irdro_loss(hidden, labels, head, v.irdro_tau, lean=self.lean_loss, transform=tr)[0]
-                ntp = ntp * sc.mean_scale
-            else:
-                ntp = ntp_loss(hidden, labels, head, num_items=sc.num_items, **kw) * sc.ntp_scale
-            if tok is not None:  # per-example response NLL from this very forward pass: no perplexity pass needed
-                count = (labels[:, 1:] != IGNORE_INDEX).sum(1).clamp(min=1)
-                nll = (tok.sum(1) / count).tolist()
-                self.loss_recorder(idx.tolist(), nll, self.state.global_step)
-            loss = loss + v.ntp_weight * ntp
-            self._record("ntp_loss", ntp.detach() * sc.ga)
+    def _gather(self, out: LossOutput, idx: torch.Tensor | None) -> None:
+        for name, value in out.log_parts().items():
+            acc = self._loss_sums.get(name)
+            if acc is None:  # fp64 (where the device has it), so the sum equals Python's sum of the floats
+                dt = torch.float32 if value.device.type == "mps" else torch.float64
+                acc = self._loss_sums[name] = [torch.zeros((), dtype=dt, device=value.device), 0]
+            acc[0] += value.detach()
+            acc[1] += 1
+        if out.example_nll is not None and self.loss_recorder is not None:
+            self._pending_nll.append((idx, out.example_nll.detach(), self.state.global_step))
 
-        return (loss, outputs) if return_outputs else loss
-
-    # ---- logging ----------------------------------------------------------------------------------------------
-    def _record(self, name: str, value: torch.Tensor) -> None:
-        self._loss_parts.setdefault(name, []).append(float(value))
+    def _flush_nll(self) -> None:
+        for idx, nll, step in self._pending_nll:
+            self.loss_recorder(idx.tolist(), nll.tolist(), step)
+        self._pending_nll = []
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         # Add the mean NTP and Mixup terms since the last log line, so loss curves can show both.
         if "loss" in logs:
-            for name, vals in self._loss_parts.items():
-                if vals:
-                    logs[name] = round(sum(vals) / len(vals), 6)
-            self._loss_parts = {}
+            for name, (total, count) in self._loss_sums.items():
+                if count:
+                    logs[name] = round(float(total) / count, 6)
+            self._loss_sums = {}
+        self._flush_nll()  # before on_train_end, which the Trainer calls after its last log
         super().log(logs, *args, **kwargs)
 
 

@@ -1,7 +1,9 @@
 """Training variants: NTP and the SFTMix family, as small frozen records in one registry.
 
 A variant is fully described by how much NTP and Mixup loss it uses and how batches are paired;
-adding one is one ``VARIANTS.add(...)`` line. Every field can be overridden per run (``alpha=1.0`` ...).
+adding one is one ``VARIANTS.add(...)`` line. Every field can be overridden per run (``alpha=1.0`` ...). Its loss
+object is chosen from these fields by :func:`sftmix.loss.loss_for` (``mu > 0``: Mixup; ``irdro_tau > 0``: IR-DRO;
+else NTP).
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ class Variant:
     alpha: float = 0.5  # λ ~ Beta(alpha, alpha)
     pairing: str = "conf_unconf"
     reference_model: str | None = None  # None = the target base model (weak-to-strong: name another)
-    irdro_tau: float = 0.0  # > 0: IR-DRO, NTP with per-example weights softmax(loss / tau) in each batch (sftmix.irdro)
+    # > 0: IR-DRO, NTP with per-example weights softmax(loss / tau) in each batch (sftmix.loss.irdro)
+    irdro_tau: float = 0.0
     # the median cut its confident/unconfident halves come from: None = the run's dynamics.split, or global /
     # per_source (within each example's source task or data set; sftmix-stratified)
     confidence_split: str | None = None

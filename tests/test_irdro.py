@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from sftmix.errors import UserError
-from sftmix.irdro import irdro_loss, irdro_weights
+from sftmix.loss.irdro import irdro_loss, irdro_weights
 from sftmix.variants import get_variant
 
 

@@ -17,7 +17,7 @@ from ..errors import UserError
 from .head import _full_logits, _lean_or_fallback
 from .kernel import Terms, fused_linear_cross_entropy, kernel_chunk, linear_cross_entropy
 from .ntp import _shifted, ntp_loss
-from .transform import IDENTITY, logit_transform
+from .transform import IDENTITY, LogitTransform, logit_transform
 
 
 def sample_lambda(n: int, alpha: float, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -84,10 +84,10 @@ def mixup_loss(
     if not lean:
         return _mixup_naive(hidden_a, hidden_b, ta, tb, keep_a, keep_b, ra, rb, n_pair, n_valid, lm_head, lam, zero,
                             tr)
-    if int(n_valid) == 0:
-        return zero
     # Boolean indexing is row-major, so both selections list pair 0's ranks 0..N_0-1, then pair 1's, ...
     za, zb = hidden_a[:, :-1][keep_a], hidden_b[:, :-1][keep_b]
+    if za.shape[0] == 0:  # no pair with a response token (read off the shape: no host sync)
+        return zero
     ya, yb = ta[keep_a], tb[keep_b]
     lam_tok = lam[:, None].expand_as(keep_a)[keep_a]
     acc_dtype = torch.promote_types(za.dtype, torch.float32)
@@ -157,7 +157,16 @@ def ntp_mixup_loss(
     ``lean`` the Mixup term reuses the NTP logits (rows of ``pair_a`` and ``pair_b`` must all differ).
     ``one_pass=False`` (or a head we cannot bypass) computes the two losses separately.
     """
-    tr = logit_transform(transform)
+    return _ntp_mixup(hidden, labels, lm_head, pair_a, pair_b, lam, ntp_weight=ntp_weight, mu=mu, num_items=num_items,
+                      ntp_scale=ntp_scale, mix_scale=mix_scale, lean=lean, chunk_size=chunk_size,
+                      tr=logit_transform(transform), one_pass=one_pass, check_pairs=True)
+
+
+def _ntp_mixup(hidden: Tensor, labels: Tensor, lm_head, pair_a, pair_b, lam, *, ntp_weight: float, mu: float,
+               num_items, ntp_scale: float, mix_scale: float, lean: bool, chunk_size: Optional[int],
+               tr: LogitTransform, one_pass: bool, check_pairs: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`ntp_mixup_loss` with a built transform; ``check_pairs=False`` skips the distinct-rows check (a
+    ``unique``, which waits for the device) for callers whose pairs are distinct by construction."""
     pair_a = torch.as_tensor(pair_a, dtype=torch.long, device=hidden.device).flatten()
     pair_b = torch.as_tensor(pair_b, dtype=torch.long, device=hidden.device).flatten()
     if pair_a.shape != pair_b.shape:
@@ -175,12 +184,13 @@ def ntp_mixup_loss(
 
     if not (lean and one_pass):
         return separate()
-    if torch.cat([pair_a, pair_b]).unique().numel() != 2 * n_pairs:
+    if check_pairs and torch.cat([pair_a, pair_b]).unique().numel() != 2 * n_pairs:
         raise ValueError("ntp_mixup_loss: rows in pair_a and pair_b must all be distinct")
     lam = _lam_vector(lam, n_pairs, hidden.device)
     acc = torch.promote_types(hidden.dtype, torch.float32)
     targets, mask = _shifted(labels)
-    n = int(mask.sum())
+    y_all = targets[mask]
+    n = y_all.shape[0]  # the response-predicting positions, read off a shape (no host sync of its own)
     zero = hidden.sum() * 0.0
     if n == 0:
         return zero, zero.detach(), zero.detach()
@@ -208,7 +218,7 @@ def ntp_mixup_loss(
         divisor = divisor.to(device=hidden.device, dtype=acc)
     per_pair_w = 1.0 / (n_pair.clamp(min=1).to(acc) * n_valid.clamp(min=1).to(acc))
     terms = Terms(
-        y=targets[mask][order],
+        y=y_all[order],
         # Each NTP row weighs ntp_weight * ntp_scale / divisor (the NTP term alone is the zero-slot case).
         row_w=(torch.as_tensor(ntp_weight * ntp_scale / divisor, dtype=acc, device=hidden.device)
                .expand(order.numel()) if with_ntp else None),

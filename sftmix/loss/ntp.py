@@ -59,6 +59,7 @@ def ntp_loss(
     transform: Any = None,
     token_losses: Optional[Tensor] = None,
     kernel: str = "sftmix",
+    chunk_size: Optional[int] = None,
 ) -> Tensor:
     """Next-token CE as Hugging Face computes it for causal LMs, from the LM-head input.
 
@@ -68,7 +69,8 @@ def ntp_loss(
     :class:`LogitTransform` or the model's config; None = identity). Only valid positions go through the head;
     with ``lean`` through :func:`linear_cross_entropy`. ``token_losses`` (``[B, T-1]`` float, optional) receives
     each position's NLL (0 where ignored). ``kernel``: ``sftmix`` (ours), or on CUDA ``liger`` /
-    ``cce`` / ``auto`` (Liger's fused linear CE or cut-cross-entropy when installed, else ours).
+    ``cce`` / ``auto`` (Liger's fused linear CE or cut-cross-entropy when installed, else ours). ``chunk_size``:
+    rows per chunk of our kernel (None: from the memory budget).
     """
     if kernel not in KERNELS:
         raise UserError(f"unknown loss kernel {kernel!r}; choose from {', '.join(KERNELS)}")
@@ -91,7 +93,8 @@ def ntp_loss(
             if ext is not None:
                 return ext / divisor
         tw = torch.ones(n, dtype=acc_dtype, device=zz.device) / divisor
-        return linear_cross_entropy(zz, w, b, y, token_weight=tw, transform=tr, token_losses=tok)
+        return linear_cross_entropy(zz, w, b, y, token_weight=tw, transform=tr, token_losses=tok,
+                                    chunk_size=chunk_size)
 
     ok, loss = _lean_or_fallback(lm_head, z, lean_fn, lean)
     if not ok:

@@ -10,15 +10,16 @@ response tokens.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .loss import linear_cross_entropy, logit_transform, response_token_nll
-from .loss.head import _full_logits, _lean_or_fallback
-from .loss.ntp import _shifted
+from .head import _full_logits, _lean_or_fallback
+from .kernel import linear_cross_entropy
+from .ntp import _shifted, response_token_nll
+from .transform import logit_transform
 
 
 def irdro_weights(losses: Tensor, tau: float) -> Tensor:
@@ -30,14 +31,16 @@ def irdro_weights(losses: Tensor, tau: float) -> Tensor:
 
 
 def irdro_loss(hidden: Tensor, labels: Tensor, lm_head: Union[nn.Module, Callable[[Tensor], Tensor]], tau: float,
-               lean: bool = True, transform: Any = None) -> tuple[Tensor, Tensor, Tensor]:
+               lean: bool = True, transform: Any = None, chunk_size: Optional[int] = None
+               ) -> tuple[Tensor, Tensor, Tensor]:
     """``sum_i w_i * l_i`` over the examples of a batch that have response tokens, with ``w = irdro_weights(l)``.
 
     ``hidden`` ``[B, T, D]`` (LM-head input), ``labels`` ``[B, T]`` (-100 ignored, shifted here as for NTP),
     ``transform`` the model's logit transform (as :func:`sftmix.loss.ntp_loss`). Returns ``(loss, per-example
     losses, weights)``, the last two detached. The losses come from the chunked no-grad NLL pass
     (:func:`sftmix.loss.response_token_nll`); the weighted loss is one pass of the chunked kernel with per-token
-    weights ``w_i / n_i`` (with ``lean``; else full logits), so no ``[tokens, V]`` logits are kept.
+    weights ``w_i / n_i`` (with ``lean``; else full logits; ``chunk_size`` rows per chunk), so no ``[tokens, V]``
+    logits are kept.
     """
     tr = logit_transform(transform)
     targets, mask = _shifted(labels)
@@ -55,7 +58,7 @@ def irdro_loss(hidden: Tensor, labels: Tensor, lm_head: Union[nn.Module, Callabl
     token_weight = per_example[owner]
 
     def lean_fn(zz, weight, bias):
-        return linear_cross_entropy(zz, weight, bias, y, token_weight=token_weight, transform=tr)
+        return linear_cross_entropy(zz, weight, bias, y, token_weight=token_weight, transform=tr, chunk_size=chunk_size)
 
     ok, loss = _lean_or_fallback(lm_head, z, lean_fn, lean)
     if not ok:
