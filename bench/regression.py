@@ -23,7 +23,8 @@ from pathlib import Path
 
 from sftmix.io import write_json
 
-from .rundir import RunDir, TaskSummary, TrainRecord, read_jsonl
+from .rundir import RunDir, TaskSummary, TrainRecord
+from .rundir.generations import read_generations
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "results" / "ci" / "baseline.json"
@@ -45,8 +46,7 @@ def collect(run_dir: str | Path) -> dict:
     # A continuous metric that moves with any change to the model, even when accuracies sit at chance:
     # the mean log-likelihood of the correct option over the multiple-choice items.
     for path in rd.generation_files():
-        recs = read_jsonl(path)
-        lls = [r["logliks"][r["answer"]] for r in recs if "logliks" in r]
+        lls = [r.logliks[r.answer] for r in read_generations(path) if r.logliks is not None]
         if lls:
             out.setdefault(path.parent.name, {})[f"{path.stem}/answer_loglik"] = sum(lls) / len(lls)
     for train in rd.train_records():

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..rundir import (ContaminationReport, Judgments, Provenance, RunConfigRecord, RunDir, StageState, TaskSummary,
-                      Verdict, fail, read_jsonl, split_seed)
+                      Verdict, fail, split_seed)
+from ..rundir.generations import read_generation_dicts
 from ..tables import (BASELINE, LAYOUTS, METHOD_NAMES, Cell, Table, TaskResult, build_table, headline_metric,
                       load_results)
 from ..tables.results import _item_scale, _run_labels, item_values
@@ -353,7 +354,7 @@ def items_data(run_dirs: Sequence[Path], results: list[TaskResult]) -> dict:
         offset = JUDGED_TURN_OFFSET.get(res.kind, 0)
         gen_path = _generation_path(col.rd, col.folder, task)
         gens: dict[str, list[dict]] = {}
-        for rec in read_jsonl(gen_path) if gen_path else []:
+        for rec in read_generation_dicts(gen_path) if gen_path else []:
             gens.setdefault(str(rec["example_id"]), []).append(rec)
         verdicts = _verdicts(Judgments.read(col.rd.judgments(col.folder, task)), offset)
         values = item_values(res, metric) or {}
