@@ -162,6 +162,25 @@ def rewrite_imports(text: str, old_mod: str, new_mod: str, is_pkg: bool) -> str:
         edits.append((first, last, new + tail + "\n"))
     for first, last, new in sorted(edits, reverse=True):
         lines[first:last + 1] = [new]
+    return order_blocks("".join(lines))
+
+
+SIMPLE_FROM = re.compile(r"from (\.*)([\w.]*) import [^()\n]*(#.*)?\n")
+
+
+def order_blocks(text: str) -> str:
+    """In a run of one-line module-level ``from`` imports mixing ``core`` and relative ones, absolute first (isort's
+    order), so a rewritten ``from .errors`` does not sit among a package's relative imports."""
+    lines = text.splitlines(keepends=True)
+    i = 0
+    while i < len(lines):
+        j = i
+        while j < len(lines) and SIMPLE_FROM.fullmatch(lines[j]):
+            j += 1
+        run = lines[i:j]
+        if any(ln.startswith(f"from {CORE}.") for ln in run) and any(ln.startswith("from .") for ln in run):
+            lines[i:j] = sorted(run, key=lambda ln: (ln.startswith("from ."), ln.split()[1]))
+        i = max(j, i + 1)
     return "".join(lines)
 
 
