@@ -5,13 +5,15 @@
 Mechanical and idempotent: run it from the repository root (``python scripts/refactor_core.py``); a second run on
 a tree that already has the layout changes nothing, and a run on a tree where other branches added files with the
 old imports (``from sftmix.errors import UserError``, ``from .io import write_json`` inside ``sftmix``...) rewrites
-those too. Files are moved with ``git mv`` so history follows them. Prints what it changed; ``--check`` only reports
-(exit 1 when something is left to change).
+those too. Function-level imports of ``core.errors``/``core.io``/``core.registry`` move to the module's top (core
+imports nothing of the tree, so no cycle can follow, and costs nothing to import). Files are moved with ``git mv``
+so history follows them. Prints what it changed; ``--check`` only reports (exit 1 when something is left to change).
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -191,6 +193,108 @@ def _from_line(src: str, names: list[str], indent: str) -> str:
     return f"from {src} import (" + f",\n{indent}    ".join(names) + ")"
 
 
+# Function-level imports of these move to the module's top: core imports nothing of the tree (no cycle can follow)
+# and costs nothing to import, so deferring it only hid the dependency. Not core.schema (pydantic).
+HOIST = (f"{CORE}.errors", f"{CORE}.io", f"{CORE}.registry")
+HOIST_IN = (CORE, "sftmix", "bench")
+
+
+def _bound_at_top(tree: ast.Module) -> dict[str, str | None]:
+    """Names the module binds at its top level -> the module they are imported from (None: defined here)."""
+    bound: dict[str, str | None] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound[node.name] = None
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                for n in ast.walk(t):
+                    if isinstance(n, ast.Name):
+                        bound[n.id] = None
+        elif isinstance(node, ast.ImportFrom):
+            for a in node.names:
+                bound[a.asname or a.name] = None if node.level else node.module
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                bound[a.asname or a.name.split(".")[0]] = None
+    return bound
+
+
+def hoist_core_imports(text: str) -> str:
+    """Move ``from core.X import a, b`` statements in function bodies to the module's top (merged into an existing
+    ``from core.X import`` there). Aliased imports, and names the module binds otherwise, stay where they are."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return text
+    bound = _bound_at_top(tree)
+    wanted: dict[str, list[str]] = {}
+    remove: list[ast.ImportFrom] = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in fn.body:
+            if (isinstance(node, ast.ImportFrom) and not node.level and node.module in HOIST
+                    and all(a.asname is None and bound.get(a.name, node.module) == node.module for a in node.names)):
+                remove.append(node)
+                names = wanted.setdefault(node.module, [])
+                names += [a.name for a in node.names if a.name not in names]
+    if not remove:
+        return text
+    lines = text.splitlines(keepends=True)
+    for node in sorted(remove, key=lambda n: n.lineno, reverse=True):
+        first, last = node.lineno - 1, node.end_lineno - 1
+        before = lines[first - 1].strip() if first else ""
+        block_empty = not before.startswith(("from ", "import "))
+        if block_empty and last + 1 < len(lines) and not lines[last + 1].strip():
+            last += 1  # the blank line that separated the (now empty) import block from the code
+        del lines[first:last + 1]
+    tree = ast.parse("".join(lines))
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    edits = []
+    inserts: dict[int, list[str]] = {}
+    for module, names in sorted(wanted.items()):
+        have = [n for n in top if isinstance(n, ast.ImportFrom) and not n.level and n.module == module]
+        if have:
+            node = have[0]
+            old = [a.name if a.asname is None else f"{a.name} as {a.asname}" for a in node.names]
+            merged = old + sorted(n for n in names if n not in old)
+            tail = lines[node.end_lineno - 1][node.end_col_offset:].rstrip("\n")
+            edits.append((node.lineno - 1, node.end_lineno - 1, _from_line(module, merged, "") + tail + "\n"))
+            continue
+        inserts.setdefault(_anchor(tree, top, module), []).append(_from_line(module, sorted(names), "") + "\n")
+    for at, (new, blank) in {at: _block(tree, top, at, news) for at, news in inserts.items()}.items():
+        edits.append((at, at - 1, ("\n" if blank else "") + new))
+    for first, last, new in sorted(edits, key=lambda e: e[0], reverse=True):
+        lines[first:last + 1] = [new]
+    return "".join(lines)
+
+
+def _anchor(tree: ast.Module, top: list, module: str) -> int:
+    """The 0-based line before which a new ``from core.X import`` goes: among the module's core imports in order,
+    else before its first relative or first-party import, else after its last import (else after its docstring)."""
+    core = [n for n in top if isinstance(n, ast.ImportFrom) and not n.level and (n.module or "").startswith(CORE + ".")]
+    if core:
+        later = [n for n in core if n.module > module]
+        return later[0].lineno - 1 if later else core[-1].end_lineno
+    first_party = [n for n in top if isinstance(n, ast.ImportFrom) and (n.level or (n.module or "").split(".")[0]
+                                                                         in ("sftmix", "bench"))]
+    if first_party:
+        return first_party[0].lineno - 1
+    if top:
+        return top[-1].end_lineno
+    return tree.body[0].end_lineno if tree.body and isinstance(tree.body[0], ast.Expr) else 0
+
+
+def _block(tree: ast.Module, top: list, at: int, news: list[str]) -> tuple[str, bool]:
+    """The new lines for one anchor, and whether a blank line must separate them from the third-party imports
+    above (a new group after the module's last import)."""
+    after_last = bool(top) and at == top[-1].end_lineno
+    last = top[-1] if top else None
+    third_party = after_last and (isinstance(last, ast.Import) or not (
+        last.level or (last.module or "").split(".")[0] in (CORE, "sftmix", "bench")))
+    return "".join(sorted(news)), third_party
+
+
 def dotted_subs() -> list[tuple[re.Pattern, str]]:
     """Dotted names and paths in any text (monkeypatch targets, docstrings, docs, ``python -m``)."""
     subs = [(re.compile(rf"\b{re.escape(o)}\.{n}\b"), f"{t}.{n}") for (o, n), t in SYMBOL_MOVES.items()]
@@ -213,10 +317,11 @@ def rewrite_pyproject(text: str) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="only report what would change; exit 1 if anything would")
+    ap.add_argument("--no-hoist", action="store_true",
+                    help="leave function-level core imports where they are (to replay the commits made before the "
+                         "hoist: run with --no-hoist, cherry-pick them, then run again without it)")
     args = ap.parse_args()
     root = Path(git("rev-parse", "--show-toplevel").strip())
-    import os
-
     os.chdir(root)
     moved_from = move_files(args.check)
     subs = dotted_subs()
@@ -228,6 +333,8 @@ def main() -> int:
         new = text
         if path.suffix == ".py":
             new = rewrite_imports(new, *module_of(path, moved_from))
+            if path.parts[0] in HOIST_IN and not args.no_hoist:
+                new = hoist_core_imports(new)
         for pat, rep in subs:
             new = pat.sub(rep, new)
         if path.suffix in (".yaml", ".yml"):
