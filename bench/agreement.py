@@ -23,7 +23,7 @@ import csv
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from sftmix.errors import UserError
+from core.errors import UserError
 
 GPT4 = "gpt4-pair"  # compute_agreement's name for the GPT-4 pairwise judge
 HUMAN = "human"

@@ -1,7 +1,7 @@
 """Content-addressed cache of successful generations and judgments.
 
 SQLite in WAL mode (or, for a worker's own cache on a shared filesystem, the rollback journal), so two processes (say two `bench` runs sharing a cache) can read and write at once.
-Keys are explicit: callers build them with :func:`sftmix.io.hash_obj` from everything that determines the value
+Keys are explicit: callers build them with :func:`core.io.hash_obj` from everything that determines the value
 (model fingerprint + backend + prompt + settings + repeat index; judge model + prompt + settings).
 Only successful results go in: a failure is never cached, so a re-run retries it.
 
@@ -9,7 +9,7 @@ The file is checked when opened (``PRAGMA quick_check``). A damaged one (truncat
 is moved aside as ``<name>.damaged-<time>`` (with its ``-wal``/``-shm`` files), every entry that can still be read
 is copied into a fresh cache, and one warning line says so: what was lost is computed again (generated, or asked
 of the judge) on the next call, and the damaged copy is kept. Any other SQLite or OS error (a folder in the way,
-a read-only or full disk) is a one-line :class:`~sftmix.errors.UserError` naming the file.
+a read-only or full disk) is a one-line :class:`~core.errors.UserError` naming the file.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sftmix.errors import UserError, first_line, os_error
+from core.errors import UserError, first_line, os_error
 
 # Messages SQLite gives for a file that is not (or no longer) a sound database.
 _DAMAGED = ("malformed", "not a database", "corrupt", "file is encrypted")

@@ -8,7 +8,7 @@ import os
 import sys
 
 from bench import threads
-from sftmix.errors import Interrupted, UserError, os_error
+from core.errors import Interrupted, UserError, os_error
 
 # name -> one-line help; module bench.commands.<name>
 COMMANDS = {

@@ -16,10 +16,10 @@ from pydantic import BeforeValidator, Field
 from sftmix.config import (VARIANT_KEYS, DataArgs, DynamicsArgs, ModelArgs, Names, NonNegFloat, NonNegInt,
                            PosFloat, PosInt, Seed, TrainArgs, apply_overrides, comma_list, config_section,
                            load_config_file, validate_config)
-from sftmix.errors import UserError
-from sftmix.io import hash_obj
+from core.errors import UserError
+from core.io import hash_obj
 from sftmix.keyschema import config_key
-from sftmix.registry import nearest
+from core.registry import nearest
 
 
 def _seed_list(v: Any) -> Any:

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sftmix.errors import UserError
+from core.errors import UserError
 
 from .config import JudgeArgs
 from .judge.client import BaseJudge, JudgeRequest

@@ -21,8 +21,8 @@ from bench.rundir.generations import GenerationRecord, scorer_fields, write_gene
 from bench.scorers import get_scorer
 from bench.scorers.base import RequestOptions
 from bench.tasks import Task
-from sftmix.errors import Interrupted, UserError
-from sftmix.io import hash_file, hash_obj
+from core.errors import Interrupted, UserError
+from core.io import hash_file, hash_obj
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 IDENTITY_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "tokenizer.json",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from filelock import FileLock, SoftFileLease, Timeout
 
-from sftmix.errors import UserError
+from core.errors import UserError
 
 LOCK = ".bench.lock"
 HOLDER = ".bench.lock.holder"

@@ -22,7 +22,7 @@ def _figure(figsize):
 
 
 def _save(fig, path: Path) -> Path:
-    from sftmix.io import atomic_path  # only when writing (reading a run directory needs nothing from sftmix)
+    from core.io import atomic_path  # only when writing (reading a run directory needs nothing from sftmix)
 
     fig.tight_layout()
     with atomic_path(path) as tmp:

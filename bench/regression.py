@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sftmix.io import write_json
+from core.io import write_json
 
 from .rundir import RunDir, TaskSummary, TrainRecord
 from .rundir.generations import read_generations

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import jinja2
 import jinja2.meta
 
-from sftmix.errors import UserError
+from core.errors import UserError
 
 OPTIONAL_FIELDS = ("id", "category", "reference")  # may be absent from the data (id: the row number)
 

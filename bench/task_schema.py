@@ -4,7 +4,7 @@ Every field of ``Task`` except those set while loading (``path``, ``data_hash``,
 is a key of the file, with the field's type and default (no default: required); unknown keys are errors with the
 nearest known key. The rules between keys (a known kind, a data source, fields or layouts, contamination fields that
 exist) are validators here. A file that breaks any of them is one line naming the file
-(:func:`sftmix.schema.one_line`). The model only checks: the Task is built from the file's own values, so what a
+(:func:`core.schema.one_line`). The model only checks: the Task is built from the file's own values, so what a
 stage key sees is exactly what the file says.
 """
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError, ValidationInfo, create_model, field_validator, model_validator
 
-from sftmix.errors import UserError
-from sftmix.registry import nearest
-from sftmix.schema import SCHEMA, field_types, one_line
+from core.errors import UserError
+from core.registry import nearest
+from core.schema import SCHEMA, field_types, one_line
 
 # Task fields set while loading, never written in a file.
 RUNTIME_FIELDS = frozenset({"path", "data_hash", "source", "layout", "param"})

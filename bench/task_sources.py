@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from sftmix.errors import UserError, first_line
-from sftmix.io import package_file
-from sftmix.registry import nearest
+from core.errors import UserError, first_line
+from core.io import package_file
+from core.registry import nearest
 
 if TYPE_CHECKING:
     from bench.tasks import Task

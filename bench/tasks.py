@@ -48,9 +48,9 @@ from bench.scorers import Scorer, get_scorer
 from bench.task_fields import compile_expr, required_fields, template
 from bench.task_schema import check_task_file
 from bench.task_sources import PARSERS  # noqa: F401  (part of this module's API)
-from sftmix.errors import UserError, first_line
-from sftmix.io import hash_obj, package_file  # noqa: F401  (package_file: part of this module's API)
-from sftmix.registry import Registry, nearest
+from core.errors import UserError, first_line
+from core.io import hash_obj, package_file  # noqa: F401  (package_file: part of this module's API)
+from core.registry import Registry, nearest
 
 SOURCES = ("hub", "local", "fallback", "bigbench", "bbh")
 LETTERS = tuple("ABCDEFGHIJ")  # the default labels' first ten (a task's `labels` default; more follow: see letters)
@@ -363,7 +363,7 @@ def _read_yaml(path: Path):
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except OSError as e:
-        from sftmix.errors import os_error
+        from core.errors import os_error
 
         raise os_error(e, "read task file", path) from None
 

@@ -97,7 +97,7 @@ def choose(requested: Optional[int] = None, source: Optional[str] = None) -> dic
     """How many intra-op threads torch should use here, and why: ``requested`` (with its ``source``, e.g.
     ``--threads``), else the user's ``OMP_NUM_THREADS``, else :func:`auto_threads`."""
     if requested is not None and (isinstance(requested, bool) or int(requested) < 1):
-        from sftmix.errors import UserError
+        from core.errors import UserError
 
         raise UserError(f"{source or 'threads'} must be an integer >= 1, got {requested!r}")
     facts = usable_cores()

@@ -2,7 +2,7 @@
 
 ``validate_run`` checks the resolved config against its schema, the output folder, every model (local folder or
 hub id), the generation backend, the judge's API key and every task's and the training set's data (loaded and
-validated row by row). A problem raises a one-line :class:`~sftmix.errors.UserError` before the run directory is
+validated row by row). A problem raises a one-line :class:`~core.errors.UserError` before the run directory is
 created.
 
 With ``--dry-run`` the plan may be made on another machine than the run (a laptop planning a GPU job), so what
@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from sftmix.config import validate_config
-from sftmix.errors import UserError
+from core.errors import UserError
 from sftmix.splits import EmptySplit
 
 from .rundir import RunDir
@@ -48,7 +48,7 @@ def check_model(name: str, what: str = "model.model") -> None:
     if path.exists():
         if not path.is_dir() or not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
             raise UserError(f"{what}: {name} is not a model folder (no config.json in it)")
-        from sftmix.io import model_dir_problem
+        from core.io import model_dir_problem
 
         damaged = model_dir_problem(path)
         if damaged and RunDir.of_model_dir(path) is None:  # a run's own trained variant is trained again instead
@@ -161,7 +161,7 @@ def validate_run(cfg, runner, *, dry_run: bool = False) -> list[str]:
     from .tables.layouts import LAYOUTS
 
     if cfg.run.layout not in LAYOUTS:  # found now, not after hours of training when the table is written
-        from sftmix.registry import nearest
+        from core.registry import nearest
 
         raise UserError(f"unknown run.layout {cfg.run.layout!r}{nearest(cfg.run.layout, LAYOUTS)}; choose from "
                         f"{', '.join(LAYOUTS)}")
@@ -204,7 +204,7 @@ def validate_run(cfg, runner, *, dry_run: bool = False) -> list[str]:
         try:
             load_rows(cfg.data.data, split=cfg.data.split, limit=cfg.data.max_examples)
         except UserError as e:
-            from sftmix.toydata import BUNDLED
+            from sftmix.sources import BUNDLED
 
             here = Path(BUNDLED.get(cfg.data.data, cfg.data.data)).expanduser().exists()
             if not dry_run or isinstance(e, EmptySplit) or here:

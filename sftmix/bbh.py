@@ -32,10 +32,10 @@ import os
 import re
 from pathlib import Path
 
+from core.errors import UserError
+from core.registry import nearest
 from . import splits
 from .download import fetch, home, sha256_of
-from .errors import UserError
-from .registry import nearest
 
 log = logging.getLogger("sftmix")
 

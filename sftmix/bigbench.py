@@ -27,9 +27,9 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from core.errors import UserError
+from core.io import package_file
 from . import splits
-from .errors import UserError
-from .io import package_file
 from .splits import DEFAULT_FRACTIONS, SPLITS, bucket, check_fractions  # noqa: F401  (this module's API)
 
 PREFIX = "bigbench:"

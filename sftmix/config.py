@@ -2,7 +2,7 @@
 
 The sections are pydantic dataclasses: their annotations are the schema (types, bounds, choices; unknown keys are
 errors), validated together on the whole resolved config, and a validation error becomes one line
-(:func:`sftmix.schema.one_line`). What of a config enters a hash is :mod:`sftmix.keyschema`'s business.
+(:func:`core.schema.one_line`). What of a config enters a hash is :mod:`sftmix.keyschema`'s business.
 
 Overrides are flat ``key=value`` strings (nanoGPT style): each key must name exactly one field of one of the
 dataclasses, or a variant option (alpha, mu, pairing, ...); an unknown key fails loudly with the nearest match.
@@ -19,10 +19,10 @@ import yaml
 from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from .errors import UserError, first_line, os_error
+from core.errors import UserError, first_line, os_error
+from core.registry import nearest
+from core.schema import SCHEMA, describe_type, field_types, one_line  # noqa: F401 (describe_type: API)
 from .keyschema import comparable, hashed_section, removed_option, without_removed  # noqa: F401 (API)
-from .registry import nearest
-from .schema import SCHEMA, describe_type, field_types, one_line  # noqa: F401 (describe_type: API)
 
 log = logging.getLogger("sftmix")
 

@@ -16,12 +16,12 @@ from typing import Any, Sequence
 
 import torch
 
+from core.errors import UserError
+from core.io import hash_obj
 from . import bbh, bigbench
 from .constants import IGNORE_INDEX
-from .errors import UserError
-from .io import hash_obj
+from .sources import BUNDLED
 from .templates import apply_template
-from .toydata import BUNDLED
 
 log = logging.getLogger("sftmix")
 

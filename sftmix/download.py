@@ -10,8 +10,8 @@ import os
 import urllib.request
 from pathlib import Path
 
-from .errors import UserError
-from .io import atomic_path
+from core.errors import UserError
+from core.io import atomic_path
 
 
 def home() -> Path:

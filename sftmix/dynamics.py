@@ -18,9 +18,9 @@ import pandas as pd
 import torch
 from transformers import TrainerCallback
 
+from core.errors import UserError
+from core.io import atomic_path
 from .constants import CONFIDENT, UNCONFIDENT
-from .errors import UserError
-from .io import atomic_path
 from .loss import logit_transform, response_token_nll
 
 log = logging.getLogger("sftmix")

@@ -46,8 +46,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from core.errors import UserError
 from .constants import CONFIDENT, PAIRINGS, UNCONFIDENT
-from .errors import UserError
 
 
 def confidence_flags(labels: Sequence) -> np.ndarray:

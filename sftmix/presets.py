@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import UserError, os_error
-from .io import hash_file, hash_obj, model_dir_problem
-from .registry import Registry, nearest
+from core.errors import UserError, os_error
+from core.io import hash_file, hash_obj, model_dir_problem
+from core.registry import Registry, nearest
+from .sources import ASSETS_DIR
 from .templates import CHATML
-from .toydata import ASSETS_DIR
 
 log = logging.getLogger("sftmix")
 

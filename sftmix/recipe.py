@@ -14,12 +14,13 @@ from typing import Any
 
 import torch
 
+from core.errors import UserError, first_line, os_error
+from core.io import model_dir_problem, write_json
 from .config import TrainConfig
-from .keyschema import comparable
 from .constants import CONFIDENT
-from .errors import UserError, first_line, os_error
-from .io import data_identity, model_dir_problem, write_json
+from .keyschema import comparable
 from .loss import LossOptions, SFTLoss, loss_for
+from .sources import data_identity
 from .variants import Variant, get_variant
 
 log = logging.getLogger("sftmix")

@@ -18,7 +18,7 @@ from collections import Counter
 from functools import lru_cache
 from typing import Sequence
 
-from .errors import UserError
+from core.errors import UserError
 
 log = logging.getLogger("sftmix")
 

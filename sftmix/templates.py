@@ -6,9 +6,9 @@ Instruction/Response blocks. Each response ends with ``eos_token`` so the model 
 """
 from __future__ import annotations
 
-from .errors import UserError
-from .io import hash_obj
-from .registry import Registry
+from core.errors import UserError
+from core.io import hash_obj
+from core.registry import Registry
 
 ALPACA_PREAMBLE = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request."

@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
+from core.errors import UserError
+from core.registry import Registry, nearest
 from .constants import PAIRINGS
-from .errors import UserError
 from .keyschema import variant_key
-from .registry import Registry, nearest
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ def alpaca_eval_template_missing() -> str | None:
     """Why AlpacaEval's annotator template cannot be loaded here (no alpaca-eval package, no
     ``$ALPACA_EVAL_PROMPT``, no peer copy, offline), or None when it can."""
     from bench.judge.config import load_judge_config
-    from sftmix.errors import UserError
+    from core.errors import UserError
 
     try:
         load_judge_config("alpaca_eval_weighted")

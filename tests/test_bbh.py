@@ -13,7 +13,7 @@ from bench.generate import generate_task
 from bench.tasks import load_task
 from sftmix import bbh
 from sftmix.data import load_rows
-from sftmix.errors import UserError
+from core.errors import UserError
 from sftmix.neardup import matches
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbh"

@@ -6,7 +6,7 @@ import pytest
 from bench.tasks import load_task
 from sftmix import bigbench
 from sftmix.data import load_rows
-from sftmix.errors import UserError
+from core.errors import UserError
 
 
 def write_task(root, name, examples, **fmt):
@@ -123,7 +123,7 @@ def test_local_copy_beats_the_environment(bb, tmp_path_factory):
 
 
 def test_data_identity_hashes_the_task_files(bb):
-    from sftmix.io import data_identity
+    from sftmix.sources import data_identity
 
     before = data_identity("bigbench:navigate")
     write_task(bb, "navigate", mc_examples(201))

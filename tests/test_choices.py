@@ -4,7 +4,7 @@ import json
 import pytest
 
 from bench.tasks import Task, letters
-from sftmix.errors import UserError
+from core.errors import UserError
 
 
 def mcq_task(tmp_path, n_choices: int, **extra) -> Task:

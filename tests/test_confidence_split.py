@@ -5,7 +5,7 @@ import pytest
 
 from sftmix.constants import CONFIDENT, UNCONFIDENT
 from sftmix.dynamics import confidence_table, labels_for, median_split_by
-from sftmix.errors import UserError
+from core.errors import UserError
 from sftmix.variants import get_variant
 
 

@@ -1,4 +1,4 @@
-"""Configs, task YAML and judge YAML are pydantic models; their errors are one line each (sftmix.schema.one_line), and
+"""Configs, task YAML and judge YAML are pydantic models; their errors are one line each (core.schema.one_line), and
 every hashing site reads the one key schema (sftmix.keyschema)."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from bench.config import RunConfig, experiment_path, load_run_config
 from bench.judge.config import CONFIG_DIR, load_judge_config
 from bench.tasks import Task
 from sftmix.config import TrainArgs, TrainConfig, apply_overrides
-from sftmix.errors import UserError
+from core.errors import UserError
 
 TASK = {"name": "t", "kind": "mcq", "scorer": "mcq", "data": {"local": "x.jsonl"}, "fields": {"question": "q"}}
 

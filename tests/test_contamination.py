@@ -17,7 +17,7 @@ from bench.contamination import ngram as ngram_mod
 from bench.contamination import janitor as normalise_mod
 from bench.rundir import ContaminationReport, ItemValues, RunDir, TaskSummary, TrainRecord
 from bench.tasks import Task, package_file
-from sftmix.errors import UserError
+from core.errors import UserError
 from support import bench
 
 MT_EN = "core/chat_dataset/chatbot_bench_datasets/mt-en.jsonl"
@@ -85,9 +85,9 @@ def test_normalisation_rules():
 
 
 def test_without_lm_eval_the_port_runs_and_says_so(monkeypatch):
-    import sftmix.io
+    import core.io
 
-    monkeypatch.setattr(sftmix.io, "package_file", lambda *a: None)  # as if lm_eval were not installed
+    monkeypatch.setattr(core.io, "package_file", lambda *a: None)  # as if lm_eval were not installed
     normalise_mod._janitor_module.cache_clear()
     normalise_mod._functions.cache_clear()
     try:
@@ -343,7 +343,7 @@ def test_command_prints_writes_json_and_stores_the_report(small_files, tmp_path)
     assert report.item_ids == [f"mcq-{i}" for i in range(6)] and report.clean_ids() == {"mcq-0", "mcq-1", "mcq-3",
                                                                                           "mcq-5"}
     x = report.extra
-    from sftmix.io import hash_file
+    from core.io import hash_file
 
     assert x["train_data"]["sha256_16"] == hash_file(train) and x["train_data"]["n_rows"] == 5
     assert x["n"] == 13 and x["method"] == "ngram" and x["normalisation"].startswith("lm-eval Janitor")

@@ -7,7 +7,7 @@ import torch
 from sftmix.data import (
     IGNORE, PaddedCollator, build_examples, example_hash, example_id, load_rows, to_messages, tokenize_chat,
 )
-from sftmix.errors import UserError
+from core.errors import UserError
 from sftmix.templates import TEMPLATES, apply_template, template_hash
 
 SYSTEM = "You answer briefly."

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench.rundir import ItemValues, Provenance, RunDir, TaskSummary
-from sftmix.errors import UserError
+from core.errors import UserError
 from support import ROOT, bench, the_error
 
 
@@ -296,7 +296,7 @@ def test_damaged_generations_file_is_one_line(tmp_path):
 
 
 def test_damaged_preset_cache_is_rebuilt(tmp_path, monkeypatch, caplog):
-    from sftmix.io import model_dir_problem
+    from core.io import model_dir_problem
     from sftmix.presets import resolve_model
 
     monkeypatch.setenv("SFTMIX_HOME", str(tmp_path / "home"))
@@ -315,7 +315,7 @@ def test_damaged_preset_cache_is_rebuilt(tmp_path, monkeypatch, caplog):
 
 
 def test_model_dir_problem_names_what_is_wrong(tmp_path):
-    from sftmix.io import model_dir_problem
+    from core.io import model_dir_problem
     from sftmix.presets import resolve_model
 
     import shutil
@@ -497,7 +497,7 @@ def local_gens(tmp_path_factory):
     d = tmp_path_factory.mktemp("localgens")
     from bench.tasks import load_task
 
-    from sftmix.io import package_file
+    from core.io import package_file
 
     task = load_task("toy_open")
     fb = task.data["fallback"]
@@ -669,7 +669,7 @@ def test_ctrl_c_during_generation_keeps_finished_batches(tmp_path):
     from bench.cache import Cache
     from bench.generate import generate_task
     from bench.tasks import load_task
-    from sftmix.errors import Interrupted
+    from core.errors import Interrupted
 
     class Backend:
         name = "fake"

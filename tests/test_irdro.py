@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sftmix.errors import UserError
+from core.errors import UserError
 from sftmix.loss.irdro import irdro_loss, irdro_weights
 from sftmix.variants import get_variant
 

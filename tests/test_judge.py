@@ -14,7 +14,7 @@ from bench.judge.client import JudgeRefused
 from bench.judge.ledger import CostLedger, count_tokens, estimate
 from bench.judge.reference import NAME as REF_NAME
 from bench.judge.reference import ReferenceJudge, rubric_score
-from sftmix.errors import UserError
+from core.errors import UserError
 
 PARSE = Parser(pattern=r"\[\[(\d+\.?\d*)\]\]", range=(1, 10))
 FAST = dict(timeout=1.0, backoff_base=0.01, backoff_max=0.05)

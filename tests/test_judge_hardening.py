@@ -15,7 +15,7 @@ from openai_server import FakeOpenAIServer, hash_rating
 from bench.cache import Cache
 from bench.judge import JudgeRequest, OpenAIJudge, Parser
 from bench.judge.ledger import CostLedger
-from sftmix.errors import Interrupted, UserError
+from core.errors import Interrupted, UserError
 
 PARSE = Parser(pattern=r"\[\[(\d+\.?\d*)\]\]", range=(1, 10))
 FAST = dict(timeout=2.0, backoff_base=0.01, backoff_max=0.02)

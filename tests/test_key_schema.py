@@ -12,8 +12,8 @@ import pytest
 
 from bench.config import EXPERIMENTS, experiment_path, load_run_config
 from bench.pipeline import Runner
-from sftmix.errors import UserError
-from sftmix.io import hash_obj
+from core.errors import UserError
+from core.io import hash_obj
 
 # bench/experiments/<name>.yaml -> (config hash, hash of its {stage name: stage key})
 EXPERIMENT_KEYS = {

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sftmix.errors import UserError
+from core.errors import UserError
 from sftmix.loss import linear_cross_entropy, mixup_loss, ntp_loss, sample_lambda
 
 V, D = 37, 8

@@ -9,7 +9,7 @@ import transformers
 from test_loss import naive_mixup
 from torch import nn
 
-from sftmix.errors import UserError
+from core.errors import UserError
 from sftmix.loss import (
     LogitTransform, linear_cross_entropy, logit_transform, mixup_loss, ntp_loss, ntp_mixup_loss, response_token_nll,
 )

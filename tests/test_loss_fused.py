@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import test_loss_kernel
-from sftmix.errors import UserError
+from core.errors import UserError
 from sftmix.loss import LogitTransform, linear_cross_entropy, mixup_loss, ntp_loss, ntp_mixup_loss, response_token_nll
 from sftmix.loss import fused
 

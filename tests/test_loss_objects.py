@@ -14,7 +14,7 @@ import transformers
 from test_loss import naive_mixup
 
 from sftmix.data import PaddedCollator
-from sftmix.errors import UserError
+from core.errors import UserError
 from sftmix.loss import (
     LOSSES, GradAccumScale, IRDROLoss, LossContext, LossOptions, MixupLoss, NTPLoss, SFTLoss, irdro_loss, loss_for,
     ntp_loss, ntp_mixup_loss, register_loss, response_token_nll, sample_lambda,

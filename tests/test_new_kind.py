@@ -14,7 +14,7 @@ from bench.rundir.generations import GenerationRecord, read_generations
 from bench.scorers import SCORERS, get_scorer
 from bench.scorers.base import GenRequest, Metric, Scorer, ScoreResult
 from bench.tasks import load_task
-from sftmix.errors import UserError
+from core.errors import UserError
 
 _NUM = re.compile(r"-?\d+(?:\.\d+)?")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sftmix.errors import UserError
+from core.errors import UserError
 from sftmix.pairing import PAIRINGS, PairedBatchSampler, epoch_callback, mix_pair_mask, split_pairs
 
 

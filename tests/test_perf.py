@@ -8,7 +8,7 @@ import pytest
 
 from bench.cli import main
 from bench.perf import SHAPES, _merge_rounds, evaluate_targets, render_markdown, run_perf, run_worker
-from sftmix.errors import UserError
+from core.errors import UserError
 
 
 @pytest.fixture(scope="module")

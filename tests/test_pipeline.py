@@ -83,8 +83,8 @@ def copy_of(finished, tmp_path):
 def test_end_to_end_results_directory(finished):
     from bench.config import experiment_path, load_run_config
     from sftmix.config import split_overrides
-    from sftmix.io import hash_file
-    from sftmix.toydata import BUNDLED
+    from core.io import hash_file
+    from sftmix.sources import BUNDLED
 
     out, rc, stdout, stderr = finished
     assert rc == 0, stderr[-3000:]

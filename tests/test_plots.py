@@ -10,7 +10,7 @@ import pytest
 
 from bench.plots import make_plots, plot_categories, plot_loss_curves
 from bench.rundir import RunDir, TaskSummary, TrainRecord
-from sftmix.errors import UserError
+from core.errors import UserError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

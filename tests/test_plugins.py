@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from bench.tasks import BUNDLED_TASKS, tasks_dirs
-from sftmix.errors import UserError
-from sftmix.registry import Registry
+from core.errors import UserError
+from core.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -175,7 +175,7 @@ def test_a_broken_plugin_is_one_line(monkeypatch):
         def load(self):
             raise ImportError("No module named 'nowhere'")
 
-    monkeypatch.setattr("sftmix.registry.entry_points", lambda group: [EP()])
+    monkeypatch.setattr("core.registry.entry_points", lambda group: [EP()])
     reg: Registry[str] = Registry("scorer", plugins="sftmix_bench.scorers")
     with pytest.raises(UserError, match=r"^scorer plugin 'broken' \(nowhere.module:thing, from package \?\) failed "
                                         r"to load: ImportError: No module named 'nowhere'$"):
@@ -187,7 +187,7 @@ def test_a_broken_plugin_is_one_line(monkeypatch):
         def load(self):
             return object()
 
-    monkeypatch.setattr("sftmix.registry.entry_points", lambda group: [Dup()])
+    monkeypatch.setattr("core.registry.entry_points", lambda group: [Dup()])
     reg = Registry("scorer", plugins="sftmix_bench.scorers")
     reg.add("mcq", "builtin")
     with pytest.raises(UserError, match="already registered"):

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sftmix.errors import UserError
+from core.errors import UserError
 from sftmix.presets import list_presets, resolve_model
 
 

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from sftmix.config import TrainConfig, apply_overrides, split_overrides
-from sftmix.errors import UserError
+from core.errors import UserError
 from sftmix.recipe import finetune, load_model, prepare, run_dynamics
 from sftmix.variants import get_variant
 from support import ROOT

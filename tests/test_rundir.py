@@ -16,7 +16,7 @@ from bench.rundir import (FORMAT, VERSION, ItemValues, JudgeLog, JudgeLogEntry, 
                           RunConfigRecord, RunDir, StageState, TaskSummary, TrainRecord, Verdict, read_jsonl,
                           split_seed, write_jsonl)
 from bench.tables import build_table, render_table
-from sftmix.errors import UserError
+from core.errors import UserError
 from support import ROOT
 
 
@@ -155,7 +155,7 @@ def test_bench_run_refuses_a_newer_run_directory(tmp_path):
 
 def test_tables_import_nothing_from_sftmix(tmp_path):
     """Loading runs and rendering every layout and format never imports sftmix (not even its registry for row
-    order); only writing a file (atomic writes of sftmix.io) or raising the CLI's error type would."""
+    order); only writing a file (atomic writes of core.io) or raising the CLI's error type would."""
     run = tmp_path / "run"
     write_run(run, config="run:\n  variants: [ntp, sftmix]\n  tasks: [toy_mcq]\n")
     code = ("import sys; import bench.tables as t\n"

@@ -7,8 +7,8 @@ import pytest
 
 from bench.config import RunConfig, load_run_config
 from sftmix import bigbench
-from sftmix.errors import UserError
-from sftmix.io import hash_obj
+from core.errors import UserError
+from core.io import hash_obj
 from test_bigbench import mc_examples, write_task
 from support import bench
 

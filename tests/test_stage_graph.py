@@ -111,7 +111,7 @@ def test_pairwise_score_stage_keys_on_ntps_generations(tmp_path, monkeypatch):
     changes no config hash."""
     from pathlib import Path
 
-    from sftmix.errors import UserError
+    from core.errors import UserError
 
     prompts = Path(__file__).resolve().parents[2] / "shared" / "peer" / "fastchat" / "judge_prompts.jsonl"
     if not prompts.is_file():

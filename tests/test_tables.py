@@ -9,7 +9,7 @@ import pytest
 
 from bench.rundir import ItemValues, RunDir, TaskSummary, TrainRecord
 from bench.tables import build_table, render_table, write_tables
-from sftmix.errors import UserError
+from core.errors import UserError
 
 REGISTERED = {
     "ntp": {"name": "ntp", "ntp_weight": 1.0, "mu": 0.0, "alpha": 0.5, "pairing": "conf_unconf", "reference_model": None},

@@ -6,7 +6,7 @@ from fixtures import N_ROWS, write_fixtures
 
 from bench.scorers import exact, mcq
 from bench.tasks import Task, all_tasks, load_task, package_file, task_registry
-from sftmix.errors import UserError
+from core.errors import UserError
 
 PAPER_TASKS = {"mt_bench", "alpaca_eval", "medqa_4", "medqa_5", "medmcqa", "pubmedqa", "mmlu_medical"}
 TOY_TASKS = {"toy_open", "toy_mcq", "toy_exact"}

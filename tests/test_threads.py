@@ -8,7 +8,7 @@ import pytest
 
 from bench import threads
 from bench.cli import main
-from sftmix.errors import UserError
+from core.errors import UserError
 from support import ROOT
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from openai_server import FakeOpenAIServer, prompt_key
 
-from sftmix.errors import UserError
+from core.errors import UserError
 from support import ROOT, bench, the_error
 
 SMALL = ["max_examples=48", "num_train_epochs=1", "limit=6", "max_new_tokens=16", "num_checkpoints=2"]
@@ -215,7 +215,7 @@ def test_judge_refusal_exits_nonzero_and_keeps_earlier_scores(gens, refusal):
 # ---- smaller defaults ----------------------------------------------------------------------------------------------
 
 def test_results_get_the_users_umask(tmp_path):
-    from sftmix.io import UMASK, write_json
+    from core.io import UMASK, write_json
 
     write_json(tmp_path / "x.json", {"a": 1})
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~UMASK

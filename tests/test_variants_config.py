@@ -2,7 +2,7 @@
 import pytest
 
 from sftmix.config import TrainConfig, apply_overrides, load_config_file, split_overrides
-from sftmix.errors import UserError
+from core.errors import UserError
 from sftmix.variants import VARIANTS, get_variant
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
-from sftmix.registry import Registry
+from core.registry import Registry
 
 from .base import Backend, Generation, GenRequest, GenSettings, LoglikRequest
 

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from sftmix.errors import UserError, first_line
+from core.errors import UserError, first_line
 
 from .base import Generation, GenRequest, GenSettings, LoglikRequest, fit_prompt
 

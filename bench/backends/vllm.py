@@ -17,7 +17,7 @@ import os
 from dataclasses import replace
 from typing import Any
 
-from sftmix.errors import UserError, first_line
+from core.errors import UserError, first_line
 
 from .base import Generation, GenRequest, GenSettings, LoglikRequest, fit_prompt
 

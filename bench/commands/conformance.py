@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from bench import conformance
-    from sftmix.io import write_json
+    from core.io import write_json
 
     figures, checks = conformance.run(args.peer_dir)
     print(conformance.render(checks))

@@ -53,7 +53,7 @@ def run(args) -> int:
 
     from bench.contamination import dirty_rows, summary_lines
     from bench.contamination.run import check_config, store
-    from sftmix.io import write_text
+    from core.io import write_text
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     cfg = _config(args)

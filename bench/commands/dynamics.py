@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from sftmix.constants import CONFIDENT
-from sftmix.errors import UserError
+from core.errors import UserError
 
 from ._train_common import add_common, build_config
 

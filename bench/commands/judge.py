@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from sftmix.errors import UserError
+from core.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from bench import agreement as ag
-    from sftmix.io import write_json
+    from core.io import write_json
 
     peer = args.peer_dir or ag.default_peer_dir()
     human = ag.read_votes(ag.peer_file("fastchat/human/mt_bench_human.csv", peer))

@@ -13,7 +13,7 @@ import json
 import re
 from pathlib import Path
 
-from sftmix.errors import UserError
+from core.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,7 +37,7 @@ def run(args) -> int:
     from bench.config import JudgeArgs
     from bench.judge.ledger import CostLedger, estimate
     from bench.rundir import write_jsonl
-    from sftmix.io import write_json
+    from core.io import write_json
 
     for flag, value in (("--limit", args.limit), ("--concurrency", args.concurrency)):
         if value is not None and value < 1:

@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from bench.reliability import describe
     from bench.rundir import RunDir, TaskSummary, fail
-    from sftmix.io import write_json
+    from core.io import write_json
 
     out: dict = {}
     for run_dir in args.run:

@@ -28,7 +28,7 @@ def run(args) -> int:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    from sftmix.errors import UserError
+    from core.errors import UserError
 
     for flag, value in (("--rounds", args.rounds), ("--threads", args.threads)):
         if value is not None and value < 1:

@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_config(args):
     from sftmix.config import split_overrides
-    from sftmix.errors import UserError
+    from core.errors import UserError
 
     from bench.config import experiment_path, load_run_config
 

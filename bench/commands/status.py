@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from bench.pipeline.status import render_status, stage_rows
-    from sftmix.io import write_json
+    from core.io import write_json
 
     rows, header = stage_rows(args.run_dir)
     print(render_status(rows, header))

@@ -26,8 +26,8 @@ def run(args) -> int:
     from pathlib import Path
 
     from bench.tables import render_table
-    from sftmix.errors import UserError
-    from sftmix.io import write_text
+    from core.errors import UserError
+    from core.io import write_text
 
     if args.resamples < 1:
         raise UserError(f"--resamples must be >= 1 (the bootstrap's resample count), got {args.resamples}")

@@ -27,7 +27,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from bench.view import write_report
-    from sftmix.errors import UserError
+    from core.errors import UserError
 
     out = Path(args.out)
     if out.is_dir():  # a folder: the report goes inside it

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from sftmix.errors import UserError
-from sftmix.io import hash_obj
+from core.errors import UserError
+from core.io import hash_obj
 
 from .fields import TRAIN_FIELDS, item_fields, item_texts
 from .ngram import EvalText, detect
@@ -64,7 +64,7 @@ def rows_hash(rows: Sequence[dict]) -> str:
     """Short sha256 of the rows as loaded (row by row: the whole set is never serialised at once)."""
     import hashlib
 
-    from sftmix.io import stable_json
+    from core.io import stable_json
 
     h = hashlib.sha256()
     for row in rows:

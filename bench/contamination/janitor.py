@@ -37,7 +37,7 @@ def _janitor_module():
 
     Importing it prints a warning that its optional C++ helper is missing (stdout and a traceback on stderr);
     we only use its pure-Python normalisation, so that noise is swallowed."""
-    from sftmix.io import package_file
+    from core.io import package_file
 
     path = package_file("lm_eval", "decontamination/janitor.py")
     if path is None:

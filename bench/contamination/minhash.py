@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Sequence
 
-from sftmix.errors import UserError
+from core.errors import UserError
 
 from .fields import train_texts
 from .ngram import EvalText, Findings

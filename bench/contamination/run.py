@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from sftmix.errors import UserError
-from sftmix.io import data_identity
+from core.errors import UserError
+from sftmix.sources import data_identity
 
 from ..rundir import ContaminationReport, Provenance, RunConfigRecord, RunDir
 from .check import check

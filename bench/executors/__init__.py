@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 
-from sftmix.registry import Registry
+from core.registry import Registry
 
 from .base import Executor, Job
 

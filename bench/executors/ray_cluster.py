@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sftmix.errors import UserError
+from core.errors import UserError
 
 from .base import Executor, Job, worker_env
 

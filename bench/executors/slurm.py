@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from sftmix.errors import UserError
+from core.errors import UserError
 
 from .base import Executor, Job
 

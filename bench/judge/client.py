@@ -19,7 +19,7 @@ by ``api_key_env`` and never written anywhere: it is scrubbed from every error m
 record.
 
 Ctrl-C while judging cancels every queued request (never sent) and waits for the ones in flight, whose verdicts
-are cached; a second Ctrl-C stops at once, abandoning those in flight. Either way :class:`~sftmix.errors.Interrupted`
+are cached; a second Ctrl-C stops at once, abandoning those in flight. Either way :class:`~core.errors.Interrupted`
 says what was kept, and a re-run asks only the rest.
 """
 from __future__ import annotations
@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from sftmix.errors import Interrupted, UserError, first_line
-from sftmix.io import hash_obj
+from core.errors import Interrupted, UserError, first_line
+from core.io import hash_obj
 
 from ..rundir.judgments import FAILURES, JudgeLog, JudgeLogEntry, Verdict  # noqa: F401 (re-exported)
 

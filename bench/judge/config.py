@@ -10,11 +10,11 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from sftmix.errors import UserError, first_line
-from sftmix.io import hash_obj
+from core.errors import UserError, first_line
+from core.io import hash_obj
 from sftmix.keyschema import JUDGE_FINGERPRINT_ADDED, without_added
-from sftmix.registry import nearest
-from sftmix.schema import SCHEMA, field_types, one_line
+from core.registry import nearest
+from core.schema import SCHEMA, field_types, one_line
 
 from .client import JudgeRequest
 from .parser import Parser, parser_from_config

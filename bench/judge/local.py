@@ -30,7 +30,7 @@ class LocalJudge(BaseJudge):
             tokenizer = AutoTokenizer.from_pretrained(model_path)
             model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(device)
         if not getattr(tokenizer, "chat_template", None):
-            from sftmix.errors import UserError
+            from core.errors import UserError
 
             raise UserError(f"judge model {model_path or 'in memory'} has no chat template: a judge must be a chat "
                             "(instruct) model")

@@ -23,7 +23,7 @@ import re
 import string
 from collections import Counter
 
-from sftmix.io import hash_obj
+from core.io import hash_obj
 
 from .client import BaseJudge, JudgeRequest, Verdict
 

@@ -39,7 +39,7 @@ def run_perf(
 ) -> PerfReport:
     """Run the chosen sections; write ``perf-<device>.md`` / ``.json`` under ``out`` (unless None). ``configs``
     replaces the step section's configurations (e.g. the GPU's on CPU, to rehearse them)."""
-    from sftmix.errors import UserError
+    from core.errors import UserError
 
     known = set(STEP_CONFIGS) | set(CUDA_STEP_CONFIGS)
     if configs and not set(configs) <= known:
@@ -187,7 +187,7 @@ def run_perf(
     rep.wall_s = time.perf_counter() - t_start
     rep.targets = evaluate_targets(rep.sections)
     if out is not None:
-        from sftmix.io import write_json
+        from core.io import write_json
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

@@ -6,8 +6,8 @@ import sys
 import time
 from pathlib import Path
 
-from sftmix.errors import UserError
-from sftmix.io import write_text
+from core.errors import UserError
+from core.io import write_text
 
 from ..config import RunConfig
 from ..rundir import Provenance, RunDir
@@ -141,7 +141,7 @@ def _stages_and_report(cfg: RunConfig, runner: Runner, out: Path, before: Proven
 def _record_stop(rd: RunDir, e: BaseException) -> None:
     """A run that stops (an error, Ctrl-C, SIGTERM) says so in provenance.json, with how to go on: never a
     "running" left behind by a process that is gone."""
-    from sftmix.errors import first_line
+    from core.errors import first_line
 
     interrupted = isinstance(e, KeyboardInterrupt)
     try:

@@ -6,8 +6,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sftmix.errors import UserError
-from sftmix.io import data_identity, hash_obj
+from core.errors import UserError
+from sftmix.sources import data_identity
+from core.io import hash_obj
 from sftmix.variants import Variant
 
 from ..config import RunConfig

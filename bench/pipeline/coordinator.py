@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 
-from sftmix.errors import UserError
+from core.errors import UserError
 
 from ..rundir import JudgeLog, StageState
 from ..rundir.paths import read_json, write_json

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from sftmix.io import data_identity, hash_obj
+from sftmix.sources import data_identity
+from core.io import hash_obj
 from sftmix.keyschema import (GENERATE_ADDED, hashed_section, score_extras, task_key, variant_stage_key,
                               without_added)
 from sftmix.variants import Variant

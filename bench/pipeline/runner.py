@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sftmix.errors import UserError
-from sftmix.registry import nearest
+from core.errors import UserError
+from core.registry import nearest
 
 from ..config import RunConfig
 from .context import RunContext

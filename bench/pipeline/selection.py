@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sftmix.errors import UserError
+from core.errors import UserError
 from sftmix.variants import Variant, get_variant
 
 from ..config import RunConfig

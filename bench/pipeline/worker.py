@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sftmix.errors import UserError
+from core.errors import UserError
 
 from ..executors.base import open_log
 from ..lock import StageLock

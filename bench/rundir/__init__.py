@@ -7,10 +7,10 @@ write them only through its records, so the format has one owner.
 The format is versioned: ``rundir.json`` holds ``{"format": FORMAT, "version": VERSION}``. A directory without it
 predates the stamp and has the layout of version 1, so it is read as version 1. A directory stamped with a version
 this bench cannot read (older than ``MIN_VERSION`` or newer than ``VERSION``) is refused with a one-line
-:class:`~sftmix.errors.UserError` (the CLI's exit 2), never half-read.
+:class:`~core.errors.UserError` (the CLI's exit 2), never half-read.
 
 Reading imports nothing from ``sftmix`` (the tables must not depend on the training side); the CLI's shared error
-type and the atomic writers of :mod:`sftmix.io` are imported only when an error is raised or a file is written.
+type and the atomic writers of :mod:`core.io` are imported only when an error is raised or a file is written.
 
 The package: :mod:`~bench.rundir.paths` (:class:`RunDir`: the names of every file, the read/write helpers),
 :mod:`~bench.rundir.records` (the typed records with ``read``/``write``), :mod:`~bench.rundir.judgments` (verdicts

@@ -116,7 +116,7 @@ def read_generations(path: Path) -> list[GenerationRecord]:
     except UnicodeDecodeError as e:
         fail(f"{path}: not UTF-8 text (byte {e.start}): the file is damaged - delete it to generate it again")
     except OSError as e:
-        from sftmix.errors import os_error
+        from core.errors import os_error
 
         raise os_error(e, "read", path) from None
     return records

@@ -171,7 +171,7 @@ class JudgeLog:
                 with open(self.path, "a", encoding="utf-8") as f:
                     f.write(line + "\n")
             except OSError as e:
-                from sftmix.errors import os_error
+                from core.errors import os_error
 
                 raise os_error(e, path=self.path) from None
 
@@ -200,7 +200,7 @@ class JudgeLog:
                     with open(self.path, "a", encoding="utf-8") as f:
                         f.write(text if text.endswith("\n") else text + "\n")
                 except OSError as e:
-                    from sftmix.errors import os_error
+                    from core.errors import os_error
 
                     raise os_error(e, path=self.path) from None
         other.unlink()

@@ -25,7 +25,7 @@ TABLE_EXT = {"md": "md", "csv": "csv", "latex": "tex", "tex": "tex"}
 
 def fail(message: str) -> NoReturn:
     """Raise the CLI's one-line error (exit 2) for bad input found in a run directory."""
-    from sftmix.errors import UserError
+    from core.errors import UserError
 
     raise UserError(message)
 
@@ -67,20 +67,20 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def write_json(path: Path, obj: Any) -> None:
     """Atomically, as indented sorted JSON (the format of every ``.json`` record here)."""
-    from sftmix.io import write_json as _write
+    from core.io import write_json as _write
 
     _write(path, obj)
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
     """Atomically, one canonical JSON object per line."""
-    from sftmix.io import stable_json, write_text
+    from core.io import stable_json, write_text
 
     write_text(path, "".join(stable_json(r) + "\n" for r in records))
 
 
 def write_text(path: Path, text: str) -> None:
-    from sftmix.io import write_text as _write
+    from core.io import write_text as _write
 
     _write(path, text)
 

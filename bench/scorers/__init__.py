@@ -11,7 +11,7 @@ Add one: a module in this package that subclasses :class:`~bench.scorers.base.Sc
 """
 from __future__ import annotations
 
-from sftmix.registry import Registry
+from core.registry import Registry
 
 from .base import Metric, Scorer, ScoreResult
 

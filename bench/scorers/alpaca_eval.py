@@ -31,7 +31,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from sftmix.errors import first_line
+from core.errors import first_line
 
 from bench.judge import JudgeConfig, JudgeRequest
 
@@ -222,7 +222,7 @@ class AlpacaEvalScorer(ChatScorer):
 
     def select_items(self, task, items, judge_kind):
         if judge_kind == "reference":
-            from sftmix.errors import UserError
+            from core.errors import UserError
 
             raise UserError(f"task {task.name} needs an LLM judge (pairwise): pass --judge-model/--judge-base-url")
         return items

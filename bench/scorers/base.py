@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Union
 
-from sftmix.errors import UserError
+from core.errors import UserError
 
 from bench.backends.base import Generation, GenRequest, LoglikRequest
 

@@ -7,7 +7,7 @@ request step. The judged scorers (:mod:`.mt_bench`, :mod:`.mt_bench_pair`, :mod:
 """
 from __future__ import annotations
 
-from sftmix.errors import UserError
+from core.errors import UserError
 
 from .base import GenRequest, Scorer
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import string
 
-from sftmix.errors import UserError
+from core.errors import UserError
 
 from . import SCORERS
 from .base import GenRequest, Metric, Scorer, ScoreResult

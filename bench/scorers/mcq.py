@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from sftmix.errors import UserError
+from core.errors import UserError
 
 from bench.task_fields import answer_index, parse_choices
 

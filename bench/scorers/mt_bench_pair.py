@@ -158,7 +158,7 @@ class MTBenchPairScorer(ChatScorer):
 
     def select_items(self, task, items, judge_kind):
         if judge_kind == "reference":
-            from sftmix.errors import UserError
+            from core.errors import UserError
 
             raise UserError(f"task {task.name}: judge.mode: pairwise needs an LLM judge (the reference rubric rates "
                             "one answer at a time): pass --judge-model/--judge-base-url or judge.local")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 
-from sftmix.errors import UserError
+from core.errors import UserError
 
 from . import SCORERS
 from .base import LoglikRequest, Metric, Scorer, ScoreResult

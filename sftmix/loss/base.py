@@ -20,8 +20,8 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from ..errors import UserError
-from ..registry import Registry
+from core.errors import UserError
+from core.registry import Registry
 from .ntp import KERNELS
 from .transform import IDENTITY, LogitTransform, logit_transform
 

@@ -30,7 +30,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..errors import UserError
+from core.errors import UserError
 from .transform import LogitTransform
 
 log = logging.getLogger("sftmix")

@@ -12,8 +12,8 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from core.errors import UserError
 from ..constants import IGNORE_INDEX, PAIRINGS
-from ..errors import UserError
 from ..pairing import mix_pair_mask
 from .base import LossContext, LossOptions, LossOutput, SFTLoss, register_loss
 from .irdro import irdro_loss

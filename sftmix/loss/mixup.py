@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.errors import UserError
 from ..constants import IGNORE_INDEX
-from ..errors import UserError
 from .head import _full_logits, _lean_or_fallback
 from .kernel import Terms, fused_linear_cross_entropy, kernel_chunk, linear_cross_entropy
 from .ntp import _shifted, ntp_loss

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.errors import UserError
 from ..constants import IGNORE_INDEX
-from ..errors import UserError
 from .head import _full_logits, _lean_or_fallback
 from .kernel import linear_cross_entropy
 from .transform import LogitTransform, logit_transform

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from ..errors import UserError
+from core.errors import UserError
 
 
 @dataclass(frozen=True)

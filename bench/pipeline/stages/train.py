@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sftmix.errors import UserError
-from sftmix.io import write_text
+from core.errors import UserError
+from core.io import write_text
 from sftmix.variants import Variant
 
 from ..context import RunContext

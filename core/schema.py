@@ -2,7 +2,7 @@
 
 Configs (:mod:`sftmix.config`, :mod:`bench.config`), task YAML (:mod:`bench.task_schema`) and judge YAML
 (:mod:`bench.judge.config`) are pydantic models (``extra="forbid"``); :func:`one_line` turns the first error of a
-:class:`~pydantic.ValidationError` into a :class:`~sftmix.errors.UserError` of one line: an unknown key with the
+:class:`~pydantic.ValidationError` into a :class:`~core.errors.UserError` of one line: an unknown key with the
 nearest known one ("did you mean"), a missing key, or a bad value with what the schema expects and the value given.
 """
 from __future__ import annotations

@@ -27,7 +27,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The one way this project writes a file: a crash, a full disk or a Ctrl-C leaves the old file (or none), never
     half a file. An OS error on the way (ENOSPC, EROFS, EACCES, ``path`` a directory...) becomes a one-line
-    :class:`~sftmix.errors.UserError` naming ``path`` and what to do. The file gets the mode a plain ``open()``
+    :class:`~core.errors.UserError` naming ``path`` and what to do. The file gets the mode a plain ``open()``
     would give (0666 less the umask), not mkstemp's private 0600."""
     from .errors import os_error
 
@@ -82,10 +82,10 @@ def hash_file(path: str | os.PathLike, n: int = 16) -> str:
 
 def data_identity(source: str) -> dict:
     """Hash of a training data set: file contents for a local file (``toy``: the bundled one), the id for a hub set."""
-    from .toydata import BUNDLED  # not sftmix.data: a no-op re-run must not pay for torch's import
+    from sftmix.sources import BUNDLED  # not sftmix.data: a no-op re-run must not pay for torch's import
 
     if source.startswith(("bigbench:", "bbh:")):  # the task files' contents (the split is a function of them)
-        from . import bbh, bigbench
+        from sftmix import bbh, bigbench
         from .errors import UserError
 
         module = bbh if source.startswith("bbh:") else bigbench

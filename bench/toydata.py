@@ -1,4 +1,4 @@
-"""Deterministic generator of the small synthetic data the project bundles (``python -m sftmix.toydata``).
+"""Deterministic generator of the small synthetic data the project bundles (``python -m bench.toydata``).
 
 Longer than ~350 lines because most of it is word lists and templates (data), not logic.
 
@@ -17,7 +17,7 @@ import json
 import random
 from pathlib import Path
 
-from .io import write_text
+from core.io import write_text
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 BUNDLED = {"toy": ASSETS_DIR / "toy_train.jsonl"}  # data names that resolve to a bundled file
