@@ -9,7 +9,9 @@ training (new subjects, number pairs, word lists, words). ``toy_mcq`` and the ot
 the training data teaches (capitals, opposites) in its own phrasing: a tiny model trained for a minute on CPU
 learns those and nothing held out, so they are what shows that training worked (the CI regression relies on it;
 the held-out items stay near 0 for it). ``corpus.txt`` (all of it plus generic English) trains the tiny preset's
-tokenizer.
+tokenizer. The training half (``toy_train.jsonl``, ``corpus.txt``) ships with the recipe (``sftmix/assets``), the
+evaluation half with bench (``bench/assets``, the toy task YAMLs' fallbacks): one generator, since the evaluation
+sets are drawn beside (and disjoint from, or recalling) the training rows.
 """
 from __future__ import annotations
 
@@ -18,11 +20,13 @@ import random
 from pathlib import Path
 
 from core.io import write_text
+from sftmix.sources import ASSETS_DIR as TRAIN_DIR
 
-ASSETS_DIR = Path(__file__).resolve().parent / "assets"
-BUNDLED = {"toy": ASSETS_DIR / "toy_train.jsonl"}  # data names that resolve to a bundled file
+EVAL_DIR = Path(__file__).resolve().parent / "assets"  # the toy tasks' data (package data: task YAML fallbacks)
 SEED = 1234
-FILES = ("toy_train.jsonl", "toy_open.jsonl", "toy_mcq.jsonl", "toy_exact.jsonl", "corpus.txt")
+# Training halves ship with the recipe (``toy`` data, the tiny preset's tokenizer corpus); evaluation halves with bench.
+FILES = {"toy_train.jsonl": TRAIN_DIR, "corpus.txt": TRAIN_DIR, "toy_open.jsonl": EVAL_DIR,
+         "toy_mcq.jsonl": EVAL_DIR, "toy_exact.jsonl": EVAL_DIR}
 
 WORDS = [
     "apple", "river", "stone", "cloud", "tiger", "garden", "window", "pencil", "candle", "forest", "bottle", "mirror",
@@ -372,9 +376,9 @@ def _corpus(rng: random.Random, train, open_rows, mcq, exact) -> list[str]:
     return [ln for ln in lines if ln]
 
 
-def write_assets(out_dir: str | Path = ASSETS_DIR, seed: int = SEED) -> list[Path]:
-    """Generate and (atomically) write every toy file into ``out_dir``; returns the paths."""
-    out_dir = Path(out_dir)
+def write_assets(out_dir: str | Path | None = None, seed: int = SEED) -> list[Path]:
+    """Generate and (atomically) write every toy file, into ``out_dir`` when given, else each where it ships
+    (:data:`FILES`); returns the paths."""
     data = generate(seed)
 
     def jsonl(rows):
@@ -389,8 +393,9 @@ def write_assets(out_dir: str | Path = ASSETS_DIR, seed: int = SEED) -> list[Pat
     }
     paths = []
     for name, text in texts.items():
-        write_text(out_dir / name, text)
-        paths.append(out_dir / name)
+        path = (Path(out_dir) if out_dir is not None else FILES[name]) / name
+        write_text(path, text)
+        paths.append(path)
     return paths
 
 

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from .errors import os_error
+
 
 def _umask() -> int:
     # os.umask can only be read by setting it; done once, at import, before any thread writes files.
@@ -29,8 +31,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     half a file. An OS error on the way (ENOSPC, EROFS, EACCES, ``path`` a directory...) becomes a one-line
     :class:`~core.errors.UserError` naming ``path`` and what to do. The file gets the mode a plain ``open()``
     would give (0666 less the umask), not mkstemp's private 0600."""
-    from .errors import os_error
-
     path = Path(path)
     if path.is_dir():
         raise os_error(IsADirectoryError(21, "Is a directory"), path=path)
@@ -78,26 +78,6 @@ def hash_file(path: str | os.PathLike, n: int = 16) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()[:n]
-
-
-def data_identity(source: str) -> dict:
-    """Hash of a training data set: file contents for a local file (``toy``: the bundled one), the id for a hub set."""
-    from sftmix.sources import BUNDLED  # not sftmix.data: a no-op re-run must not pay for torch's import
-
-    if source.startswith(("bigbench:", "bbh:")):  # the task files' contents (the split is a function of them)
-        from sftmix import bbh, bigbench
-        from .errors import UserError
-
-        module = bbh if source.startswith("bbh:") else bigbench
-        try:  # the rows also depend on how they are rendered and split: ROWS_VERSION
-            return {"source": source, "rows_version": module.ROWS_VERSION,
-                    "sha256_16": hash_obj([hash_file(p) for p in module.source_files(source)])}
-        except UserError:  # not on this machine: validation reports it (a dry run plans anyway)
-            return {"source": source, "missing": True}
-    path = Path(BUNDLED.get(source, source))
-    if path.is_file():
-        return {"source": source, "sha256_16": hash_file(path)}
-    return {"source": source, "hub": True}
 
 
 def package_file(package: str, relative: str) -> Path | None:
