@@ -20,7 +20,7 @@ from ..rundir import JudgeLog, StageState
 from ..rundir.paths import read_json, write_json
 from .graph import Stage
 from .state import mark, read_state
-from .worker import execute, where
+from .execution import execute, where
 
 FINISHED = ("done", "incomplete")
 
