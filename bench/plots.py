@@ -8,6 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+from core.io import atomic_path
 
 from .rundir import RunDir, TaskSummary, TrainRecord, fail
 
@@ -16,31 +19,45 @@ LOSS_KEYS = {"loss": "-", "ntp_loss": "--", "mixup_loss": ":"}
 
 
 def _figure(figsize):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # matplotlib costs ~0.3 s to import: only when a figure is drawn
 
     return Figure(figsize=figsize)
 
 
 def _save(fig, path: Path) -> Path:
-    from core.io import atomic_path  # only when writing (reading a run directory needs nothing from sftmix)
-
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     return path
 
 
-def plot_confidence(run_dir: str | Path) -> Path | None:
-    """``plots/confidence.png``: the confidence histogram with the median split (``sftmix.dynamics``'s plot)."""
-    rd = RunDir(run_dir)
-    src = rd.confidence()
+def confidence_figure(run_dir: str | Path):
+    """The histogram of the training-dynamics confidences with the median split, from the run's confidence table
+    (``dynamics/confidence.parquet``: ``confidence`` and ``split`` per example), or None without one."""
+    src = RunDir(run_dir).confidence()
     if not src.exists():
         return None
-    from sftmix.dynamics import plot_histogram, read_table  # heavy (torch) import, only when there is a table
+    try:
+        df = pd.read_parquet(src, columns=["confidence", "split"])
+    except Exception as e:  # pyarrow raises several types for a damaged file or a missing column
+        fail(f"{src}: not a readable confidence table ({type(e).__name__})")
+    conf, split = df["confidence"].to_numpy(), df["split"].astype(str).to_numpy()
+    fig = _figure((6, 3.5))
+    ax = fig.add_subplot()
+    for i, label in enumerate(sorted(set(split))):  # confident, unconfident
+        ax.hist(conf[split == label], bins=30, alpha=0.7, color=f"C{i}", label=label)
+    ax.axvline(float(np.median(conf)), color="k", linestyle="--", label="median")
+    ax.set_xlabel("confidence = -mean perplexity over checkpoints")
+    ax.set_ylabel("examples")
+    ax.set_title(f"Training dynamics ({len(conf)} examples)")
+    ax.legend()
+    return fig
 
-    out = rd.plot("confidence")
-    plot_histogram(read_table(src), out)
-    return out
+
+def plot_confidence(run_dir: str | Path) -> Path | None:
+    """``plots/confidence.png``: the confidence histogram with the median split (as ``bench dynamics`` draws it)."""
+    fig = confidence_figure(run_dir)
+    return None if fig is None else _save(fig, RunDir(run_dir).plot("confidence"))
 
 
 def _train_logs(run_dir: Path) -> dict[str, list[dict]]:
