@@ -1,7 +1,7 @@
 """CI regression on small models: re-run the `ci` experiment and compare its scores with a committed baseline.
 
 ``results/ci/baseline.json`` holds, per (variant, task), the headline metrics of a `bench run --config ci` (read from
-its run directory through :mod:`bench.rundir`), plus each
+its run directory by :mod:`bench.baseline`, the reporting half, which imports no training code), plus each
 variant's final training loss, with the tolerances they are checked against. CPU training with fixed seeds is
 deterministic on a given torch build, so the tolerances only absorb floating-point drift across machines and
 library patch releases; a real change in the recipe or the harness moves the numbers well beyond them.
@@ -22,59 +22,19 @@ import tempfile
 from pathlib import Path
 
 from core.io import write_json
+from sftmix.presets import resolve_model
 
-from .rundir import RunDir, TaskSummary, TrainRecord
-from .rundir.generations import read_generations
-
-ROOT = Path(__file__).resolve().parents[1]
-BASELINE = ROOT / "results" / "ci" / "baseline.json"
-# Absolute tolerances per metric (rates in [0, 1], judge scores on 1-10, losses in nats).
-TOLERANCES = {"acc": 0.05, "acc_norm": 0.05, "exact_match": 0.05, "overall": 0.25, "turn1": 0.25, "turn2": 0.25,
-              "final_loss": 0.05, "answer_loglik": 0.05}
-
-
-def collect(run_dir: str | Path) -> dict:
-    """Headline metrics of a finished run: {variant: {task/metric: value, "final_loss": value}}, plus the
-    multiple-choice tasks' mean log-likelihood of the correct option."""
-    rd = RunDir(run_dir).check()
-    out: dict[str, dict] = {}
-    for path in rd.summaries():
-        s = TaskSummary.read(path)
-        for k, v in s.metrics.items():
-            if k in TOLERANCES and v is not None:
-                out.setdefault(s.variant, {})[f"{s.task}/{k}"] = v
-    # A continuous metric that moves with any change to the model, even when accuracies sit at chance:
-    # the mean log-likelihood of the correct option over the multiple-choice items.
-    for path in rd.generation_files():
-        lls = [r.logliks[r.answer] for r in read_generations(path) if r.logliks is not None]
-        if lls:
-            out.setdefault(path.parent.name, {})[f"{path.stem}/answer_loglik"] = sum(lls) / len(lls)
-    for train in rd.train_records():
-        losses = TrainRecord.read(train).losses()
-        if losses:
-            out.setdefault(train.parent.name, {})["final_loss"] = losses[-1]
-    return out
-
-
-def compare(current: dict, baseline: dict, tolerances: dict = TOLERANCES) -> list[str]:
-    """Each metric outside its tolerance (or missing) as one line; empty when the run matches the baseline."""
-    problems = []
-    for variant, metrics in baseline.items():
-        for key, want in metrics.items():
-            got = current.get(variant, {}).get(key)
-            tol = tolerances[key.split("/")[-1]]
-            if got is None:
-                problems.append(f"{variant} {key}: missing (baseline {want})")
-            elif abs(got - want) > tol:
-                problems.append(f"{variant} {key}: {got:.4f} vs baseline {want:.4f} (tolerance ±{tol})")
-    return problems
+from .backends import get_backend
+from .baseline import BASELINE, TOLERANCES, collect, compare
+from .config import experiment_path, load_run_config
+from .generate import generate_task, record_metrics
+from .pipeline import run_pipeline
+from .scorers import get_scorer
+from .tasks import load_task
 
 
 def run_ci(out_dir: str | Path) -> dict:
     """Run the `ci` experiment into ``out_dir`` and return :func:`collect` of it."""
-    from .config import experiment_path, load_run_config
-    from .pipeline import run_pipeline
-
     cfg = load_run_config(experiment_path("ci"), {"run.out": str(out_dir)})
     run_pipeline(cfg, progress=False)
     return collect(out_dir)
@@ -83,14 +43,6 @@ def run_ci(out_dir: str | Path) -> dict:
 def score_untrained(overrides: dict | None = None) -> dict:
     """The `ci` experiment's model before any training, scored as the run scores its variants (same tasks, items,
     backend and generation settings), on the tasks that need no judge: ``{task/metric: value}``."""
-    from sftmix.presets import resolve_model
-
-    from .backends import get_backend
-    from .config import experiment_path, load_run_config
-    from .generate import generate_task, record_metrics
-    from .scorers import get_scorer
-    from .tasks import load_task
-
     cfg = load_run_config(experiment_path("ci"), dict(overrides or {}))
     g = cfg.generation
     opts = {"template": cfg.model.template, "batch_size": g.batch_size, "progress": False} if g.backend == "hf" else {}
