@@ -8,7 +8,8 @@ PY=${PYTHON:-python3}
 # The CPU torch pin first: an unpinned torch would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q torch==2.13.0
 .venv/bin/python -m pip install -q -e '.[test,judge-lc,view,slurm,ray,contamination]'  # judge-lc: alpaca-eval's LC
-# GLM; view: playwright; slurm, ray: the executors (submitit, ray); contamination: datasketch.
+# GLM; view: playwright; slurm, ray: the executors (submitit, ray); contamination: datasketch; test: pytest, peft, trl and
+# import-linter (the layering contracts in pyproject.toml, tests/test_layers.py).
 # Real parts the tests drive, never downloaded by pip or Playwright: Debian's Chromium for bench view's browser tests,
 # and a one-node Slurm cluster (slurmctld, slurmd, slurm-client, munge) for the executor tests. Installed with apt
 # when missing and this is a root shell with apt (a CI runner); otherwise those tests skip, saying why.
