@@ -42,6 +42,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.errors import UserError
+from core.io import hash_file
 
 TOLERANCE = 1e-6
 
@@ -332,7 +333,6 @@ def run(peer_dir: str | Path) -> tuple[dict, list[Check]]:
 def provenance(peer: Path) -> dict:
     """How these figures were made: our code and packages, and a content hash of every peer file read."""
     from bench.provenance import git_commit, package_versions
-    from core.io import hash_file
 
     files = sorted(p for p in peer.rglob("*") if p.is_file() and p.suffix in (".json", ".jsonl", ".csv", ".txt"))
     return {"git": git_commit(), "packages": package_versions(), "peer_dir": str(peer),

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from core.io import write_json
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peer-dir", required=True, help="folder with fastchat/ and/or alpaca_eval/ peer data")
@@ -15,7 +17,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from bench import conformance
-    from core.io import write_json
 
     figures, checks = conformance.run(args.peer_dir)
     print(conformance.render(checks))

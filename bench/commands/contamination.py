@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from types import SimpleNamespace
 
+from core.io import write_text
+
 ACCEPTS_OVERRIDES = True
 
 
@@ -53,7 +55,6 @@ def run(args) -> int:
 
     from bench.contamination import dirty_rows, summary_lines
     from bench.contamination.run import check_config, store
-    from core.io import write_text
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     cfg = _config(args)

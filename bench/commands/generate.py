@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from core.errors import UserError
+from core.io import write_json
 
 ACCEPTS_OVERRIDES = True
 DEFAULT_TASKS = "toy_open,toy_mcq,toy_exact"
@@ -75,8 +76,6 @@ def default_out(model: str) -> Path:
 def _claim(out: Path, model: str, model_path: str, force: bool, data_paths: dict | None = None) -> None:
     """Refuse to mix two models' generations (and scores) in one folder; record whose they are, and the local
     data each task was read from (``bench judge`` reads the same)."""
-    from core.io import write_json
-
     from bench.rundir import RunDir
 
     marker = RunDir(out).generate_marker
@@ -152,7 +151,6 @@ def run(args: argparse.Namespace) -> int:
     from bench.generate import generate_task, record_metrics
     from bench.rundir import RunDir
     from bench.tasks import load_task
-    from core.io import write_json
 
     run_defaults(args)
     args.tasks = DEFAULT_TASKS if args.tasks is None else args.tasks

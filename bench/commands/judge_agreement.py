@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from core.io import write_json
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peer-dir", help="folder in ../shared/peer's layout (default: ../shared/peer beside the "
@@ -16,7 +18,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from bench import agreement as ag
-    from core.io import write_json
 
     peer = args.peer_dir or ag.default_peer_dir()
     human = ag.read_votes(ag.peer_file("fastchat/human/mt_bench_human.csv", peer))

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from core.errors import UserError
+from core.io import write_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,7 +38,6 @@ def run(args) -> int:
     from bench.config import JudgeArgs
     from bench.judge.ledger import CostLedger, estimate
     from bench.rundir import write_jsonl
-    from core.io import write_json
 
     for flag, value in (("--limit", args.limit), ("--concurrency", args.concurrency)):
         if value is not None and value < 1:

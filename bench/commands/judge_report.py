@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from core.io import write_json
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", nargs="+", metavar="RUN", help="run directories (bench run --out, or bench judge folders)")
@@ -14,7 +16,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from bench.reliability import describe
     from bench.rundir import RunDir, TaskSummary, fail
-    from core.io import write_json
 
     out: dict = {}
     for run_dir in args.run:

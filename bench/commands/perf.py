@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from core.errors import UserError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from bench.perf import SECTIONS
@@ -28,8 +30,6 @@ def run(args) -> int:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    from core.errors import UserError
-
     for flag, value in (("--rounds", args.rounds), ("--threads", args.threads)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be >= 1, got {value}")

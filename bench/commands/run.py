@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from core.errors import UserError
+
 ACCEPTS_OVERRIDES = True
 
 
@@ -36,7 +38,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_config(args):
     from sftmix.config import split_overrides
-    from core.errors import UserError
 
     from bench.config import experiment_path, load_run_config
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from core.io import write_json
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN", help="a bench run directory")
@@ -13,7 +15,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from bench.pipeline.status import render_status, stage_rows
-    from core.io import write_json
 
     rows, header = stage_rows(args.run_dir)
     print(render_status(rows, header))

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from core.errors import UserError
+from core.io import write_text
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from bench.tables import FORMATS, LAYOUTS
@@ -26,8 +29,6 @@ def run(args) -> int:
     from pathlib import Path
 
     from bench.tables import render_table
-    from core.errors import UserError
-    from core.io import write_text
 
     if args.resamples < 1:
         raise UserError(f"--resamples must be >= 1 (the bootstrap's resample count), got {args.resamples}")

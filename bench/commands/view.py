@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from core.errors import UserError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from bench.tables import LAYOUTS
@@ -27,7 +29,6 @@ def run(args) -> int:
     from pathlib import Path
 
     from bench.view import write_report
-    from core.errors import UserError
 
     out = Path(args.out)
     if out.is_dir():  # a folder: the report goes inside it

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from core.errors import UserError
-from core.io import hash_obj
+from core.io import hash_obj, stable_json
 
 from .fields import TRAIN_FIELDS, item_fields, item_texts
 from .ngram import EvalText, detect
@@ -63,8 +63,6 @@ class Settings:
 def rows_hash(rows: Sequence[dict]) -> str:
     """Short sha256 of the rows as loaded (row by row: the whole set is never serialised at once)."""
     import hashlib
-
-    from core.io import stable_json
 
     h = hashlib.sha256()
     for row in rows:

@@ -19,6 +19,8 @@ import string
 from functools import lru_cache
 from typing import Callable, Iterator
 
+from core.io import package_file
+
 PORT = "bench port of lm_eval Janitor.normalize_string + word_ngrams"
 RULES = ("lm-eval Janitor: ASCII letters lower-cased, string.punctuation deleted, split on whitespace, word n-grams "
          "joined by one space")
@@ -37,8 +39,6 @@ def _janitor_module():
 
     Importing it prints a warning that its optional C++ helper is missing (stdout and a traceback on stderr);
     we only use its pure-Python normalisation, so that noise is swallowed."""
-    from core.io import package_file
-
     path = package_file("lm_eval", "decontamination/janitor.py")
     if path is None:
         return None

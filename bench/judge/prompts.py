@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UserError, first_line
+from core.io import atomic_path
 
 ENGINES = ("format", "jinja2", "replace_first")
 
@@ -142,8 +143,6 @@ def download_cached(url: str, sha256: str) -> Path:
     got = hashlib.sha256(data).hexdigest()
     if got != sha256:
         raise UserError(f"{url}: sha256 {got} does not match the pinned {sha256}; refusing to use it")
-    from core.io import atomic_path
-
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
     return target

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from core.errors import UserError
 from .protocol import run_worker
 from .report import PerfReport, machine_info, render_markdown
 from .shapes import CUDA_STEP_CONFIGS, DEFAULT_VLLM_PYTHON, SCALING_CONFIGS, SECTIONS, SHAPES, STEP_CONFIGS, vocab_label
@@ -39,8 +40,6 @@ def run_perf(
 ) -> PerfReport:
     """Run the chosen sections; write ``perf-<device>.md`` / ``.json`` under ``out`` (unless None). ``configs``
     replaces the step section's configurations (e.g. the GPU's on CPU, to rehearse them)."""
-    from core.errors import UserError
-
     known = set(STEP_CONFIGS) | set(CUDA_STEP_CONFIGS)
     if configs and not set(configs) <= known:
         raise UserError(f"unknown step configuration(s) {', '.join(sorted(set(configs) - known))}; choose from "

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.errors import UserError
+from core.errors import UserError, first_line
 from core.io import write_text
 
 from ..config import RunConfig
@@ -141,8 +141,6 @@ def _stages_and_report(cfg: RunConfig, runner: Runner, out: Path, before: Proven
 def _record_stop(rd: RunDir, e: BaseException) -> None:
     """A run that stops (an error, Ctrl-C, SIGTERM) says so in provenance.json, with how to go on: never a
     "running" left behind by a process that is gone."""
-    from core.errors import first_line
-
     interrupted = isinstance(e, KeyboardInterrupt)
     try:
         prov = Provenance.read(rd)

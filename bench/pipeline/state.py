@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from core.errors import UserError
+from core.io import file_problem, model_dir_problem
 
 from ..rundir import RunDir, StageState
 from ..rundir.paths import STATE  # noqa: F401  (re-exported)
@@ -50,8 +51,6 @@ def _damaged_output(stage: Stage) -> bool:
     """Whether a finished stage's output is damaged: a trained model (its weights against their sizes), a parquet
     table (its magic bytes), a JSON record or JSON-lines file (parses). A damaged training is resumed from its last
     checkpoint (or trained again) and saved again; the other stages run again, mostly from the cache."""
-    from core.io import file_problem, model_dir_problem
-
     for o in stage.outputs:
         why = model_dir_problem(o) if RunDir.of_model_dir(o) is not None else file_problem(o)
         if why:

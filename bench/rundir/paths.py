@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator, NoReturn
 
+from core.errors import UserError
 from .compat import FORMAT, MIN_VERSION, VERSION  # noqa: F401 (re-exported: the version lives with its rules)
 
 SEED_SEP = "@s"  # run.seeds: variant "sftmix" at seed 1 is "sftmix@s1" (variants/, generations/, scores/, state/)
@@ -25,8 +26,6 @@ TABLE_EXT = {"md": "md", "csv": "csv", "latex": "tex", "tex": "tex"}
 
 def fail(message: str) -> NoReturn:
     """Raise the CLI's one-line error (exit 2) for bad input found in a run directory."""
-    from core.errors import UserError
-
     raise UserError(message)
 
 
