@@ -85,9 +85,7 @@ def test_normalisation_rules():
 
 
 def test_without_lm_eval_the_port_runs_and_says_so(monkeypatch):
-    import core.io
-
-    monkeypatch.setattr(core.io, "package_file", lambda *a: None)  # as if lm_eval were not installed
+    monkeypatch.setattr(normalise_mod, "package_file", lambda *a: None)  # as if lm_eval were not installed
     normalise_mod._janitor_module.cache_clear()
     normalise_mod._functions.cache_clear()
     try:

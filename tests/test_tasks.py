@@ -208,7 +208,7 @@ def test_toy_tasks_load_from_bundled_assets():
     for name in TOY_TASKS:
         task = load_task(name)
         items = task.load_records(limit=5)
-        assert len(items) == 5 and task.source.startswith("package:sftmix")
+        assert len(items) == 5 and task.source.startswith("package:bench/assets/")
         assert task.count_items() >= 5
 
 
