@@ -8,6 +8,7 @@ attributes of :class:`TaskData`, so that this module does not import ``bench.tas
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 from contextlib import contextmanager
@@ -78,7 +79,7 @@ def load_references(task: TaskData) -> dict[str, list[str]]:
 def bigbench_spec(task: TaskData) -> dict:
     """``data.bigbench`` (BIG-bench task.json) or ``data.bbh`` (BIG-Bench Hard) resolved: ``{task, split, fractions,
     file}`` (the task is the name's parameter; ``file`` None when not at hand)."""
-    from sftmix import bbh, bigbench, splits
+    from sftmix import bbh, bigbench, splits  # ~0.1 s, bbh's download ~0.2 s more: only BIG-bench/BBH tasks pay
 
     key = "bbh" if task.data.get("bbh") else "bigbench"
     spec = dict(task.data.get(key) or {})
@@ -137,13 +138,13 @@ def describe_source(task: TaskData) -> str:
 
 def _offline() -> bool:
     """Offline by the variables, or (probed once per process) because the hub cannot be reached."""
-    from sftmix.hub import offline
+    from sftmix.hub import offline  # with bigbench and splits (one package import): only hub tasks pay
 
     return offline()
 
 
 def _load_hub(hub: dict) -> list[dict]:
-    import datasets
+    import datasets  # heavy (pyarrow, fsspec...): only tasks read from the hub or a data file pay
 
     split = hub.get("split", "train")
     if hub.get("data_files"):  # raw files in a hub repo, e.g. hf://datasets/tatsu-lab/alpaca_eval/...json
@@ -160,7 +161,7 @@ def _load_hub(hub: dict) -> list[dict]:
 
 def _read_auto(path: Path, task: TaskData) -> list[dict]:
     """json / jsonl / parquet / csv file, or a dataset folder, through `datasets` (works offline)."""
-    import datasets
+    import datasets  # heavy, as in _load_hub
 
     if not path.exists():
         raise UserError(f"task {task.name}: data file {path} does not exist")
@@ -201,8 +202,6 @@ def _read_auto(path: Path, task: TaskData) -> list[dict]:
 @contextmanager
 def _quiet(datasets):
     """No progress bars, and no log lines of datasets' own (a file it cannot read becomes our one error line)."""
-    import logging
-
     was = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     logger = logging.getLogger("datasets")
@@ -283,14 +282,12 @@ def _read_bigbench(path: Path | None, task: TaskData) -> list[dict]:
     """A BIG-bench JSON task (``data.bigbench``: the task, its split bucket and fractions; see
     :mod:`sftmix.bigbench`) as rows ``{id, category, prompt, choices, answer, input, split}``. ``path`` is a local
     copy (a folder of task folders, a task folder or a task.json); None: ``$BIGBENCH_TASKS_DIR``, then the package."""
-    from sftmix import bigbench
+    from sftmix import bigbench, splits  # as in bigbench_spec
 
     spec = bigbench_spec(task)
     rows = bigbench.load_items(spec["task"], path, spec["split"], spec["fractions"])
     if not rows:
-        from sftmix.splits import EmptySplit
-
-        raise EmptySplit(f"task {task.name}: no BIG-bench example in split {spec['split']!r} (fractions "
+        raise splits.EmptySplit(f"task {task.name}: no BIG-bench example in split {spec['split']!r} (fractions "
                          f"{list(spec['fractions'])})")
     return rows
 
@@ -300,14 +297,12 @@ def _read_bbh(path: Path | None, task: TaskData) -> list[dict]:
     ``{id, category, input, target, kind, choices, labels, targets, answer, split}``. ``path``: a local copy (a
     folder of ``<task>.json`` or the file); None: ``$BBH_DIR``, then the pinned download. A task whose kind does not
     match the task definition's (free-form under ``bbh``, which scores options) is refused in one line."""
-    from sftmix import bbh
+    from sftmix import bbh, splits  # as in bigbench_spec
 
     spec = bigbench_spec(task)
     rows = bbh.load_items(spec["task"], path, spec["split"], spec["fractions"])
     if not rows:
-        from sftmix.splits import EmptySplit
-
-        raise EmptySplit(f"task {task.name}: no BBH example in split {spec['split']!r} (fractions "
+        raise splits.EmptySplit(f"task {task.name}: no BBH example in split {spec['split']!r} (fractions "
                          f"{list(spec['fractions'])})")
     if task.kind == "mcq" and rows[0]["kind"] != "mcq":
         raise UserError(f"task {task.name}: BBH's {spec['task']} is free-form (no options): use "

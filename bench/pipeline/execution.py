@@ -14,6 +14,7 @@ from core.errors import UserError
 
 from ..lock import StageLock
 from .graph import Stage
+from .stages import run_stage
 from .state import mark, read_state, stage_status
 
 
@@ -28,8 +29,6 @@ def execute(runner, stage: Stage, place: dict, lock_wait_s: float = 0) -> str:
 
     A :class:`UserError` (bad data, bad config: it would fail again) is recorded as a deterministic failure; any
     other exception as a failure a retry may cure; an interrupt leaves the stage to resume."""
-    from .stages import run_stage
-
     ctx, out = runner.ctx, runner.out
     ex = runner.cfg.executor
     lock = StageLock(ctx.rd.stage_lock(stage.name), stage.name, ex.lock_mode, ex.lease_s)

@@ -8,7 +8,9 @@ from core.errors import UserError
 from core.registry import nearest
 
 from ..config import RunConfig
+from ..executors import get_executor
 from .context import RunContext
+from .coordinator import Coordinator
 from .graph import Stage, build_stages
 from .state import stage_status
 
@@ -39,9 +41,6 @@ class Runner:
 
     def run(self) -> dict:
         """Run every stage not done on ``cfg.executor``; return the names run and skipped, and request counters."""
-        from ..executors import get_executor
-        from .coordinator import Coordinator
-
         executor = get_executor(self.cfg, self.ctx.rd)
         try:
             return Coordinator(self, executor).run()

@@ -4,16 +4,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..lock import HOLDER
+from ..executors import EXECUTORS, get_executor
+from ..executors.processes import pid_alive
+from ..lock import HOLDER, RunLock
 from ..rundir.paths import read_json
 from .state import read_state
+from .worker import worker_runner
 
 
 def stage_rows(run_dir: str | Path) -> tuple[list[dict], dict]:
     """One dict per stage (name, status, and where/when/why) and a header (run, config hash, coordinator)."""
-    from ..executors import EXECUTORS, get_executor
-    from .worker import worker_runner
-
     runner = worker_runner(run_dir)
     rd = runner.ctx.rd
     executors: dict[str, object] = {}
@@ -35,8 +35,6 @@ def stage_rows(run_dir: str | Path) -> tuple[list[dict], dict]:
                         executors[kind] = get_executor(runner.cfg, rd)
                     row["alive"] = executors[kind].find(job) is not None
             elif st.status == "running":
-                from ..executors.processes import pid_alive
-
                 row["alive"] = row.get("host") is None or pid_alive(int(row.get("pid") or 0))
         elif st is not None:
             row["status"] = "stale"
@@ -47,7 +45,6 @@ def stage_rows(run_dir: str | Path) -> tuple[list[dict], dict]:
 
 def coordinator(root: Path) -> dict | None:
     """The live ``bench run`` holding the run directory (its holder file), or None."""
-    from ..lock import RunLock
 
     lock = RunLock(root)
     if not (root / HOLDER).exists():
