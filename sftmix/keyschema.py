@@ -55,6 +55,10 @@ GENERATE_ADDED: dict[str, Any] = {"limit_mode": "first"}
 # parametric/param, since the name says it all (bigbench:navigate); contamination, which no generation reads
 TASK_NOT_KEYED: frozenset[str] = frozenset({"data_hash", "source", "path", "layout", "parametric", "param",
                                             "contamination"})
+# package data files that moved with the same bytes (issue 24: the toy tasks' data, sftmix -> bench): a task's key
+# names the old place, so generations and scores made before the move keep their keys
+TASK_DATA_MOVED: dict[tuple[str, str], str] = {("bench", f"assets/{n}"): "sftmix"
+                                               for n in ("toy_mcq.jsonl", "toy_open.jsonl", "toy_exact.jsonl")}
 # variant options added later: left out while unset (falsy irdro_tau, no confidence_split)
 VARIANT_ADDED: dict[str, Any] = {"irdro_tau": 0.0, "confidence_split": None}
 # variant fields the train key holds at a fixed value: the description is prose, never what is trained
@@ -108,7 +112,15 @@ def removed_option(sections: Mapping[str, Any] | Any, section: str, name: str) -
 
 def task_key(task_fields: Mapping[str, Any]) -> dict[str, Any]:
     """A task definition (``dataclasses.asdict(task)``) as the generate and contamination keys see it."""
-    return {k: v for k, v in task_fields.items() if k not in TASK_NOT_KEYED}
+    def old_place(fb: Any) -> Any:
+        moved = isinstance(fb, dict) and TASK_DATA_MOVED.get((fb.get("package"), fb.get("file")))
+        return {**fb, "package": moved} if moved else fb
+
+    d = {k: v for k, v in task_fields.items() if k not in TASK_NOT_KEYED}
+    fb = (d.get("data") or {}).get("fallback")
+    if fb is not None:
+        d["data"] = {**d["data"], "fallback": [old_place(f) for f in fb] if isinstance(fb, list) else old_place(fb)}
+    return d
 
 
 def variant_key(variant_fields: Mapping[str, Any]) -> dict[str, Any]:
