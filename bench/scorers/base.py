@@ -22,15 +22,38 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Union
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Union
 
 from core.errors import UserError
 
-from bench.backends.base import Generation, GenRequest, LoglikRequest
+from bench.backends.base import Generation, GenRequest, GenSettings, LoglikRequest
 
 if TYPE_CHECKING:  # annotations only: scoring an mcq task must not import the judge client
     from bench.judge import JudgeConfig, JudgeRequest
-    from bench.tasks import Task
+
+
+class Task(Protocol):
+    """What a scorer reads of the task it scores (a :class:`bench.tasks.Task`): named here, not imported, since
+    ``bench.tasks`` asks the scorers for their kind (importing it back would close a circle)."""
+
+    name: str
+    kind: str
+    prompt: str | None
+    chat_template: bool
+    mcq_mode: str
+    reference_categories: list[str] | None
+    n_turns: int
+    target_delimiter: str
+
+    def item_labels(self, item: dict) -> list[str | None]: ...
+
+    def render_prompt(self, item: dict) -> str: ...
+
+    def continuations(self, item: dict) -> list[str]: ...
+
+    def messages(self, item: dict, turn: int = 0, answers: list[str] = ()) -> list[dict]: ...
+
+    def settings(self, item: dict | None = None, override: dict | None = None) -> GenSettings: ...
 
 
 @dataclass(frozen=True)
