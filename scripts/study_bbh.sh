@@ -21,6 +21,11 @@ for s in $SEEDS; do
   done_seeds=${done_seeds:+$done_seeds,}$s
   echo "study seeds=$done_seeds start $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/wall-times.txt"
   HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} "$BENCH" run --config study-bbh --out "$RUN" "seeds=$done_seeds" --force
+  # A finished training's checkpoints only served its resumption: ~1.3 GB per Mixup variant and seed, freed.
+  for st in "$RUN"/state/train__*@s"$s".json; do
+    [ -e "$st" ] && grep -q '"status": "done"' "$st" || continue
+    v=$(basename "$st" .json); rm -rf "$RUN/variants/${v#train__}/checkpoints"
+  done
   echo "study seeds=$done_seeds end $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/wall-times.txt"
   "$PY" scripts/study_report.py "$RUN" "$OUT" --near-duplicates \
     --group "held-out, 10 trained tasks=$HELD" --group "transfer, 2 BBH tasks=$TRANSFER" \
