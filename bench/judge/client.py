@@ -40,6 +40,7 @@ from core.errors import Interrupted, UserError, first_line
 from core.io import hash_obj
 
 from ..rundir.judgments import FAILURES, JudgeLog, JudgeLogEntry, Verdict  # noqa: F401 (re-exported)
+from .ledger import usage_count
 
 CACHE_KIND = "judge"
 
@@ -504,19 +505,6 @@ def _not_json(status: int, content_type: str, text: str):
                          "proxy login or a wrong --judge-base-url?")
 
 
-def _tokens(x: Any) -> int | None:
-    """A token count as an int, or None when the server sent something that is not a count."""
-    if isinstance(x, bool):
-        return None
-    if isinstance(x, int):
-        return x if x >= 0 else None
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    return int(f) if math.isfinite(f) and f >= 0 and f == int(f) else None
-
-
 def read_reply(resp: Any, logprobs: bool) -> tuple[str | dict | None, dict]:
     """(raw verdict, usage) of a chat completion; :class:`MalformedReply` when it has no usable answer.
 
@@ -536,7 +524,7 @@ def read_reply(resp: Any, logprobs: bool) -> tuple[str | dict | None, dict]:
     if logprobs:
         raw = {"text": content, "top_logprobs": _top_logprobs(choices[0])}
     u = _get(resp, "usage")
-    counts = {k: _tokens(_get(u, k)) if u is not None else None for k in ("prompt_tokens", "completion_tokens")}
+    counts = {k: usage_count(_get(u, k)) if u is not None else None for k in ("prompt_tokens", "completion_tokens")}
     usage: dict[str, Any] = {k: v or 0 for k, v in counts.items()}
     if any(v is None for v in counts.values()):
         usage["unknown"] = True

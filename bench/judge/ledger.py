@@ -5,8 +5,10 @@ A model missing from the table has an unknown cost (``None``), which is differen
 """
 from __future__ import annotations
 
+import math
 import threading
 from functools import lru_cache
+from typing import Any
 
 
 @lru_cache(maxsize=1)
@@ -60,7 +62,7 @@ class CostLedger:
             row = self._rows.setdefault(model, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0,
                                                 "calls_without_usage": 0})
             row["calls"] += 1
-            counts = [_count(usage.get(k)) for k in ("prompt_tokens", "completion_tokens")] \
+            counts = [usage_count(usage.get(k)) for k in ("prompt_tokens", "completion_tokens")] \
                 if isinstance(usage, dict) else [None, None]
             if None in counts or (isinstance(usage, dict) and usage.get("unknown")):
                 row["calls_without_usage"] += 1
@@ -77,7 +79,9 @@ class CostLedger:
                 "cost_usd": None if any(c is None for c in costs) else sum(costs)}
 
 
-def _count(x) -> int | None:
+def usage_count(x: Any) -> int | None:
+    """A token count of a reply's ``usage`` as an int, or None when the server sent something that is not a count
+    (a string, a negative or fractional number, NaN, a bool)."""
     if isinstance(x, bool):
         return None
     if isinstance(x, int):
@@ -86,7 +90,7 @@ def _count(x) -> int | None:
         f = float(x)
     except (TypeError, ValueError):
         return None
-    return int(f) if f == f and 0 <= f < float("inf") and f == int(f) else None
+    return int(f) if math.isfinite(f) and f >= 0 and f == int(f) else None
 
 
 def estimate(requests, model: str, repeats: int = 1, prices: dict | None = None,
