@@ -40,7 +40,6 @@ from core.errors import Interrupted, UserError, first_line
 from core.io import hash_obj
 
 from ..rundir.judgments import FAILURES, JudgeLog, JudgeLogEntry, Verdict  # noqa: F401 (re-exported)
-from .ledger import usage_count
 
 CACHE_KIND = "judge"
 
@@ -503,6 +502,20 @@ def _not_json(status: int, content_type: str, text: str):
     snippet = " ".join(text.split())[:60]
     raise MalformedReply(f"HTTP {status} with {what} ({snippet!r}), not a chat completion - a captive portal, a "
                          "proxy login or a wrong --judge-base-url?")
+
+
+def usage_count(x: Any) -> int | None:
+    """A token count of a reply's ``usage`` as an int, or None when the server sent something that is not a count
+    (a string, a negative or fractional number, NaN, a bool)."""
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, int):
+        return x if x >= 0 else None
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return int(f) if math.isfinite(f) and f >= 0 and f == int(f) else None
 
 
 def read_reply(resp: Any, logprobs: bool) -> tuple[str | dict | None, dict]:

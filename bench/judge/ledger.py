@@ -5,10 +5,10 @@ A model missing from the table has an unknown cost (``None``), which is differen
 """
 from __future__ import annotations
 
-import math
 import threading
 from functools import lru_cache
-from typing import Any
+
+from .client import CACHE_KIND, cache_key, usage_count
 
 
 @lru_cache(maxsize=1)
@@ -79,20 +79,6 @@ class CostLedger:
                 "cost_usd": None if any(c is None for c in costs) else sum(costs)}
 
 
-def usage_count(x: Any) -> int | None:
-    """A token count of a reply's ``usage`` as an int, or None when the server sent something that is not a count
-    (a string, a negative or fractional number, NaN, a bool)."""
-    if isinstance(x, bool):
-        return None
-    if isinstance(x, int):
-        return x if x >= 0 else None
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    return int(f) if math.isfinite(f) and f >= 0 and f == int(f) else None
-
-
 def estimate(requests, model: str, repeats: int = 1, prices: dict | None = None,
              completion_tokens_per_call: int | None = None, cache=None) -> dict:
     """What a judge run would cost, without calling anything.
@@ -100,8 +86,6 @@ def estimate(requests, model: str, repeats: int = 1, prices: dict | None = None,
     ``completion_tokens_per_call`` defaults to each request's ``max_tokens`` (an upper bound). With a ``cache``,
     judgments already cached are not counted. Token counts are approximate (see :func:`count_tokens`).
     """
-    from .client import CACHE_KIND, cache_key
-
     calls = prompt = completion = cached = 0
     for req in requests:
         n_prompt = sum(count_tokens(m["content"]) + 4 for m in req.messages)  # ~4 tokens of chat framing each
