@@ -35,7 +35,7 @@ from pathlib import Path
 from core.errors import UserError
 from core.registry import nearest
 from . import splits
-from .download import fetch, home, sha256_of
+from core.download import fetch, home, sha256_of
 
 log = logging.getLogger("sftmix")
 

@@ -20,19 +20,17 @@ templates also get flexeval's names (``messages``, ``references``, ``lm_output``
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
 import re
 import textwrap
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.download import Unavailable, fetch, home
 from core.errors import UserError, first_line
-from core.io import atomic_path
 
 ENGINES = ("format", "jinja2", "replace_first")
 
@@ -118,34 +116,14 @@ def _expand(value: str, variables: dict[str, str | None]) -> str:
     return re.sub(r"\$(?:(\w+)|\{(\w+)\})", sub, value)
 
 
-_FAILED_DOWNLOADS: dict[str, str] = {}
-
-
 def download_cached(url: str, sha256: str) -> Path:
-    """A file fetched once from ``url`` into ``$SFTMIX_HOME/downloads`` and checked against its sha256.
-
-    Offline (``HF_HUB_OFFLINE``), or when the fetch fails, raises :class:`_Skip`; a checksum mismatch is an error.
-    """
-    home = Path(os.environ.get("SFTMIX_HOME") or "~/.cache/sftmix").expanduser()
-    target = home / "downloads" / sha256[:16] / url.rsplit("/", 1)[-1]
-    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == sha256:
-        return target
-    if os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}:
-        raise _Skip(f"{url}: offline (HF_HUB_OFFLINE) and not downloaded before")
-    if url in _FAILED_DOWNLOADS:  # one attempt per process: every form of a config names the same file
-        raise _Skip(_FAILED_DOWNLOADS[url])
+    """A file fetched once from ``url`` into ``$SFTMIX_HOME/downloads`` and checked against its sha256
+    (:func:`core.download.fetch`). Offline, or when the fetch fails, raises :class:`_Skip` (the next source is
+    tried); a checksum mismatch is an error."""
     try:
-        with urllib.request.urlopen(url, timeout=15) as r:
-            data = r.read()
-    except OSError as e:
-        _FAILED_DOWNLOADS[url] = f"{url}: {e}"
-        raise _Skip(_FAILED_DOWNLOADS[url]) from None
-    got = hashlib.sha256(data).hexdigest()
-    if got != sha256:
-        raise UserError(f"{url}: sha256 {got} does not match the pinned {sha256}; refusing to use it")
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(data)
-    return target
+        return fetch(url, sha256, home() / "downloads" / sha256[:16] / url.rsplit("/", 1)[-1], what=url, timeout=15)
+    except Unavailable as e:
+        raise _Skip(str(e)) from None
 
 
 def _load_source(path: Path, name: str, src: dict, variables: dict[str, str | None]) -> PromptForm:
