@@ -1,6 +1,7 @@
 """Content-addressed cache of successful generations and judgments.
 
-SQLite in WAL mode (or, for a worker's own cache on a shared filesystem, the rollback journal), so two processes (say two `bench` runs sharing a cache) can read and write at once.
+SQLite in WAL mode (or, for a worker's own cache on a shared filesystem, the rollback journal), so two processes
+(say two `bench` runs sharing a cache) can read and write at once.
 Keys are explicit: callers build them with :func:`core.io.hash_obj` from everything that determines the value
 (model fingerprint + backend + prompt + settings + repeat index; judge model + prompt + settings).
 Only successful results go in: a failure is never cached, so a re-run retries it.

@@ -1,7 +1,8 @@
 """PNG plots of a `bench run` directory: confidence histogram, training-loss curves, per-category chat scores.
 
 Figures are drawn with matplotlib's object API on the Agg canvas (no display, no global pyplot state) and written
-atomically under ``RUN/plots/``; the run directory is read through :mod:`bench.rundir`. Every function returns the path it wrote, or None when the run has nothing to plot.
+atomically under ``RUN/plots/``; the run directory is read through :mod:`bench.rundir`. Every function returns the
+path it wrote, or None when the run has nothing to plot.
 """
 from __future__ import annotations
 

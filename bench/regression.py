@@ -47,7 +47,8 @@ def score_untrained(overrides: dict | None = None) -> dict:
     g = cfg.generation
     opts = {"template": cfg.model.template, "batch_size": g.batch_size, "progress": False} if g.backend == "hf" else {}
     backend = get_backend(g.backend, resolve_model(cfg.model.model), **opts)
-    override = {k: v for k, v in (("max_new_tokens", g.max_new_tokens), ("temperature", g.temperature)) if v is not None}
+    override = {k: v for k, v in (("max_new_tokens", g.max_new_tokens), ("temperature", g.temperature))
+                if v is not None}
     override["greedy"] = not g.mt_bench_category_temperatures
     out = {}
     for name in cfg.run.tasks:

@@ -215,7 +215,7 @@ def _mcq_items(rng: random.Random) -> list[tuple[str, list[str], int]]:
 
 
 def generate(seed: int = SEED) -> dict[str, list]:
-    """Build every toy set in memory: {'train': [...], 'open': [...], 'mcq': [...], 'exact': [...], 'corpus': [lines]}."""
+    """Build every toy set in memory: {'train', 'open', 'mcq', 'exact': [records], 'corpus': [lines]}."""
     rng = random.Random(seed)
     train: list[dict] = []
 

@@ -172,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
     for name in data_paths:
         if name not in {t.name for t in tasks}:
             raise UserError(f"--data-path names task {name!r}, which is not in --tasks")
-    backend_opts = {k: yaml.safe_load(v) for k, v in _parse_pairs(getattr(args, "extra", None) or getattr(args, "overrides", None) or [], "backend option").items()}
+    pairs = getattr(args, "extra", None) or getattr(args, "overrides", None) or []
+    backend_opts = {k: yaml.safe_load(v) for k, v in _parse_pairs(pairs, "backend option").items()}
     override = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("temperature", args.temperature),
                                   ("seed", args.seed), ("mcq_mode", args.mcq_mode)) if v is not None}
     if args.category_temperatures:

@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda if visible, else cpu")
     parser.add_argument("--out", default="results/perf", help="folder for perf-<device>.md/.json")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads per worker (default: 1 on CPU, with OMP_WAIT_POLICY=PASSIVE; torch's on GPU)")
+                        help="torch threads per worker (default: 1 on CPU, with OMP_WAIT_POLICY=PASSIVE; "
+                             "torch's on GPU)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved repeats of every configuration")
     parser.add_argument("--vllm-python", default=None, help="python of the vllm venv (default .venv-vllm/bin/python)")
     parser.add_argument("--configs", default="", help="comma-separated step configurations instead of the device's "

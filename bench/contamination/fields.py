@@ -1,11 +1,11 @@
 """Which texts are compared on each side.
 
-A training row gives one text per field, in the formats :mod:`sftmix.data` reads: Alpaca ``instruction``,
-``input``, ``output``; chat ``messages[i].content`` (every role); prompt/response ``prompt`` and ``response`` (or
+A training row gives one text per field, in the formats :mod:`sftmix.data` reads: Alpaca ``instruction``, ``input``,
+``output``; chat ``messages[i].content`` (every role); prompt/response ``prompt`` and ``response`` (or
 ``completion``). An evaluation item gives the fields its task YAML lists under ``contamination:`` (a list of
-normalised item keys or extra fields), else its kind's default (its scorer's ``contamination_fields``): a list value (turns,
-options, references, PubMedQA's abstract sentences) gives one text per element. N-grams never cross from one text
-into the next, on either side: a match is n consecutive words inside one field of each.
+normalised item keys or extra fields), else its kind's default (its scorer's ``contamination_fields``): a list value
+(turns, options, references, PubMedQA's abstract sentences) gives one text per element. N-grams never cross from one
+text into the next, on either side: a match is n consecutive words inside one field of each.
 """
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ answers (``example_id``, ``turn``), then the request and its answer - a generati
 ``text``, token counts, ``context_fit`` when the context was too short) or log-likelihoods (``context``,
 ``continuations``, ``logliks``) - and the fields the task's scorer added
 (:meth:`bench.scorers.Scorer.generation_fields`): the gold ``answer``, the turn's ``reference``, ``scoring`` (how an
-mcq item was asked) and its per-request ``values`` (``pred``, ``acc``, ``em``, ...), stored flat beside the others. Reading then writing a file gives the
-same bytes.
+mcq item was asked) and its per-request ``values`` (``pred``, ``acc``, ``em``, ...), stored flat beside the others.
+Reading then writing a file gives the same bytes.
 """
 from __future__ import annotations
 
