@@ -562,3 +562,22 @@ def test_a_large_run_is_paged_and_filters_run_over_all_of_it(browser, tmp_path):
     p = Loaded(browser, report.with_name("r.html"), "?per-page=all")  # every item on one page, rendered in chunks
     assert p.count() == 400 and p.page.text_content("#f-page") == "page 1 of 1"
     p.close()
+
+
+def test_a_log_likelihood_record_of_another_kind_shows_its_text_and_score():
+    """A perplexity record (no generated text, not mcq): the scored text is the item's reference, the column's
+    answer the model's log-likelihood of it; an mcq record is still read as a choice."""
+    from bench.view.data import _add_generations
+
+    it = {"task": "wiki", "id": "1", "turns": [], "cells": {}}
+    rec = {"task": "wiki", "example_id": "1", "turn": 0, "context": "", "continuations": ["The cat sat."],
+           "logliks": [-7.25], "answer": "The cat sat."}
+    cell = _add_generations(it, [rec], "perplexity")
+    assert it["turns"][0]["reference"] == "The cat sat." and "prompt" not in it["turns"][0]
+    assert cell["answers"] == ["log-likelihood -7.250"] and cell["logliks"] == [-7.25]
+    it = {"task": "m", "id": "2", "turns": [], "cells": {}}
+    mcq = {"task": "m", "example_id": "2", "turn": 0, "context": "Q?", "continuations": [" A", " B"],
+           "logliks": [-1.0, -2.0], "answer": 1, "pred": 0, "scoring": "loglik"}
+    cell = _add_generations(it, [mcq], "mcq")
+    assert cell["answers"] == [" A"] and it["turns"][0] == {"prompt": "Q?", "reference": " B"}
+

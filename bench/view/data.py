@@ -265,6 +265,18 @@ def _add_generations(it: dict, recs: list[dict], kind: str) -> dict:
             cell["logliks"] = rec.get("logliks")
             cell["answers"].append(_mcq_choice_text(rec, pred))
             continue
+        if rec.get("text") is None and rec.get("continuations") and rec.get("logliks") is not None:
+            # a log-likelihood request of another kind (perplexity: the text scored as the continuation of its
+            # context): the scored text is the item's, the column's answer is the model's log-likelihood of it
+            if rec.get("context"):
+                turn.setdefault("prompt", rec["context"])
+            scored = rec["answer"] if isinstance(rec.get("answer"), str) else "".join(rec["continuations"])
+            turn.setdefault("reference", scored)
+            while len(cell["answers"]) < t:
+                cell["answers"].append(None)
+            cell["answers"].append("log-likelihood " + ", ".join(f"{float(x):.3f}" for x in rec["logliks"]))
+            cell["logliks"] = rec["logliks"]
+            continue
         system, user = _prompt_turns(rec)
         if system is not None:
             it.setdefault("system", system)
