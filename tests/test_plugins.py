@@ -71,10 +71,11 @@ PLUGIN_FILES = {
     "bench_plugin_demo/tasks/items.jsonl": '{"id": "a", "question": "Say hi.", "answer": "hi"}\n'
                                            '{"id": "b", "question": "Say yes.", "answer": "yes"}\n',
     "bench_plugin_demo/scorer.py": """
-        from bench.scorers.base import Metric, Scorer, ScoreResult
+        from bench.scorers.base import Metric, ScoreResult
+        from bench.scorers.exact import ShortAnswerScorer
 
 
-        class LengthScorer(Scorer):
+        class LengthScorer(ShortAnswerScorer):  # a short generated answer per item (kind exact), scored its own way
             name = "demo_length"
             primary = "chars"
             metrics = (Metric("chars", "characters", "mean length of the generated answer", "chars"),)
