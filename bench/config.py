@@ -115,7 +115,8 @@ class ExecutorArgs:
 
 @config_section
 class ContaminationArgs:
-    """The contamination check (bench.contamination): its settings, and whether `bench run` runs it."""
+    """The contamination check: its settings (:meth:`bench.contamination.Settings.of`), and whether `bench run` runs
+    it."""
 
     enabled: bool = True  # `bench run`'s contamination stage (no generation or judge call; seconds)
     n: PosInt = 13  # word n-gram length (lm-eval's 13)
@@ -125,12 +126,6 @@ class ContaminationArgs:
     num_perm: PosInt = 128  # minhash: permutations
     max_matches: NonNegInt = 10  # matched spans stored per dirty item (its training row list is always complete)
 
-    def settings(self):
-        """As :class:`bench.contamination.Settings`."""
-        from .contamination import Settings
-
-        return Settings(n=self.n, method=self.method, threshold=self.threshold, shingle=self.shingle,
-                        num_perm=self.num_perm, max_matches=self.max_matches)
 
 
 @config_section

@@ -41,6 +41,12 @@ class Settings:
     num_perm: int = 128
     max_matches: int = 10
 
+    @classmethod
+    def of(cls, args) -> Settings:
+        """The settings of a run config's ``contamination`` section (:class:`bench.config.ContaminationArgs`)."""
+        return cls(n=args.n, method=args.method, threshold=args.threshold, shingle=args.shingle,
+                   num_perm=args.num_perm, max_matches=args.max_matches)
+
     def __post_init__(self):
         if self.method not in METHODS:
             raise UserError(f"contamination method must be one of {', '.join(METHODS)}, got {self.method!r}")

@@ -11,7 +11,7 @@ from core.errors import UserError
 from sftmix.sources import data_identity
 
 from ..rundir import ContaminationReport, Provenance, RunConfigRecord, RunDir
-from .check import check
+from .check import Settings, check
 
 if TYPE_CHECKING:
     from ..config import RunConfig
@@ -58,7 +58,7 @@ def check_config(cfg: RunConfig, tasks: Sequence[tuple[Task, list[dict]]] | None
                  progress: bool = True) -> dict[str, dict]:
     """The reports of ``cfg``'s training data against ``tasks`` (default: the config's tasks and their items)."""
     tasks = task_items(cfg) if tasks is None else tasks
-    reports = check(train_rows(cfg), train_data(cfg), tasks, cfg.contamination.settings(), progress=progress)
+    reports = check(train_rows(cfg), train_data(cfg), tasks, Settings.of(cfg.contamination), progress=progress)
     made = provenance()
     return {name: {**r, **made} for name, r in reports.items()}
 

@@ -12,6 +12,7 @@ from core.io import write_text
 from ..config import RunConfig
 from ..rundir import Provenance, RunDir
 from .runner import Runner
+from .worker import run_in_worker
 
 
 def provenance(cfg: RunConfig, runner: Runner) -> dict:
@@ -120,7 +121,7 @@ def _run_locked(cfg: RunConfig, runner: Runner, out: Path, force: bool, t0: floa
 def _stages_and_report(cfg: RunConfig, runner: Runner, out: Path, before: Provenance | None, prov: dict | None,
                        t0: float) -> dict:
     rd = RunDir(out)
-    summary = runner.run()
+    summary = runner.run(run_in_worker)
     stored = rd.table(cfg.run.layout, "md")
     ledger = runner.ledger
     current = before is not None and before.status == "done" and before.config_hash == cfg.config_hash()

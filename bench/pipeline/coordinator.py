@@ -16,6 +16,7 @@ import time
 
 from core.errors import UserError
 
+from ..executors.base import last_line
 from ..rundir import JudgeLog, StageState
 from ..rundir.paths import read_json, write_json
 from .graph import Stage
@@ -210,15 +211,3 @@ def runs_on_coordinator(runner, executor, stage: Stage) -> bool:
     return stage.kind == "score" and runner.cfg.executor.score_on == "coordinator" \
         and runner.ctx.scorer(runner.ctx.task(stage.task)).judged
 
-
-def last_line(path) -> str | None:
-    """The last non-blank line of a log (progress bars' carriage returns split lines too)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - 8192))
-            tail = f.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    lines = [ln.strip() for ln in tail.replace("\r", "\n").splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else None
