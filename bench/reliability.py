@@ -21,6 +21,8 @@ from typing import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .judge.client import FAILURES
+
 SIGNIFICANT_DELTA_LENGTH = 30  # alpaca_eval's get_length_biases default
 
 
@@ -84,8 +86,6 @@ def length_bias(pairs: Iterable[tuple[str, str, float]], delta: int = SIGNIFICAN
 
 def failures(records: Iterable[Mapping]) -> dict:
     """Failed verdicts by cause."""
-    from .judge.client import FAILURES
-
     records = list(records)
     return {c: sum(1 for r in records if r.get("failure") == c) for c in FAILURES}
 

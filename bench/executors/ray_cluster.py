@@ -33,7 +33,7 @@ class RayJob(Job):
         self._error: str | None = None
 
     def alive(self) -> bool:
-        import ray
+        import ray  # heavy optional dependency
 
         ready, _ = ray.wait([self.ref], timeout=0)
         if not ready:
@@ -48,7 +48,7 @@ class RayJob(Job):
         return self._error
 
     def cancel(self) -> None:
-        import ray
+        import ray  # heavy optional dependency
 
         ray.cancel(self.ref, force=True)
 
@@ -63,7 +63,7 @@ class RayExecutor(Executor):
     def _ray(self):
         if self._remote is None:
             try:
-                import ray
+                import ray  # optional dependency
             except ImportError:
                 raise UserError("the ray executor needs ray: pip install -e '.[ray]'") from None
             if self.cfg.run.num_nodes > 1:
@@ -93,6 +93,6 @@ class RayExecutor(Executor):
 
     def close(self) -> None:
         if self._remote is not None:
-            import ray
+            import ray  # heavy optional dependency
 
             ray.shutdown()

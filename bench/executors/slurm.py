@@ -43,7 +43,7 @@ class StageJob:
 
     def checkpoint(self, *args, **kwargs):
         """Preempted or timed out: requeue the same call (the stage resumes from its last checkpoint)."""
-        import submitit
+        import submitit  # heavy optional dependency
 
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
@@ -102,7 +102,7 @@ class SlurmExecutor(Executor):
     def _executor(self):
         if self._submitit is None:
             try:
-                import submitit
+                import submitit  # optional dependency
             except ImportError:
                 raise UserError("the slurm executor needs submitit: pip install -e '.[slurm]'") from None
             if shutil.which("sbatch") is None or shutil.which("srun") is None:
@@ -158,7 +158,7 @@ class SlurmExecutor(Executor):
         if not stages:
             return []
         try:
-            from submitit.slurm.slurm import _make_sbatch_string
+            from submitit.slurm.slurm import _make_sbatch_string  # optional dependency
         except ImportError:
             return ["(install submitit, pip install -e '.[slurm]', to see the sbatch script)"]
         s = next((x for x in stages if x.resources.gpus), stages[0])

@@ -7,6 +7,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..context import RunContext
+from .contamination import contamination_stage
+from .generate import generate_stage
+from .score import score_stage
+from .train import run_dynamics_stage, train_stage
 
 if TYPE_CHECKING:
     from ..graph import Stage
@@ -14,13 +18,7 @@ if TYPE_CHECKING:
 
 def run_stage(ctx: RunContext, stage: Stage) -> Any:
     """Run ``stage``'s body; a score stage returns ``{"incomplete": True}`` when judge verdicts failed."""
-    from .generate import generate_stage
-    from .score import score_stage
-    from .train import run_dynamics_stage, train_stage
-
     if stage.kind == "contamination":
-        from .contamination import contamination_stage
-
         return contamination_stage(ctx, stage.key)
     if stage.kind == "dynamics":
         return run_dynamics_stage(ctx, stage.reference, ctx.dyn_dir(stage.reference, stage.seed), stage.seed)
