@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -384,3 +385,28 @@ def test_second_coordinator_is_refused_in_soft_lock_mode_too(tmp_path):
         assert sorted(p.name for p in out.iterdir()) == [".bench.lock", ".bench.lock.holder"]  # nothing written
     finally:
         held.release()
+
+
+def test_job_record_reads_old_files_and_writes_them_byte_for_byte(tmp_path):
+    """``executor/jobs/<stage>.json`` as the coordinator wrote it before the record was typed: read, written back
+    identical; a file lacking fields reads with defaults; a live worker of this host is found from it."""
+    from bench.executors.processes import ProcessExecutor
+    from bench.rundir import RunDir
+    from bench.rundir.paths import write_json
+    from bench.rundir.records import JobRecord
+
+    rd = RunDir(tmp_path / "run")
+    old = {"stage": "train/ntp", "executor": "processes", "job_id": str(os.getpid()), "host": socket.gethostname(),
+           "attempt": 2, "time": 1764000000.25, "note": "a field no version names"}
+    write_json(rd.stage_job("train/ntp"), old)
+    before = rd.stage_job("train/ntp").read_bytes()
+    record = JobRecord.read(rd, "train/ntp")
+    assert (record.executor, record.job_id, record.attempt, record.extra) == ("processes", str(os.getpid()), 2,
+                                                                               {"note": "a field no version names"})
+    record.write(rd)
+    assert rd.stage_job("train/ntp").read_bytes() == before
+    write_json(rd.stage_job("gen/x"), {"executor": "slurm", "job_id": 123})
+    assert JobRecord.read(rd, "gen/x") == JobRecord("gen/x", "slurm", "123", "", 1, 0.0, {})
+    assert JobRecord.read(rd, "absent") is None
+    # this test process is alive on this host but is no `bench stage` worker: not taken for one
+    assert ProcessExecutor(None, rd).find(record) is None

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 if TYPE_CHECKING:
     from ..config import RunConfig
     from ..rundir import RunDir
+    from ..rundir.records import JobRecord
 
 # Environment a worker needs to see the same world as the coordinator (offline switches, caches, threads).
 ENV_PREFIXES = ("SFTMIX_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "OMP_", "MKL_", "OPENAI_", "PYTHONPATH",
@@ -111,7 +112,7 @@ class Executor:
         """Submit ``stages`` (their dependencies are done); stage name -> job."""
         raise NotImplementedError
 
-    def find(self, record: dict) -> Job | None:
+    def find(self, record: JobRecord) -> Job | None:
         """The job of an earlier coordinator (``executor/jobs/<stage>.json``) if it is still queued or running."""
         return None
 

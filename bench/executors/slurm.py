@@ -149,7 +149,7 @@ class SlurmExecutor(Executor):
         return states.get(job_id)
 
     def find(self, record):
-        job_id = str(record.get("job_id") or "")
+        job_id = record.job_id
         return SlurmJob(self, job_id) if job_id and self.job_state(job_id) in ALIVE else None
 
     def describe(self, stages):
