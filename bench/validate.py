@@ -17,10 +17,6 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
-from huggingface_hub import HfApi, try_to_load_from_cache
-from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-from huggingface_hub.utils import HFValidationError, validate_repo_id
-
 from core.errors import UserError
 from core.io import model_dir_problem
 from core.registry import nearest
@@ -60,6 +56,10 @@ def check_model(name: str, what: str = "model.model") -> None:
     looks_local = name.startswith(("/", ".", "~")) or name.endswith("/") or name.count("/") > 1
     if looks_local:
         raise UserError(f"{what}: local model folder {name} does not exist")
+    # start-up cost: huggingface_hub's client (~0.1-0.2 s) only for a hub id; bench status imports this module
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
     try:
         validate_repo_id(name)
     except HFValidationError:
@@ -78,6 +78,9 @@ def check_model(name: str, what: str = "model.model") -> None:
 
 def _check_on_hub(name: str, what: str, what_it_is: str) -> None:
     """Online: ask the hub once whether the model exists, so a typo is one line before anything is created."""
+    from huggingface_hub import HfApi  # start-up cost, as in check_model
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
     try:
         HfApi().model_info(name, timeout=10)
     except GatedRepoError:

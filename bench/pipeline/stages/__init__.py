@@ -7,10 +7,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..context import RunContext
-from .contamination import contamination_stage
-from .generate import generate_stage
-from .score import score_stage
-from .train import run_dynamics_stage, train_stage
 
 if TYPE_CHECKING:
     from ..graph import Stage
@@ -18,6 +14,12 @@ if TYPE_CHECKING:
 
 def run_stage(ctx: RunContext, stage: Stage) -> Any:
     """Run ``stage``'s body; a score stage returns ``{"incomplete": True}`` when judge verdicts failed."""
+    # start-up cost: the bodies (generation, judging, contamination) load when a stage runs, not for bench status
+    from .contamination import contamination_stage
+    from .generate import generate_stage
+    from .score import score_stage
+    from .train import run_dynamics_stage, train_stage
+
     if stage.kind == "contamination":
         return contamination_stage(ctx, stage.key)
     if stage.kind == "dynamics":
