@@ -17,8 +17,10 @@ import logging
 from collections import Counter
 from functools import lru_cache
 from typing import Sequence
+from urllib.parse import parse_qs
 
 from core.errors import UserError
+from .neardup import groups
 
 log = logging.getLogger("sftmix")
 
@@ -60,8 +62,6 @@ def assign(texts: Sequence[str], fractions: Sequence[float] = DEFAULT_FRACTIONS)
 
 @lru_cache(maxsize=64)  # one task file is split by every task and data source that reads it in a process
 def _assign(texts: tuple[str, ...], fractions: tuple[float, float, float]) -> tuple[str, ...]:
-    from .neardup import groups
-
     group = groups(texts)
     largest = max(Counter(group).values(), default=0)
     if largest > 10 and largest > len(texts) / 4:  # chains of near-duplicates: one bucket gets them all
@@ -76,8 +76,6 @@ def _assign(texts: tuple[str, ...], fractions: tuple[float, float, float]) -> tu
 def parse_source(source: str, prefix: str, what: str) -> tuple[list[str], dict]:
     """``<prefix>TASK[,TASK...][?n=N&fractions=A,B,C&root=DIR]`` -> (task names, options ``n``, ``fractions``,
     ``root``): the data-source syntax of the task-file sources (``bigbench:``, ``bbh:``)."""
-    from urllib.parse import parse_qs
-
     body = source[len(prefix):]
     names_part, _, query = body.partition("?")
     names = [t.strip() for t in names_part.split(",") if t.strip()]

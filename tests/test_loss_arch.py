@@ -36,9 +36,9 @@ TRANSFORMED = {"gemma2", "gemma3", "cohere", "granite"}
 @pytest.fixture(autouse=True)
 def fresh_fallback_warnings(monkeypatch):
     """Fallbacks warn once per process: start each test with none seen, so a fallback can't pass unnoticed."""
-    import sftmix.loss
+    import sftmix.loss.warn
 
-    monkeypatch.setattr(sftmix.loss, "_WARNED", set())
+    monkeypatch.setattr(sftmix.loss.warn, "_WARNED", set())
 
 
 def _model(arch):

@@ -19,9 +19,9 @@ ENV = fused.ENV
 
 @pytest.fixture(autouse=True)
 def fresh_warnings(monkeypatch):
-    import sftmix.loss
+    import sftmix.loss.warn
 
-    monkeypatch.setattr(sftmix.loss, "_WARNED", set())
+    monkeypatch.setattr(sftmix.loss.warn, "_WARNED", set())
 
 
 @pytest.fixture(scope="module")
