@@ -124,12 +124,6 @@ def _graph(pythonpath: Path, *packages: str):
     return Graph
 
 
-# The lead breaks sftmix.loss's circle (its submodules import the package) in sftmix/ on main (issue 24).
-LOSS_CIRCLE_ON_MAIN = True
-
-
-@pytest.mark.xfail(LOSS_CIRCLE_ON_MAIN, strict=True, reason="sftmix.loss's submodules import the sftmix.loss package "
-                   "(the lead's fix in sftmix/ is not merged yet)")
 def test_no_module_imports_into_a_circle():
     """Between any two modules of core, sftmix and bench (function-level imports count too), not only between
     the siblings of one package as the no-cycles contract checks."""
@@ -178,12 +172,10 @@ def _says_why(lines: list[str], i: int) -> bool:
         i -= 1
 
 
-# Files other branches of issue 24 hoist (h25-typed: scorers, rundir, tables, view, judge, evaluate, conformance,
-# provenance, the score stage; the lead: sftmix): skipped until those branches are merged, then this set empties.
+# Files h25-typed (issue 24) hoists on its branch: skipped until it is merged, then this set empties.
 PENDING_ELSEWHERE = {
-    "bench/cache.py", "bench/conformance.py", "bench/evaluate.py", "bench/plots.py", "bench/provenance.py",
-    "bench/pipeline/stages/score.py", "bench/judge/", "bench/rundir/", "bench/scorers/", "bench/tables/",
-    "bench/view/", "sftmix/",
+    "bench/conformance.py", "bench/evaluate.py", "bench/provenance.py", "bench/pipeline/stages/score.py",
+    "bench/judge/", "bench/rundir/", "bench/scorers/", "bench/tables/", "bench/view/",
 }
 
 
