@@ -21,8 +21,6 @@ from typing import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .judge.client import FAILURES
-
 SIGNIFICANT_DELTA_LENGTH = 30  # alpaca_eval's get_length_biases default
 
 
@@ -86,6 +84,9 @@ def length_bias(pairs: Iterable[tuple[str, str, float]], delta: int = SIGNIFICAN
 
 def failures(records: Iterable[Mapping]) -> dict:
     """Failed verdicts by cause."""
+    # here, not at the top: bench.tables imports this module, and bench.judge's package would load sftmix
+    from .judge.client import FAILURES
+
     records = list(records)
     return {c: sum(1 for r in records if r.get("failure") == c) for c in FAILURES}
 
