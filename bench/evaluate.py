@@ -16,7 +16,8 @@ from core.errors import UserError
 
 from .config import JudgeArgs
 from .judge.client import BaseJudge, JudgeRequest
-from .rundir import ItemValues, Judgments, RunDir, TaskSummary
+from .rundir import FAILURES, ItemValues, Judgments, RunDir, TaskSummary, Verdict
+from .rundir.generations import GenerationRecord
 from .scorers import get_scorer
 from .tasks import Task
 
@@ -61,7 +62,7 @@ def judge_config(task: Task, args: JudgeArgs | None = None):
     return config
 
 
-def judge_requests(task: Task, items: list[dict], generations: list[dict], judge: BaseJudge,
+def judge_requests(task: Task, items: list[dict], generations: list[GenerationRecord], judge: BaseJudge,
                    config=None, args: JudgeArgs | None = None, versus: dict | None = None) -> list[JudgeRequest]:
     """The judge requests a task's generations need (empty for unjudged scorers). ``versus`` (pairwise scorers):
     ``{"model_1", "model_2", "generations"}``, the other variant's generations to compare with."""
@@ -75,7 +76,7 @@ def judge_requests(task: Task, items: list[dict], generations: list[dict], judge
     return scorer.requests(task, items, generations, config, judge.kind)
 
 
-def evaluate_task(task: Task, items: list[dict], generations: list[dict], judge: BaseJudge | None, *,
+def evaluate_task(task: Task, items: list[dict], generations: list[GenerationRecord], judge: BaseJudge | None, *,
                   run_dir: Path, variant: str, meta: dict, repeats: int = 1, progress: bool = True,
                   judge_args: JudgeArgs | None = None, config=None, versus: dict | None = None) -> dict:
     """Judge (if the task's scorer needs it) and score one (variant, task); write judgments, the task summary and
@@ -88,7 +89,7 @@ def evaluate_task(task: Task, items: list[dict], generations: list[dict], judge:
     summary: dict[str, Any] = {"task": task.name, "variant": variant, "repeats": repeats, **meta,
                                "data_hash": task.data_hash, "prompt_hash": task.prompt_hash, "scorer": scorer.name,
                                "scorer_version": scorer.version}
-    records: list[dict] = []
+    verdicts: list[Verdict] = []
     if scorer.judged:
         if judge is None:
             raise UserError(f"task {task.name}: scorer {scorer.name!r} needs a judge")
@@ -97,20 +98,17 @@ def evaluate_task(task: Task, items: list[dict], generations: list[dict], judge:
         verdicts = [replace(v, variant=variant) for v in judge.judge_many(requests, repeats=repeats,
                                                                           progress=progress)]
         Judgments.write(rd, variant, task.name, verdicts)
-        records = [v.to_record() for v in verdicts]  # what the scorers read (bench.scorers.base)
         summary.update(judge=judge.name, judge_kind=judge.kind, judge_config=config.name,
                        judge_fingerprint=config.fingerprint())
     else:
         summary.update(judge="none", judge_kind="none")
     pair = {"versus": versus} if scorer.pairwise else {}
-    result = scorer.score(task, items, generations, records, config, **pair)
+    result = scorer.score(task, items, generations, verdicts, config, **pair)
     summary.update(kind=task.kind, **result.info)
     if scorer.judged:  # failed verdicts by cause (bench.judge.client.FAILURES); a re-run asks them again
-        from .judge.client import FAILURES
-
-        summary["failures"] = {c: sum(1 for r in records if r.get("failure") == c) for c in FAILURES}
+        summary["failures"] = {c: sum(1 for v in verdicts if v.failure == c) for c in FAILURES}
         # How far the verdicts can be trusted (bench.judge.reliability), and how repeats became item values.
-        summary["reliability"] = scorer.reliability(task, items, generations, records, **pair)
+        summary["reliability"] = scorer.reliability(task, items, generations, verdicts, **pair)
         summary["repeat_combine"] = scorer.repeat_combine
         if config is not None and config.both_orders:
             summary["both_orders"] = True

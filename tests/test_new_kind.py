@@ -44,9 +44,10 @@ class NumericToleranceScorer(Scorer):
         ok = pred is not None and math.isclose(pred, item["answer"], rel_tol=0.01)
         return {"answer": item["answer"], "pred": pred, "within_tol": float(ok)}
 
-    def score(self, task, items, generations, records=(), config=None):
-        values = [{"example_id": g["example_id"], "turn": g["turn"], "category": g["category"],
-                   "value": g["within_tol"]} for g in generations]
+    def score(self, task, items, generations, verdicts=(), config=None):
+        # generations: GenerationRecord objects, this kind's per-request values (generation_fields) in .values
+        values = [{"example_id": g.example_id, "turn": g.turn, "category": g.category,
+                   "value": g.values["within_tol"]} for g in generations]
         mean = sum(v["value"] for v in values) / len(values) if values else None
         return ScoreResult({"within_tol": mean}, values, {"n_items": len(values), "n_failed": 0,
                                                          "metric_shown": self.primary, "protocol": "test"})
@@ -128,7 +129,7 @@ def test_perplexity_kind_gives_lm_evals_numbers(tmp_path):
     # one log-likelihood request per item: the question in the chat format, the gold answer as the continuation
     assert [(r.context, r.continuations) for r in backend.requests] == [
         (f"<user>{it['question']}<assistant>", [it["answer"]]) for it in items]
-    assert [r.to_dict() for r in read_generations(tmp_path / "p.jsonl")] == records
+    assert read_generations(tmp_path / "p.jsonl") == records
     n_bytes = sum(len(it["answer"].encode()) for it in items)
     words = sum(len(re.split(r"\s+", it["answer"])) for it in items)
     m = record_metrics(task, records)
@@ -209,11 +210,11 @@ def test_steps_batch_by_request_type_and_answer_in_request_order(numeric_kind, t
     records = generate_task(task, task.load_records(), backend, model_id="m", out=tmp_path / "two.jsonl")
     # step 0: one log-likelihood batch and one generation batch over all items; step 1: the items that asked
     assert backend.batches == [[("q0", 0), ("q1", 0), ("q2", 0)], ["q0", "q1", "q2"], [("q0", 1), ("q2", 1)]]
-    assert [(r["example_id"], r["turn"], r["kind_of_answer"]) for r in records] == [
+    assert [(r.example_id, r.turn, r.values["kind_of_answer"]) for r in records] == [
         ("q0", 0, "list"), ("q0", 0, "Generation"), ("q0", 1, "Generation"), ("q1", 0, "list"),
         ("q1", 0, "Generation"), ("q2", 0, "list"), ("q2", 0, "Generation"), ("q2", 1, "Generation")]
-    assert records[2]["text"] == "echo -1.0 / echo What is 2 + 2?"  # the answers of step 0, in request order
-    assert [r.to_dict() for r in read_generations(tmp_path / "two.jsonl")] == records
+    assert records[2].text == "echo -1.0 / echo What is 2 + 2?"  # the answers of step 0, in request order
+    assert read_generations(tmp_path / "two.jsonl") == records
 
 
 def test_a_scorer_may_not_overwrite_the_records_own_fields(numeric_kind, monkeypatch, tmp_path):

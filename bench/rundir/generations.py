@@ -121,7 +121,3 @@ def read_generations(path: Path) -> list[GenerationRecord]:
         raise os_error(e, "read", path) from None
     return records
 
-
-def read_generation_dicts(path: Path) -> list[dict]:
-    """The records of :func:`read_generations` in the form scorers read (:meth:`GenerationRecord.to_dict`)."""
-    return [r.to_dict() for r in read_generations(path)]
