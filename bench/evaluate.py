@@ -113,6 +113,8 @@ def evaluate_task(task: Task, items: list[dict], generations: list[GenerationRec
         if config is not None and config.both_orders:
             summary["both_orders"] = True
     summary["metrics"] = dict(result.metrics)
+    # how each metric is stored and shown (the scorer's Metric), so tables need not know the kind
+    summary["metric_units"] = {m.name: {"unit": m.unit, "fraction": m.fraction} for m in scorer.metrics}
     record = TaskSummary.from_dict(summary, variant=variant, task=task.name)
     record.write(rd)
     ItemValues(result.items).write(rd, variant, task.name)

@@ -15,6 +15,7 @@ from bench.scorers import SCORERS, get_scorer
 from bench.scorers.base import GenRequest, Metric, Scorer, ScoreResult
 from bench.tasks import load_task
 from core.errors import UserError
+from support import bench
 
 _NUM = re.compile(r"-?\d+(?:\.\d+)?")
 
@@ -222,3 +223,44 @@ def test_a_scorer_may_not_overwrite_the_records_own_fields(numeric_kind, monkeyp
     monkeypatch.setattr(NumericToleranceScorer, "generation_fields", lambda *a: {"text": "mine", "pred": 1})
     with pytest.raises(ValueError, match="may not set the record's own field"):
         generate_task(task, task.load_records(), BothKinds([]), model_id="m")
+
+
+class Answering(Scripted):
+    """Answers the question with the gold number for the items it knows, with no number otherwise."""
+
+    def __init__(self, knows):
+        super().__init__([])
+        self.knows = knows
+
+    def generate(self, requests):
+        from bench.backends.base import Generation
+
+        gold = dict(QUESTIONS)
+        return [Generation(f"It is {gold[r.messages[-1]['content']]}." if r.example_id in self.knows else "No idea.",
+                           1, 2) for r in requests]
+
+
+def test_a_new_kinds_fraction_metric_shows_in_percent_in_bench_table(numeric_kind, tmp_path):
+    """The tables learn a metric's unit from the summary (the scorer's Metric.fraction), not from the kind: the
+    new kind's 0-1 metric is shown in percent, its column labelled (%), its delta in points."""
+    from bench.evaluate import evaluate_task
+    from bench.rundir import RunDir, TaskSummary
+
+    task = load_task(numeric_kind)
+    items = task.load_records()
+    run = tmp_path / "run"
+    for variant, knows in (("ntp", {"q0"}), ("sftmix", {"q0", "q1"})):
+        gens = generate_task(task, items, Answering(knows), model_id=variant, out=RunDir(run).generations(variant,
+                                                                                                           task.name))
+        summary = evaluate_task(task, items, gens, None, run_dir=run, variant=variant, meta={"model": "m"})
+        assert summary["metrics"] == {"within_tol": len(knows) / 3}  # stored as a fraction
+        assert summary["metric_units"] == {"within_tol": {"unit": "%", "fraction": True}}
+    assert TaskSummary.read(RunDir(run).summary("ntp", task.name)).units()["within_tol"].fraction
+    rc, table, err = bench("table", str(run))
+    assert rc == 0, err
+    header = next(line for line in table.splitlines() if line.startswith("| SFT data"))
+    assert f"{numeric_kind} within_tol (%)" in header, header
+    ntp = next(line for line in table.splitlines() if "| NTP |" in line)
+    sftmix = next(line for line in table.splitlines() if "| SFTMix |" in line)
+    assert ntp.rstrip(" |").endswith("33.33"), ntp
+    assert "66.67 (+33.33 [" in sftmix, sftmix

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.rundir import (FORMAT, VERSION, ItemValues, JudgeLog, JudgeLogEntry, Judgments, Provenance,
-                          RunConfigRecord, RunDir, StageState, TaskSummary, TrainRecord, Verdict, read_jsonl,
-                          split_seed, write_jsonl)
+from bench.rundir import (FORMAT, VERSION, ItemValues, JudgeLog, JudgeLogEntry, Judgments, MetricUnit,
+                          Provenance, RunConfigRecord, RunDir, StageState, TaskSummary, TrainRecord, Verdict,
+                          read_jsonl, split_seed, write_jsonl)
 from bench.tables import build_table, render_table
 from core.errors import UserError
 from support import ROOT
@@ -329,3 +329,32 @@ def test_item_values_keep_their_bytes(tmp_path):
     assert rd.item_values("ntp", "t").read_text() == "".join(
         json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in rows)
     assert [r.to_dict() for r in ItemValues.read(rd.item_values("ntp", "t")).rows] == rows
+
+
+def test_summaries_without_metric_units_read_the_units_their_kind_had(tmp_path):
+    """Older summaries have no metric_units: mcq/exact metrics are fractions shown in percent, a win rate is in
+    percent already, anything else unitless (compat.legacy_metric_units); reading one adds nothing to its file.
+    A summary that records its units is read as recorded, whatever its kind."""
+    rd = RunDir(tmp_path)
+    rd.summary("ntp", "m").parent.mkdir(parents=True)
+    cases = {"m": ("mcq", {"acc": 0.5, "acc_norm": 0.25}), "a": ("chat", {"win_rate": 40.0, "avg_length": 9}),
+             "o": ("chat", {"overall": 6.0})}
+    for task, (kind, metrics) in cases.items():
+        rd.summary("ntp", task).write_text(json.dumps({"task": task, "variant": "ntp", "kind": kind,
+                                                       "metrics": metrics}))
+    units = {t: TaskSummary.read(rd.summary("ntp", t)).units() for t in cases}
+    assert {k: (u.unit, u.fraction) for k, u in units["m"].items()} == {"acc": ("%", True), "acc_norm": ("%", True)}
+    assert (units["a"]["win_rate"].unit, units["a"]["win_rate"].fraction) == ("%", False)
+    assert units["a"]["avg_length"].unit == "" and units["o"]["overall"].unit == ""
+    assert "metric_units" not in TaskSummary.read(rd.summary("ntp", "m")).to_dict()
+
+    s = TaskSummary(task="n", variant="ntp", metrics={"within": 0.5}, kind="mcq",
+                    metric_units={"within": MetricUnit("bits")})
+    s.write(rd)
+    back = TaskSummary.read(rd.summary("ntp", "n"))
+    assert back.metric_units == {"within": MetricUnit("bits", False)} and back.to_dict() == s.to_dict()
+    assert json.loads(rd.summary("ntp", "n").read_text())["metric_units"] == {"within": {"unit": "bits",
+                                                                                         "fraction": False}}
+    rd.summary("ntp", "bad").write_text(json.dumps({"metrics": {}, "metric_units": ["acc"]}))
+    with pytest.raises(UserError, match="metric_units"):
+        TaskSummary.read(rd.summary("ntp", "bad"))

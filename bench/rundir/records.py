@@ -72,6 +72,20 @@ def _none_if_nan(x: Any) -> Any:
     return None if isinstance(x, float) and math.isnan(x) else x
 
 
+@dataclass(frozen=True)
+class MetricUnit:
+    """How a metric is stored and shown (from the scorer's :class:`bench.scorers.Metric`): ``unit`` as tables
+    label it ("%", "1-10", "bits", "chars", "" for none) and ``fraction``: the summary value is stored 0-1 and shown
+    x100. Item values behind a "%" metric are stored as fractions either way (a win rate's items are 0-1)."""
+
+    unit: str = ""
+    fraction: bool = False
+
+    @property
+    def percent(self) -> bool:
+        return self.unit == "%"
+
+
 @dataclass
 class TaskSummary:
     """``scores/<v>/<task>.json``: one (variant, task)'s metrics and how they were made.
@@ -110,6 +124,9 @@ class TaskSummary:
     pairwise_baseline: bool | None = None  # MT-Bench pairwise: the baseline's own row
     versus: str | None = None  # MT-Bench pairwise: the baseline variant compared with
     lc_note: str | None = None  # AlpacaEval: why the length-controlled win rate is missing
+    # metric -> its unit and whether it is stored as a fraction (the scorer's Metric); None in older summaries,
+    # which read as compat.legacy_metric_units says (see units())
+    metric_units: dict[str, MetricUnit] | None = None
     # which run and stage made it (bench run; `bench judge` records none of these)
     run: str | None = None
     stage_key: str | None = None
@@ -148,7 +165,20 @@ class TaskSummary:
                 fail(f"{where}: {k} is {own.get(k)!r}, not a count")
         for k in ("judge", "judge_kind"):
             own[k] = str(own.get(k) or absent[k])
+        units = own.get("metric_units")
+        if units is not None:
+            if not isinstance(units, dict) or not all(isinstance(u, dict) for u in units.values()):
+                fail(f"{where}: metric_units is {units!r}, not a mapping of metric name to {{unit, fraction}}")
+            own["metric_units"] = {k: MetricUnit(str(u.get("unit") or ""), bool(u.get("fraction")))
+                                   for k, u in units.items()}
         return cls(**own, extra=extra)
+
+    def units(self) -> dict[str, MetricUnit]:
+        """Every metric's unit: as recorded, else (an older summary) as :func:`.compat.legacy_metric_units`
+        infers it from the kind; metrics the scorer does not describe (counts, ``category/<c>``) are absent."""
+        if self.metric_units is not None:
+            return dict(self.metric_units)
+        return {k: MetricUnit(u, f) for k, (u, f) in compat.legacy_metric_units(self.kind, self.metrics).items()}
 
     @classmethod
     def read(cls, path: Path) -> "TaskSummary":

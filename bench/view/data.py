@@ -21,7 +21,7 @@ from ..rundir import (ContaminationReport, Judgments, Provenance, RunConfigRecor
 from ..rundir.generations import GenerationRecord, read_generations
 from ..tables import (BASELINE, LAYOUTS, METHOD_NAMES, Cell, Table, TaskResult, build_table, headline_metric,
                       load_results)
-from ..tables.results import _item_scale, _run_labels, item_values
+from ..tables.results import _run_labels, item_scale, item_values
 
 # Chat scorers number judged turns from 1 (FastChat); generation records number them from 0.
 JUDGED_TURN_OFFSET = {"chat": 1}
@@ -358,7 +358,7 @@ def items_data(run_dirs: Sequence[Path], results: list[TaskResult]) -> dict:
     for (key, task), res in per.items():
         col = cols[key]
         metric = headline_metric(res)
-        unit = "%" if _item_scale(res, metric) == 100.0 else ""
+        unit = "%" if item_scale(res, metric) == 100.0 else ""
         info = tasks.setdefault(task, {"name": task, "kind": res.kind, "metric": metric, "unit": unit,
                                        "judged": res.judge_kind != "none", "judges": [], "rank": res.task_rank})
         if res.judge_kind != "none" and res.judge not in info["judges"]:
