@@ -358,3 +358,33 @@ def test_summaries_without_metric_units_read_the_units_their_kind_had(tmp_path):
     rd.summary("ntp", "bad").write_text(json.dumps({"metrics": {}, "metric_units": ["acc"]}))
     with pytest.raises(UserError, match="metric_units"):
         TaskSummary.read(rd.summary("ntp", "bad"))
+
+
+def test_provenance_fields_are_typed_and_its_json_is_unchanged(tmp_path):
+    """provenance.json as `bench run` writes it reads into named fields (git as GitInfo); written back it keeps its
+    bytes, an explicit null and a field no version names included; `Provenance(hash, status, {...})` types the
+    mapping it is given."""
+    rd = RunDir(tmp_path)
+    stored = {"config_hash": "abc", "status": "done", "seed": 42, "seeds": None, "chat_template_hash": None,
+              "git": {"commit": "f" * 40, "dirty": False}, "packages": {"python": "3.11.7", "torch": "2.1"},
+              "judge": {"kind": "llm", "model": "gpt-4"}, "protocols": {"mt_bench": "FastChat single"},
+              "task_data": {"mt_bench": {"data_hash": "d", "prompt_hash": "p"}}, "variants": {"ntp": {"mu": 0}},
+              "stage_keys": {"train/ntp": "k"}, "model": {"id": "m", "path": "/m"}, "train_data": {"source": "toy"},
+              "hardware": {"cpu_count": 2}, "backend": {"name": "hf"}, "executor": {"kind": "local"},
+              "last_run": {"ran": 3}, "a_newer_field": [1]}
+    rd.provenance.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
+    before = rd.provenance.read_bytes()
+    p = Provenance.read(rd)
+    assert (p.config_hash, p.status, p.seed, p.git_commit, p.git.dirty) == ("abc", "done", 42, "f" * 40, False)
+    assert p.packages["torch"] == "2.1" and p.judge == {"kind": "llm", "model": "gpt-4"} and p.seeds is None
+    assert p.task_data["mt_bench"]["prompt_hash"] == "p" and p.stage_keys == {"train/ntp": "k"}
+    assert p.extra == {"seeds": None, "chat_template_hash": None, "a_newer_field": [1]}  # nulls kept as stored
+    p.write(rd)
+    assert rd.provenance.read_bytes() == before
+    p.status, p.stopped = "failed", {"error": "boom"}
+    p.write(rd)
+    assert json.loads(rd.provenance.read_text()) == {**stored, "status": "failed", "stopped": {"error": "boom"}}
+    made = Provenance("h", "running", {"seed": 1, "git": {"commit": "a", "dirty": None}, "other": 2})
+    assert made.seed == 1 and made.git_commit == "a" and made.extra == {"other": 2}
+    assert made.to_dict() == {"config_hash": "h", "status": "running", "seed": 1, "git": {"commit": "a",
+                                                                                           "dirty": None}, "other": 2}

@@ -383,16 +383,74 @@ class TrainRecord:
 
 
 @dataclass
+class GitInfo:
+    """The code a run used: the checkout's commit (``"unknown"`` outside a git checkout) and whether it had
+    uncommitted changes (None when unknown); :func:`bench.provenance.git_commit` makes its JSON."""
+
+    commit: str = "unknown"
+    dirty: bool | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {**self.extra, "commit": self.commit, "dirty": self.dirty}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GitInfo":
+        own, extra = _split(cls, d)
+        return cls(commit=str(own.get("commit") or "unknown"), dirty=own.get("dirty"), extra=extra)
+
+
+@dataclass
 class Provenance:
-    """``provenance.json``: how the results were made (config hash, seeds, git, packages, hardware, backend,
-    judge, protocols, data hashes, variants, stage keys) and whether the last run finished (``status``)."""
+    """``provenance.json``: how the results were made and whether the last run finished (``status``: running /
+    done / failed / interrupted). Every field docs/RUNDIR.md names is typed here; the file's JSON is the same as
+    when it was a plain mapping (a field is omitted while None unless the file stored an explicit null, which stays;
+    unknown fields stay in ``extra``). ``Provenance(config_hash, status, {...})`` takes the other fields as a
+    mapping too (they are moved into their typed fields), as `bench run` builds them."""
 
     config_hash: str | None
     status: str | None = None
     extra: dict = field(default_factory=dict)
+    seed: int | None = None  # the training seed (train.seed)
+    seeds: list[int] | None = None  # run.seeds: the seeds each variant trained with
+    git: GitInfo | None = None
+    packages: dict[str, str] | None = None  # package -> version (python's too)
+    hardware: dict | None = None  # platform, CPUs, torch threads and how they were chosen, GPUs
+    backend: dict | None = None  # the generation backend's name and settings
+    judge: dict | None = None  # {kind, model}: the run's judge
+    protocols: dict[str, str] | None = None  # task -> the peer protocol its numbers follow
+    model: dict | None = None  # {id, path}
+    chat_template_hash: str | None = None
+    train_data: dict | None = None  # source, sha256_16, ...
+    task_data: dict[str, dict] | None = None  # task -> {data_hash, prompt_hash, source}
+    variants: dict[str, dict] | None = None  # variant -> its settings
+    stage_keys: dict[str, str] | None = None  # stage -> the key it ran under
+    executor: dict | None = None  # the executor settings that were set
+    last_run: dict | None = None  # the last finished run's summary (stages run, requests, judge cost, ...)
+    stopped: dict | None = None  # failed / interrupted: {time, error, hint}
+
+    def __post_init__(self) -> None:
+        typed = _PROV_FIELDS.intersection(self.extra)
+        if typed:
+            extra = dict(self.extra)
+            for k in typed:
+                # an explicit null stays in extra, so the file keeps it; so does a git entry of another shape
+                if extra[k] is not None and (k != "git" or isinstance(extra[k], (dict, GitInfo))):
+                    setattr(self, k, extra.pop(k))
+            self.extra = extra
+        if isinstance(self.git, dict):
+            self.git = GitInfo.from_dict(self.git)
+
+    @property
+    def git_commit(self) -> str | None:
+        return self.git.commit if self.git is not None else None
 
     def to_dict(self) -> dict:
-        return {**self.extra, "config_hash": self.config_hash, **({"status": self.status} if self.status else {})}
+        d = {k: getattr(self, k) for k in _PROV_FIELDS if getattr(self, k) is not None}
+        if self.git is not None:
+            d["git"] = self.git.to_dict()
+        return {**self.extra, "config_hash": self.config_hash, **({"status": self.status} if self.status else {}),
+                **d}
 
     def write(self, rd: RunDir) -> None:
         write_json(rd.provenance, self.to_dict())
@@ -406,8 +464,11 @@ class Provenance:
         except Exception as e:
             fail(f"{e}; the record of how the results were made is damaged - delete it and re-run the same command "
                  "(it is written again; config.yaml keeps the config)")
-        own, extra = _split(cls, d)
-        return cls(config_hash=own.get("config_hash"), status=own.get("status"), extra=extra)
+        rest = {k: v for k, v in d.items() if k not in ("config_hash", "status")}
+        return cls(config_hash=d.get("config_hash"), status=d.get("status"), extra=rest)
+
+
+_PROV_FIELDS = frozenset(f.name for f in fields(Provenance)) - {"config_hash", "status", "extra"}
 
 
 @dataclass

@@ -58,7 +58,7 @@ def _variant_cfg(rd: RunDir, folder: str, cfg: RunConfigRecord, prov: Provenance
         v = TrainRecord.read(path).variant
         if v:
             return v
-    recorded = ((prov.extra.get("variants") if prov else None) or {}).get(folder)
+    recorded = ((prov.variants if prov else None) or {}).get(folder)
     if isinstance(recorded, dict):
         return recorded
     return cfg.variant_settings(split_seed(folder)[0]) or {"name": split_seed(folder)[0]}

@@ -84,37 +84,35 @@ def _fingerprints(rd: RunDir) -> list[dict]:
 def run_summary(run_dir: Path, label: str) -> dict:
     """A run's summary and provenance: config hash, commit, model, data, judge, prompt fingerprints, stages."""
     rd = RunDir(run_dir)
-    prov = Provenance.read(rd)
-    p = prov.extra if prov else {}
+    prov = Provenance.read(rd) or Provenance(None)
     cfg = RunConfigRecord.read(rd)
-    git = p.get("git") or {}
-    model = p.get("model") or {}
-    train = p.get("train_data") or {}
+    git = prov.git
+    model = prov.model or {}
+    train = prov.train_data or {}
     facts = [
         ("run", str(run_dir)),
-        ("status", prov.status if prov else None),
-        ("config hash", prov.config_hash if prov else None),
-        ("git commit", (git.get("commit") or "") + (" (uncommitted changes)" if git.get("dirty") else "")
-         if git else None),
+        ("status", prov.status),
+        ("config hash", prov.config_hash),
+        ("git commit", (git.commit or "") + (" (uncommitted changes)" if git.dirty else "") if git else None),
         ("model", model.get("id") or cfg.model_name or None),
-        ("chat template hash", p.get("chat_template_hash")),
+        ("chat template hash", prov.chat_template_hash),
         ("training data", cfg.train_data_name or train.get("name") or train.get("path")),
         ("training data hash", train.get("sha256_16") or train.get("hash")),
-        ("seed(s)", ", ".join(map(str, p["seeds"])) if p.get("seeds") else p.get("seed")),
+        ("seed(s)", ", ".join(map(str, prov.seeds)) if prov.seeds else prov.seed),
         ("variants", ", ".join(cfg.variants()) or None),
         ("tasks", ", ".join(t for t in cfg.tasks() if t) or None),
-        ("backend", (p.get("backend") or {}).get("name")),
-        ("judge", ", ".join(f"{k}: {v}" for k, v in (p.get("judge") or {}).items()) or None),
+        ("backend", (prov.backend or {}).get("name")),
+        ("judge", ", ".join(f"{k}: {v}" for k, v in (prov.judge or {}).items()) or None),
     ]
-    task_data = [{"task": t, **{k: v for k, v in (d or {}).items()}} for t, d in (p.get("task_data") or {}).items()]
+    task_data = [{"task": t, **{k: v for k, v in (d or {}).items()}} for t, d in (prov.task_data or {}).items()]
     return _clean({
         "label": label,
         "facts": [{"name": k, "value": None if v in (None, "") else str(v)} for k, v in facts],
         "task_data": task_data,
-        "protocols": p.get("protocols"),
+        "protocols": prov.protocols,
         "fingerprints": _fingerprints(rd),
         "stages": _stage_times(rd),
-        "provenance": prov.to_dict() if prov else None,
+        "provenance": prov.to_dict() if rd.provenance.exists() else None,
     })
 
 
