@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
+from sftmix.presets import resolve_model
 
 from .config import JudgeArgs
-from .judge.client import BaseJudge, JudgeRequest
+from .judge.client import BaseJudge, JudgeRequest, OpenAIJudge
+from .judge.local import LocalJudge
+from .judge.reference import ReferenceJudge
 from .rundir import FAILURES, ItemValues, Judgments, RunDir, TaskSummary, Verdict
 from .rundir.generations import GenerationRecord
 from .scorers import get_scorer
@@ -25,19 +28,11 @@ from .tasks import Task
 def make_judge(args: JudgeArgs, cache=None, ledger=None, log_path: str | Path | None = None) -> BaseJudge:
     """The configured judge: an OpenAI-compatible LLM, an in-process local model, or the reference rubric."""
     if args.model:
-        from .judge.client import OpenAIJudge
-
         return OpenAIJudge(args.model, base_url=args.base_url, api_key_env=args.api_key_env,
                            concurrency=args.concurrency, timeout=args.timeout, max_retries=args.max_retries,
                            cache=cache, ledger=ledger, log_path=log_path)
     if args.local:
-        from sftmix.presets import resolve_model
-
-        from .judge.local import LocalJudge
-
         return LocalJudge(resolve_model(args.local), cache=cache, ledger=ledger, log_path=log_path)
-    from .judge.reference import ReferenceJudge
-
     return ReferenceJudge(cache=cache, ledger=ledger, log_path=log_path)
 
 

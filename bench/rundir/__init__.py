@@ -9,8 +9,8 @@ predates the stamp and has the layout of version 1, so it is read as version 1. 
 this bench cannot read (older than ``MIN_VERSION`` or newer than ``VERSION``) is refused with a one-line
 :class:`~core.errors.UserError` (the CLI's exit 2), never half-read.
 
-Reading imports nothing from ``sftmix`` (the tables must not depend on the training side); the CLI's shared error
-type and the atomic writers of :mod:`core.io` are imported only when an error is raised or a file is written.
+Reading imports nothing from ``sftmix`` (the tables must not depend on the training side); errors and the atomic
+writers come from :mod:`core` (the layer both packages share).
 
 The package: :mod:`~bench.rundir.paths` (:class:`RunDir`: the names of every file, the read/write helpers),
 :mod:`~bench.rundir.records` (the typed records with ``read``/``write``), :mod:`~bench.rundir.judgments` (verdicts

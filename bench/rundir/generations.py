@@ -16,6 +16,8 @@ from numbers import Real
 from pathlib import Path
 from typing import Any
 
+from core.errors import os_error
+
 from .paths import fail, iter_jsonl, write_jsonl
 
 SCORER_FIELDS = ("answer", "reference", "scoring")  # the typed fields a scorer sets
@@ -116,8 +118,6 @@ def read_generations(path: Path) -> list[GenerationRecord]:
     except UnicodeDecodeError as e:
         fail(f"{path}: not UTF-8 text (byte {e.start}): the file is damaged - delete it to generate it again")
     except OSError as e:
-        from core.errors import os_error
-
         raise os_error(e, "read", path) from None
     return records
 

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from . import compat
 from .paths import RunDir, fail, iter_jsonl, read_json, write_json, write_jsonl
 
@@ -484,8 +486,6 @@ class RunConfigRecord:
     def read(cls, rd: RunDir) -> "RunConfigRecord":
         if not rd.config.exists():
             return cls()
-        import yaml
-
         try:
             cfg = yaml.safe_load(rd.config.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:

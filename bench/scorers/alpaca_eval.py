@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from pathlib import Path
 from typing import Iterable
+from unittest import mock
 
 import pandas as pd
 
@@ -145,17 +147,14 @@ def length_controlled(df: pd.DataFrame, glm_data_dir: str | Path | None = None) 
     (``instruction, output_1, output_2, generator_1, generator_2, annotator, preference, index``).
     Returns (lc, None) or (NaN, reason)."""
     try:
+        # an optional package (alpaca-eval), heavy to import: only when an LC win rate is asked for
         from alpaca_eval.metrics import glm_winrate
     except Exception as e:  # noqa: BLE001 - ImportError, or its own missing deps (pkg_resources on new setuptools)
         return math.nan, f"alpaca-eval GLM unavailable ({type(e).__name__}: {e}); pip install alpaca-eval"
-    import warnings
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # sklearn deprecations inside the package's GLM
             if glm_data_dir is not None:
-                from unittest import mock
-
                 folder = Path(glm_data_dir)
                 if not (folder / "df_gamed.csv").is_file():
                     return math.nan, f"{folder} has no df_gamed.csv (tatsu-lab/alpaca_eval on the hub)"

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
+import pandas as pd
+
 from ..rundir import (SEED_SEP, ItemValue, ItemValues, MetricUnit, Provenance, RunConfigRecord, RunDir, TaskSummary,
                       TrainRecord, fail, split_seed)
 
@@ -181,8 +183,6 @@ def _printable(name: str) -> str:
 
 def results_frame(run_dirs: Sequence[str | Path]):
     """All summary metrics as a long DataFrame: run, train_data, model, variant, task, metric, value."""
-    import pandas as pd
-
     rows = [{"run": s.run, "train_data": s.train_data, "model": s.model, "variant": s.variant, "task": s.task,
              "metric": k, "value": v} for s in load_results(run_dirs) for k, v in s.metrics.items()]
     return pd.DataFrame(rows)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from .. import plots
 from ..rundir import (ContaminationReport, Judgments, Provenance, RunConfigRecord, RunDir, StageState, TaskSummary,
                       Verdict, fail, split_seed)
 from ..rundir.generations import GenerationRecord, read_generations
@@ -159,8 +160,6 @@ PLOT_TITLES = {"confidence": "Confidence histogram with the median split", "trai
 def run_plots(run_dir: Path) -> list[dict]:
     """The run's ``plots/*.png`` as data URIs; the training-loss and per-category plots are drawn in memory when
     the run has the data but not the file (e.g. a `bench judge` folder). Nothing is written into the run."""
-    from .. import plots
-
     rd = RunDir(run_dir)
     out = {p.stem: {"name": p.stem, "uri": _data_uri(p.read_bytes()), "drawn": False} for p in rd.plot_files()}
     if "training_loss" not in out:

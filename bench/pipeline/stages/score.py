@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 from sftmix.variants import Variant
 
+from ...evaluate import evaluate_task, make_judge
+from ...judge.ledger import CostLedger
 from ...rundir.generations import read_generations
 from ..context import RunContext
 
@@ -15,8 +17,6 @@ if TYPE_CHECKING:
 
 def score_stage(ctx: RunContext, v: Variant, task: Task, key: str) -> dict:
     """Score ``v`` on ``task``; ``{"incomplete": True}`` when an LLM judge failed verdicts a re-run should retry."""
-    from ...evaluate import evaluate_task
-
     gens = read_generations(ctx.gen_path(v, task))
     judge = run_judge(ctx) if ctx.scorer(task).judged else None
     # Each task summary says how it was made; the full record (packages, hardware, ...) is provenance.json.
@@ -49,9 +49,6 @@ def score_stage(ctx: RunContext, v: Variant, task: Task, key: str) -> dict:
 def run_judge(ctx: RunContext):
     """The run's judge (made once, with the run's cache, cost ledger and call log)."""
     if ctx.judge_obj is None:
-        from ...evaluate import make_judge
-        from ...judge.ledger import CostLedger
-
         ctx.ledger = CostLedger(ctx.cfg.judge.prices)
         ctx.judge_obj = make_judge(ctx.cfg.judge, cache=ctx.cache, ledger=ctx.ledger, log_path=ctx.judge_log_path())
     return ctx.judge_obj
