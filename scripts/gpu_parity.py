@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sftmix.loss import LogitTransform, ntp_loss, ntp_mixup_loss
+from sftmix.loss import LogitTransform, LossOptions, ntp_loss, ntp_mixup_loss
 
 
 def rel(a, b):
@@ -135,7 +135,7 @@ def main():
     pa, pb = torch.arange(rows // 2, device=DEV), torch.arange(rows // 2, rows, device=DEV)
     lam = torch.rand(rows // 2, device=DEV)
     one = ntp_mixup_loss(hidden, labels, head_bf, pa, pb, lam)[0]
-    two = ntp_mixup_loss(hidden, labels, head_bf, pa, pb, lam, one_pass=False)[0]
+    two = ntp_mixup_loss(hidden, labels, head_bf, pa, pb, lam, options=LossOptions(one_pass=False))[0]
     out["one_pass_vs_two_pass_rel"] = abs(float(one - two)) / float(two)
     del one, two, g_ours
     for lean in (True, False):

@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # Lazy so that `import sftmix` (e.g. for the variants list) does not import torch.
     if name in ("mixup_loss", "ntp_loss"):
-        from . import loss
+        from . import loss  # torch: only when a loss is asked for
 
         return getattr(loss, name)
     raise AttributeError(name)

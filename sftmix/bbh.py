@@ -206,15 +206,7 @@ def training_rows(source: str, split: str = "train") -> list[dict]:
     """Alpaca rows for a ``bbh:`` data source, task by task: ``instruction`` = the input as BBH shows it,
     ``output`` = its target, ``source`` = the task (for ``dynamics.split: per_source``). ``n``: each task's first N
     examples of the split in sha256 order."""
-    names, opts = parse_source(source)
-    rows = []
-    for name in names:
-        items = load_items(name, opts["root"], split, opts["fractions"])
-        if not items:
-            raise splits.EmptySplit(f"BBH task {name!r} has no example in split {split!r}")
-        rows += [{"id": f"{name}/{it['id']}", "instruction": it["input"], "output": it["target"], "source": name}
-                 for it in splits.first_n(items, opts["n"])]
-    return rows
+    return splits.training_rows(source, PREFIX, "BBH", load_items, lambda it: (it["input"], it["target"]), split)
 
 
 def source_files(source: str) -> list[Path]:

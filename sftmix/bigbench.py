@@ -145,15 +145,8 @@ def training_rows(source: str, split: str = "train") -> list[dict]:
     """Alpaca rows (``id``, ``instruction``, ``output``) for a ``bigbench:`` data source, task by task.
 
     ``n`` keeps each task's first N examples of the split in hash order (a deterministic random subset)."""
-    names, opts = parse_source(source)
-    rows = []
-    for name in names:
-        items = load_items(name, opts["root"], split, opts["fractions"])
-        if not items:
-            raise splits.EmptySplit(f"BIG-bench task {name!r} has no example in split {split!r}")
-        rows += [{"id": f"{name}/{it['id']}", "instruction": it["instruction"],
-                  "output": it["choices"][it["answer"]], "source": name} for it in splits.first_n(items, opts["n"])]
-    return rows
+    return splits.training_rows(source, PREFIX, "BIG-bench", load_items,
+                                lambda it: (it["instruction"], it["choices"][it["answer"]]), split)
 
 
 def source_files(source: str) -> list[Path]:

@@ -20,6 +20,7 @@ from core.errors import UserError
 from core.io import hash_obj
 from . import bbh, bigbench
 from .constants import IGNORE_INDEX
+from .hub import offline
 from .sources import BUNDLED
 from .templates import apply_template
 
@@ -86,7 +87,7 @@ def _read_jsonl(path: Path, limit: int | None) -> tuple[list[dict], list[int]]:
 
 
 def _load_with_datasets(source: str, path: Path, split: str) -> list[dict]:
-    import datasets
+    import datasets  # ~1 s to import: only .parquet/.json/hub sources need it, not the bundled JSONL
 
     looks_local = path.exists() or path.suffix.lower() in LOCAL_FORMATS or source.startswith((".", "/", "~"))
     if looks_local and not path.exists():
@@ -99,8 +100,6 @@ def _load_with_datasets(source: str, path: Path, split: str) -> list[dict]:
         elif path.is_dir():
             ds = datasets.load_dataset(str(path), split=split)
         else:
-            from .hub import offline
-
             offline()  # no network: offline mode first, so the hub libraries fail at once instead of retrying
             ds = datasets.load_dataset(source, split=split)
     except UserError:

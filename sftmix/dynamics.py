@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from accelerate.utils import gather_object
 from transformers import TrainerCallback
 
 from core.errors import UserError
@@ -87,8 +88,6 @@ class PerplexityCallback(TrainerCallback):
             mine = list(range(rank, n, world))
             nll = response_nll(model, self.examples, self.collate, self.batch_size, indices=mine)
             if world > 1:
-                from accelerate.utils import gather_object
-
                 pairs = gather_object(list(zip(mine, nll.tolist())))
             else:
                 pairs = list(zip(mine, nll.tolist()))
@@ -122,8 +121,6 @@ class OnlineLossRecorder(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kw):
         if args.world_size > 1:
-            from accelerate.utils import gather_object
-
             self.records = list(gather_object(self.records))
         return control
 
@@ -264,10 +261,10 @@ def labels_for(df: pd.DataFrame, examples: Sequence[dict], path: str | Path = "c
 
 def plot_histogram(df: pd.DataFrame, path: str | Path, title: str = "") -> None:
     """PNG histogram of confidence with the median split marked."""
-    import matplotlib
+    import matplotlib  # ~0.5 s: only the dynamics stage draws, never the training loop that imports this module
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    matplotlib.use("Agg")  # before pyplot: no display on a cluster node
+    import matplotlib.pyplot as plt  # after the backend is chosen (above)
 
     conf = df["confidence"].to_numpy()
     fig, ax = plt.subplots(figsize=(6, 3.5))

@@ -20,6 +20,9 @@ import unicodedata
 from collections import defaultdict
 from typing import Sequence
 
+from rapidfuzz import process
+from rapidfuzz.distance import Indel
+
 THRESHOLD = 0.98
 K = 5  # characters per shingle
 ALL_PAIRS_UP_TO = 4_000_000  # pairs rapidfuzz compares directly (C++, ~0.5 s for 250 x 250 texts of 1,200 chars)
@@ -32,8 +35,6 @@ def normalise(text: str) -> str:
 
 def ratio(a: str, b: str, cutoff: float = 0.0) -> float:
     """The similarity ratio 2 LCS / (|a| + |b|) of two (normalised) texts, 1.0 when identical (0.0 below ``cutoff``)."""
-    from rapidfuzz.distance import Indel
-
     return float(Indel.normalized_similarity(a, b, score_cutoff=cutoff))
 
 
@@ -100,9 +101,6 @@ def _scored(qn: Sequence[str], cn: Sequence[str] | None, threshold: float,
     up to :data:`ALL_PAIRS_UP_TO`)."""
     n_pairs = len(qn) * len(qn if cn is None else cn)
     if method == "all" or (method == "auto" and n_pairs <= ALL_PAIRS_UP_TO):
-        from rapidfuzz import process
-        from rapidfuzz.distance import Indel
-
         out = []
         other = qn if cn is None else cn
         for start in range(0, len(qn), 256):  # row blocks: memory stays 256 x len(other)

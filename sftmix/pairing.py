@@ -215,6 +215,7 @@ def epoch_callback(sampler: PairedBatchSampler):
 
     Needed only where accelerate cannot reach the sampler (multi-process resume); harmless elsewhere.
     """
+    # transformers only here: the losses import this module's pair masks and stay free of it
     from transformers import TrainerCallback
 
     class _PairingEpoch(TrainerCallback):

@@ -134,8 +134,9 @@ def _tiny_version() -> dict:
 
 def train_tiny_tokenizer(corpus: str | Path = ASSETS_DIR / "corpus.txt"):
     """Byte-level BPE (vocab ~512) trained on ``corpus``, wrapped as a ChatML ``PreTrainedTokenizerFast``."""
+    # tokenizers/transformers/torch only where a model is built: validation and dry runs read the presets too
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast  # heavy, as above
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -153,8 +154,8 @@ def train_tiny_tokenizer(corpus: str | Path = ASSETS_DIR / "corpus.txt"):
 
 
 def _build_tiny(out: Path) -> None:
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    import torch  # heavy: only when the preset is built (see train_tiny_tokenizer)
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM  # heavy, as above
 
     tokenizer = train_tiny_tokenizer()
     config = LlamaConfig(
@@ -191,7 +192,7 @@ def _smol_version() -> dict:
 
 
 def _build_smol(out: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: only when the preset is built
 
     gguf = _smol_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -8,28 +8,36 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+import shutil
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from core.errors import UserError, first_line, os_error
 from core.io import model_dir_problem, write_json
 from .config import TrainConfig
 from .constants import CONFIDENT
+from .data import PaddedCollator, build_examples
+from .dynamics import (OnlineLossRecorder, PerplexityCallback, confidence_table, labels_for, online_confidence_table,
+                       plot_histogram, read_table, write_table)
 from .keyschema import comparable
 from .loss import LossOptions, SFTLoss, loss_for
+from .presets import resolve_model
 from .sources import data_identity
+from .templates import apply_template
+from .trainer import ExampleDataset, SFTMixTrainer, gradient_accumulation
 from .variants import Variant, get_variant
 
 log = logging.getLogger("sftmix")
 
+
 def load_tokenizer(model_path: str, template: str | None = None):
-    from transformers import AutoTokenizer
-
-    from .templates import apply_template
-
     tok = _from_pretrained(AutoTokenizer, model_path)
     apply_template(tok, template)
     if tok.pad_token_id is None:
@@ -56,8 +64,6 @@ def torch_dtype(name: str) -> torch.dtype:
 
 def load_model(model_path: str, cfg: TrainConfig, seed: int | None = None):
     """The causal LM to train, with LoRA adapters when ``cfg.model.lora``."""
-    from transformers import AutoModelForCausalLM
-
     model = _from_pretrained(AutoModelForCausalLM, model_path, dtype=torch_dtype(cfg.model.dtype))
     if cfg.train.gradient_checkpointing:
         model.config.use_cache = False
@@ -67,7 +73,7 @@ def load_model(model_path: str, cfg: TrainConfig, seed: int | None = None):
         freeze_below_top(model, cfg.model.trainable_layers, gradient_checkpointing=cfg.train.gradient_checkpointing)
     if cfg.model.lora:
         try:
-            from peft import LoraConfig, get_peft_model
+            from peft import LoraConfig, get_peft_model  # optional: only LoRA runs need peft
         except ImportError:
             raise UserError("lora=true needs peft: pip install 'sftmix-bench[lora]'") from None
         model = get_peft_model(model, LoraConfig(
@@ -97,8 +103,6 @@ def freeze_below_top(model, k: int, gradient_checkpointing: bool = False) -> lis
 
 
 def load_examples(cfg: TrainConfig, tokenizer) -> tuple[list[dict], Any]:
-    from .data import build_examples
-
     examples, stats = build_examples(
         cfg.data.data, tokenizer, max_length=cfg.data.max_length, split=cfg.data.split,
         limit=cfg.data.max_examples,
@@ -119,10 +123,6 @@ def build_loss(variant: Variant, cfg: TrainConfig) -> SFTLoss:
 
 
 def training_arguments(cfg: TrainConfig, output_dir: str | Path, *, epochs: float | None = None, save: bool = True):
-    from transformers import TrainingArguments
-
-    from .trainer import gradient_accumulation
-
     t = cfg.train
     on_gpu = torch.cuda.is_available()
     bf16 = {"auto": on_gpu and torch.cuda.is_bf16_supported(), "true": True, "false": False}[str(t.bf16).lower()]
@@ -156,8 +156,6 @@ def training_arguments(cfg: TrainConfig, output_dir: str | Path, *, epochs: floa
 
 def quiet_logs(trainer, path: str | Path) -> None:
     """Replace the Trainer's log printing with its progress bar plus ``path`` (one JSON line per log dict)."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
     class ProgressAndLogFile(ProgressCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs:
@@ -171,8 +169,6 @@ def quiet_logs(trainer, path: str | Path) -> None:
 
 
 def _collator(tokenizer):
-    from .data import PaddedCollator
-
     return PaddedCollator(tokenizer.pad_token_id)
 
 
@@ -187,8 +183,6 @@ class Prepared:
 
 
 def prepare(cfg: TrainConfig, model: str | None = None) -> Prepared:
-    from .presets import resolve_model
-
     path = resolve_model(model or cfg.model.model)
     tok = load_tokenizer(path, cfg.model.template)
     examples, stats = load_examples(cfg, tok)
@@ -216,10 +210,6 @@ def run_dynamics(cfg: TrainConfig, out_dir: str | Path, reference_model: str | N
     ``keep_model`` it also saves the final model and its training record (``model/``, ``train.json``, as
     :func:`finetune` writes them for NTP), for a variant the reference run stands in for (:func:`reference_stands_in`).
     """
-    from .dynamics import (OnlineLossRecorder, PerplexityCallback, confidence_table, online_confidence_table,
-                           plot_histogram, write_table)
-    from .trainer import ExampleDataset, SFTMixTrainer
-
     out_dir = Path(out_dir)
     ref = reference_model or cfg.model.model
     prep = prepared if prepared is not None and reference_model in (None, cfg.model.model) else prepare(cfg, ref)
@@ -261,8 +251,6 @@ def run_dynamics(cfg: TrainConfig, out_dir: str | Path, reference_model: str | N
 
 
 def _stats_dict(stats) -> dict:
-    from dataclasses import asdict, is_dataclass
-
     return asdict(stats) if is_dataclass(stats) else dict(stats or {})
 
 
@@ -293,9 +281,6 @@ def finetune(
     (:func:`reference_stands_in`) and was made from this config and data, its model is adopted (hard links) instead
     of training again, and ``train.json`` says ``reused_from``.
     """
-
-    from .dynamics import labels_for, read_table
-    from .trainer import ExampleDataset, SFTMixTrainer
 
     out_dir = Path(out_dir)
     done = _finished(out_dir, variant, cfg, confidence) if resume else None
@@ -342,11 +327,6 @@ def finetune(
 def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
     """The newest checkpoint the Trainer finished writing (its ``trainer_state.json``, written last, parses); newer
     ones a kill cut short are removed, so that neither resuming nor checkpoint rotation trips over them."""
-    import shutil
-
-    from transformers.trainer import TRAINER_STATE_NAME
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
     steps = []
     for d in Path(ckpt_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
         if d.is_dir() and d.name.rsplit("-", 1)[1].isdigit():
@@ -364,8 +344,6 @@ def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
 def _adopt(src: Path, out_dir: Path, variant: Variant) -> TrainResult:
     """``src``'s model and training record as ``variant``'s in ``out_dir`` (files hard-linked where the file system
     allows, else copied; the record renamed to the variant and marked ``reused_from``)."""
-    import shutil
-
     def link(a, b):
         try:
             os.link(a, b)
@@ -410,8 +388,6 @@ def _finished(out_dir: Path, variant: Variant, cfg: TrainConfig, confidence) -> 
 
 def save_model(model, tokenizer, model_dir: Path) -> None:
     """Save a plain HF folder (LoRA merged), written beside and renamed in, so a crash never leaves half a model."""
-    import shutil
-
     model = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
     tmp = model_dir.with_name(model_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

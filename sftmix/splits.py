@@ -16,9 +16,11 @@ import hashlib
 import logging
 from collections import Counter
 from functools import lru_cache
-from typing import Sequence
+from typing import Callable, Sequence
+from urllib.parse import parse_qs
 
 from core.errors import UserError
+from .neardup import groups
 
 log = logging.getLogger("sftmix")
 
@@ -60,8 +62,6 @@ def assign(texts: Sequence[str], fractions: Sequence[float] = DEFAULT_FRACTIONS)
 
 @lru_cache(maxsize=64)  # one task file is split by every task and data source that reads it in a process
 def _assign(texts: tuple[str, ...], fractions: tuple[float, float, float]) -> tuple[str, ...]:
-    from .neardup import groups
-
     group = groups(texts)
     largest = max(Counter(group).values(), default=0)
     if largest > 10 and largest > len(texts) / 4:  # chains of near-duplicates: one bucket gets them all
@@ -76,8 +76,6 @@ def _assign(texts: tuple[str, ...], fractions: tuple[float, float, float]) -> tu
 def parse_source(source: str, prefix: str, what: str) -> tuple[list[str], dict]:
     """``<prefix>TASK[,TASK...][?n=N&fractions=A,B,C&root=DIR]`` -> (task names, options ``n``, ``fractions``,
     ``root``): the data-source syntax of the task-file sources (``bigbench:``, ``bbh:``)."""
-    from urllib.parse import parse_qs
-
     body = source[len(prefix):]
     names_part, _, query = body.partition("?")
     names = [t.strip() for t in names_part.split(",") if t.strip()]
@@ -107,3 +105,21 @@ def first_n(items: list[dict], n: int | None, text_key: str = "input") -> list[d
     if n is None:
         return items
     return sorted(items, key=lambda it: hashlib.sha256(it[text_key].encode("utf-8")).hexdigest())[:n]
+
+
+def training_rows(source: str, prefix: str, what: str, load_items: Callable[..., list[dict]],
+                  pair: Callable[[dict], tuple[str, str]], split: str = "train") -> list[dict]:
+    """Alpaca rows of a task-file data source (``bigbench:``, ``bbh:``), task by task: ``id`` = ``TASK/item id``,
+    (``instruction``, ``output``) = ``pair(item)``, ``source`` = the task (for ``dynamics.split: per_source``).
+    ``load_items(name, root, split, fractions)`` reads one task's items; ``n`` keeps each task's first N of the
+    split (:func:`first_n`)."""
+    names, opts = parse_source(source, prefix, what)
+    rows = []
+    for name in names:
+        items = load_items(name, opts["root"], split, opts["fractions"])
+        if not items:
+            raise EmptySplit(f"{what} task {name!r} has no example in split {split!r}")
+        for it in first_n(items, opts["n"]):
+            instruction, output = pair(it)
+            rows.append({"id": f"{name}/{it['id']}", "instruction": instruction, "output": output, "source": name})
+    return rows

@@ -247,7 +247,7 @@ def test_sample_lambda_reproducible_and_beta_distributed():
 
 
 # ---- ntp_mixup_loss: one LM-head pass for NTP + Mixup --------------------------------------------------------
-from sftmix.loss import ntp_mixup_loss  # noqa: E402
+from sftmix.loss import GradAccumScale, LossOptions, ntp_mixup_loss  # noqa: E402
 
 # Rows of one batch (first half a, second half b as the trainer pairs them): prompts of different lengths,
 # multi-turn responses, a row with no response (a pair with N = 0), a fully unpaired response in row 3's partner.
@@ -288,7 +288,9 @@ def test_ntp_mixup_matches_separate_losses(bias, ntp_weight, pairs, chunk_size):
     lam = torch.rand(len(pa), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     kw = dict(ntp_weight=ntp_weight, mu=0.3, num_items=None, ntp_scale=0.5, mix_scale=0.25)
     ref, ref_ntp, ref_mix = _joint_reference(hidden, labels, head, pa, pb, lam, **kw)
-    got, ntp, mix = ntp_mixup_loss(hidden, labels, head, pa, pb, lam, chunk_size=chunk_size, **kw)
+    scale = GradAccumScale(ga=4, ntp_scale=0.5)  # the reference's ntp_scale 0.5, mix_scale 1/ga = 0.25
+    got, ntp, mix = ntp_mixup_loss(hidden, labels, head, pa, pb, lam, ntp_weight=ntp_weight, mu=0.3, scale=scale,
+                                   options=LossOptions(chunk_size=chunk_size))
     assert torch.allclose(got, ref, atol=1e-12, rtol=1e-10)
     assert torch.allclose(mix, ref_mix, atol=1e-12) and not mix.requires_grad
     if ntp_weight:
@@ -305,17 +307,20 @@ def test_ntp_mixup_num_items_scalar_lambda_and_lean_fallback():
     kw = dict(ntp_weight=1.0, mu=0.2, num_items=torch.tensor(40), ntp_scale=2.0, mix_scale=1.0)
     ref = _joint_reference(hidden, labels, head, pa, pb, 0.7, **kw)[0]
     ref_grads = torch.autograd.grad(ref, (hidden, head.weight), retain_graph=True)
+    scale = GradAccumScale(ga=1, num_items=kw["num_items"], ntp_scale=2.0)  # mean_scale 1 = mix_scale
     for lean in (True, False):
-        got, _, _ = ntp_mixup_loss(hidden, labels, head, pa, pb, 0.7, lean=lean, **kw)
+        got, _, _ = ntp_mixup_loss(hidden, labels, head, pa, pb, 0.7, mu=0.2, scale=scale,
+                                   options=LossOptions(lean=lean))
         assert torch.allclose(got, ref, atol=1e-12)
         for g, r in zip(_grads(got, hidden, head.weight), ref_grads):
             assert torch.allclose(g, r, atol=1e-12)
     # A head that is not a plain nn.Linear goes through the separate losses.
     wrapped = nn.Sequential(head)
-    got = ntp_mixup_loss(hidden, labels, wrapped, pa, pb, 0.7, **kw)[0]
+    got = ntp_mixup_loss(hidden, labels, wrapped, pa, pb, 0.7, mu=0.2, scale=scale)[0]
     assert torch.allclose(got, ref, atol=1e-12)
     with torch.no_grad():
-        assert torch.allclose(ntp_mixup_loss(hidden, labels, head, pa, pb, 0.7, **kw)[0], ref, atol=1e-12)
+        got = ntp_mixup_loss(hidden, labels, head, pa, pb, 0.7, mu=0.2, scale=scale)[0]
+        assert torch.allclose(got, ref, atol=1e-12)
 
 
 def test_ntp_mixup_rejects_overlapping_pairs():

@@ -11,7 +11,8 @@ from torch import nn
 
 from core.errors import UserError
 from sftmix.loss import (
-    LogitTransform, linear_cross_entropy, logit_transform, mixup_loss, ntp_loss, ntp_mixup_loss, response_token_nll,
+    LogitTransform, LossOptions, linear_cross_entropy, logit_transform, mixup_loss, ntp_loss, ntp_mixup_loss,
+    response_token_nll,
 )
 from support import ROOT
 
@@ -36,9 +37,9 @@ TRANSFORMED = {"gemma2", "gemma3", "cohere", "granite"}
 @pytest.fixture(autouse=True)
 def fresh_fallback_warnings(monkeypatch):
     """Fallbacks warn once per process: start each test with none seen, so a fallback can't pass unnoticed."""
-    import sftmix.loss
+    import sftmix.loss.warn
 
-    monkeypatch.setattr(sftmix.loss, "_WARNED", set())
+    monkeypatch.setattr(sftmix.loss.warn, "_WARNED", set())
 
 
 def _model(arch):
@@ -196,7 +197,7 @@ def test_hooked_head_is_gathered_once_and_exact(caplog):
     torch.manual_seed(0)
     plain = nn.Linear(16, 50, bias=False).double()
     tr = LogitTransform(softcap=3.0)
-    ref = ntp_mixup_loss(hidden, labels, plain, pa, pb, lam, transform=tr, one_pass=False)[0]
+    ref = ntp_mixup_loss(hidden, labels, plain, pa, pb, lam, transform=tr, options=LossOptions(one_pass=False))[0]
     ref_gh, ref_gw = torch.autograd.grad(ref, (hidden, plain.weight))
     hooked = _GatheringHead(plain)
     with caplog.at_level(logging.WARNING, logger="sftmix"):
@@ -244,7 +245,8 @@ def test_lora_head_lean_matches_full_logits(dropout, caplog):
     if dropout == 0.0:  # the joint kernel (one pass) equals the two separate passes for a LoRA head too
         h = model(input_ids=ids, output_hidden_states=True).hidden_states[-1]
         one = ntp_mixup_loss(h, labels, head, pa, pb, lam, transform=model.config)[0]
-        two = ntp_mixup_loss(h, labels, head, pa, pb, lam, transform=model.config, lean=False)[0]
+        two = ntp_mixup_loss(h, labels, head, pa, pb, lam, transform=model.config,
+                             options=LossOptions(lean=False))[0]
         torch.testing.assert_close(one, two, rtol=1e-5, atol=1e-6)
 
 

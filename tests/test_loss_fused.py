@@ -11,7 +11,8 @@ from torch import nn
 
 import test_loss_kernel
 from core.errors import UserError
-from sftmix.loss import LogitTransform, linear_cross_entropy, mixup_loss, ntp_loss, ntp_mixup_loss, response_token_nll
+from sftmix.loss import (LogitTransform, LossOptions, linear_cross_entropy, mixup_loss, ntp_loss, ntp_mixup_loss,
+                         response_token_nll)
 from sftmix.loss import fused
 
 ENV = fused.ENV
@@ -19,9 +20,9 @@ ENV = fused.ENV
 
 @pytest.fixture(autouse=True)
 def fresh_warnings(monkeypatch):
-    import sftmix.loss
+    import sftmix.loss.warn
 
-    monkeypatch.setattr(sftmix.loss, "_WARNED", set())
+    monkeypatch.setattr(sftmix.loss.warn, "_WARNED", set())
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +128,9 @@ def _run(backend, monkeypatch, fn):
     return fn()
 
 
-def _loss_and_grads(hidden, labels, head, **kw):
+def _loss_and_grads(hidden, labels, head, lean=True, chunk_size=None, **kw):
     total, ntp, mix = ntp_mixup_loss(hidden, labels, head, [0, 1, 2], [3, 4, 5], torch.tensor([0.3, 0.9, 0.5]),
-                                     mu=0.4, **kw)
+                                     mu=0.4, options=LossOptions(lean=lean, chunk_size=chunk_size), **kw)
     params = [hidden, head.weight] + ([head.bias] if head.bias is not None else [])
     return [total.detach(), ntp, mix, *torch.autograd.grad(total, params)]
 

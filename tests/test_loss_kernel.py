@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sftmix.loss import LogitTransform, ntp_loss, ntp_mixup_loss
+from sftmix.loss import LogitTransform, LossOptions, ntp_loss, ntp_mixup_loss
 from sftmix.loss.kernel import Terms, fused_linear_cross_entropy
 
 V, D = 41, 8
@@ -50,7 +50,7 @@ def test_ntp_is_the_zero_pair_case_and_plain_cross_entropy(tr, bias, chunk_size)
     none = torch.tensor([], dtype=torch.long)
     ntp = ntp_loss(hidden, labels, head, transform=tr)
     total, ntp_part, mix_part = ntp_mixup_loss(hidden, labels, head, none, none, 0.5, mu=0.3, transform=tr,
-                                               chunk_size=chunk_size)
+                                               options=LossOptions(chunk_size=chunk_size))
     assert mix_part.item() == 0.0 and not ntp_part.requires_grad
     for got in (ntp, total, ntp_part):
         torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)

@@ -136,8 +136,8 @@ def test_mixup_object_is_ntp_mixup_loss_bit_for_bit_and_the_naive_spec(lambda_pe
     out = loss_fn(hidden, labels, head, LossContext(scale=sc, rng=lambda: torch.Generator().manual_seed(7)))
     lam = sample_lambda(1 if lambda_per == "batch" else 2, 0.5, torch.Generator().manual_seed(7)).expand(2)
     a, b = torch.arange(2), torch.arange(2) + 2  # rows k and k + B/2
-    ref, ntp, mix = ntp_mixup_loss(hidden, labels, head, a, b, lam, ntp_weight=1.0, mu=0.2, ntp_scale=0.5,
-                                   mix_scale=0.5, one_pass=one_pass)
+    ref, ntp, mix = ntp_mixup_loss(hidden, labels, head, a, b, lam, ntp_weight=1.0, mu=0.2, scale=sc,
+                                   options=LossOptions(one_pass=one_pass))
     assert torch.equal(out.loss, ref)
     assert all(map(torch.equal, _grads(out.loss, hidden, head), _grads(ref, hidden, head)))
     assert torch.equal(out.ntp, ntp * 2) and torch.equal(out.mixup, mix * 2)

@@ -28,9 +28,6 @@ from .mixup import mixup_loss, ntp_mixup_loss, sample_lambda
 from .ntp import KERNELS, ntp_loss, response_token_nll
 from .transform import LogitTransform, logit_transform
 
-# Fallback reasons already warned about (once per process); read by .head, reset by tests.
-_WARNED: set[str] = set()
-
 __all__ = [
     "SFTLoss", "NTPLoss", "MixupLoss", "IRDROLoss", "LossOutput", "LossContext", "LossOptions", "GradAccumScale",
     "grad_accum_scale", "LOSSES", "loss_for", "register_loss",

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from core.errors import UserError
 from .transform import LogitTransform
+from .warn import warn_once
 
 log = logging.getLogger("sftmix")
 
@@ -63,20 +64,12 @@ def _why(e: Exception) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
 
 
-def _warn_once(key: str, msg: str, *args) -> None:
-    from . import _WARNED  # the package's set of reasons already warned about (tests reset it)
-
-    if key not in _WARNED:
-        _WARNED.add(key)
-        log.warning(msg, *args)
-
-
 def cpu_extension():
     """The built ``lce_cpu`` extension module, building it on first use; None (after one warning) if it can't be."""
     if _state["ext"] is not None or _state["ext_error"] is not None:
         return _state["ext"]
     try:
-        from torch.utils import cpp_extension
+        from torch.utils import cpp_extension  # ~0.3 s, pulls in setuptools: only when the kernel is built
 
         cap = str(torch.backends.cpu.get_cpu_capability()).upper()
         name = f"sftmix_lce_cpu_{cap.lower()}"
@@ -93,7 +86,7 @@ def cpu_extension():
         log.info("sftmix loss: fused CPU loss kernel (%s) ready in %.1f s", cap, time.perf_counter() - t0)
     except Exception as e:  # no compiler, no ninja, a read-only cache...: the eager body still works
         _state["ext_error"] = _why(e)
-        _warn_once("fused-cpp", "sftmix loss: the fused CPU loss kernel is unavailable (%s); using the eager "
+        warn_once("fused-cpp", "sftmix loss: the fused CPU loss kernel is unavailable (%s); using the eager "
                    "kernel (slower; SFTMIX_LCE_BACKEND=eager silences this)", _state["ext_error"])
     return _state["ext"]
 
@@ -115,7 +108,7 @@ def _choose(z: Tensor, n_rows: int, vocab: int, tr: LogitTransform, compute_dtyp
         return "eager" if _state["compile_error"] is not None else "compile"
     if dev != "cpu" or compute_dtype != acc or acc not in (torch.float32, torch.float64):
         if want == "cpp":
-            _warn_once(f"fused-cpp-{dev}-{compute_dtype}", "sftmix loss: SFTMIX_LCE_BACKEND=cpp needs fp32/fp64 "
+            warn_once(f"fused-cpp-{dev}-{compute_dtype}", "sftmix loss: SFTMIX_LCE_BACKEND=cpp needs fp32/fp64 "
                        "matmuls on CPU (here %s on %s); using the eager kernel", compute_dtype, dev)
         return "eager"
     if want == "auto" and n_rows * vocab < MIN_FUSED_LOGITS:
@@ -191,6 +184,6 @@ def compiled_chunk(*args) -> Optional[tuple[Tensor, Tensor, Optional[Tensor]]]:
         return _state["compiled"](*args)
     except Exception as e:  # no Triton / no compiler / an Inductor bug: eager still works
         _state["compile_error"] = _why(e)
-        _warn_once("fused-compile", "sftmix loss: torch.compile of the fused loss body failed (%s); using the "
+        warn_once("fused-compile", "sftmix loss: torch.compile of the fused loss body failed (%s); using the "
                    "eager kernel", _state["compile_error"])
         return None

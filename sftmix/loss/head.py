@@ -6,8 +6,6 @@ linear head. Anything else is computed from full logits, after a warning (once p
 """
 from __future__ import annotations
 
-import logging
-import sys
 from typing import Any, Callable, Optional
 
 import torch
@@ -15,31 +13,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .transform import LogitTransform
-
-log = logging.getLogger("sftmix")
+from .warn import warn_once
 
 
 class _NoLean(Exception):
     """The head cannot be bypassed; the message says why."""
 
 
-def _warned() -> set[str]:
-    """Reasons already warned about: ``sftmix.loss._WARNED``, kept on the package so a test can reset it."""
-    return sys.modules[__package__]._WARNED
-
-
 def _warn_fallback(reason: str, n_rows: int, vocab: Optional[int], passes: int = 1) -> None:
     """Warn once per reason: the lean path is off, and what the full logits cost."""
-    warned = _warned()
-    if reason in warned:
-        return
-    warned.add(reason)
     cost = ""
     if vocab:
         # fp32 logits, their log-softmax and their gradient: ~3 x [N, V] x 4 bytes per pass.
         mb = 3 * 4 * n_rows * vocab * passes / 2**20
         cost = f"; full [{n_rows}, {vocab}] logits cost ~{mb:,.0f} MB for this batch"
-    log.warning("sftmix loss: lean path unavailable (%s): computing full logits%s", reason, cost)
+    warn_once(reason, "sftmix loss: lean path unavailable (%s): computing full logits%s", reason, cost)
 
 
 def _plain_weight(w: Tensor) -> None:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from core.errors import UserError
 from ..constants import IGNORE_INDEX
+from .base import GradAccumScale, LossOptions
 from .head import _full_logits, _lean_or_fallback
 from .kernel import Terms, fused_linear_cross_entropy, kernel_chunk, linear_cross_entropy
 from .ntp import _shifted, ntp_loss
@@ -137,29 +138,27 @@ def ntp_mixup_loss(
     pair_b: Tensor,
     lam: Union[float, Tensor],
     *,
-    ntp_weight: float = 1.0,
     mu: float = 0.2,
-    num_items: Optional[Union[int, Tensor]] = None,
-    ntp_scale: float = 1.0,
-    mix_scale: float = 1.0,
-    lean: bool = True,
-    chunk_size: Optional[int] = None,
+    ntp_weight: float = 1.0,
     transform: Any = None,
-    one_pass: bool = True,
+    scale: GradAccumScale = GradAccumScale(),
+    options: LossOptions = LossOptions(),
 ) -> tuple[Tensor, Tensor, Tensor]:
     """NTP over the whole batch plus Mixup over row pairs, with one LM-head pass: ``(total, ntp, mix)``.
 
-    ``ntp = ntp_scale * ntp_loss(hidden, labels, lm_head, num_items=num_items)``, ``mix = mix_scale *
-    mixup_loss(hidden[pair_a], hidden[pair_b], labels[pair_a], labels[pair_b], lm_head, lam)`` and ``total =
-    ntp_weight * ntp + mu * mix``; ``ntp`` and ``mix`` are returned detached (``ntp`` is 0 when ``ntp_weight``
-    is 0: the unpaired positions are then skipped). ``transform``: the model's logit transform (or config).
-    A linear head makes the mixed raw logits ``λ L_a + (1-λ) L_b`` (the transform comes after), so with
-    ``lean`` the Mixup term reuses the NTP logits (rows of ``pair_a`` and ``pair_b`` must all differ).
-    ``one_pass=False`` (or a head we cannot bypass) computes the two losses separately.
+    ``ntp = ntp_loss(hidden, labels, lm_head, num_items=scale.num_items) * scale.ntp_scale``, ``mix =
+    mixup_loss(hidden[pair_a], hidden[pair_b], labels[pair_a], labels[pair_b], lm_head, lam) * scale.mean_scale``
+    (``scale``: gradient accumulation, :class:`GradAccumScale`; default none) and ``total = ntp_weight * ntp + mu *
+    mix``; ``ntp`` and ``mix`` are returned detached (``ntp`` is 0 when ``ntp_weight`` is 0: the unpaired positions
+    are then skipped). ``transform``: the model's logit transform (or config). A linear head makes the mixed raw
+    logits ``λ L_a + (1-λ) L_b`` (the transform comes after), so with ``options.lean`` the Mixup term reuses the
+    NTP logits (rows of ``pair_a`` and ``pair_b`` must all differ). ``options`` (:class:`LossOptions`): ``lean``,
+    ``chunk_size``, ``one_pass`` (False, or a head we cannot bypass, computes the two losses separately).
     """
-    return _ntp_mixup(hidden, labels, lm_head, pair_a, pair_b, lam, ntp_weight=ntp_weight, mu=mu, num_items=num_items,
-                      ntp_scale=ntp_scale, mix_scale=mix_scale, lean=lean, chunk_size=chunk_size,
-                      tr=logit_transform(transform), one_pass=one_pass, check_pairs=True)
+    return _ntp_mixup(hidden, labels, lm_head, pair_a, pair_b, lam, ntp_weight=ntp_weight, mu=mu,
+                      num_items=scale.num_items, ntp_scale=scale.ntp_scale, mix_scale=scale.mean_scale,
+                      lean=options.lean, chunk_size=options.chunk_size, tr=logit_transform(transform),
+                      one_pass=options.one_pass, check_pairs=True)
 
 
 def _ntp_mixup(hidden: Tensor, labels: Tensor, lm_head, pair_a, pair_b, lam, *, ntp_weight: float, mu: float,

@@ -34,7 +34,7 @@ def _external_ntp(kernel: str, z: Tensor, w: Tensor, b: Optional[Tensor], y: Ten
     softcap = tr.softcap
     if kernel in ("auto", "liger"):
         try:
-            from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+            from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy  # optional, CUDA
         except ImportError:
             liger_fused_linear_cross_entropy = None
         if liger_fused_linear_cross_entropy is not None:
@@ -42,7 +42,7 @@ def _external_ntp(kernel: str, z: Tensor, w: Tensor, b: Optional[Tensor], y: Ten
             return out[0] if isinstance(out, tuple) else out
     if kernel in ("auto", "cce") and b is None:
         try:
-            from cut_cross_entropy import linear_cross_entropy as cce_linear_cross_entropy
+            from cut_cross_entropy import linear_cross_entropy as cce_linear_cross_entropy  # optional, CUDA
         except ImportError:
             return None
         return cce_linear_cross_entropy(z, w, y, softcap=softcap, reduction="sum")
