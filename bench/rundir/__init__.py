@@ -19,10 +19,10 @@ and judge-log entries) and :mod:`~bench.rundir.compat` (the format version and e
 from .paths import (CONFIG, FORMAT, MIN_VERSION, PROVENANCE, SEED_SEP, STAMP, VERSION, RunDir, fail, read_json,
                     read_jsonl, split_seed, write_json, write_jsonl, write_text)
 from .judgments import FAILURES, JudgeLog, JudgeLogEntry, Judgments, Verdict
-from .records import (ContaminationReport, ItemValue, ItemValues, MetricUnit, Provenance, RunConfigRecord,
-                      StageState, TaskSummary, TrainRecord)
+from .records import (ContaminationReport, GitInfo, ItemValue, ItemValues, MetricUnit, Provenance,
+                      RunConfigRecord, StageState, TaskSummary, TrainRecord)
 
 __all__ = ["CONFIG", "FAILURES", "FORMAT", "MIN_VERSION", "PROVENANCE", "SEED_SEP", "STAMP", "VERSION",
-           "ContaminationReport", "ItemValue", "ItemValues", "JudgeLog", "JudgeLogEntry", "Judgments", "MetricUnit", "Provenance",
-           "RunConfigRecord", "RunDir", "StageState", "TaskSummary", "TrainRecord", "Verdict", "fail", "read_json",
+           "ContaminationReport", "GitInfo", "ItemValue", "ItemValues", "JudgeLog", "JudgeLogEntry", "Judgments", "MetricUnit",
+           "Provenance", "RunConfigRecord", "RunDir", "StageState", "TaskSummary", "TrainRecord", "Verdict", "fail", "read_json",
            "read_jsonl", "split_seed", "write_json", "write_jsonl", "write_text"]

@@ -57,7 +57,7 @@ class GenerationRecord:
     values: dict[str, Any] = field(default_factory=dict)  # the scorer's per-request values (pred, acc, em, ...)
 
     def to_dict(self) -> dict:
-        """The record as stored (and as scorers read it): the optional fields only when set, values flat."""
+        """The record as stored: the optional fields only when set, the scorer's values flat beside the others."""
         out: dict[str, Any] = {}
         for f in fields(self):
             if f.name == "values":
