@@ -23,6 +23,6 @@ from .records import (ContaminationReport, GitInfo, ItemValue, ItemValues, Metri
                       RunConfigRecord, StageState, TaskSummary, TrainRecord)
 
 __all__ = ["CONFIG", "FAILURES", "FORMAT", "MIN_VERSION", "PROVENANCE", "SEED_SEP", "STAMP", "VERSION",
-           "ContaminationReport", "GitInfo", "ItemValue", "ItemValues", "JudgeLog", "JudgeLogEntry", "Judgments", "MetricUnit",
-           "Provenance", "RunConfigRecord", "RunDir", "StageState", "TaskSummary", "TrainRecord", "Verdict", "fail", "read_json",
-           "read_jsonl", "split_seed", "write_json", "write_jsonl", "write_text"]
+           "ContaminationReport", "GitInfo", "ItemValue", "ItemValues", "JudgeLog", "JudgeLogEntry", "Judgments",
+           "MetricUnit", "Provenance", "RunConfigRecord", "RunDir", "StageState", "TaskSummary", "TrainRecord",
+           "Verdict", "fail", "read_json", "read_jsonl", "split_seed", "write_json", "write_jsonl", "write_text"]
