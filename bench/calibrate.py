@@ -66,8 +66,9 @@ def requests(data: dict, keys: list[tuple]) -> list:
     return out
 
 
-def votes(records: list[dict], judge: str) -> tuple[list[dict], int]:
-    """The judge's votes (dataset format, ``judge: [judge, "pair"]``) and the number of matches without one."""
+def votes(records: list, judge: str) -> tuple[list[dict], int]:
+    """The judge's votes (dataset format, ``judge: [judge, "pair"]``) from its verdicts (:class:`bench.rundir.Verdict`)
+    and the number of matches without one."""
     from .scorers.mt_bench_pair import matches as match_rows
 
     out, failed = [], 0
