@@ -64,8 +64,9 @@ def requests(data: dict, keys: list[tuple]) -> list:
     return out
 
 
-def votes(records: list[dict], judge: str) -> tuple[list[dict], int]:
-    """The judge's votes (dataset format, ``judge: [judge, "pair"]``) and the number of matches without one."""
+def votes(records: list, judge: str) -> tuple[list[dict], int]:
+    """The judge's votes (dataset format, ``judge: [judge, "pair"]``) from its verdicts (:class:`bench.rundir.Verdict`)
+    and the number of matches without one."""
     out, failed = [], 0
     for row in match_rows(records).itertuples(index=False):
         if "error" in (row.g1_winner, row.g2_winner):

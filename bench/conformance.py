@@ -44,6 +44,14 @@ import pandas as pd
 from core.errors import UserError
 from core.io import hash_file
 
+from bench.provenance import git_commit, package_versions
+from bench.rundir.generations import GenerationRecord
+from bench.scorers.alpaca_eval import AlpacaEvalScorer, is_switched, winrate
+from bench.scorers.mt_bench import FASTCHAT_FORMS, MTBenchScorer, show_result
+from bench.scorers.mt_bench_pair import FASTCHAT_FORMS as PAIR_FORMS
+from bench.scorers.mt_bench_pair import MTBenchPairScorer, position_stats, show_result_pairwise
+from bench.scorers.mt_bench_pair import build_requests as build_pair_requests
+
 TOLERANCE = 1e-6
 
 
@@ -86,8 +94,6 @@ def _jsonl(path: Path) -> list[dict]:
 
 def mt_bench(peer: Path) -> tuple[dict, list[Check]]:
     """MT-Bench per model: prompts and parses against FastChat's judgments, means against show_result."""
-    from bench.scorers.mt_bench import FASTCHAT_FORMS, MTBenchScorer, show_result
-
     root = peer / "fastchat"
     bench_dir = root / "mt_bench"
     prompts = root / "judge_prompts.jsonl"
@@ -107,7 +113,7 @@ def mt_bench(peer: Path) -> tuple[dict, list[Check]]:
     for model in sorted({j["model"] for j in judgments}):
         answers_file = bench_dir / "model_answer" / f"{model}.jsonl"
         answers = {str(a["question_id"]): a["choices"][0]["turns"] for a in _jsonl(answers_file)}
-        gens = [{"example_id": qid, "turn": t + 1, "text": text} for qid, turns in answers.items()
+        gens = [GenerationRecord("mt_bench", qid, t + 1, model=model, text=text) for qid, turns in answers.items()
                 for t, text in enumerate(turns)]
         ours = {(r.example_id, r.turn): r for r in scorer.requests(task, items, gens, config, "llm")}
         rows = [j for j in judgments if j["model"] == model]
@@ -141,9 +147,6 @@ def mt_bench_pair(peer: Path) -> tuple[dict, list[Check]]:
     """MT-Bench pairwise (``model_judgment/gpt-4_pair.jsonl``, FastChat ``gen_judgment.py`` pairwise output): both
     games' prompts byte for byte, both games' winners from our parse of each judgment, and show_result's
     pairwise-all tally (and the inconsistent games it turns into ties) from our winners against the recorded ones."""
-    from bench.scorers.mt_bench_pair import FASTCHAT_FORMS, MTBenchPairScorer, position_stats, show_result_pairwise
-    from bench.scorers.mt_bench_pair import build_requests as build_pair_requests
-
     root = peer / "fastchat"
     bench_dir = root / "mt_bench"
     prompts = root / "judge_prompts.jsonl"
@@ -154,7 +157,7 @@ def mt_bench_pair(peer: Path) -> tuple[dict, list[Check]]:
     items = [{"id": qid, "category": q["category"], "turns": q["turns"], "reference": refs.get(qid)}
              for qid, q in questions.items()]
     judgments = _jsonl(bench_dir / "model_judgment" / "gpt-4_pair.jsonl")
-    form_names = {v: k for k, v in FASTCHAT_FORMS.items()}
+    form_names = {v: k for k, v in PAIR_FORMS.items()}
     answers: dict[str, dict] = {}
     prompt_mismatch = winner_mismatch = 0
     ours_rows = []
@@ -249,8 +252,6 @@ def inferred_switch(shown: float | None, recorded: float | None) -> bool | None:
 def alpaca_eval(peer: Path) -> tuple[dict, list[Check]]:
     """AlpacaEval 2.0 per annotated model: leaderboard figures, our logprob parser on the raw replies, and our
     per-item output order against the order each annotation reveals."""
-    from bench.scorers.alpaca_eval import AlpacaEvalScorer, is_switched, winrate
-
     root = peer / "alpaca_eval"
     board_path = root / LEADERBOARD
     if not board_path.is_file():
@@ -332,8 +333,6 @@ def run(peer_dir: str | Path) -> tuple[dict, list[Check]]:
 
 def provenance(peer: Path) -> dict:
     """How these figures were made: our code and packages, and a content hash of every peer file read."""
-    from bench.provenance import git_commit, package_versions
-
     files = sorted(p for p in peer.rglob("*") if p.is_file() and p.suffix in (".json", ".jsonl", ".csv", ".txt"))
     return {"git": git_commit(), "packages": package_versions(), "peer_dir": str(peer),
             "peer_files": {str(p.relative_to(peer)): hash_file(p) for p in files}}

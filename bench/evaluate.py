@@ -13,10 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
+from sftmix.presets import resolve_model
 
 from .config import JudgeArgs
-from .judge.client import BaseJudge, JudgeRequest
-from .rundir import ItemValues, Judgments, RunDir, TaskSummary
+from .judge.client import BaseJudge, JudgeRequest, OpenAIJudge
+from .judge.local import LocalJudge
+from .judge.reference import ReferenceJudge
+from .rundir import FAILURES, ItemValues, Judgments, RunDir, TaskSummary, Verdict
+from .rundir.generations import GenerationRecord
 from .scorers import get_scorer
 from .tasks import Task
 
@@ -24,19 +28,11 @@ from .tasks import Task
 def make_judge(args: JudgeArgs, cache=None, ledger=None, log_path: str | Path | None = None) -> BaseJudge:
     """The configured judge: an OpenAI-compatible LLM, an in-process local model, or the reference rubric."""
     if args.model:
-        from .judge.client import OpenAIJudge
-
         return OpenAIJudge(args.model, base_url=args.base_url, api_key_env=args.api_key_env,
                            concurrency=args.concurrency, timeout=args.timeout, max_retries=args.max_retries,
                            cache=cache, ledger=ledger, log_path=log_path)
     if args.local:
-        from sftmix.presets import resolve_model
-
-        from .judge.local import LocalJudge
-
         return LocalJudge(resolve_model(args.local), cache=cache, ledger=ledger, log_path=log_path)
-    from .judge.reference import ReferenceJudge
-
     return ReferenceJudge(cache=cache, ledger=ledger, log_path=log_path)
 
 
@@ -61,7 +57,7 @@ def judge_config(task: Task, args: JudgeArgs | None = None):
     return config
 
 
-def judge_requests(task: Task, items: list[dict], generations: list[dict], judge: BaseJudge,
+def judge_requests(task: Task, items: list[dict], generations: list[GenerationRecord], judge: BaseJudge,
                    config=None, args: JudgeArgs | None = None, versus: dict | None = None) -> list[JudgeRequest]:
     """The judge requests a task's generations need (empty for unjudged scorers). ``versus`` (pairwise scorers):
     ``{"model_1", "model_2", "generations"}``, the other variant's generations to compare with."""
@@ -75,7 +71,7 @@ def judge_requests(task: Task, items: list[dict], generations: list[dict], judge
     return scorer.requests(task, items, generations, config, judge.kind)
 
 
-def evaluate_task(task: Task, items: list[dict], generations: list[dict], judge: BaseJudge | None, *,
+def evaluate_task(task: Task, items: list[dict], generations: list[GenerationRecord], judge: BaseJudge | None, *,
                   run_dir: Path, variant: str, meta: dict, repeats: int = 1, progress: bool = True,
                   judge_args: JudgeArgs | None = None, config=None, versus: dict | None = None) -> dict:
     """Judge (if the task's scorer needs it) and score one (variant, task); write judgments, the task summary and
@@ -88,7 +84,7 @@ def evaluate_task(task: Task, items: list[dict], generations: list[dict], judge:
     summary: dict[str, Any] = {"task": task.name, "variant": variant, "repeats": repeats, **meta,
                                "data_hash": task.data_hash, "prompt_hash": task.prompt_hash, "scorer": scorer.name,
                                "scorer_version": scorer.version}
-    records: list[dict] = []
+    verdicts: list[Verdict] = []
     if scorer.judged:
         if judge is None:
             raise UserError(f"task {task.name}: scorer {scorer.name!r} needs a judge")
@@ -97,24 +93,23 @@ def evaluate_task(task: Task, items: list[dict], generations: list[dict], judge:
         verdicts = [replace(v, variant=variant) for v in judge.judge_many(requests, repeats=repeats,
                                                                           progress=progress)]
         Judgments.write(rd, variant, task.name, verdicts)
-        records = [v.to_record() for v in verdicts]  # what the scorers read (bench.scorers.base)
         summary.update(judge=judge.name, judge_kind=judge.kind, judge_config=config.name,
                        judge_fingerprint=config.fingerprint())
     else:
         summary.update(judge="none", judge_kind="none")
     pair = {"versus": versus} if scorer.pairwise else {}
-    result = scorer.score(task, items, generations, records, config, **pair)
+    result = scorer.score(task, items, generations, verdicts, config, **pair)
     summary.update(kind=task.kind, **result.info)
     if scorer.judged:  # failed verdicts by cause (bench.judge.client.FAILURES); a re-run asks them again
-        from .judge.client import FAILURES
-
-        summary["failures"] = {c: sum(1 for r in records if r.get("failure") == c) for c in FAILURES}
+        summary["failures"] = {c: sum(1 for v in verdicts if v.failure == c) for c in FAILURES}
         # How far the verdicts can be trusted (bench.judge.reliability), and how repeats became item values.
-        summary["reliability"] = scorer.reliability(task, items, generations, records, **pair)
+        summary["reliability"] = scorer.reliability(task, items, generations, verdicts, **pair)
         summary["repeat_combine"] = scorer.repeat_combine
         if config is not None and config.both_orders:
             summary["both_orders"] = True
     summary["metrics"] = dict(result.metrics)
+    # how each metric is stored and shown (the scorer's Metric), so tables need not know the kind
+    summary["metric_units"] = {m.name: {"unit": m.unit, "fraction": m.fraction} for m in scorer.metrics}
     record = TaskSummary.from_dict(summary, variant=variant, task=task.name)
     record.write(rd)
     ItemValues(result.items).write(rd, variant, task.name)

@@ -123,10 +123,10 @@ def _loglik_cached(backend: Backend, identity: dict, requests: list[LoglikReques
 
 def generate_task(task: Task, items: list[dict], backend: Backend, *, model_id: str,
                   out: str | os.PathLike | None = None, cache: Cache | None = None, settings: dict | None = None,
-                  repeat: int = 0) -> list[dict]:
+                  repeat: int = 0) -> list[GenerationRecord]:
     """Execute the model requests the task's scorer asks for ``items`` (:meth:`Task.load_records`), through the
     ``cache``; write one generations record per answered request to ``out`` atomically
-    (:mod:`bench.rundir.generations`) and return them as dicts (the form scorers read).
+    (:mod:`bench.rundir.generations`) and return them (the records scorers read).
 
     ``model_id`` names the model in the records; ``settings`` holds GenSettings fields plus ``greedy`` (MT-Bench
     per-category temperatures when False) and kind-specific switches (``mcq_mode``: loglik | generate); ``repeat``
@@ -167,7 +167,7 @@ def generate_task(task: Task, items: list[dict], backend: Backend, *, model_id: 
     _warn_context(task, records)
     if out is not None:
         write_generations(Path(out), records)
-    return [r.to_dict() for r in records]
+    return records
 
 
 def _answered(req: GenRequest | LoglikRequest, answer: Generation | list[float]) -> dict:
@@ -212,15 +212,15 @@ def _chat_prompt(task: Task, backend: Backend) -> Callable[[list[dict]], str]:
     return missing
 
 
-def record_metrics(task: Task, records: list[dict]) -> dict[str, Any] | None:
+def record_metrics(task: Task, records: list[GenerationRecord]) -> dict[str, Any] | None:
     """Metrics of a task whose scorer needs no judge (mcq, exact, perplexity, ...), from its generation records
     (what `bench generate` writes to ``<task>.scores.json``); None for judged tasks."""
     scorer = get_scorer(task.scorer)
     if scorer.judged:
         return None
-    first = records[0] if records else {}
+    first = records[0] if records else GenerationRecord("", "")
     result = scorer.score(task, [], records, [])
-    return {"task": task.name, "scorer": scorer.name, "scorer_version": scorer.version, "model": first.get("model"),
-            "backend": first.get("backend"), "data_hash": task.data_hash, "prompt_hash": task.prompt_hash,
+    return {"task": task.name, "scorer": scorer.name, "scorer_version": scorer.version, "model": first.model,
+            "backend": first.backend, "data_hash": task.data_hash, "prompt_hash": task.prompt_hash,
             "source": task.source, "primary": scorer.primary, "n": len(records), **result.metrics,
             "protocol": result.info.get("protocol")}

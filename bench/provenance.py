@@ -6,8 +6,11 @@ import os
 import platform
 import re
 import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Iterable
+
+from .threads import current
 
 REPO = Path(__file__).resolve().parents[1]
 # The packages a run's provenance lists (those installed); `bench perf` names its own few.
@@ -16,7 +19,8 @@ RUN_PACKAGES = ("sftmix-bench", "torch", "transformers", "datasets", "accelerate
 
 
 def git_commit() -> dict:
-    """``{"commit": sha or "unknown", "dirty": bool or None}`` of this checkout (untracked files don't count)."""
+    """``{"commit": sha or "unknown", "dirty": bool or None}`` of this checkout (untracked files don't count): the
+    JSON of :class:`bench.rundir.records.GitInfo`, the ``git`` field of a run's provenance."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
@@ -30,8 +34,6 @@ def git_commit() -> dict:
 
 def versions(names: Iterable[str]) -> dict[str, str | None]:
     """Installed version of each package, ``None`` where it is not installed."""
-    from importlib.metadata import PackageNotFoundError, version
-
     out: dict[str, str | None] = {}
     for name in names:
         try:
@@ -58,9 +60,7 @@ def cpu_name() -> str:
 
 def hardware() -> dict:
     """Platform, CPU count, torch threads (and how they were chosen: :mod:`bench.threads`) and the visible GPUs."""
-    import torch
-
-    from .threads import current
+    import torch  # heavy (seconds): `bench table` and `bench conformance` import this module and never call it
 
     info = {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "threads": current(), "cuda": torch.cuda.is_available()}

@@ -82,13 +82,13 @@ def length_bias(pairs: Iterable[tuple[str, str, float]], delta: int = SIGNIFICAN
             "delta_chars": delta, "note": None if n else f"not estimable: no pair differs by more than {delta} chars"}
 
 
-def failures(records: Iterable[Mapping]) -> dict:
-    """Failed verdicts by cause."""
+def failures(records: Iterable) -> dict:
+    """Failed verdicts (:class:`bench.rundir.Verdict`) by cause."""
     # here, not at the top: bench.tables imports this module, and bench.judge's package would load sftmix
     from .judge.client import FAILURES
 
     records = list(records)
-    return {c: sum(1 for r in records if r.get("failure") == c) for c in FAILURES}
+    return {c: sum(1 for r in records if r.failure == c) for c in FAILURES}
 
 
 def not_applicable(why: str) -> dict:

@@ -131,11 +131,11 @@ def test_a_14_choice_task_renders_and_runs(bbh_dir, hf_backend):
     navigate = load_task("bbh:navigate")
     assert navigate.continuations(navigate.load_records(limit=1)[0]) == ["Yes", "No"]  # no label: the choice
     records = generate_task(task, items, hf_backend, model_id="tiny")
-    assert len(records) == 3 and all(len(r["logliks"]) == 14 and 0 <= r["pred"] < 14 for r in records)
+    assert len(records) == 3 and all(len(r.logliks) == 14 and 0 <= r.values["pred"] < 14 for r in records)
     exact = load_task("bbh_exact:word_sorting")
     recs = generate_task(exact, exact.load_records(limit=2), hf_backend, model_id="tiny",
                          settings={"max_new_tokens": 4})
-    assert len(recs) == 2 and all("text" in r for r in recs)
+    assert len(recs) == 2 and all(isinstance(r.text, str) for r in recs)
 
 
 # ---- the pinned download -------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from fixtures import write_fixtures
 from bench.cache import Cache
 from bench.cli import main
 from bench.generate import generate_task, model_fingerprint, record_metrics
-from bench.rundir.generations import read_generation_dicts as read_jsonl
+from bench.rundir.generations import read_generations
 from bench.tasks import load_task
 
 
@@ -43,22 +43,22 @@ def test_mt_bench_turn_two_follows_the_models_own_turn_one(hf_backend, data, tmp
     out = tmp_path / "mt_bench.generations.jsonl"
     records = generate_task(task, task.load_records(limit=3, local=data["mt_bench"]), backend, model_id="tiny",
                             out=out, cache=Cache(tmp_path / "c.sqlite"), settings=_settings())
-    assert [(r["example_id"], r["turn"]) for r in records] == [(str(81 + i), t) for i in range(3) for t in (0, 1)]
+    assert [(r.example_id, r.turn) for r in records] == [(str(81 + i), t) for i in range(3) for t in (0, 1)]
     # every turn-1 request was sent before any turn-2 request, and turn 2 carries the model's turn-1 answer
     turns = [r.turn for r in backend.gen_requests]
     assert turns == [0, 0, 0, 1, 1, 1]
-    first = {r["example_id"]: r["text"] for r in records if r["turn"] == 0}
+    first = {r.example_id: r.text for r in records if r.turn == 0}
     items = {it["id"]: it for it in task.load_records(local=data["mt_bench"])}
     for req in backend.gen_requests[3:]:
         assert [m["role"] for m in req.messages] == ["user", "assistant", "user"]
         assert req.messages[0]["content"] == items[req.example_id]["turns"][0]
         assert req.messages[1]["content"] == first[req.example_id]
         assert req.messages[2]["content"] == items[req.example_id]["turns"][1]
-    assert read_jsonl(out) == records
+    assert read_generations(out) == records
     for r in records:
         assert {"task", "example_id", "turn", "model", "backend", "settings", "prompt_hash", "text", "prompt_tokens",
-                "completion_tokens", "data_hash"} <= set(r)
-        assert r["settings"]["max_new_tokens"] == 6 and r["prompt_hash"] == task.prompt_hash
+                "completion_tokens", "data_hash"} <= set(r.to_dict())
+        assert r.settings["max_new_tokens"] == 6 and r.prompt_hash == task.prompt_hash
 
 
 def test_second_identical_call_makes_no_backend_request(hf_backend, data, tmp_path):
@@ -94,14 +94,14 @@ def test_limit_and_scores_for_mcq_and_exact(hf_backend, data, tmp_path):
     task = load_task("medmcqa")
     records = generate_task(task, task.load_records(limit=5, local=data["medmcqa"]), hf_backend, model_id="tiny",
                             out=tmp_path / "m.jsonl")
-    assert [r["example_id"] for r in records] == [f"mm{i:04x}-id" for i in range(5)]
+    assert [r.example_id for r in records] == [f"mm{i:04x}-id" for i in range(5)]
     scores = record_metrics(task, records)
-    assert scores["n"] == 5 and scores["acc"] == pytest.approx(sum(r["acc"] for r in records) / 5)
+    assert scores["n"] == 5 and scores["acc"] == pytest.approx(sum(r.values["acc"] for r in records) / 5)
     assert scores["data_hash"] == task.data_hash and scores["primary"] == "acc"
 
     exact = load_task("toy_exact")
     recs = generate_task(exact, exact.load_records(limit=3), hf_backend, model_id="tiny", settings=_settings())
-    assert len(recs) == 3 and all(r["em"] in (0.0, 1.0) and r["answer"] for r in recs)
+    assert len(recs) == 3 and all(r.values["em"] in (0.0, 1.0) and r.answer for r in recs)
     assert record_metrics(exact, recs)["n"] == 3
 
 
@@ -109,9 +109,9 @@ def test_mcq_generate_then_parse_mode(hf_backend, data):
     task = load_task("medqa_4")
     recs = generate_task(task, task.load_records(limit=2, local=data["medqa_4"]), hf_backend, model_id="tiny",
                          settings={"mcq_mode": "generate", "max_new_tokens": 4})
-    assert [r["scoring"] for r in recs] == ["generate"] * 2
+    assert [r.scoring for r in recs] == ["generate"] * 2
     for r in recs:
-        assert r["acc"] == float(r["pred"] is not None and r["pred"] == r["answer"])
+        assert r.values["acc"] == float(r.values["pred"] is not None and r.values["pred"] == r.answer)
 
 
 def test_model_fingerprint_follows_content(tiny_model_dir, tmp_path):
@@ -133,8 +133,8 @@ def test_cli_generate_and_tasks(tiny_model_dir, data, tmp_path, capsys):
                "--out", str(out), "--data-path", f"medqa_5={data['medqa_5']}", "--max-new-tokens", "4",
                "--batch-size", "2"])
     assert rc == 0
-    assert len(read_jsonl(out / "medqa_5.generations.jsonl")) == 2
-    assert len(read_jsonl(out / "toy_exact.generations.jsonl")) == 2
+    assert len(read_generations(out / "medqa_5.generations.jsonl")) == 2
+    assert len(read_generations(out / "toy_exact.generations.jsonl")) == 2
     assert json.loads((out / "medqa_5.scores.json").read_text())["n"] == 2
     assert (out / "cache.sqlite").exists()
     assert main(["generate", "--model", tiny_model_dir, "--tasks", "medqa_4", "--out", str(out)]) == 2

@@ -438,7 +438,7 @@ def test_hf_generation_cuts_long_prompts_to_the_context_and_says_so(tmp_path, ca
     err = capsys.readouterr().err
     turns = sum(len(it["turns"]) for it in items)
     assert f"{turns} of {turns} prompts cut on the left" in err and err.count("prompts cut") == 1
-    assert all(r["context_fit"]["prompt_cut"] > 0 and r["prompt_tokens"] <= 56 for r in records)
+    assert all(r.context_fit["prompt_cut"] > 0 and r.prompt_tokens <= 56 for r in records)
 
 
 def test_loglikelihood_choice_longer_than_the_context_is_one_line():

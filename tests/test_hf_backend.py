@@ -102,11 +102,12 @@ def test_mcq_accuracy_matches_hand_computation(hf_backend, tmp_path):
             q=row["question"], opts="".join(f"{l}. {c}\n" for l, c in zip("ABCD", row["choices"])))
         conts = [" " + c for c in row["choices"]]
         hand = [_hand_loglik(hf_backend.model, hf_backend.tokenizer, prompt, c) for c in conts]
-        assert rec["logliks"] == pytest.approx(hand, abs=1e-4)
+        assert rec.logliks == pytest.approx(hand, abs=1e-4)
         pred = max(range(4), key=lambda i: hand[i])
         pred_norm = max(range(4), key=lambda i: hand[i] / len(row["choices"][i]))  # lm-eval: characters, no space
-        assert (rec["pred"], rec["pred_norm"]) == (pred, pred_norm)
-        assert rec["acc"] == float(pred == row["answer"]) and rec["acc_norm"] == float(pred_norm == row["answer"])
+        assert (rec.values["pred"], rec.values["pred_norm"]) == (pred, pred_norm)
+        assert rec.values["acc"] == float(pred == row["answer"])
+        assert rec.values["acc_norm"] == float(pred_norm == row["answer"])
 
 
 def test_shared_prefix_scores_equal_the_per_pair_path(tiny_model_dir):

@@ -16,6 +16,8 @@ from openai_server import FakeOpenAIServer
 from bench import reliability as rel
 from bench.bootstrap import paired_bootstrap
 from bench.judge import load_judge_config
+from bench.rundir import Verdict
+from bench.rundir.generations import GenerationRecord
 from bench.scorers import alpaca_eval as ae
 from bench.scorers import mt_bench_pair as mp
 
@@ -112,8 +114,8 @@ def test_pairwise_parser_is_fastchats_priority():
 
 
 def _rec(eid, turn, game, score, repeat=0, failed=False):
-    return {"example_id": eid, "turn": turn, "repeat": repeat, "score": None if failed else score, "failed": failed,
-            "meta": {"game": game, "model_1": "sftmix", "model_2": "ntp", "category": "writing"}}
+    return Verdict("mt_bench", eid, turn, "j", "llm", repeat, None if failed else score, failed, "",
+                   meta={"game": game, "model_1": "sftmix", "model_2": "ntp", "category": "writing"})
 
 
 def test_pairwise_scoring_follows_fastchats_rule():
@@ -149,12 +151,11 @@ def test_alpaca_swap_judges_both_orders_and_measures_position_bias():
         assert (first.fields["output_1"], first.fields["output_2"]) == (second.fields["output_2"],
                                                                       second.fields["output_1"])
     # a judge that always prefers the output shown first: every pair flips, the mean preference is a draw
-    records = [{"example_id": r.example_id, "turn": 1, "repeat": 0, "score": 1.0, "failed": False, "meta": r.meta}
-               for r in reqs]
+    records = [Verdict(r.task, r.example_id, 1, "j", "llm", 0, 1.0, False, "", meta=r.meta) for r in reqs]
     prefs = ae.preferences(records, items)
     assert (prefs["preference"] == 1.5).all()
     task = SimpleNamespace(name="alpaca_eval")
-    gens = [{"example_id": it["example_id"], "turn": 1, "text": it["output"]} for it in items]
+    gens = [GenerationRecord("alpaca_eval", it["example_id"], 1, text=it["output"]) for it in items]
     task_items = [{"id": it["example_id"], "turns": [it["instruction"]], "reference": [it["reference_output"]]}
                   for it in items]
     r = ae.AlpacaEvalScorer().reliability(task, task_items, gens, records)

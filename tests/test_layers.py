@@ -172,15 +172,8 @@ def _says_why(lines: list[str], i: int) -> bool:
         i -= 1
 
 
-# Files h25-typed (issue 24) hoists on its branch: skipped until it is merged, then this set empties.
-PENDING_ELSEWHERE = {
-    "bench/conformance.py", "bench/evaluate.py", "bench/provenance.py", "bench/pipeline/stages/score.py",
-    "bench/judge/", "bench/rundir/", "bench/scorers/", "bench/tables/", "bench/view/",
-}
-
-
 def test_function_level_imports_say_why():
-    left = [f for f in uncommented_function_imports(ROOT) if not f.split(":")[0].startswith(tuple(PENDING_ELSEWHERE))]
+    left = uncommented_function_imports(ROOT)
     assert left == [], "imports inside functions without a comment saying why (hoist them to the module top): " + \
         ", ".join(left)
 

@@ -134,16 +134,16 @@ def test_choices_equal_lm_eval_per_document(tmp_path, tiny_model_dir):
         samples = sorted(theirs[their_name], key=lambda s: s["doc_id"])
         assert len(samples) == len(ours) == len(items)
         for s, r, it in zip(samples, ours, items):
-            assert (task.render_prompt(it), r["continuations"]) == request_texts(s), (ours_name, s["doc_id"])
+            assert (task.render_prompt(it), r.continuations) == request_texts(s), (ours_name, s["doc_id"])
             lls = [float(x[0]) for x in (s["filtered_resps"] if "filtered_resps" in s else s["resps"])]
             lls = [ll[0] if isinstance(ll, (list, tuple)) else ll for ll in lls]
-            assert r["logliks"] == pytest.approx(lls, abs=2e-4, rel=1e-5), (ours_name, s["doc_id"])
-            assert r["acc"] == s["acc"], (ours_name, s["doc_id"])
-            assert r["acc_norm"] == s["acc_norm"], (ours_name, s["doc_id"])
-            flips += r["pred"] != r["pred_norm"]
-            by_bytes_with_space = [ll / len(c.encode()) for ll, c in zip(r["logliks"], r["continuations"])]
-            rule_flips += by_bytes_with_space.index(max(by_bytes_with_space)) != r["pred_norm"]
-            assert not any(math.isnan(x) for x in r["logliks"])
+            assert r.logliks == pytest.approx(lls, abs=2e-4, rel=1e-5), (ours_name, s["doc_id"])
+            assert r.values["acc"] == s["acc"], (ours_name, s["doc_id"])
+            assert r.values["acc_norm"] == s["acc_norm"], (ours_name, s["doc_id"])
+            flips += r.values["pred"] != r.values["pred_norm"]
+            by_bytes_with_space = [ll / len(c.encode()) for ll, c in zip(r.logliks, r.continuations)]
+            rule_flips += by_bytes_with_space.index(max(by_bytes_with_space)) != r.values["pred_norm"]
+            assert not any(math.isnan(x) for x in r.logliks)
     # The documents exercise length normalisation (yes/no/maybe differ in length): acc_norm is not acc here, and
     # dividing by bytes with the leading space (our old rule) would pick another option on some documents.
     assert flips > 0 and rule_flips > 0

@@ -15,6 +15,7 @@ from bench.scorers import SCORERS, get_scorer
 from bench.scorers.base import GenRequest, Metric, Scorer, ScoreResult
 from bench.tasks import load_task
 from core.errors import UserError
+from support import bench
 
 _NUM = re.compile(r"-?\d+(?:\.\d+)?")
 
@@ -44,9 +45,10 @@ class NumericToleranceScorer(Scorer):
         ok = pred is not None and math.isclose(pred, item["answer"], rel_tol=0.01)
         return {"answer": item["answer"], "pred": pred, "within_tol": float(ok)}
 
-    def score(self, task, items, generations, records=(), config=None):
-        values = [{"example_id": g["example_id"], "turn": g["turn"], "category": g["category"],
-                   "value": g["within_tol"]} for g in generations]
+    def score(self, task, items, generations, verdicts=(), config=None):
+        # generations: GenerationRecord objects, this kind's per-request values (generation_fields) in .values
+        values = [{"example_id": g.example_id, "turn": g.turn, "category": g.category,
+                   "value": g.values["within_tol"]} for g in generations]
         mean = sum(v["value"] for v in values) / len(values) if values else None
         return ScoreResult({"within_tol": mean}, values, {"n_items": len(values), "n_failed": 0,
                                                          "metric_shown": self.primary, "protocol": "test"})
@@ -128,7 +130,7 @@ def test_perplexity_kind_gives_lm_evals_numbers(tmp_path):
     # one log-likelihood request per item: the question in the chat format, the gold answer as the continuation
     assert [(r.context, r.continuations) for r in backend.requests] == [
         (f"<user>{it['question']}<assistant>", [it["answer"]]) for it in items]
-    assert [r.to_dict() for r in read_generations(tmp_path / "p.jsonl")] == records
+    assert read_generations(tmp_path / "p.jsonl") == records
     n_bytes = sum(len(it["answer"].encode()) for it in items)
     words = sum(len(re.split(r"\s+", it["answer"])) for it in items)
     m = record_metrics(task, records)
@@ -209,11 +211,11 @@ def test_steps_batch_by_request_type_and_answer_in_request_order(numeric_kind, t
     records = generate_task(task, task.load_records(), backend, model_id="m", out=tmp_path / "two.jsonl")
     # step 0: one log-likelihood batch and one generation batch over all items; step 1: the items that asked
     assert backend.batches == [[("q0", 0), ("q1", 0), ("q2", 0)], ["q0", "q1", "q2"], [("q0", 1), ("q2", 1)]]
-    assert [(r["example_id"], r["turn"], r["kind_of_answer"]) for r in records] == [
+    assert [(r.example_id, r.turn, r.values["kind_of_answer"]) for r in records] == [
         ("q0", 0, "list"), ("q0", 0, "Generation"), ("q0", 1, "Generation"), ("q1", 0, "list"),
         ("q1", 0, "Generation"), ("q2", 0, "list"), ("q2", 0, "Generation"), ("q2", 1, "Generation")]
-    assert records[2]["text"] == "echo -1.0 / echo What is 2 + 2?"  # the answers of step 0, in request order
-    assert [r.to_dict() for r in read_generations(tmp_path / "two.jsonl")] == records
+    assert records[2].text == "echo -1.0 / echo What is 2 + 2?"  # the answers of step 0, in request order
+    assert read_generations(tmp_path / "two.jsonl") == records
 
 
 def test_a_scorer_may_not_overwrite_the_records_own_fields(numeric_kind, monkeypatch, tmp_path):
@@ -221,3 +223,44 @@ def test_a_scorer_may_not_overwrite_the_records_own_fields(numeric_kind, monkeyp
     monkeypatch.setattr(NumericToleranceScorer, "generation_fields", lambda *a: {"text": "mine", "pred": 1})
     with pytest.raises(ValueError, match="may not set the record's own field"):
         generate_task(task, task.load_records(), BothKinds([]), model_id="m")
+
+
+class Answering(Scripted):
+    """Answers the question with the gold number for the items it knows, with no number otherwise."""
+
+    def __init__(self, knows):
+        super().__init__([])
+        self.knows = knows
+
+    def generate(self, requests):
+        from bench.backends.base import Generation
+
+        gold = dict(QUESTIONS)
+        return [Generation(f"It is {gold[r.messages[-1]['content']]}." if r.example_id in self.knows else "No idea.",
+                           1, 2) for r in requests]
+
+
+def test_a_new_kinds_fraction_metric_shows_in_percent_in_bench_table(numeric_kind, tmp_path):
+    """The tables learn a metric's unit from the summary (the scorer's Metric.fraction), not from the kind: the
+    new kind's 0-1 metric is shown in percent, its column labelled (%), its delta in points."""
+    from bench.evaluate import evaluate_task
+    from bench.rundir import RunDir, TaskSummary
+
+    task = load_task(numeric_kind)
+    items = task.load_records()
+    run = tmp_path / "run"
+    for variant, knows in (("ntp", {"q0"}), ("sftmix", {"q0", "q1"})):
+        gens = generate_task(task, items, Answering(knows), model_id=variant, out=RunDir(run).generations(variant,
+                                                                                                           task.name))
+        summary = evaluate_task(task, items, gens, None, run_dir=run, variant=variant, meta={"model": "m"})
+        assert summary["metrics"] == {"within_tol": len(knows) / 3}  # stored as a fraction
+        assert summary["metric_units"] == {"within_tol": {"unit": "%", "fraction": True}}
+    assert TaskSummary.read(RunDir(run).summary("ntp", task.name)).units()["within_tol"].fraction
+    rc, table, err = bench("table", str(run))
+    assert rc == 0, err
+    header = next(line for line in table.splitlines() if line.startswith("| SFT data"))
+    assert f"{numeric_kind} within_tol (%)" in header, header
+    ntp = next(line for line in table.splitlines() if "| NTP |" in line)
+    sftmix = next(line for line in table.splitlines() if "| SFTMix |" in line)
+    assert ntp.rstrip(" |").endswith("33.33"), ntp
+    assert "66.67 (+33.33 [" in sftmix, sftmix

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.rundir import (FORMAT, VERSION, ItemValues, JudgeLog, JudgeLogEntry, Judgments, Provenance,
-                          RunConfigRecord, RunDir, StageState, TaskSummary, TrainRecord, Verdict, read_jsonl,
-                          split_seed, write_jsonl)
+from bench.rundir import (FORMAT, VERSION, ItemValues, JudgeLog, JudgeLogEntry, Judgments, MetricUnit,
+                          Provenance, RunConfigRecord, RunDir, StageState, TaskSummary, TrainRecord, Verdict,
+                          read_jsonl, split_seed, write_jsonl)
 from bench.tables import build_table, render_table
 from core.errors import UserError
 from support import ROOT
@@ -329,3 +329,62 @@ def test_item_values_keep_their_bytes(tmp_path):
     assert rd.item_values("ntp", "t").read_text() == "".join(
         json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in rows)
     assert [r.to_dict() for r in ItemValues.read(rd.item_values("ntp", "t")).rows] == rows
+
+
+def test_summaries_without_metric_units_read_the_units_their_kind_had(tmp_path):
+    """Older summaries have no metric_units: mcq/exact metrics are fractions shown in percent, a win rate is in
+    percent already, anything else unitless (compat.legacy_metric_units); reading one adds nothing to its file.
+    A summary that records its units is read as recorded, whatever its kind."""
+    rd = RunDir(tmp_path)
+    rd.summary("ntp", "m").parent.mkdir(parents=True)
+    cases = {"m": ("mcq", {"acc": 0.5, "acc_norm": 0.25}), "a": ("chat", {"win_rate": 40.0, "avg_length": 9}),
+             "o": ("chat", {"overall": 6.0})}
+    for task, (kind, metrics) in cases.items():
+        rd.summary("ntp", task).write_text(json.dumps({"task": task, "variant": "ntp", "kind": kind,
+                                                       "metrics": metrics}))
+    units = {t: TaskSummary.read(rd.summary("ntp", t)).units() for t in cases}
+    assert {k: (u.unit, u.fraction) for k, u in units["m"].items()} == {"acc": ("%", True), "acc_norm": ("%", True)}
+    assert (units["a"]["win_rate"].unit, units["a"]["win_rate"].fraction) == ("%", False)
+    assert units["a"]["avg_length"].unit == "" and units["o"]["overall"].unit == ""
+    assert "metric_units" not in TaskSummary.read(rd.summary("ntp", "m")).to_dict()
+
+    s = TaskSummary(task="n", variant="ntp", metrics={"within": 0.5}, kind="mcq",
+                    metric_units={"within": MetricUnit("bits")})
+    s.write(rd)
+    back = TaskSummary.read(rd.summary("ntp", "n"))
+    assert back.metric_units == {"within": MetricUnit("bits", False)} and back.to_dict() == s.to_dict()
+    assert json.loads(rd.summary("ntp", "n").read_text())["metric_units"] == {"within": {"unit": "bits",
+                                                                                         "fraction": False}}
+    rd.summary("ntp", "bad").write_text(json.dumps({"metrics": {}, "metric_units": ["acc"]}))
+    with pytest.raises(UserError, match="metric_units"):
+        TaskSummary.read(rd.summary("ntp", "bad"))
+
+
+def test_provenance_fields_are_typed_and_its_json_is_unchanged(tmp_path):
+    """provenance.json as `bench run` writes it reads into named fields (git as GitInfo); written back it keeps its
+    bytes, an explicit null and a field no version names included; `Provenance(hash, status, {...})` types the
+    mapping it is given."""
+    rd = RunDir(tmp_path)
+    stored = {"config_hash": "abc", "status": "done", "seed": 42, "seeds": None, "chat_template_hash": None,
+              "git": {"commit": "f" * 40, "dirty": False}, "packages": {"python": "3.11.7", "torch": "2.1"},
+              "judge": {"kind": "llm", "model": "gpt-4"}, "protocols": {"mt_bench": "FastChat single"},
+              "task_data": {"mt_bench": {"data_hash": "d", "prompt_hash": "p"}}, "variants": {"ntp": {"mu": 0}},
+              "stage_keys": {"train/ntp": "k"}, "model": {"id": "m", "path": "/m"}, "train_data": {"source": "toy"},
+              "hardware": {"cpu_count": 2}, "backend": {"name": "hf"}, "executor": {"kind": "local"},
+              "last_run": {"ran": 3}, "a_newer_field": [1]}
+    rd.provenance.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
+    before = rd.provenance.read_bytes()
+    p = Provenance.read(rd)
+    assert (p.config_hash, p.status, p.seed, p.git_commit, p.git.dirty) == ("abc", "done", 42, "f" * 40, False)
+    assert p.packages["torch"] == "2.1" and p.judge == {"kind": "llm", "model": "gpt-4"} and p.seeds is None
+    assert p.task_data["mt_bench"]["prompt_hash"] == "p" and p.stage_keys == {"train/ntp": "k"}
+    assert p.extra == {"seeds": None, "chat_template_hash": None, "a_newer_field": [1]}  # nulls kept as stored
+    p.write(rd)
+    assert rd.provenance.read_bytes() == before
+    p.status, p.stopped = "failed", {"error": "boom"}
+    p.write(rd)
+    assert json.loads(rd.provenance.read_text()) == {**stored, "status": "failed", "stopped": {"error": "boom"}}
+    made = Provenance("h", "running", {"seed": 1, "git": {"commit": "a", "dirty": None}, "other": 2})
+    assert made.seed == 1 and made.git_commit == "a" and made.extra == {"other": 2}
+    assert made.to_dict() == {"config_hash": "h", "status": "running", "seed": 1, "git": {"commit": "a",
+                                                                                           "dirty": None}, "other": 2}

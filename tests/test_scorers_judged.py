@@ -11,6 +11,8 @@ from openai_server import FakeOpenAIServer, hash_rating
 
 from bench.judge import OpenAIJudge, load_judge_config
 from bench.judge.reference import ReferenceJudge, rubric_score
+from bench.rundir import Verdict
+from bench.rundir.generations import GenerationRecord
 from bench.scorers import alpaca_eval as ae
 from bench.scorers import mt_bench as mt
 from support import needs_alpaca_eval_template
@@ -23,9 +25,8 @@ ANSWERS = {"81": ["Rain taps the window", "Rain falls, rain calls"], "111": ["It
 
 
 def rec(eid, turn, score, repeat=0, category="math", failed=False, judge="j"):
-    return {"task": "mt_bench", "example_id": eid, "turn": turn, "repeat": repeat, "judge": judge,
-            "judge_kind": "llm", "score": None if failed else score, "failed": failed, "raw": "",
-            "error": "unparsable judge reply" if failed else None, "meta": {"category": category}}
+    return Verdict("mt_bench", eid, turn, judge, "llm", repeat, None if failed else score, failed, "",
+                   "unparsable judge reply" if failed else None, meta={"category": category})
 
 
 def test_mt_bench_requests_use_the_right_forms():
@@ -45,8 +46,8 @@ def test_mt_bench_requests_use_the_right_forms():
     # Without a reference the math question falls back to the plain forms.
     plain = mt.build_requests(cfg, [{**QUESTIONS[1], "reference": None}], ANSWERS)
     assert [r.form for r in plain] == ["single", "multi"]
-    assert mt.answers_from_generations([{"example_id": "1", "turn": 2, "text": "b"},
-                                        {"example_id": "1", "turn": 1, "text": "a"}]) == {"1": ["a", "b"]}
+    assert mt.answers_from_generations([GenerationRecord("mt_bench", "1", 2, text="b"),
+                                        GenerationRecord("mt_bench", "1", 1, text="a")]) == {"1": ["a", "b"]}
 
 
 def test_mt_bench_aggregate_median_over_repeats_and_failures():
@@ -74,11 +75,11 @@ def test_mt_bench_end_to_end_through_server_and_reference_judge(tmp_path):
         judge = OpenAIJudge("judge-model", base_url=server.url, timeout=2, backoff_base=0.01)
         verdicts = judge.judge_many(reqs, repeats=2, progress=False)
     expected = {(r.example_id, r.turn): hash_rating(r.messages) for r in reqs}
-    out = mt.aggregate(v.to_record() for v in verdicts)
+    out = mt.aggregate(verdicts)
     assert out["overall"] == pytest.approx(statistics.mean(expected.values()))
     assert out["per_category"]["writing"]["turn_2"] == expected[("81", 2)]
     # The reference rubric rates only what has a reference (math), and names itself.
-    ref = mt.aggregate(v.to_record() for v in ReferenceJudge().judge_many(reqs, progress=False))
+    ref = mt.aggregate(ReferenceJudge().judge_many(reqs, progress=False))
     assert ref["judge"] == "reference-rubric-v1" and ref["n_failed"] == 2
     assert ref["per_category"]["math"]["turn_1"] == rubric_score("It is 5.", "5")
     assert ref["per_category"]["math"]["turn_2"] == rubric_score("It is 20.", "20")
@@ -89,9 +90,8 @@ ITEMS = [{"example_id": str(i), "instruction": f"Instruction {i}", "output": "o"
 
 
 def ae_rec(eid, swapped, score, repeat=0, failed=False):
-    return {"task": "alpaca_eval", "example_id": eid, "turn": 1, "repeat": repeat, "judge": "j", "judge_kind": "llm",
-            "score": None if failed else score, "failed": failed, "raw": "", "error": None,
-            "meta": {"swapped": swapped}}
+    return Verdict("alpaca_eval", eid, 1, "j", "llm", repeat, None if failed else score, failed, "",
+                   meta={"swapped": swapped})
 
 
 def test_alpaca_output_order_is_alpaca_evals():
@@ -182,12 +182,11 @@ def test_alpaca_end_to_end_weighted_through_server():
         judge = OpenAIJudge("judge-model", base_url=server.url, timeout=2, backoff_base=0.01)
         verdicts = judge.judge_many(reqs, progress=False)
         assert server.logprob_requests == len(ITEMS)
-    records = [v.to_record() for v in verdicts]
-    out = ae.score(records, ITEMS, lc=False)
+    out = ae.score(verdicts, ITEMS, lc=False)
     # model-centred preference = 1 + P(model judged better): P(M) unswitched, P(m) switched
     expected = [(hash_p_m(r.messages) if r.meta["swapped"] else 1 - hash_p_m(r.messages)) for r in reqs]
     assert out["win_rate"] == pytest.approx(100 * np.mean(expected), abs=1e-9)
-    assert all(isinstance(r["raw"], dict) and r["raw"]["top_logprobs"] for r in records)
+    assert all(isinstance(v.raw, dict) and v.raw["top_logprobs"] for v in verdicts)
 
 
 def _fake_gamed_table(folder, n, rng):

@@ -4,6 +4,7 @@ metric."""
 import pytest
 from test_tables import parse_md, row, write_score
 
+from bench.rundir.generations import GenerationRecord
 from bench.scorers import get_scorer
 from bench.scorers.token_f1 import f1
 from bench.tables import render_table
@@ -21,8 +22,8 @@ def test_f1_by_hand():
 def test_the_task_finds_its_scorer_and_the_score_has_per_item_values():
     task = load_task("toy_exact_f1")
     scorer = get_scorer(task.scorer)
-    gens = [{"example_id": "a", "turn": 0, "text": "paris france", "answer": "Paris"},
-            {"example_id": "b", "turn": 0, "text": "cold", "answer": ["hot", "cold"]}]
+    gens = [GenerationRecord("toy_exact_f1", "a", text="paris france", answer="Paris"),
+            GenerationRecord("toy_exact_f1", "b", text="cold", answer=["hot", "cold"])]
     res = scorer.score(task, [], gens)
     assert res.metrics == {"f1": pytest.approx((2 / 3 + 1.0) / 2)}
     assert [i["value"] for i in res.items] == [pytest.approx(2 / 3), 1.0]

@@ -567,17 +567,19 @@ def test_a_large_run_is_paged_and_filters_run_over_all_of_it(browser, tmp_path):
 def test_a_log_likelihood_record_of_another_kind_shows_its_text_and_score():
     """A perplexity record (no generated text, not mcq): the scored text is the item's reference, the column's
     answer the model's log-likelihood of it; an mcq record is still read as a choice."""
+    from bench.rundir.generations import GenerationRecord
     from bench.view.data import _add_generations
 
     it = {"task": "wiki", "id": "1", "turns": [], "cells": {}}
-    rec = {"task": "wiki", "example_id": "1", "turn": 0, "context": "", "continuations": ["The cat sat."],
-           "logliks": [-7.25], "answer": "The cat sat."}
+    rec = GenerationRecord.from_dict({"task": "wiki", "example_id": "1", "turn": 0, "context": "",
+                                      "continuations": ["The cat sat."], "logliks": [-7.25], "answer": "The cat sat."})
     cell = _add_generations(it, [rec], "perplexity")
     assert it["turns"][0]["reference"] == "The cat sat." and "prompt" not in it["turns"][0]
     assert cell["answers"] == ["log-likelihood -7.250"] and cell["logliks"] == [-7.25]
     it = {"task": "m", "id": "2", "turns": [], "cells": {}}
-    mcq = {"task": "m", "example_id": "2", "turn": 0, "context": "Q?", "continuations": [" A", " B"],
-           "logliks": [-1.0, -2.0], "answer": 1, "pred": 0, "scoring": "loglik"}
+    mcq = GenerationRecord.from_dict({"task": "m", "example_id": "2", "turn": 0, "context": "Q?",
+                                      "continuations": [" A", " B"], "logliks": [-1.0, -2.0], "answer": 1, "pred": 0,
+                                      "scoring": "loglik"})
     cell = _add_generations(it, [mcq], "mcq")
     assert cell["answers"] == [" A"] and it["turns"][0] == {"prompt": "Q?", "reference": " B"}
 

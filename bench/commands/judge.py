@@ -23,7 +23,7 @@ from bench.judge.ledger import CostLedger, estimate
 from bench.lock import RunLock
 from bench.reliability import describe
 from bench.rundir import RunDir, read_json
-from bench.rundir.generations import read_generation_dicts as read_jsonl
+from bench.rundir.generations import read_generations
 from bench.scorers import get_scorer
 from bench.tasks import load_task
 from bench.validate import check_judge_key, check_judge_url, check_model
@@ -108,13 +108,13 @@ def _recorded_data_paths(rd, names: list[str], given: dict) -> dict:
     return out
 
 
-def _check_items(task, gens: list[dict], items: list[dict], local: str | None) -> None:
+def _check_items(task, gens: list, items: list[dict], local: str | None) -> None:
     """Every generation must have its item in the data read here: judging against other data is refused."""
     ids = {str(it["id"]) for it in items}
-    orphans = [str(g.get("example_id")) for g in gens if str(g.get("example_id")) not in ids]
+    orphans = [g.example_id for g in gens if g.example_id not in ids]
     if orphans:
         where = f"--data-path {task.name}={local}" if local else f"its default source ({task.source})"
-        raise UserError(f"{task.name}: {len(set(orphans))} of {len({str(g.get('example_id')) for g in gens})} "
+        raise UserError(f"{task.name}: {len(set(orphans))} of {len({g.example_id for g in gens})} "
                         f"generated items (e.g. {orphans[0]!r}) are not in the data read from {where}; the "
                         f"generations were made from other data - pass --data-path {task.name}=FILE with that data")
 
@@ -130,11 +130,11 @@ def _run(args, gdir: Path, names: list[str], local: dict, jargs) -> int:
     status = 0
     for name in names:
         task = load_task(name)
-        gens = read_jsonl(rd.generate_output(name))
+        gens = read_generations(rd.generate_output(name))
         items = task.load_records(local=local.get(name))
         if get_scorer(task.scorer).judged:
             _check_items(task, gens, items, local.get(name))
-        ids = {str(g["example_id"]) for g in gens}
+        ids = {g.example_id for g in gens}
         items = [it for it in items if str(it["id"]) in ids]
         if args.dry_run:
             reqs = judge_requests(task, items, gens, judge, judge_config(task, jargs), jargs)

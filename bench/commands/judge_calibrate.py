@@ -69,8 +69,9 @@ def run(args) -> int:
         judge = make_judge(jargs, cache=Cache(out / "cache.sqlite"), ledger=ledger, log_path=out / "judge_log.jsonl")
         if est["calls"]:
             judge.preflight()
-        records = [v.to_record() for v in judge.judge_many(reqs)]
-        votes, no_vote = calibrate.votes(records, args.judge_model)
+        verdicts = judge.judge_many(reqs)
+        records = [v.to_record() for v in verdicts]
+        votes, no_vote = calibrate.votes(verdicts, args.judge_model)
         table = calibrate.table(data, args.judge_model, votes)
         write_jsonl(out / "judgments.jsonl", records)
         write_jsonl(out / "votes.jsonl", votes)

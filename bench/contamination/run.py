@@ -65,7 +65,7 @@ def check_run_dir(out: Path, cfg: RunConfig) -> None:
     """Refuse to store reports in a run directory trained on other data, or other rows of it, than ``cfg``'s."""
     rd = RunDir(out).check()
     prov = Provenance.read(rd)
-    ran = (prov.extra.get("train_data") or {}) if prov else {}
+    ran = (prov.train_data or {}) if prov else {}
     ours = data_identity(cfg.data.data)
     why = "its table would set these reports beside the wrong scores"
     if ran and ran != ours:

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from tqdm.auto import tqdm
+
 from core.errors import Interrupted, UserError, first_line
 from core.io import hash_obj
 
@@ -130,8 +132,6 @@ class BaseJudge:
 
         Identical (request, repeat) pairs are judged once; cached successes make no call.
         """
-        from tqdm.auto import tqdm
-
         jobs = [(req, r) for req in requests for r in range(repeats)]
         keys = [self._key(req, r) for req, r in jobs]
         unique: dict[str, tuple[JudgeRequest, int]] = {}
@@ -334,7 +334,7 @@ class OpenAIJudge(BaseJudge):
                  concurrency: int = 8, timeout: float = 60, max_retries: int = 6, max_parse_retries: int = 2,
                  cache=None, ledger=None, log_path: str | os.PathLike | None = None,
                  backoff_base: float = 0.5, backoff_max: float = 30.0):
-        import openai
+        import openai  # ~0.5 s to import: paid only by a judge that calls an API
 
         super().__init__(cache=cache, ledger=ledger, log_path=log_path)
         self.name, self.model, self.base_url = model, model, base_url
@@ -357,7 +357,7 @@ class OpenAIJudge(BaseJudge):
         Transient errors (timeouts, 429, 5xx, refused connections) are retried with the client's backoff, at most
         ``retries`` times (a few seconds), so one hiccup does not fail a run. An endpoint that answers with
         something other than the OpenAI API (an HTML page from a captive portal or proxy login) fails here too."""
-        import openai
+        import openai  # ~0.5 s to import: paid only by a judge that calls an API
 
         where = self.base_url or "api.openai.com"
         client = self._client.with_options(timeout=timeout, max_retries=0)
@@ -404,7 +404,7 @@ class OpenAIJudge(BaseJudge):
         self._stop.wait(max(delay, min(after or 0.0, self.backoff_max)))
 
     def _retryable(self, e: Exception) -> tuple[bool, float | None]:
-        import openai
+        import openai  # ~0.5 s to import: paid only by a judge that calls an API
 
         if isinstance(e, openai.RateLimitError):
             after = e.response.headers.get("retry-after") if e.response is not None else None
@@ -417,7 +417,7 @@ class OpenAIJudge(BaseJudge):
         return isinstance(e, (openai.APITimeoutError, openai.APIConnectionError, MalformedReply)), None
 
     def _call(self, req: JudgeRequest, repeat: int):
-        import openai
+        import openai  # ~0.5 s to import: paid only by a judge that calls an API
 
         error = None
         for attempt in range(1, self.max_retries + 2):

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
+
+from core.errors import UserError
 
 from .client import BaseJudge, JudgeLogEntry, JudgeRequest
 
@@ -24,14 +27,12 @@ class LocalJudge(BaseJudge):
         if model is None or tokenizer is None:
             if model_path is None:
                 raise ValueError("LocalJudge needs model_path or (model, tokenizer)")
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            import torch  # torch and transformers take seconds to import: only a local judge model pays them
+            from transformers import AutoModelForCausalLM, AutoTokenizer  # (see above)
 
             tokenizer = AutoTokenizer.from_pretrained(model_path)
             model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(device)
         if not getattr(tokenizer, "chat_template", None):
-            from core.errors import UserError
-
             raise UserError(f"judge model {model_path or 'in memory'} has no chat template: a judge must be a chat "
                             "(instruct) model")
         self.model, self.tokenizer, self.device = model.eval(), tokenizer, device
@@ -42,9 +43,7 @@ class LocalJudge(BaseJudge):
         self._lock = threading.Lock()
 
     def _call(self, req: JudgeRequest, repeat: int):
-        import time
-
-        import torch
+        import torch  # heavy (seconds): only a run with a local judge model pays it
 
         t0 = time.perf_counter()
         with self._lock, torch.no_grad():

@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jinja2 import StrictUndefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
 from core.download import Unavailable, fetch, home
 from core.errors import UserError, first_line
 
@@ -72,9 +75,6 @@ class PromptForm:
         return template
 
     def _jinja(self, template: str, fields: dict[str, Any]) -> str:
-        from jinja2 import StrictUndefined
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
         ctx = dict(fields)
         # flexeval's names for the same things, so its shipped templates render unchanged.
         question = fields.get("question", fields.get("question_1"))

@@ -271,7 +271,7 @@ def contention_worker(spec: dict) -> dict:
             if p.returncode != 0:
                 raise RuntimeError(f"bench run failed ({p.returncode}): {(p.stderr or p.stdout).strip()[-300:]}")
             prov = Provenance.read(RunDir(out))
-            threads = ((prov.extra.get("hardware") or {}).get("threads") if prov else None) or {}
+            threads = ((prov.hardware or {}).get("threads") if prov else None) or {}
     finally:
         for q in spinners:
             q.kill()

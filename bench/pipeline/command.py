@@ -141,7 +141,7 @@ def _record_stop(rd: RunDir, e: BaseException) -> None:
         if prov is None:
             return
         prov.status = "interrupted" if interrupted else "failed"
-        prov.extra["stopped"] = {"time": time.time(), "error": first_line(e),
+        prov.stopped = {"time": time.time(), "error": first_line(e),
                                  "hint": "re-run the same command to resume (finished stages are kept)"}
         prov.write(rd)
     except Exception:  # noqa: BLE001 - a full disk may refuse this write too: the original error matters more

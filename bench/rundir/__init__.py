@@ -9,8 +9,8 @@ predates the stamp and has the layout of version 1, so it is read as version 1. 
 this bench cannot read (older than ``MIN_VERSION`` or newer than ``VERSION``) is refused with a one-line
 :class:`~core.errors.UserError` (the CLI's exit 2), never half-read.
 
-Reading imports nothing from ``sftmix`` (the tables must not depend on the training side); the CLI's shared error
-type and the atomic writers of :mod:`core.io` are imported only when an error is raised or a file is written.
+Reading imports nothing from ``sftmix`` (the tables must not depend on the training side); errors and the atomic
+writers come from :mod:`core` (the layer both packages share).
 
 The package: :mod:`~bench.rundir.paths` (:class:`RunDir`: the names of every file, the read/write helpers),
 :mod:`~bench.rundir.records` (the typed records with ``read``/``write``), :mod:`~bench.rundir.judgments` (verdicts
@@ -19,10 +19,10 @@ and judge-log entries) and :mod:`~bench.rundir.compat` (the format version and e
 from .paths import (CONFIG, FORMAT, MIN_VERSION, PROVENANCE, SEED_SEP, STAMP, VERSION, RunDir, fail, read_json,
                     read_jsonl, split_seed, write_json, write_jsonl, write_text)
 from .judgments import FAILURES, JudgeLog, JudgeLogEntry, Judgments, Verdict
-from .records import (ContaminationReport, ItemValue, ItemValues, Provenance, RunConfigRecord, StageState,
-                      TaskSummary, TrainRecord)
+from .records import (ContaminationReport, GitInfo, ItemValue, ItemValues, MetricUnit, Provenance,
+                      RunConfigRecord, StageState, TaskSummary, TrainRecord)
 
 __all__ = ["CONFIG", "FAILURES", "FORMAT", "MIN_VERSION", "PROVENANCE", "SEED_SEP", "STAMP", "VERSION",
-           "ContaminationReport", "ItemValue", "ItemValues", "JudgeLog", "JudgeLogEntry", "Judgments", "Provenance",
-           "RunConfigRecord", "RunDir", "StageState", "TaskSummary", "TrainRecord", "Verdict", "fail", "read_json",
-           "read_jsonl", "split_seed", "write_json", "write_jsonl", "write_text"]
+           "ContaminationReport", "GitInfo", "ItemValue", "ItemValues", "JudgeLog", "JudgeLogEntry", "Judgments",
+           "MetricUnit", "Provenance", "RunConfigRecord", "RunDir", "StageState", "TaskSummary", "TrainRecord",
+           "Verdict", "fail", "read_json", "read_jsonl", "split_seed", "write_json", "write_jsonl", "write_text"]

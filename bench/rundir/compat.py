@@ -12,6 +12,8 @@ Rules (docs/RUNDIR.md "Version"):
   written back unchanged (each record's ``extra``).
 - Item values stored one line per judge repeat (before repeats were combined at scoring) are combined on reading
   (:func:`combine_repeats`, the median of each item's values, as the scorers do now).
+- A task summary without ``metric_units`` (written before the scorer's units were recorded) has the units the
+  tables used to infer from its kind (:func:`legacy_metric_units`).
 """
 from __future__ import annotations
 
@@ -54,6 +56,23 @@ def with_absent(record: str, own: dict) -> dict:
         if own.get(k) is None:
             own[k] = dict(default) if isinstance(default, dict) else default
     return own
+
+
+# Kinds whose every metric was stored as a fraction (0-1) and shown in percent before summaries said so.
+LEGACY_FRACTION_KINDS = ("mcq", "exact")
+# Metrics stored in percent whose item values are fractions (AlpacaEval's win rate, MT-Bench pairwise's).
+LEGACY_PERCENT_METRICS = ("win_rate", "win_rate_adjusted")
+
+
+def legacy_metric_units(kind: str, metrics: Iterable[str]) -> dict[str, tuple[str, bool]]:
+    """metric -> (unit, stored as a fraction) for a summary that predates ``metric_units``: every metric of an
+    mcq/exact summary is a fraction shown in percent; a win rate (and, in an MT-Bench pairwise summary, every
+    metric) is in percent already; anything else has no unit."""
+    metrics = list(metrics)
+    if kind in LEGACY_FRACTION_KINDS:
+        return {k: ("%", True) for k in metrics}
+    pairwise = "win_rate_adjusted" in metrics
+    return {k: ("%", False) if pairwise or k in LEGACY_PERCENT_METRICS else ("", False) for k in metrics}
 
 
 def combine_repeats(values: list[float]) -> float:

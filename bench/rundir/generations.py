@@ -16,6 +16,8 @@ from numbers import Real
 from pathlib import Path
 from typing import Any
 
+from core.errors import os_error
+
 from .paths import fail, iter_jsonl, write_jsonl
 
 SCORER_FIELDS = ("answer", "reference", "scoring")  # the typed fields a scorer sets
@@ -55,7 +57,7 @@ class GenerationRecord:
     values: dict[str, Any] = field(default_factory=dict)  # the scorer's per-request values (pred, acc, em, ...)
 
     def to_dict(self) -> dict:
-        """The record as stored (and as scorers read it): the optional fields only when set, values flat."""
+        """The record as stored: the optional fields only when set, the scorer's values flat beside the others."""
         out: dict[str, Any] = {}
         for f in fields(self):
             if f.name == "values":
@@ -116,12 +118,6 @@ def read_generations(path: Path) -> list[GenerationRecord]:
     except UnicodeDecodeError as e:
         fail(f"{path}: not UTF-8 text (byte {e.start}): the file is damaged - delete it to generate it again")
     except OSError as e:
-        from core.errors import os_error
-
         raise os_error(e, "read", path) from None
     return records
 
-
-def read_generation_dicts(path: Path) -> list[dict]:
-    """The records of :func:`read_generations` in the form scorers read (:meth:`GenerationRecord.to_dict`)."""
-    return [r.to_dict() for r in read_generations(path)]

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
 
+from core.errors import os_error
+
 from . import compat
 from .compat import split, with_absent
 from .paths import RunDir, fail, iter_jsonl, write_jsonl
@@ -171,8 +173,6 @@ class JudgeLog:
                 with open(self.path, "a", encoding="utf-8") as f:
                     f.write(line + "\n")
             except OSError as e:
-                from core.errors import os_error
-
                 raise os_error(e, path=self.path) from None
 
     def read(self) -> list[JudgeLogEntry]:
@@ -200,7 +200,5 @@ class JudgeLog:
                     with open(self.path, "a", encoding="utf-8") as f:
                         f.write(text if text.endswith("\n") else text + "\n")
                 except OSError as e:
-                    from core.errors import os_error
-
                     raise os_error(e, path=self.path) from None
         other.unlink()

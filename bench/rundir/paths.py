@@ -5,7 +5,9 @@ import json
 from pathlib import Path
 from typing import Any, Iterator, NoReturn
 
+from core import io
 from core.errors import UserError
+
 from .compat import FORMAT, MIN_VERSION, VERSION  # noqa: F401 (re-exported: the version lives with its rules)
 
 SEED_SEP = "@s"  # run.seeds: variant "sftmix" at seed 1 is "sftmix@s1" (variants/, generations/, scores/, state/)
@@ -66,22 +68,17 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def write_json(path: Path, obj: Any) -> None:
     """Atomically, as indented sorted JSON (the format of every ``.json`` record here)."""
-    from core.io import write_json as _write
-
-    _write(path, obj)
+    io.write_json(path, obj)
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
     """Atomically, one canonical JSON object per line."""
-    from core.io import stable_json, write_text
-
-    write_text(path, "".join(stable_json(r) + "\n" for r in records))
+    io.write_text(path, "".join(io.stable_json(r) + "\n" for r in records))
 
 
 def write_text(path: Path, text: str) -> None:
-    from core.io import write_text as _write
-
-    _write(path, text)
+    """Atomically."""
+    io.write_text(path, text)
 
 
 def split_seed(name: str) -> tuple[str, int | None]:

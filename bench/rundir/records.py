@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from . import compat
 from .paths import RunDir, fail, iter_jsonl, read_json, write_json, write_jsonl
 
@@ -72,6 +74,20 @@ def _none_if_nan(x: Any) -> Any:
     return None if isinstance(x, float) and math.isnan(x) else x
 
 
+@dataclass(frozen=True)
+class MetricUnit:
+    """How a metric is stored and shown (from the scorer's :class:`bench.scorers.Metric`): ``unit`` as tables
+    label it ("%", "1-10", "bits", "chars", "" for none) and ``fraction``: the summary value is stored 0-1 and shown
+    x100. Item values behind a "%" metric are stored as fractions either way (a win rate's items are 0-1)."""
+
+    unit: str = ""
+    fraction: bool = False
+
+    @property
+    def percent(self) -> bool:
+        return self.unit == "%"
+
+
 @dataclass
 class TaskSummary:
     """``scores/<v>/<task>.json``: one (variant, task)'s metrics and how they were made.
@@ -110,6 +126,9 @@ class TaskSummary:
     pairwise_baseline: bool | None = None  # MT-Bench pairwise: the baseline's own row
     versus: str | None = None  # MT-Bench pairwise: the baseline variant compared with
     lc_note: str | None = None  # AlpacaEval: why the length-controlled win rate is missing
+    # metric -> its unit and whether it is stored as a fraction (the scorer's Metric); None in older summaries,
+    # which read as compat.legacy_metric_units says (see units())
+    metric_units: dict[str, MetricUnit] | None = None
     # which run and stage made it (bench run; `bench judge` records none of these)
     run: str | None = None
     stage_key: str | None = None
@@ -148,7 +167,20 @@ class TaskSummary:
                 fail(f"{where}: {k} is {own.get(k)!r}, not a count")
         for k in ("judge", "judge_kind"):
             own[k] = str(own.get(k) or absent[k])
+        units = own.get("metric_units")
+        if units is not None:
+            if not isinstance(units, dict) or not all(isinstance(u, dict) for u in units.values()):
+                fail(f"{where}: metric_units is {units!r}, not a mapping of metric name to {{unit, fraction}}")
+            own["metric_units"] = {k: MetricUnit(str(u.get("unit") or ""), bool(u.get("fraction")))
+                                   for k, u in units.items()}
         return cls(**own, extra=extra)
+
+    def units(self) -> dict[str, MetricUnit]:
+        """Every metric's unit: as recorded, else (an older summary) as :func:`.compat.legacy_metric_units`
+        infers it from the kind; metrics the scorer does not describe (counts, ``category/<c>``) are absent."""
+        if self.metric_units is not None:
+            return dict(self.metric_units)
+        return {k: MetricUnit(u, f) for k, (u, f) in compat.legacy_metric_units(self.kind, self.metrics).items()}
 
     @classmethod
     def read(cls, path: Path) -> "TaskSummary":
@@ -353,16 +385,74 @@ class TrainRecord:
 
 
 @dataclass
+class GitInfo:
+    """The code a run used: the checkout's commit (``"unknown"`` outside a git checkout) and whether it had
+    uncommitted changes (None when unknown); :func:`bench.provenance.git_commit` makes its JSON."""
+
+    commit: str = "unknown"
+    dirty: bool | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {**self.extra, "commit": self.commit, "dirty": self.dirty}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GitInfo":
+        own, extra = _split(cls, d)
+        return cls(commit=str(own.get("commit") or "unknown"), dirty=own.get("dirty"), extra=extra)
+
+
+@dataclass
 class Provenance:
-    """``provenance.json``: how the results were made (config hash, seeds, git, packages, hardware, backend,
-    judge, protocols, data hashes, variants, stage keys) and whether the last run finished (``status``)."""
+    """``provenance.json``: how the results were made and whether the last run finished (``status``: running /
+    done / failed / interrupted). Every field docs/RUNDIR.md names is typed here; the file's JSON is the same as
+    when it was a plain mapping (a field is omitted while None unless the file stored an explicit null, which stays;
+    unknown fields stay in ``extra``). ``Provenance(config_hash, status, {...})`` takes the other fields as a
+    mapping too (they are moved into their typed fields), as `bench run` builds them."""
 
     config_hash: str | None
     status: str | None = None
     extra: dict = field(default_factory=dict)
+    seed: int | None = None  # the training seed (train.seed)
+    seeds: list[int] | None = None  # run.seeds: the seeds each variant trained with
+    git: GitInfo | None = None
+    packages: dict[str, str] | None = None  # package -> version (python's too)
+    hardware: dict | None = None  # platform, CPUs, torch threads and how they were chosen, GPUs
+    backend: dict | None = None  # the generation backend's name and settings
+    judge: dict | None = None  # {kind, model}: the run's judge
+    protocols: dict[str, str] | None = None  # task -> the peer protocol its numbers follow
+    model: dict | None = None  # {id, path}
+    chat_template_hash: str | None = None
+    train_data: dict | None = None  # source, sha256_16, ...
+    task_data: dict[str, dict] | None = None  # task -> {data_hash, prompt_hash, source}
+    variants: dict[str, dict] | None = None  # variant -> its settings
+    stage_keys: dict[str, str] | None = None  # stage -> the key it ran under
+    executor: dict | None = None  # the executor settings that were set
+    last_run: dict | None = None  # the last finished run's summary (stages run, requests, judge cost, ...)
+    stopped: dict | None = None  # failed / interrupted: {time, error, hint}
+
+    def __post_init__(self) -> None:
+        typed = _PROV_FIELDS.intersection(self.extra)
+        if typed:
+            extra = dict(self.extra)
+            for k in typed:
+                # an explicit null stays in extra, so the file keeps it; so does a git entry of another shape
+                if extra[k] is not None and (k != "git" or isinstance(extra[k], (dict, GitInfo))):
+                    setattr(self, k, extra.pop(k))
+            self.extra = extra
+        if isinstance(self.git, dict):
+            self.git = GitInfo.from_dict(self.git)
+
+    @property
+    def git_commit(self) -> str | None:
+        return self.git.commit if self.git is not None else None
 
     def to_dict(self) -> dict:
-        return {**self.extra, "config_hash": self.config_hash, **({"status": self.status} if self.status else {})}
+        d = {k: getattr(self, k) for k in _PROV_FIELDS if getattr(self, k) is not None}
+        if self.git is not None:
+            d["git"] = self.git.to_dict()
+        return {**self.extra, "config_hash": self.config_hash, **({"status": self.status} if self.status else {}),
+                **d}
 
     def write(self, rd: RunDir) -> None:
         write_json(rd.provenance, self.to_dict())
@@ -376,8 +466,11 @@ class Provenance:
         except Exception as e:
             fail(f"{e}; the record of how the results were made is damaged - delete it and re-run the same command "
                  "(it is written again; config.yaml keeps the config)")
-        own, extra = _split(cls, d)
-        return cls(config_hash=own.get("config_hash"), status=own.get("status"), extra=extra)
+        rest = {k: v for k, v in d.items() if k not in ("config_hash", "status")}
+        return cls(config_hash=d.get("config_hash"), status=d.get("status"), extra=rest)
+
+
+_PROV_FIELDS = frozenset(f.name for f in fields(Provenance)) - {"config_hash", "status", "extra"}
 
 
 @dataclass
@@ -393,8 +486,6 @@ class RunConfigRecord:
     def read(cls, rd: RunDir) -> "RunConfigRecord":
         if not rd.config.exists():
             return cls()
-        import yaml
-
         try:
             cfg = yaml.safe_load(rd.config.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:

@@ -11,6 +11,9 @@ Add one: a module in this package that subclasses :class:`~bench.scorers.base.Sc
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from core.registry import Registry
 
 from .base import Metric, Scorer, ScoreResult
@@ -29,9 +32,6 @@ def get_scorer(name: str) -> Scorer:
 
 def _load_builtin() -> None:
     """Import every module of this package once: each registers its scorer(s) on import."""
-    import importlib
-    import pkgutil
-
     for mod in pkgutil.iter_modules(__path__):
         if mod.name != "base":
             importlib.import_module(f"{__name__}.{mod.name}")

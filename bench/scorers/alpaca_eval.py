@@ -26,18 +26,23 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from pathlib import Path
 from typing import Iterable
+from unittest import mock
 
 import pandas as pd
 
-from core.errors import first_line
+from core.errors import UserError, first_line
 
+from bench import reliability as rel
 from bench.judge import JudgeConfig, JudgeRequest
+from bench.rundir.judgments import Verdict
 
 from . import SCORERS
-from .base import Metric, ScoreResult
+from .base import Metric, ScoreResult, max_repeats
 from .chat import ChatScorer
+from .mt_bench import answers_from_generations
 
 TASK = "alpaca_eval"
 SWITCH_COLUMN = "is_switched_outputs"  # alpaca_eval's _switch_column for pairwise annotators
@@ -96,15 +101,15 @@ def model_preference(shown: float, switched: bool) -> float:
     return 3.0 - shown if switched else shown
 
 
-def preferences(records: Iterable[dict], items: list[dict]) -> pd.DataFrame:
+def preferences(records: Iterable[Verdict], items: list[dict]) -> pd.DataFrame:
     """One row per item: model-centred ``preference`` (NaN when every repeat failed), ``n_repeats``."""
     rows = [{"example_id": str(it["example_id"]), "preference": 1.5, "repeat": 0}
             for it in items if it["reference_output"] == it["output"]]
     for r in records:
-        ok = not r.get("failed") and r.get("score") is not None
-        swapped = bool((r.get("meta") or {}).get("swapped"))
-        rows.append({"example_id": str(r["example_id"]), "repeat": r.get("repeat", 0),
-                     "preference": model_preference(float(r["score"]), swapped) if ok else math.nan})
+        ok = not r.failed and r.score is not None
+        swapped = bool((r.meta or {}).get("swapped"))
+        rows.append({"example_id": r.example_id, "repeat": r.repeat,
+                     "preference": model_preference(float(r.score), swapped) if ok else math.nan})
     df = pd.DataFrame(rows, columns=["example_id", "preference", "repeat"])
     order = {str(it["example_id"]): k for k, it in enumerate(items)}
     out = (df.groupby("example_id", sort=False)
@@ -112,13 +117,13 @@ def preferences(records: Iterable[dict], items: list[dict]) -> pd.DataFrame:
     return out.sort_values("example_id", key=lambda s: s.map(order).fillna(len(order))).reset_index(drop=True)
 
 
-def per_repeat(records: Iterable[dict]) -> dict[str, list[float]]:
+def per_repeat(records: Iterable[Verdict]) -> dict[str, list[float]]:
     """example_id -> each successful repeat's model-centred preference - 1 (both orders averaged), in repeat order."""
     by: dict[str, dict[int, list[float]]] = {}
     for r in records:
-        if not r.get("failed") and r.get("score") is not None:
-            pref = model_preference(float(r["score"]), bool((r.get("meta") or {}).get("swapped")))
-            by.setdefault(str(r["example_id"]), {}).setdefault(int(r.get("repeat", 0)), []).append(pref - 1)
+        if not r.failed and r.score is not None:
+            pref = model_preference(float(r.score), bool((r.meta or {}).get("swapped")))
+            by.setdefault(r.example_id, {}).setdefault(int(r.repeat), []).append(pref - 1)
     return {e: [sum(v) / len(v) for _, v in sorted(reps.items())] for e, reps in by.items()}
 
 
@@ -142,17 +147,14 @@ def length_controlled(df: pd.DataFrame, glm_data_dir: str | Path | None = None) 
     (``instruction, output_1, output_2, generator_1, generator_2, annotator, preference, index``).
     Returns (lc, None) or (NaN, reason)."""
     try:
+        # an optional package (alpaca-eval), heavy to import: only when an LC win rate is asked for
         from alpaca_eval.metrics import glm_winrate
     except Exception as e:  # noqa: BLE001 - ImportError, or its own missing deps (pkg_resources on new setuptools)
         return math.nan, f"alpaca-eval GLM unavailable ({type(e).__name__}: {e}); pip install alpaca-eval"
-    import warnings
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # sklearn deprecations inside the package's GLM
             if glm_data_dir is not None:
-                from unittest import mock
-
                 folder = Path(glm_data_dir)
                 if not (folder / "df_gamed.csv").is_file():
                     return math.nan, f"{folder} has no df_gamed.csv (tatsu-lab/alpaca_eval on the hub)"
@@ -169,11 +171,11 @@ def length_controlled(df: pd.DataFrame, glm_data_dir: str | Path | None = None) 
     return float(out["length_controlled_winrate"]), None
 
 
-def score(records: Iterable[dict], items: list[dict], generator: str = "model", baseline: str = "gpt4_turbo",
+def score(records: Iterable[Verdict], items: list[dict], generator: str = "model", baseline: str = "gpt4_turbo",
           lc: bool = True, glm_data_dir: str | Path | None = None) -> dict:
-    """AlpacaEval 2.0's figures from the judgment records of :func:`build_requests`' requests."""
+    """AlpacaEval 2.0's figures from the verdicts of :func:`build_requests`' requests."""
     records = list(records)
-    judges = sorted({r.get("judge") for r in records if r.get("judge")})
+    judges = sorted({r.judge for r in records if r.judge})
     prefs = preferences(records, items)
     by_id = {str(it["example_id"]): (pos, it) for pos, it in enumerate(items)}
     judged = prefs.dropna(subset=["preference"])
@@ -222,39 +224,30 @@ class AlpacaEvalScorer(ChatScorer):
 
     def select_items(self, task, items, judge_kind):
         if judge_kind == "reference":
-            from core.errors import UserError
-
             raise UserError(f"task {task.name} needs an LLM judge (pairwise): pass --judge-model/--judge-base-url")
         return items
 
     def requests(self, task, items, generations, config, judge_kind):
-        from .mt_bench import answers_from_generations
-
         return build_requests(config, make_items(items, answers_from_generations(generations)), task=task.name)
 
     def n_judge_calls(self, task, items, n_items, repeats):
         return n_items * repeats  # judge.swap doubles it (the pipeline's plan says so)
 
-    def reliability(self, task, items, generations, records, versus=None):
+    def reliability(self, task, items, generations, verdicts, versus=None):
         """Repeats (each repeat's model-centred preference, both orders averaged), position bias (with
         ``judge.swap``: alpaca_eval's order vs the reversed one) and length bias (model vs reference output)."""
-        from bench import reliability as rel
-
-        from .base import max_repeats
-        from .mt_bench import answers_from_generations
-
         scored = make_items(items, answers_from_generations(generations))
         by_rep: dict[tuple, list[float]] = {}
         sides: dict[tuple, dict[str, float]] = {}
         games = []
-        for r in records:
-            if r.get("failed") or r.get("score") is None:
+        for r in verdicts:
+            if r.failed or r.score is None:
                 continue
-            meta = r.get("meta") or {}
-            pref = model_preference(float(r["score"]), bool(meta.get("swapped")))
-            key = (str(r["example_id"]), int(r.get("repeat", 0)))
+            meta = r.meta or {}
+            pref = model_preference(float(r.score), bool(meta.get("swapped")))
+            key = (r.example_id, int(r.repeat))
             by_rep.setdefault(key, []).append(pref)
-            games.append((key, float(r["score"])))
+            games.append((key, float(r.score)))
             if "order" in meta:
                 sides.setdefault(key, {})[meta["order"]] = pref
         values: dict[str, list[float]] = {}
@@ -263,19 +256,17 @@ class AlpacaEvalScorer(ChatScorer):
         both = [(s["alpaca_eval"], s["reversed"]) for s in sides.values() if len(s) == 2]
         position = rel.position_bias(games, both) if sides else rel.not_applicable(
             "each item is judged in one order (judge.swap: true judges both)")
-        prefs = preferences(records, scored).set_index("example_id")["preference"]
+        prefs = preferences(verdicts, scored).set_index("example_id")["preference"]
         pairs = [(it["reference_output"], it["output"], prefs.get(str(it["example_id"]))) for it in scored]
-        return {"repeats": rel.repeat_stats(values, max_repeats(records)), "position": position,
-                "length": rel.length_bias(pairs), "failures": rel.failures(records)}
+        return {"repeats": rel.repeat_stats(values, max_repeats(verdicts)), "position": position,
+                "length": rel.length_bias(pairs), "failures": rel.failures(verdicts)}
 
-    def score(self, task, items, generations, records, config=None) -> ScoreResult:
-        from .mt_bench import answers_from_generations
-
+    def score(self, task, items, generations, verdicts=(), config=None) -> ScoreResult:
         scored = make_items(items, answers_from_generations(generations))
-        res = score(records, scored, generator=generations[0].get("model", "model") if generations else "model")
-        prefs = preferences(records, scored).dropna(subset=["preference"])
+        res = score(verdicts, scored, generator=generations[0].model if generations else "model")
+        prefs = preferences(verdicts, scored).dropna(subset=["preference"])
         categories = {str(it["id"]): it.get("category") for it in items}
-        reps = per_repeat(records)
+        reps = per_repeat(verdicts)
         values = [{"example_id": str(e), "turn": 1, "category": categories.get(str(e)), "value": float(p) - 1,
                    **({"repeats": reps[str(e)]} if len(reps.get(str(e), ())) > 1 else {})}
                   for e, p in zip(prefs["example_id"], prefs["preference"])]

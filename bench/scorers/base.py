@@ -13,23 +13,27 @@ benchmark's kind. Adding a benchmark of a new kind = one scorer module + one tas
 of a new kind"); the base classes of the built-in kinds are :class:`~bench.scorers.chat.ChatScorer` (judged
 conversations), :class:`~bench.scorers.mcq.MCQScorer` and :class:`~bench.scorers.exact.ShortAnswerScorer`.
 
-Judgment record (one dict per judgment, ``bench.judge.Verdict.to_record()``; every judged scorer reads these):
-``{task, example_id, turn, variant, judge, judge_kind ('llm' | 'local' | 'reference'), repeat, score (float or
-None), failed (bool), raw (judge text, or {text, top_logprobs}), error, usage}``, plus ``form``, ``config``,
-``attempts``, ``latency_s``, ``cached`` and ``meta`` (e.g. MT-Bench ``category``, AlpacaEval ``swapped``).
+What a scorer reads is typed (:mod:`bench.rundir`): each answered model request is a
+:class:`~bench.rundir.generations.GenerationRecord` (``example_id``, ``turn``, ``category``, ``text`` or ``logliks``,
+the gold ``answer``, the turn's ``reference``, and the scorer's own per-request ``values`` from
+:meth:`Scorer.generation_fields`); each judgment is a :class:`~bench.rundir.judgments.Verdict` (``example_id``,
+``turn``, ``repeat``, ``judge``, ``score`` (float or None), ``failed``, ``failure``, ``raw``, ``meta`` (e.g. MT-Bench
+``category``, AlpacaEval ``swapped``), ...). Items stay the task's mapped dicts (``id``, ``category`` and the fields
+:meth:`Scorer.prepare_item` normalised).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Union
+from typing import Any, Callable, Protocol, Union
 
 from core.errors import UserError
 
+from bench import reliability as rel
 from bench.backends.base import Generation, GenRequest, GenSettings, LoglikRequest
-
-if TYPE_CHECKING:  # annotations only: scoring an mcq task must not import the judge client
-    from bench.judge import JudgeConfig, JudgeRequest
+from bench.judge import JudgeConfig, JudgeRequest, load_judge_config
+from bench.rundir.generations import GenerationRecord
+from bench.rundir.judgments import Verdict
 
 
 class Task(Protocol):
@@ -154,8 +158,6 @@ class Scorer:
                     alpaca_eval_prompt: str | None = None) -> "JudgeConfig":
         """The judge config, its prompt files taken from these paths first (``None``: the environment's, then the
         package's or a pinned download): FastChat's ``judge_prompts.jsonl``, alpaca_eval's ``alpaca_eval_clf.txt``."""
-        from bench.judge import load_judge_config
-
         name = self.config_name(text_verdicts)
         if name is None:
             raise UserError(f"scorer {self.name!r} needs no judge")
@@ -165,7 +167,7 @@ class Scorer:
         """The items this scorer can score with this kind of judge (default: all)."""
         return items
 
-    def requests(self, task: "Task", items: list[dict], generations: list[dict], config: "JudgeConfig",
+    def requests(self, task: "Task", items: list[dict], generations: list[GenerationRecord], config: "JudgeConfig",
                  judge_kind: str) -> list["JudgeRequest"]:
         """The judge requests for a (variant, task)'s generations; empty for unjudged scorers."""
         return []
@@ -175,19 +177,19 @@ class Scorer:
         return 0
 
     # -- scoring ------------------------------------------------------------------------------------------------
-    def score(self, task: "Task", items: list[dict], generations: list[dict], records: list[dict],
-              config: "JudgeConfig | None" = None) -> ScoreResult:
+    def score(self, task: "Task", items: list[dict], generations: list[GenerationRecord],
+              verdicts: list[Verdict] = (), config: "JudgeConfig | None" = None) -> ScoreResult:
+        """The metrics of one (variant, task) from its generations records and, for judged scorers, its verdicts
+        (in the order :meth:`requests` asked them, every repeat)."""
         raise NotImplementedError
 
-    def reliability(self, task: "Task", items: list[dict], generations: list[dict], records: list[dict],
-                    versus: dict | None = None) -> dict:
-        """The judge's reliability on this task (:mod:`bench.judge.reliability`); by default repeat noise over the
+    def reliability(self, task: "Task", items: list[dict], generations: list[GenerationRecord],
+                    verdicts: list[Verdict], versus: dict | None = None) -> dict:
+        """The judge's reliability on this task (:mod:`bench.reliability`); by default repeat noise over the
         per-(item, turn) scores and failures, with no pairs to measure position or length bias on."""
-        from bench import reliability as rel
-
-        return {"repeats": rel.repeat_stats(repeat_values(records), max_repeats(records)),
+        return {"repeats": rel.repeat_stats(repeat_values(verdicts), max_repeats(verdicts)),
                 "position": rel.not_applicable("each verdict rates one answer; no pair is shown in two orders"),
-                "length": rel.not_applicable("no pair of outputs is compared"), "failures": rel.failures(records)}
+                "length": rel.not_applicable("no pair of outputs is compared"), "failures": rel.failures(verdicts)}
 
     def protocol(self, config: "JudgeConfig | None" = None) -> str:
         """One line: which peer protocol the numbers follow (and whether they are comparable with it)."""
@@ -198,16 +200,17 @@ def nan_to_none(x: Any) -> Any:
     return None if isinstance(x, float) and math.isnan(x) else x
 
 
-def repeat_values(records: list[dict], value=lambda r: r.get("score")) -> dict[tuple, list[float]]:
+def repeat_values(verdicts: list[Verdict], value: Callable[[Verdict], float | None] = lambda v: v.score
+                  ) -> dict[tuple, list[float]]:
     """(example_id, turn) -> the successful repeats' values, in repeat order."""
     out: dict[tuple, list[tuple[int, float]]] = {}
-    for r in records:
-        v = None if r.get("failed") else value(r)
-        if v is not None:
-            key = (str(r["example_id"]), int(r.get("turn", 1)))
-            out.setdefault(key, []).append((int(r.get("repeat", 0)), float(v)))
-    return {k: [v for _, v in sorted(vals)] for k, vals in out.items()}
+    for v in verdicts:
+        x = None if v.failed else value(v)
+        if x is not None:
+            out.setdefault((v.example_id, int(v.turn)), []).append((int(v.repeat), float(x)))
+    return {k: [x for _, x in sorted(vals)] for k, vals in out.items()}
 
 
-def max_repeats(records: list[dict]) -> int:
-    return max((int(r.get("repeat", 0)) for r in records), default=0) + 1
+def max_repeats(verdicts: list[Verdict]) -> int:
+    """How many judge repeats the verdicts hold (the highest repeat index + 1; 1 when there are none)."""
+    return max((int(v.repeat) for v in verdicts), default=0) + 1

@@ -48,6 +48,7 @@ def score(prediction: str, answer: str) -> dict:
 
 
 def aggregate(records: list[dict]) -> dict:
+    """Mean ``em`` and ``numeric`` over the records that carry them (each record: its metric values)."""
     out = {"n": len(records)}
     for key in ("em", "numeric"):
         vals = [r[key] for r in records if r.get(key) is not None]
@@ -84,13 +85,13 @@ class ExactScorer(ShortAnswerScorer):
                Metric("numeric", "numeric match", "last number in the answer equals the gold number", "%",
                       fraction=True))
 
-    def score(self, task, items, generations, records=(), config=None) -> ScoreResult:
-        agg = aggregate(generations)
+    def score(self, task, items, generations, verdicts=(), config=None) -> ScoreResult:
+        agg = aggregate([g.values for g in generations])
         metrics = {"exact_match": agg.get("em")}
         if "numeric" in agg:
             metrics["numeric"] = agg["numeric"]
-        items_out = [{"example_id": str(r["example_id"]), "turn": int(r.get("turn", 0)), "category": r.get("category"),
-                      "value": float(r["em"])} for r in generations if r.get("em") is not None]
+        items_out = [{"example_id": g.example_id, "turn": int(g.turn), "category": g.category,
+                      "value": float(g.values["em"])} for g in generations if g.values.get("em") is not None]
         return ScoreResult(metrics, items_out, {"n_items": len(generations), "n_failed": 0,
                                                 "metric_shown": self.primary, "protocol": self.protocol()})
 
@@ -117,13 +118,12 @@ class StrictExactScorer(ExactScorer):
     metrics = (Metric("exact_match", "exact match", "first line equals the answer (case-folded, whitespace collapsed, "
                       "punctuation kept)", "%", fraction=True),)
 
-    def score(self, task, items, generations, records=(), config=None) -> ScoreResult:
-        rows = [{**g, "em": strict_match(g.get("text") or "", str(g["answer"]))} for g in generations]
-        values = [r["em"] for r in rows]
-        items_out = [{"example_id": str(r["example_id"]), "turn": int(r.get("turn", 0)), "category": r.get("category"),
-                      "value": r["em"]} for r in rows]
+    def score(self, task, items, generations, verdicts=(), config=None) -> ScoreResult:
+        values = [strict_match(g.text or "", str(g.answer)) for g in generations]
+        items_out = [{"example_id": g.example_id, "turn": int(g.turn), "category": g.category, "value": em}
+                     for g, em in zip(generations, values)]
         return ScoreResult({"exact_match": sum(values) / len(values) if values else None}, items_out,
-                           {"n_items": len(rows), "n_failed": 0, "metric_shown": self.primary,
+                           {"n_items": len(generations), "n_failed": 0, "metric_shown": self.primary,
                             "protocol": self.protocol()})
 
     def protocol(self, config=None) -> str:

@@ -68,7 +68,7 @@ METRICS = ("acc", "acc_norm", "acc_bytes")
 
 
 def aggregate(records: list[dict]) -> dict:
-    """Mean of each per-document metric over the records that carry it."""
+    """Mean of each per-document metric over the records that carry it (each record: its metric values)."""
     out = {"n": len(records)}
     for key in METRICS:
         vals = [r[key] for r in records if r.get(key) is not None]
@@ -125,20 +125,20 @@ class MCQScorer(Scorer):
         pred = parse_letter(answer.text, len(item["choices"]), task.item_labels(item))
         return {"scoring": "generate", "answer": item["answer"], "pred": pred, "acc": float(pred == item["answer"])}
 
-    def score(self, task, items, generations, records=(), config=None) -> ScoreResult:
+    def score(self, task, items, generations, verdicts=(), config=None) -> ScoreResult:
         delimiter = getattr(task, "target_delimiter", " ")
-        rows = []
+        rows = []  # (record, its metric values)
         for g in generations:
-            if g.get("logliks") is not None:  # rescored from the raw log-likelihoods: old files get today's rules
-                g = {**g, **score_logliks(g["logliks"], g["continuations"], int(g["answer"]), delimiter)}
-            rows.append(g)
-        agg = aggregate(rows)
+            values = g.values
+            if g.logliks is not None:  # rescored from the raw log-likelihoods: old files get today's rules
+                values = {**values, **score_logliks(g.logliks, g.continuations, int(g.answer), delimiter)}
+            rows.append((g, values))
+        agg = aggregate([v for _, v in rows])
         metrics = {k: agg[k] for k in METRICS if k in agg}
-        items_out = [{"example_id": str(r["example_id"]), "turn": int(r.get("turn", 0)),
-                      "category": r.get("category"), "value": float(r[self.primary]),
-                      **{k: float(r[k]) for k in METRICS if r.get(k) is not None}}
-                     for r in rows if r.get(self.primary) is not None]
-        mode = "loglik" if rows and rows[0].get("logliks") is not None else "generate"
+        items_out = [{"example_id": g.example_id, "turn": int(g.turn), "category": g.category,
+                      "value": float(v[self.primary]), **{k: float(v[k]) for k in METRICS if v.get(k) is not None}}
+                     for g, v in rows if v.get(self.primary) is not None]
+        mode = "loglik" if rows and rows[0][0].logliks is not None else "generate"
         return ScoreResult(metrics, items_out, {"n_items": len(rows), "n_failed": 0, "metric_shown": self.primary,
                                                 "protocol": self.protocol() if mode == "loglik" else
                                                 "generated letter parsed (not lm-eval's log-likelihood protocol)"})

@@ -21,9 +21,11 @@ from typing import Iterable
 import pandas as pd
 
 from bench.judge import JudgeConfig, JudgeRequest
+from bench.rundir.generations import GenerationRecord
+from bench.rundir.judgments import Verdict
 
 from . import SCORERS
-from .base import Metric, ScoreResult
+from .base import Metric, ScoreResult, repeat_values
 from .chat import ChatScorer
 
 REF_CATEGORIES = ("math", "reasoning", "coding")
@@ -33,11 +35,11 @@ FASTCHAT_FORMS = {"single": "single-v1", "single_ref": "single-math-v1", "multi"
                   "multi_ref": "single-math-v1-multi-turn"}
 
 
-def answers_from_generations(records: Iterable[dict]) -> dict[str, list[str]]:
-    """Generation records (``example_id``, ``turn``, ``text``) -> {example_id: [turn-1 text, turn-2 text]}."""
+def answers_from_generations(records: Iterable[GenerationRecord]) -> dict[str, list[str]]:
+    """Generations records -> {example_id: [turn-1 text, turn-2 text]}."""
     by_id: dict[str, list[tuple[int, str]]] = {}
     for r in records:
-        by_id.setdefault(str(r["example_id"]), []).append((int(r["turn"]), r["text"]))
+        by_id.setdefault(r.example_id, []).append((int(r.turn), r.text))
     return {k: [t for _, t in sorted(v)] for k, v in by_id.items()}
 
 
@@ -86,16 +88,16 @@ def show_result(rows: pd.DataFrame) -> dict:
             "overall": float(score.mean()) if len(score) else math.nan, "n": int(len(score))}
 
 
-def aggregate(records: Iterable[dict], categories: dict[str, str] | None = None) -> dict:
-    """Judgment records -> per turn, per category and overall means (see the module docstring).
+def aggregate(verdicts: Iterable[Verdict], categories: dict[str, str] | None = None) -> dict:
+    """Verdicts -> per turn, per category and overall means (see the module docstring).
 
-    ``categories`` ({example_id: category}) overrides ``record["meta"]["category"]``.
+    ``categories`` ({example_id: category}) overrides each verdict's ``meta["category"]``.
     """
     df = pd.DataFrame([
-        {"example_id": str(r["example_id"]), "turn": int(r["turn"]), "repeat": r.get("repeat", 0),
-         "score": None if r.get("failed") else r.get("score"), "judge": r.get("judge"),
-         "category": (categories or {}).get(str(r["example_id"]), (r.get("meta") or {}).get("category"))}
-        for r in records])
+        {"example_id": v.example_id, "turn": int(v.turn), "repeat": v.repeat,
+         "score": None if v.failed else v.score, "judge": v.judge,
+         "category": (categories or {}).get(v.example_id, (v.meta or {}).get("category"))}
+        for v in verdicts])
     if df.empty:
         return {"turn_1": math.nan, "turn_2": math.nan, "overall": math.nan, "per_category": {}, "n_judged": 0,
                 "n_failed": 0, "n_failed_judgments": 0, "n_repeats": 0, "judge": None}
@@ -158,15 +160,13 @@ class MTBenchScorer(ChatScorer):
         turns = sum(len(it.get("turns") or [1]) for it in items) if items is not None else task.n_turns * n_items
         return turns * repeats
 
-    def score(self, task, items, generations, records, config=None) -> ScoreResult:
+    def score(self, task, items, generations, verdicts=(), config=None) -> ScoreResult:
         categories = {str(it["id"]): it.get("category") for it in items}
-        res = aggregate(records, categories)
+        res = aggregate(verdicts, categories)
         metrics = {"turn1": res["turn_1"], "turn2": res["turn_2"], "overall": res["overall"]}
         metrics.update({f"category/{c}": v["overall"] for c, v in res["per_category"].items()})
-        from .base import repeat_values
-
         values = []  # the median of an item's repeats, and the repeats themselves (the bootstrap resamples them)
-        for (eid, turn), reps in sorted(repeat_values(records).items()):
+        for (eid, turn), reps in sorted(repeat_values(verdicts).items()):
             values.append({"example_id": eid, "turn": turn, "category": categories.get(eid),
                            "value": float(pd.Series(reps).median()), **({"repeats": reps} if len(reps) > 1 else {})})
         conformant = None if config is None or not self.benchmark else config.conformant

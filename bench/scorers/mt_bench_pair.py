@@ -23,7 +23,11 @@ from typing import Iterable
 
 import pandas as pd
 
+from core.errors import UserError
+
+from bench import reliability as rel
 from bench.judge import JudgeConfig, JudgeRequest
+from bench.rundir.judgments import Verdict
 
 from . import SCORERS
 from .base import Metric, ScoreResult
@@ -70,23 +74,23 @@ def build_requests(config: JudgeConfig, questions: list[dict], answers_1: dict[s
     return out
 
 
-def matches(records: Iterable[dict]) -> pd.DataFrame:
-    """Judgment records -> FastChat's pairwise rows, one per match (question, turn, repeat, model_1, model_2):
+def matches(records: Iterable[Verdict]) -> pd.DataFrame:
+    """Verdicts -> FastChat's pairwise rows, one per match (question, turn, repeat, model_1, model_2):
     ``question_id``, ``turn``,
     ``repeat``, ``model_1``, ``model_2``, ``g1_winner``, ``g2_winner`` ("model_1" / "model_2" / "tie" / "error"),
     ``category``, ``g1_shown`` / ``g2_shown`` (the games' shown-order verdicts, NaN for errors)."""
     rows: dict[tuple, dict] = {}
     for r in records:
-        meta = r.get("meta") or {}
+        meta = r.meta or {}
         game = int(meta.get("game", 1))
         m1, m2 = meta.get("model_1", "model_1"), meta.get("model_2", "model_2")
-        key = (str(r["example_id"]), int(r["turn"]), int(r.get("repeat", 0)), m1, m2)
+        key = (r.example_id, int(r.turn), int(r.repeat), m1, m2)
         row = rows.setdefault(key, {"question_id": key[0], "turn": key[1], "repeat": key[2], "model_1": m1,
                                     "model_2": m2, "category": meta.get("category"), "g1_winner": "error",
                                     "g2_winner": "error", "g1_shown": math.nan, "g2_shown": math.nan})
-        ok = not r.get("failed") and r.get("score") is not None
-        row[f"g{game}_winner"] = _GAME_MAP[game].get(float(r["score"]), "error") if ok else "error"
-        row[f"g{game}_shown"] = float(r["score"]) if ok else math.nan
+        ok = not r.failed and r.score is not None
+        row[f"g{game}_winner"] = _GAME_MAP[game].get(float(r.score), "error") if ok else "error"
+        row[f"g{game}_shown"] = float(r.score) if ok else math.nan
     columns = ["question_id", "turn", "repeat", "model_1", "model_2", "category", "g1_winner", "g2_winner",
                "g1_shown", "g2_shown"]
     return pd.DataFrame(list(rows.values()), columns=columns)
@@ -158,8 +162,6 @@ class MTBenchPairScorer(ChatScorer):
 
     def select_items(self, task, items, judge_kind):
         if judge_kind == "reference":
-            from core.errors import UserError
-
             raise UserError(f"task {task.name}: judge.mode: pairwise needs an LLM judge (the reference rubric rates "
                             "one answer at a time): pass --judge-model/--judge-base-url or judge.local")
         return items
@@ -178,14 +180,12 @@ class MTBenchPairScorer(ChatScorer):
         turns = sum(len(it.get("turns") or [1]) for it in items) if items is not None else task.n_turns * n_items
         return 2 * turns * repeats
 
-    def reliability(self, task, items, generations, records, versus=None):
+    def reliability(self, task, items, generations, verdicts, versus=None):
         """Repeats (each repeat's match outcome), position bias (game 1 vs game 2) and length bias (the judged
         turn's answers of the two models, the match's winner preferred; ties count for neither)."""
-        from bench import reliability as rel
-
         if versus is None:
             return {"note": "the pairwise baseline: no verdicts of its own"}
-        rows = matches(records)
+        rows = matches(verdicts)
         ok = rows[(rows["g1_winner"] != "error") & (rows["g2_winner"] != "error")]
         values: dict[tuple, list[float]] = {}
         for row in ok.sort_values("repeat").itertuples(index=False):
@@ -199,9 +199,9 @@ class MTBenchPairScorer(ChatScorer):
                  for q, t, a, b in zip(ok["question_id"], ok["turn"], ok["g1_winner"], ok["g2_winner"])]
         return {"repeats": rel.repeat_stats(values, int(rows["repeat"].max()) + 1 if len(rows) else 1),
                 "position": rel.position_bias(games, both), "length": rel.length_bias(pairs),
-                "failures": rel.failures(records)}
+                "failures": rel.failures(verdicts)}
 
-    def score(self, task, items, generations, records, config=None, versus=None) -> ScoreResult:
+    def score(self, task, items, generations, verdicts=(), config=None, versus=None) -> ScoreResult:
         categories = {str(it["id"]): it.get("category") for it in items}
         protocol = self.protocol(config)
         conformant = None if config is None else config.conformant
@@ -212,7 +212,7 @@ class MTBenchPairScorer(ChatScorer):
             metrics = {"win_rate_adjusted": 50.0, "win_rate": None, "loss_rate": None}
             return ScoreResult(metrics, values, {"n_items": len(values), "n_failed": 0, "pairwise_baseline": True,
                                                  "protocol": protocol, "conformant": conformant})
-        rows = matches(records)
+        rows = matches(verdicts)
         ok = rows[(rows["g1_winner"] != "error") & (rows["g2_winner"] != "error")].copy()
         ok["value"] = [OUTCOME[match_winner(a, b)] for a, b in zip(ok["g1_winner"], ok["g2_winner"])]
         n = len(ok)

@@ -63,9 +63,8 @@ class PerplexityScorer(Scorer):
     def generation_fields(self, task, item, request, answer, options):
         return {"answer": item["answer"]}
 
-    def score(self, task, items, generations, records=(), config=None) -> ScoreResult:
-        rows = [(g, float(g["logliks"][0]), len(g["answer"].encode("utf-8")), n_words(g["answer"]))
-                for g in generations]
+    def score(self, task, items, generations, verdicts=(), config=None) -> ScoreResult:
+        rows = [(g, float(g.logliks[0]), len(g.answer.encode("utf-8")), n_words(g.answer)) for g in generations]
         info = {"n_items": len(rows), "n_failed": 0, "metric_shown": self.primary, "protocol": self.protocol()}
         if not rows:
             return ScoreResult({k.name: None for k in self.metrics}, [], info)
@@ -74,7 +73,7 @@ class PerplexityScorer(Scorer):
         metrics = {"bits_per_byte": -ll / n_bytes / math.log(2), "byte_perplexity": math.exp(-ll / n_bytes),
                    "word_perplexity": math.exp(-ll / words)}
         per_item_bytes = n_bytes / len(rows)
-        values = [{"example_id": str(g["example_id"]), "turn": int(g.get("turn", 0)), "category": g.get("category"),
+        values = [{"example_id": g.example_id, "turn": int(g.turn), "category": g.category,
                    "value": -lp / math.log(2) / per_item_bytes} for g, lp, _, _ in rows]
         return ScoreResult(metrics, values, info)
 

@@ -27,12 +27,12 @@ class TokenF1Scorer(ShortAnswerScorer):
     primary = "f1"
     metrics = (Metric("f1", "token F1", "SQuAD token-overlap F1 after SQuAD-style normalisation", "%", fraction=True),)
 
-    def score(self, task, items, generations, records=(), config=None) -> ScoreResult:
+    def score(self, task, items, generations, verdicts=(), config=None) -> ScoreResult:
         values = []
-        for r in generations:
-            golds = r["answer"] if isinstance(r["answer"], list) else [r["answer"]]
-            values.append({"example_id": str(r["example_id"]), "turn": int(r.get("turn", 0)),
-                           "category": r.get("category"), "value": max(f1(r["text"], g) for g in golds)})
+        for g in generations:
+            golds = g.answer if isinstance(g.answer, list) else [g.answer]
+            values.append({"example_id": g.example_id, "turn": int(g.turn), "category": g.category,
+                           "value": max(f1(g.text, gold) for gold in golds)})
         mean = sum(v["value"] for v in values) / len(values) if values else None
         return ScoreResult({"f1": mean}, values, {"n_items": len(generations), "n_failed": 0,
                                                   "metric_shown": self.primary, "protocol": self.protocol()})

@@ -19,7 +19,8 @@ what `bench run` prints), ``auto`` (main, else health, else default, depending o
 Every row other than the baseline (``ntp``) shows its difference from the baseline row of the same training set ×
 model: ``value (+delta [lo, hi])`` with a paired-bootstrap 95 % interval over example ids (:mod:`bench.bootstrap`).
 Metrics with no per-item values (AlpacaEval's LC win rate is a GLM fitted on the whole set; the average length is
-a corpus statistic) show the difference without an interval. MCQ and exact-match fractions are shown in percent.
+a corpus statistic) show the difference without an interval. Metrics a summary records as fractions
+(``metric_units``, from the scorer's ``Metric.fraction``) are shown in percent, whatever the task's kind.
 """
 from .build import build_table, roles
 from .contamination import build_contamination_table

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..rundir import ContaminationReport, RunDir, fail
+from .build import _assemble
 from .deltas import BASELINE, METHOD_NAMES, Comparison
 from .layouts import Layout
 from .model import Table
@@ -88,7 +89,6 @@ def build_contamination_table(run_dirs: Sequence[str | Path], n_resamples: int =
         cols += [(f"{task} {m}{unit}: all" + (f" ({n[1]})" if n else ""), task, m),
                  (f"{task} {m}{unit}: {CLEAN}" + (f" ({n[0]})" if n else ""), _clean_task(task), m)]
     spec = Layout("contamination", tuple(cols), run_column="runs")
-    from .build import _assemble
 
     table = _assemble(ctx, spec, paper=False)
     notes.append(f"all = every scored item (the task's own metric); {CLEAN} = the items that share no n-gram with "

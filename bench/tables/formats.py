@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..rundir import RunDir, fail, write_text
 from .build import build_table
+from .contamination import build_contamination_table, require_table
 from .layouts import FORMATS
 from .model import Table
 
@@ -60,8 +61,6 @@ def render_table(run_dirs: Sequence[str | Path], layout: str = "default", fmt: s
     ``auto`` appends the contamination table (md, latex) when the runs have contamination reports, ``only`` gives
     that table alone, ``off`` never shows it. ``warnings``, when given, receives the notes a command should also
     say on stderr (an unfinished run, different judges)."""
-    from .contamination import build_contamination_table, require_table
-
     if fmt not in FORMATS + ("tex",):
         fail(f"unknown table format {fmt!r}; choose from {', '.join(FORMATS)}")
     if contamination not in CONTAMINATION_MODES:
@@ -80,7 +79,6 @@ def write_tables(run_dir: str | Path, layout: str = "default", formats: Sequence
                  paper: bool = False) -> list[Path]:
     """Write ``RUN/tables/<layout>.{md,csv,tex}`` atomically, and ``RUN/tables/contamination.{md,csv,tex}`` when the
     run has contamination reports; returns the paths, the layout's first."""
-    from .contamination import build_contamination_table
 
     rd = RunDir(run_dir)
     paths = []

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
-from ..rundir import (SEED_SEP, ItemValue, ItemValues, Provenance, RunConfigRecord, RunDir, TaskSummary, TrainRecord,
-                      fail, split_seed)
+import pandas as pd
+
+from ..rundir import (SEED_SEP, ItemValue, ItemValues, MetricUnit, Provenance, RunConfigRecord, RunDir, TaskSummary,
+                      TrainRecord, fail, split_seed)
 
 
 @dataclass
@@ -43,6 +45,7 @@ class TaskResult:
     reliability: dict | None = None  # the judge's reliability on this task (bench.reliability)
     repeat_combine: str | None = None  # how judge repeats became item values: "median" | "mean"
     pairwise_baseline: bool = False  # MT-Bench pairwise: the reference row the others were compared with
+    units: dict[str, MetricUnit] = field(default_factory=dict)  # metric -> unit and fraction (TaskSummary.units)
 
     @property
     def system(self) -> tuple[str, str, str, str]:
@@ -57,7 +60,7 @@ def _variant_cfg(rd: RunDir, folder: str, cfg: RunConfigRecord, prov: Provenance
         v = TrainRecord.read(path).variant
         if v:
             return v
-    recorded = ((prov.extra.get("variants") if prov else None) or {}).get(folder)
+    recorded = ((prov.variants if prov else None) or {}).get(folder)
     if isinstance(recorded, dict):
         return recorded
     return cfg.variant_settings(split_seed(folder)[0]) or {"name": split_seed(folder)[0]}
@@ -140,7 +143,7 @@ def load_results(run_dirs: Sequence[str | Path]) -> Results:
                 task_rank=task_order.index(s.task) if s.task in task_order else 1 << 30,
                 variant_rank=variant_order.index(variant) if variant in variant_order else 1 << 30,
                 protocol=s.protocol, conformant=s.conformant, reliability=s.reliability,
-                repeat_combine=s.repeat_combine, pairwise_baseline=bool(s.pairwise_baseline)))
+                repeat_combine=s.repeat_combine, pairwise_baseline=bool(s.pairwise_baseline), units=s.units()))
     results = Results(merge_seeds(out))
     results.missing, results.left_out, results.status = missing, left_out, status
     return results
@@ -180,8 +183,6 @@ def _printable(name: str) -> str:
 
 def results_frame(run_dirs: Sequence[str | Path]):
     """All summary metrics as a long DataFrame: run, train_data, model, variant, task, metric, value."""
-    import pandas as pd
-
     rows = [{"run": s.run, "train_data": s.train_data, "model": s.model, "variant": s.variant, "task": s.task,
              "metric": k, "value": v} for s in load_results(run_dirs) for k, v in s.metrics.items()]
     return pd.DataFrame(rows)
@@ -218,12 +219,24 @@ def resolve(s: TaskResult, metric: str) -> str:
     return metric
 
 
+def metric_unit(s: TaskResult, key: str) -> MetricUnit:
+    """The unit the summary records for metric ``key``; a ``category/<c>`` value has its headline metric's."""
+    unit = s.units.get(key)
+    if unit is None and key.startswith("category/"):
+        unit = s.units.get(headline_metric(s))
+    return unit or MetricUnit()
+
+
 def is_percent(s: TaskResult, key: str) -> bool:
-    return s.kind in ("mcq", "exact")  # stored as fractions 0-1; win rates are already percent
+    """Stored as a fraction (0-1) and shown in percent (the scorer's ``Metric.fraction``); win rates stored in
+    percent already are not."""
+    return metric_unit(s, key).fraction
 
 
-def _item_scale(s: TaskResult, key: str) -> float:
-    return 100.0 if s.kind in ("mcq", "exact") or key == "win_rate" or _pairwise(s) else 1.0
+def item_scale(s: TaskResult, key: str) -> float:
+    """The factor from stored item values to the metric's display unit: 100 for a percent metric (its item values
+    are fractions), else 1."""
+    return 100.0 if metric_unit(s, key).percent else 1.0
 
 
 def _pairwise(s: TaskResult) -> bool:
@@ -251,7 +264,7 @@ def item_values(s: TaskResult, key: str) -> dict | None:
             recs = [r for r in recs if r.category == key.split("/", 1)[1]]
         elif key not in ("overall", "win_rate", "score", headline_metric(s)):
             return None
-    scale = _item_scale(s, key)
+    scale = item_scale(s, key)
     return {(r.example_id, r.turn): float(r.value) * scale for r in recs}
 
 
@@ -260,14 +273,14 @@ def item_repeats(s: TaskResult, key: str) -> dict | None:
     values = item_values(s, key)
     if not values or not s.items:
         return None
-    scale = _item_scale(s, key)
+    scale = item_scale(s, key)
     reps = {(r.example_id, r.turn): [float(x) * scale for x in r.repeats]
             for r in s.items if isinstance(r.repeats, list) and len(r.repeats) > 1}
     return {k: v for k, v in reps.items() if k in values} or None
 
 
 def metric_value(s: TaskResult, key: str) -> float | None:
-    """The summary value of ``key`` in display units (percent for MCQ/exact), from the items when absent."""
+    """The summary value of ``key`` in display units (fractions in percent), from the items when absent."""
     if s.seeds:  # the mean over seeds of each seed's value
         vals = [metric_value(m, key) for m in s.seeds.values()]
         return None if any(v is None for v in vals) else sum(vals) / len(vals)

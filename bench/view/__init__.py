@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from ..provenance import git_commit
+from ..rundir import write_text
 from .data import gather
 from .page import embed_json, render_page
 
@@ -20,8 +22,6 @@ __all__ = ["build_report", "embed_json", "gather", "render_page", "write_report"
 def build_report(run_dirs: Sequence[str | Path], layouts: Sequence[str] = ("auto",), paper: bool = False,
                  n_resamples: int = 2000, seed: int = 0) -> str:
     """The HTML report of the given run directories, as one string."""
-    from ..provenance import git_commit
-
     view = gather(run_dirs, layouts, paper, n_resamples, seed)
     names = ", ".join(r["label"] for r in view["runs"])
     return render_page(view, f"bench view: {names}", git_commit())
@@ -29,8 +29,6 @@ def build_report(run_dirs: Sequence[str | Path], layouts: Sequence[str] = ("auto
 
 def write_report(run_dirs: Sequence[str | Path], out: str | Path, **kw) -> Path:
     """Write :func:`build_report` to ``out`` atomically; returns the path."""
-    from ..rundir import write_text
-
     out = Path(out)
     write_text(out, build_report(run_dirs, **kw))
     return out

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from .. import plots
 from ..rundir import (ContaminationReport, Judgments, Provenance, RunConfigRecord, RunDir, StageState, TaskSummary,
                       Verdict, fail, split_seed)
-from ..rundir.generations import read_generation_dicts
+from ..rundir.generations import GenerationRecord, read_generations
 from ..tables import (BASELINE, LAYOUTS, METHOD_NAMES, Cell, Table, TaskResult, build_table, headline_metric,
                       load_results)
-from ..tables.results import _item_scale, _run_labels, item_values
+from ..tables.results import _run_labels, item_scale, item_values
 
 # Chat scorers number judged turns from 1 (FastChat); generation records number them from 0.
 JUDGED_TURN_OFFSET = {"chat": 1}
@@ -84,37 +85,35 @@ def _fingerprints(rd: RunDir) -> list[dict]:
 def run_summary(run_dir: Path, label: str) -> dict:
     """A run's summary and provenance: config hash, commit, model, data, judge, prompt fingerprints, stages."""
     rd = RunDir(run_dir)
-    prov = Provenance.read(rd)
-    p = prov.extra if prov else {}
+    prov = Provenance.read(rd) or Provenance(None)
     cfg = RunConfigRecord.read(rd)
-    git = p.get("git") or {}
-    model = p.get("model") or {}
-    train = p.get("train_data") or {}
+    git = prov.git
+    model = prov.model or {}
+    train = prov.train_data or {}
     facts = [
         ("run", str(run_dir)),
-        ("status", prov.status if prov else None),
-        ("config hash", prov.config_hash if prov else None),
-        ("git commit", (git.get("commit") or "") + (" (uncommitted changes)" if git.get("dirty") else "")
-         if git else None),
+        ("status", prov.status),
+        ("config hash", prov.config_hash),
+        ("git commit", (git.commit or "") + (" (uncommitted changes)" if git.dirty else "") if git else None),
         ("model", model.get("id") or cfg.model_name or None),
-        ("chat template hash", p.get("chat_template_hash")),
+        ("chat template hash", prov.chat_template_hash),
         ("training data", cfg.train_data_name or train.get("name") or train.get("path")),
         ("training data hash", train.get("sha256_16") or train.get("hash")),
-        ("seed(s)", ", ".join(map(str, p["seeds"])) if p.get("seeds") else p.get("seed")),
+        ("seed(s)", ", ".join(map(str, prov.seeds)) if prov.seeds else prov.seed),
         ("variants", ", ".join(cfg.variants()) or None),
         ("tasks", ", ".join(t for t in cfg.tasks() if t) or None),
-        ("backend", (p.get("backend") or {}).get("name")),
-        ("judge", ", ".join(f"{k}: {v}" for k, v in (p.get("judge") or {}).items()) or None),
+        ("backend", (prov.backend or {}).get("name")),
+        ("judge", ", ".join(f"{k}: {v}" for k, v in (prov.judge or {}).items()) or None),
     ]
-    task_data = [{"task": t, **{k: v for k, v in (d or {}).items()}} for t, d in (p.get("task_data") or {}).items()]
+    task_data = [{"task": t, **{k: v for k, v in (d or {}).items()}} for t, d in (prov.task_data or {}).items()]
     return _clean({
         "label": label,
         "facts": [{"name": k, "value": None if v in (None, "") else str(v)} for k, v in facts],
         "task_data": task_data,
-        "protocols": p.get("protocols"),
+        "protocols": prov.protocols,
         "fingerprints": _fingerprints(rd),
         "stages": _stage_times(rd),
-        "provenance": prov.to_dict() if prov else None,
+        "provenance": prov.to_dict() if rd.provenance.exists() else None,
     })
 
 
@@ -161,8 +160,6 @@ PLOT_TITLES = {"confidence": "Confidence histogram with the median split", "trai
 def run_plots(run_dir: Path) -> list[dict]:
     """The run's ``plots/*.png`` as data URIs; the training-loss and per-category plots are drawn in memory when
     the run has the data but not the file (e.g. a `bench judge` folder). Nothing is written into the run."""
-    from .. import plots
-
     rd = RunDir(run_dir)
     out = {p.stem: {"name": p.stem, "uri": _data_uri(p.read_bytes()), "drawn": False} for p in rd.plot_files()}
     if "training_loss" not in out:
@@ -213,16 +210,16 @@ def _verdict_text(raw: Any) -> str | None:
     return json.dumps(raw, ensure_ascii=False)
 
 
-def _prompt_turns(rec: dict) -> tuple[str | None, str | None]:
+def _prompt_turns(rec: GenerationRecord) -> tuple[str | None, str | None]:
     """(system message, this turn's user message) of a generation record's ``messages``."""
-    msgs = rec.get("messages") or []
+    msgs = rec.messages or []
     system = next((m.get("content") for m in msgs if m.get("role") == "system"), None)
     user = next((m.get("content") for m in reversed(msgs) if m.get("role") == "user"), None)
     return system, user
 
 
-def _mcq_choice_text(rec: dict, index: Any) -> str | None:
-    conts = rec.get("continuations") or []
+def _mcq_choice_text(rec: GenerationRecord, index: Any) -> str | None:
+    conts = rec.continuations or []
     if isinstance(index, int) and 0 <= index < len(conts):
         return conts[index]
     return None
@@ -241,57 +238,57 @@ class _ItemBuilder:
         return self.items[key]
 
 
-def _add_generations(it: dict, recs: list[dict], kind: str) -> dict:
+def _add_generations(it: dict, recs: list[GenerationRecord], kind: str) -> dict:
     """Item-level fields (category, prompt per turn, reference, choices) from one column's records, and that
     column's answers per turn."""
     cell: dict[str, Any] = {"answers": []}
-    for rec in sorted(recs, key=lambda r: int(r.get("turn") or 0)):
-        t = int(rec.get("turn") or 0)
-        if it.get("category") is None and rec.get("category") is not None:
-            it["category"] = str(rec["category"])
+    for rec in sorted(recs, key=lambda r: int(r.turn or 0)):
+        t = int(rec.turn or 0)
+        if it.get("category") is None and rec.category is not None:
+            it["category"] = str(rec.category)
         while len(it["turns"]) <= t:
             it["turns"].append({})
         turn = it["turns"][t]
-        if rec.get("scoring") == "loglik":
-            if rec.get("context") is not None:
-                turn.setdefault("prompt", rec["context"])
-            if rec.get("continuations"):
-                it.setdefault("choices", rec["continuations"])
-            if rec.get("answer") is not None:
-                it.setdefault("answer", rec.get("answer"))
-                turn.setdefault("reference", _mcq_choice_text(rec, rec.get("answer")))
-            pred = rec.get("pred")
+        if rec.scoring == "loglik":
+            if rec.context is not None:
+                turn.setdefault("prompt", rec.context)
+            if rec.continuations:
+                it.setdefault("choices", rec.continuations)
+            if rec.answer is not None:
+                it.setdefault("answer", rec.answer)
+                turn.setdefault("reference", _mcq_choice_text(rec, rec.answer))
+            pred = rec.values.get("pred")
             cell["pred"] = pred
-            cell["logliks"] = rec.get("logliks")
+            cell["logliks"] = rec.logliks
             cell["answers"].append(_mcq_choice_text(rec, pred))
             continue
-        if rec.get("text") is None and rec.get("continuations") and rec.get("logliks") is not None:
+        if rec.text is None and rec.continuations and rec.logliks is not None:
             # a log-likelihood request of another kind (perplexity: the text scored as the continuation of its
             # context): the scored text is the item's, the column's answer is the model's log-likelihood of it
-            if rec.get("context"):
-                turn.setdefault("prompt", rec["context"])
-            scored = rec["answer"] if isinstance(rec.get("answer"), str) else "".join(rec["continuations"])
+            if rec.context:
+                turn.setdefault("prompt", rec.context)
+            scored = rec.answer if isinstance(rec.answer, str) else "".join(rec.continuations)
             turn.setdefault("reference", scored)
             while len(cell["answers"]) < t:
                 cell["answers"].append(None)
-            cell["answers"].append("log-likelihood " + ", ".join(f"{float(x):.3f}" for x in rec["logliks"]))
-            cell["logliks"] = rec["logliks"]
+            cell["answers"].append("log-likelihood " + ", ".join(f"{float(x):.3f}" for x in rec.logliks))
+            cell["logliks"] = rec.logliks
             continue
         system, user = _prompt_turns(rec)
         if system is not None:
             it.setdefault("system", system)
         if user is not None:
             turn.setdefault("prompt", user)
-        ref = rec.get("reference")
-        if ref is None and kind in ("exact", "mcq") and rec.get("answer") is not None:
-            ref = rec["answer"] if kind == "exact" else None
+        ref = rec.reference
+        if ref is None and kind in ("exact", "mcq") and rec.answer is not None:
+            ref = rec.answer if kind == "exact" else None
         if ref is not None:
             turn.setdefault("reference", str(ref))
         while len(cell["answers"]) < t:
             cell["answers"].append(None)
-        cell["answers"].append(rec.get("text"))
+        cell["answers"].append(rec.text)
         if kind == "mcq":
-            cell["pred"] = rec.get("pred")
+            cell["pred"] = rec.values.get("pred")
     return cell
 
 
@@ -358,16 +355,16 @@ def items_data(run_dirs: Sequence[Path], results: list[TaskResult]) -> dict:
     for (key, task), res in per.items():
         col = cols[key]
         metric = headline_metric(res)
-        unit = "%" if _item_scale(res, metric) == 100.0 else ""
+        unit = "%" if item_scale(res, metric) == 100.0 else ""
         info = tasks.setdefault(task, {"name": task, "kind": res.kind, "metric": metric, "unit": unit,
                                        "judged": res.judge_kind != "none", "judges": [], "rank": res.task_rank})
         if res.judge_kind != "none" and res.judge not in info["judges"]:
             info["judges"].append(res.judge)
         offset = JUDGED_TURN_OFFSET.get(res.kind, 0)
         gen_path = _generation_path(col.rd, col.folder, task)
-        gens: dict[str, list[dict]] = {}
-        for rec in read_generation_dicts(gen_path) if gen_path else []:
-            gens.setdefault(str(rec["example_id"]), []).append(rec)
+        gens: dict[str, list[GenerationRecord]] = {}
+        for rec in read_generations(gen_path) if gen_path else []:
+            gens.setdefault(rec.example_id, []).append(rec)
         verdicts = _verdicts(Judgments.read(col.rd.judgments(col.folder, task)), offset)
         values = item_values(res, metric) or {}
         by_item: dict[str, dict[int, float]] = {}

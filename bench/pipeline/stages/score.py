@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING
 
 from sftmix.variants import Variant
 
-from ...rundir.generations import read_generation_dicts
+from ...evaluate import evaluate_task, make_judge
+from ...judge.ledger import CostLedger
+from ...rundir.generations import read_generations
 from ..context import RunContext
 
 if TYPE_CHECKING:
@@ -15,9 +17,7 @@ if TYPE_CHECKING:
 
 def score_stage(ctx: RunContext, v: Variant, task: Task, key: str) -> dict:
     """Score ``v`` on ``task``; ``{"incomplete": True}`` when an LLM judge failed verdicts a re-run should retry."""
-    from ...evaluate import evaluate_task
-
-    gens = read_generation_dicts(ctx.gen_path(v, task))
+    gens = read_generations(ctx.gen_path(v, task))
     judge = run_judge(ctx) if ctx.scorer(task).judged else None
     # Each task summary says how it was made; the full record (packages, hardware, ...) is provenance.json.
     meta = {"model": ctx.cfg.run.model_name or ctx.cfg.model.model, "train_data": ctx.cfg.run.train_data_name,
@@ -28,7 +28,7 @@ def score_stage(ctx: RunContext, v: Variant, task: Task, key: str) -> dict:
         other = ctx.pairwise_baseline(v)
         if other is not None:
             versus = {"model_1": v.name, "model_2": other.name,
-                      "generations": read_generation_dicts(ctx.gen_path(other, task))}
+                      "generations": read_generations(ctx.gen_path(other, task))}
     before, made = judge_calls_made(ctx), judge.verdicts_made if judge is not None else 0
     summary = evaluate_task(task, ctx.items(task), gens, judge, run_dir=ctx.out, variant=v.name, meta=meta,
                          repeats=ctx.cfg.judge.repeats, progress=ctx.progress, judge_args=ctx.cfg.judge,
@@ -49,9 +49,6 @@ def score_stage(ctx: RunContext, v: Variant, task: Task, key: str) -> dict:
 def run_judge(ctx: RunContext):
     """The run's judge (made once, with the run's cache, cost ledger and call log)."""
     if ctx.judge_obj is None:
-        from ...evaluate import make_judge
-        from ...judge.ledger import CostLedger
-
         ctx.ledger = CostLedger(ctx.cfg.judge.prices)
         ctx.judge_obj = make_judge(ctx.cfg.judge, cache=ctx.cache, ledger=ctx.ledger, log_path=ctx.judge_log_path())
     return ctx.judge_obj
