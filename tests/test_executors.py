@@ -8,6 +8,7 @@ that needs an engine this machine lacks skips and says which.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -186,16 +187,23 @@ def test_killed_coordinator_rerun_waits_for_live_jobs_and_runs_nothing_twice(ser
     out = tmp_path / "run"
     args = ["run", *SMALL, "--out", str(out), "--executor", "processes", "executor.lock_mode=soft"]
     proc = bench_subprocess(*args)
+    worker = None
     try:
         wait_for(lambda: running(out, "train/sftmix"), 900, proc, "train/sftmix to start")
         worker = states(out)["train/sftmix"]["pid"]
+        # Held (SIGSTOP) while the coordinator dies and `bench status` looks: the tiny training takes ~2 s, less than
+        # status's own start-up, so a free-running worker could be done before status sees it running.
+        os.kill(worker, signal.SIGSTOP)
         os.kill(proc.pid, signal.SIGKILL)  # the coordinator dies; its worker goes on
         proc.communicate(timeout=60)
+        status = subprocess.run([sys.executable, "-m", "bench.cli", "status", str(out)], capture_output=True,
+                                text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     finally:
         if proc.poll() is None:
             proc.kill()
-    status = subprocess.run([sys.executable, "-m", "bench.cli", "status", str(out)], capture_output=True, text=True,
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        if worker is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGCONT)
     assert status.returncode == 0, status.stderr
     assert re.search(rf"running +train/sftmix .*on \S+ as processes job {worker}", status.stdout), status.stdout
     proc = bench_subprocess(*args)
