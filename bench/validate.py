@@ -58,7 +58,7 @@ def check_model(name: str, what: str = "model.model") -> None:
         raise UserError(f"{what}: local model folder {name} does not exist")
     # start-up cost: huggingface_hub's client (~0.1-0.2 s) only for a hub id; bench status imports this module
     from huggingface_hub import try_to_load_from_cache
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    from huggingface_hub.utils import HFValidationError, validate_repo_id  # start-up cost, as above
 
     try:
         validate_repo_id(name)
@@ -79,7 +79,7 @@ def check_model(name: str, what: str = "model.model") -> None:
 def _check_on_hub(name: str, what: str, what_it_is: str) -> None:
     """Online: ask the hub once whether the model exists, so a typo is one line before anything is created."""
     from huggingface_hub import HfApi  # start-up cost, as in check_model
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError  # start-up cost, as in check_model
 
     try:
         HfApi().model_info(name, timeout=10)

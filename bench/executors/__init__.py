@@ -6,9 +6,9 @@
 - ``ray``: one Ray task per stage on an existing cluster or a local one (``pip install -e '.[ray]'``).
 
 Every executor but ``local`` runs a stage in a fresh process from the run directory alone (``bench stage RUN
-NAME``, or the worker function the pipeline hands it, :func:`bench.pipeline.worker.run_in_worker`); the coordinator (:mod:`bench.pipeline.coordinator`) only
-submits, watches the stage state files, retries and merges. A new engine is a class with the interface of
-:class:`bench.executors.base.Executor`, registered here.
+NAME``, or the worker function the pipeline hands it, :func:`bench.pipeline.worker.run_in_worker`); the coordinator
+(:mod:`bench.pipeline.coordinator`) only submits, watches the stage state files, retries and merges. A new engine
+is a class with the interface of :class:`bench.executors.base.Executor`, registered here.
 """
 from __future__ import annotations
 
