@@ -32,7 +32,7 @@ from .presets import resolve_model
 from .sources import data_identity
 from .templates import apply_template
 from .trainer import ExampleDataset, SFTMixTrainer, gradient_accumulation
-from .variants import Variant, get_variant
+from .variants import Variant, get_variant, reference_stands_in
 
 log = logging.getLogger("sftmix")
 
@@ -189,17 +189,6 @@ def prepare(cfg: TrainConfig, model: str | None = None) -> Prepared:
     log.info("data %s: %d rows -> %d examples (%d truncated to max_length %d, %d dropped with no response token left)",
              cfg.data.data, stats.n_rows, stats.n_examples, stats.n_truncated, cfg.data.max_length, stats.n_dropped)
     return Prepared(path, tok, examples, stats)
-
-
-def reference_stands_in(variant: Variant, cfg: TrainConfig) -> bool:
-    """Whether the reference run of :func:`run_dynamics` trains exactly what ``finetune(variant, cfg)`` would: a
-    plain NTP variant (NTP's settings, the target model as reference), ``dynamics.reference_epochs`` equal to
-    ``train.num_train_epochs``, offline dynamics (the perplexity passes between steps touch neither the weights, the
-    optimiser nor the data order). Then its final model is that variant's, and one training per seed is saved."""
-    ntp = {k: v for k, v in get_variant("ntp").to_dict().items() if k not in ("name", "description")}
-    mine = {k: v for k, v in variant.to_dict().items() if k not in ("name", "description")}
-    return (mine == ntp and cfg.dynamics.reference_epochs == cfg.train.num_train_epochs
-            and not cfg.dynamics.online)
 
 
 def run_dynamics(cfg: TrainConfig, out_dir: str | Path, reference_model: str | None = None,

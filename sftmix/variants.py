@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from core.errors import UserError
 from core.registry import Registry, nearest
+from .config import TrainConfig
 from .constants import PAIRINGS
 from .keyschema import variant_key
 
@@ -103,3 +104,14 @@ def get_variant(name: str, **overrides) -> Variant:
     """Look up a registered variant and apply overrides (``alpha``, ``mu``, ``pairing``, ``reference_model``...)."""
     v = VARIANTS.get(name)
     return v.with_overrides(**overrides) if overrides else v
+
+
+def reference_stands_in(variant: Variant, cfg: TrainConfig) -> bool:
+    """Whether the reference run of :func:`sftmix.recipe.run_dynamics` trains exactly what
+    ``sftmix.recipe.finetune(variant, cfg)`` would: a plain NTP variant (NTP's settings, the target model as
+    reference), ``dynamics.reference_epochs`` equal to ``train.num_train_epochs``, offline dynamics (the perplexity
+    passes between steps touch neither the weights, the optimiser nor the data order). Then its final model is that variant's, and one training per seed is saved."""
+    ntp = {k: v for k, v in get_variant("ntp").to_dict().items() if k not in ("name", "description")}
+    mine = {k: v for k, v in variant.to_dict().items() if k not in ("name", "description")}
+    return (mine == ntp and cfg.dynamics.reference_epochs == cfg.train.num_train_epochs
+            and not cfg.dynamics.online)
