@@ -208,14 +208,9 @@ def test_the_import_comment_check_catches_a_bare_one(tmp_path):
 
 LIGHT_COMMANDS = {"--help": ["--help"], "table": ["table", "{run}"], "status": ["status", "{run}"],
                   "variants": ["variants"], "tasks": ["tasks"]}
-# bench status builds the stage graph, which asks sftmix.recipe.reference_stands_in (a pure function in a module that
-# imports torch) whether the reference run stands in for NTP: light once the function moves to a light sftmix module.
-STATUS_IMPORTS_RECIPE = True
 
 
-@pytest.mark.parametrize("command", [pytest.param(c, marks=pytest.mark.xfail(
-    STATUS_IMPORTS_RECIPE, strict=True, reason="sftmix.recipe.reference_stands_in imports torch (sftmix/: the lead's)"))
-    if c == "status" else c for c in LIGHT_COMMANDS])
+@pytest.mark.parametrize("command", LIGHT_COMMANDS)
 def test_light_commands_do_not_import_torch(tmp_path, command):
     """What a user types most starts without torch or transformers (seconds of import), on a real run directory
     for the commands that read one (a run whose config is written; no stage ran)."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from core.errors import UserError
 from core.io import hash_obj
 from sftmix.sources import data_identity
-from sftmix.variants import Variant
+from sftmix.variants import Variant, reference_stands_in
 
 from ..cache import Cache
 from ..config import RunConfig
@@ -79,10 +79,8 @@ class RunContext:
 
     def reference_stands_in(self, v: Variant) -> bool:
         """Whether the run's own reference run (target model, ``v``'s seed) trains exactly ``v``
-        (:func:`sftmix.recipe.reference_stands_in`): then it keeps its model and ``v`` adopts it, one training
+        (:func:`sftmix.variants.reference_stands_in`): then it keeps its model and ``v`` adopts it, one training
         fewer per seed. Single-process runs only."""
-        from sftmix.recipe import reference_stands_in  # heavy: imports torch
-
         seed = self.seed_arg(v)
         has_reference = any(w.needs_confidence and w.reference_model in (None, self.cfg.model.model)
                             and self.seed_arg(w) == seed for w in self.variants)
