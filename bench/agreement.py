@@ -23,6 +23,7 @@ import csv
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
+from bench.judge.prompts import _Skip, download_cached
 from core.errors import UserError
 
 GPT4 = "gpt4-pair"  # compute_agreement's name for the GPT-4 pairwise judge
@@ -65,8 +66,6 @@ def default_peer_dir() -> Path | None:
 
 def peer_file(rel: str, peer_dir: str | Path | None = None) -> Path:
     """A reference file: ``peer_dir/rel`` when there, else the pinned download (sha256-checked, cached)."""
-    from bench.judge.prompts import _Skip, download_cached
-
     if peer_dir is not None:
         path = Path(peer_dir) / rel
         if path.is_file():

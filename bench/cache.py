@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
+import struct
 import sys
 import threading
 import time
@@ -183,9 +185,6 @@ def _salvage(path: Path) -> list[tuple[str, str, str]]:
 
     Read from a copy: a truncated file is padded with zero pages up to the size its header declares, so SQLite
     opens it and the rows on the pages that survived can be read."""
-    import shutil
-    import struct
-
     rows: list[tuple[str, str, str]] = []
     copy = Path(f"{path}.salvage")
     try:

@@ -17,14 +17,14 @@ import json
 from pathlib import Path
 
 from . import agreement as ag
+from .scorers.mt_bench_pair import MTBenchPairScorer, build_requests
+from .scorers.mt_bench_pair import matches as match_rows
 
 TASK = "judge-calibrate"
 
 
 def load(peer_dir: str | Path | None) -> dict:
     """Votes, questions, references, answers and the judge config, from ``peer_dir`` or the pinned downloads."""
-    from .scorers.mt_bench_pair import MTBenchPairScorer
-
     def rows(rel: str) -> list[dict]:
         path = ag.peer_file(rel, peer_dir)
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -52,8 +52,6 @@ def matches(data: dict, limit: int | None = None) -> list[tuple[int, str, str, i
 
 def requests(data: dict, keys: list[tuple]) -> list:
     """Both games of every match, FastChat's forms (a reference for math, reasoning and coding)."""
-    from .scorers.mt_bench_pair import build_requests
-
     out = []
     by_pair: dict[tuple, list[int]] = {}
     for qid, a, b, turn in keys:
@@ -69,8 +67,6 @@ def requests(data: dict, keys: list[tuple]) -> list:
 def votes(records: list, judge: str) -> tuple[list[dict], int]:
     """The judge's votes (dataset format, ``judge: [judge, "pair"]``) from its verdicts (:class:`bench.rundir.Verdict`)
     and the number of matches without one."""
-    from .scorers.mt_bench_pair import matches as match_rows
-
     out, failed = [], 0
     for row in match_rows(records).itertuples(index=False):
         if "error" in (row.g1_winner, row.g2_winner):

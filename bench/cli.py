@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
-from bench import threads
+from bench import __version__, threads
+from bench.provenance import git_commit
 from core.errors import Interrupted, UserError, os_error
 
 # name -> one-line help; module bench.commands.<name>
@@ -46,11 +49,6 @@ class _Parser(argparse.ArgumentParser):
 
 def version_line() -> str:
     """``bench 0.1.0 (sftmix-bench, git <sha>[, modified])``: the installed version and the checkout it runs."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from bench import __version__
-    from bench.provenance import git_commit
-
     try:
         v = version("sftmix-bench")
     except PackageNotFoundError:
@@ -107,8 +105,6 @@ _TORCH_COMMANDS = {"run", "stage", "train", "dynamics", "generate", "judge"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    import signal
-
     threads.quiet_openmp()  # before anything imports torch: OpenMP reads its wait policy once, when it loads
     _tolerant_output()
     argv = sys.argv[1:] if argv is None else list(argv)

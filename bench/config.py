@@ -6,20 +6,21 @@ The hash of the resolved config keys the results directory.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, field, fields
+from dataclasses import asdict, field, fields, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BeforeValidator, Field
 
-from sftmix.config import (VARIANT_KEYS, DataArgs, DynamicsArgs, ModelArgs, Names, NonNegFloat, NonNegInt,
-                           PosFloat, PosInt, Seed, TrainArgs, apply_overrides, comma_list, config_section,
-                           load_config_file, validate_config)
 from core.errors import UserError
 from core.io import hash_obj
-from sftmix.keyschema import config_key
 from core.registry import nearest
+from sftmix.config import (VARIANT_KEYS, DataArgs, DynamicsArgs, ModelArgs, Names, NonNegFloat, NonNegInt, PosFloat,
+                           PosInt, Seed, TrainArgs, TrainConfig, apply_overrides, comma_list, config_section,
+                           load_config_file, validate_config)
+from sftmix.keyschema import config_key
+from sftmix.variants import get_variant
 
 
 def _seed_list(v: Any) -> Any:
@@ -115,7 +116,8 @@ class ExecutorArgs:
 
 @config_section
 class ContaminationArgs:
-    """The contamination check (bench.contamination): its settings, and whether `bench run` runs it."""
+    """The contamination check: its settings (:meth:`bench.contamination.Settings.of`), and whether `bench run` runs
+    it."""
 
     enabled: bool = True  # `bench run`'s contamination stage (no generation or judge call; seconds)
     n: PosInt = 13  # word n-gram length (lm-eval's 13)
@@ -124,13 +126,6 @@ class ContaminationArgs:
     shingle: PosInt = 5  # minhash: words per shingle
     num_perm: PosInt = 128  # minhash: permutations
     max_matches: NonNegInt = 10  # matched spans stored per dirty item (its training row list is always complete)
-
-    def settings(self):
-        """As :class:`bench.contamination.Settings`."""
-        from .contamination import Settings
-
-        return Settings(n=self.n, method=self.method, threshold=self.threshold, shingle=self.shingle,
-                        num_perm=self.num_perm, max_matches=self.max_matches)
 
 
 @config_section
@@ -161,8 +156,6 @@ class RunConfig:
 
     def train_config(self):
         """The sftmix TrainConfig view of this run's training sections."""
-        from sftmix.config import TrainConfig
-
         return TrainConfig(model=self.model, data=self.data, train=self.train, dynamics=self.dynamics)
 
 
@@ -192,10 +185,6 @@ def _takes(option: str, variant) -> bool:
 def apply_variant_options(specs: list, options: dict[str, Any]) -> list:
     """``run.variants`` with ``options`` set on each variant they apply to (a name becomes ``{name, base,
     **options}``); an option that applies to none of them is a UserError naming the run's variants."""
-    from dataclasses import replace
-
-    from sftmix.variants import get_variant
-
     out, used = [], set()
     for spec in specs:
         entry = {"name": spec, "base": spec} if isinstance(spec, str) else dict(spec) if isinstance(spec, dict) \

@@ -6,6 +6,7 @@ path it wrote, or None when the run has nothing to plot.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -73,8 +74,6 @@ def _train_logs(run_dir: Path) -> dict[str, list[dict]]:
 
 def png_bytes(fig) -> bytes:
     """A figure as PNG bytes, drawn as the saved plots are (for `bench view`, which writes nothing into a run)."""
-    import io
-
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)

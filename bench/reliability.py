@@ -84,6 +84,7 @@ def length_bias(pairs: Iterable[tuple[str, str, float]], delta: int = SIGNIFICAN
 
 def failures(records: Iterable) -> dict:
     """Failed verdicts (:class:`bench.rundir.Verdict`) by cause."""
+    # here, not at the top: bench.tables imports this module, and bench.judge's package would load sftmix
     from .judge.client import FAILURES
 
     records = list(records)

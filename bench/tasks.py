@@ -34,12 +34,14 @@ from __future__ import annotations
 import os
 import re
 import types
-from dataclasses import dataclass, field, fields as dc_fields
+from dataclasses import dataclass, field
+from dataclasses import fields as dc_fields
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.meta
 import yaml
 
 from bench import task_sources
@@ -48,7 +50,7 @@ from bench.scorers import Scorer, get_scorer
 from bench.task_fields import compile_expr, required_fields, template
 from bench.task_schema import check_task_file
 from bench.task_sources import PARSERS  # noqa: F401  (part of this module's API)
-from core.errors import UserError, first_line
+from core.errors import UserError, first_line, os_error
 from core.io import hash_obj, package_file  # noqa: F401  (package_file: part of this module's API)
 from core.registry import Registry, nearest
 
@@ -263,8 +265,6 @@ class Task:
         return list(self.labels[:n])
 
     def _uses(self, source: str | None, names: set[str]) -> bool:
-        import jinja2.meta
-
         return bool(source) and bool(jinja2.meta.find_undeclared_variables(template(source).environment.parse(source))
                                      & names)
 
@@ -363,8 +363,6 @@ def _read_yaml(path: Path):
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except OSError as e:
-        from core.errors import os_error
-
         raise os_error(e, "read task file", path) from None
 
 

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from core.errors import UserError
+
 WAIT_POLICY = "OMP_WAIT_POLICY"
 _STATE: dict = {"wait_policy": None, "choice": None}
 
@@ -97,8 +99,6 @@ def choose(requested: Optional[int] = None, source: Optional[str] = None) -> dic
     """How many intra-op threads torch should use here, and why: ``requested`` (with its ``source``, e.g.
     ``--threads``), else the user's ``OMP_NUM_THREADS``, else :func:`auto_threads`."""
     if requested is not None and (isinstance(requested, bool) or int(requested) < 1):
-        from core.errors import UserError
-
         raise UserError(f"{source or 'threads'} must be an integer >= 1, got {requested!r}")
     facts = usable_cores()
     load1, running = _load()
@@ -136,7 +136,7 @@ def _load(samples: int = 5, gap_s: float = 0.01) -> tuple[Optional[float], Optio
 def apply(requested: Optional[int] = None, source: Optional[str] = None) -> dict:
     """:func:`choose`, then ``torch.set_num_threads``; the choice is kept for :func:`current`."""
     choice = choose(requested, source)
-    import torch
+    import torch  # heavy optional dependency
 
     torch.set_num_threads(choice["threads"])
     choice["torch_threads"] = torch.get_num_threads()

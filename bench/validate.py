@@ -17,8 +17,13 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
-from sftmix.config import validate_config
 from core.errors import UserError
+from core.io import model_dir_problem
+from core.registry import nearest
+from sftmix.config import validate_config
+from sftmix.hub import offline
+from sftmix.presets import PRESETS, resolve_model
+from sftmix.sources import BUNDLED
 from sftmix.splits import EmptySplit
 
 from .rundir import RunDir
@@ -32,15 +37,11 @@ class EnvironmentProblem(UserError):
 
 def _offline() -> bool:
     """Offline by the variables, or (probed once per process) because the hub cannot be reached."""
-    from sftmix.hub import offline
-
     return offline()
 
 
 def check_model(name: str, what: str = "model.model") -> None:
     """A preset, an existing local model folder, or a well-formed hub id (cached, when offline)."""
-    from sftmix.presets import PRESETS, resolve_model
-
     if name in PRESETS:
         return
     resolve_model(name)  # a near-miss of a preset name: "unknown model preset ..., did you mean ..."
@@ -48,8 +49,6 @@ def check_model(name: str, what: str = "model.model") -> None:
     if path.exists():
         if not path.is_dir() or not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
             raise UserError(f"{what}: {name} is not a model folder (no config.json in it)")
-        from core.io import model_dir_problem
-
         damaged = model_dir_problem(path)
         if damaged and RunDir.of_model_dir(path) is None:  # a run's own trained variant is trained again instead
             raise UserError(f"{what}: {name} cannot be loaded: {damaged}")
@@ -57,15 +56,15 @@ def check_model(name: str, what: str = "model.model") -> None:
     looks_local = name.startswith(("/", ".", "~")) or name.endswith("/") or name.count("/") > 1
     if looks_local:
         raise UserError(f"{what}: local model folder {name} does not exist")
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    # start-up cost: huggingface_hub's client (~0.1-0.2 s) only for a hub id; bench status imports this module
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id  # start-up cost, as above
 
     try:
         validate_repo_id(name)
     except HFValidationError:
         raise UserError(f"{what}: {name!r} is neither a model preset ({', '.join(PRESETS)}), an existing local "
                         "folder nor a hub id (owner/name)") from None
-    from huggingface_hub import try_to_load_from_cache
-
     if isinstance(try_to_load_from_cache(name, "config.json"), str):
         return  # in the local cache: usable online and offline
     what_it_is = f"hub model {name!r}" if "/" in name else \
@@ -79,8 +78,8 @@ def check_model(name: str, what: str = "model.model") -> None:
 
 def _check_on_hub(name: str, what: str, what_it_is: str) -> None:
     """Online: ask the hub once whether the model exists, so a typo is one line before anything is created."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    from huggingface_hub import HfApi  # start-up cost, as in check_model
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError  # start-up cost, as in check_model
 
     try:
         HfApi().model_info(name, timeout=10)
@@ -158,11 +157,9 @@ def validate_run(cfg, runner, *, dry_run: bool = False) -> list[str]:
 
     validate_config(cfg)
     check_out(cfg.run.out)
-    from .tables.layouts import LAYOUTS
+    from .tables.layouts import LAYOUTS  # start-up cost: imports numpy, pandas
 
     if cfg.run.layout not in LAYOUTS:  # found now, not after hours of training when the table is written
-        from core.registry import nearest
-
         raise UserError(f"unknown run.layout {cfg.run.layout!r}{nearest(cfg.run.layout, LAYOUTS)}; choose from "
                         f"{', '.join(LAYOUTS)}")
     ctx = runner.ctx
@@ -199,13 +196,11 @@ def validate_run(cfg, runner, *, dry_run: bool = False) -> list[str]:
         if name not in {t.name for t in ctx.tasks}:
             raise UserError(f"run.data_paths names task {name!r}, which is not in run.tasks")
     if any(p.startswith(("dynamics", "train/")) for p in pending):
-        from sftmix.data import load_rows
+        from sftmix.data import load_rows  # heavy: imports torch
 
         try:
             load_rows(cfg.data.data, split=cfg.data.split, limit=cfg.data.max_examples)
         except UserError as e:
-            from sftmix.sources import BUNDLED
-
             here = Path(BUNDLED.get(cfg.data.data, cfg.data.data)).expanduser().exists()
             if not dry_run or isinstance(e, EmptySplit) or here:
                 raise

@@ -5,7 +5,9 @@ import hashlib
 import importlib.util
 import json
 import os
+import struct
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -102,8 +104,6 @@ def safetensors_problem(path: str | os.PathLike) -> str | None:
     """Why a ``.safetensors`` file cannot be loaded (empty, truncated, damaged header), or None when it is whole.
 
     Reads only the header: the tensors' byte ranges must end exactly where the file does."""
-    import struct
-
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -134,8 +134,6 @@ def model_dir_problem(path: str | os.PathLike) -> str | None:
 
     Cheap: parses the JSON configs and the weights' headers (safetensors) or zip directories (torch ``.bin``);
     catches a deleted, empty or truncated file (a disk that filled up, a copy that stopped), not a flipped bit."""
-    import zipfile
-
     path = Path(path)
     if not path.is_dir():
         return f"{path} is not a folder"

@@ -7,6 +7,7 @@ nearest known one ("did you mean"), a missing key, or a bad value with what the 
 """
 from __future__ import annotations
 
+import sys
 import types
 import typing
 from typing import Annotated, Any, Callable, Literal
@@ -42,8 +43,6 @@ def describe_type(tp: Any) -> str:
 
 def field_types(cls) -> dict[str, Any]:
     """A model's or dataclass's field name -> annotated type (bounds kept), for :func:`describe_type`."""
-    import sys
-
     return typing.get_type_hints(cls, globalns=vars(sys.modules[cls.__module__]), include_extras=True)
 
 

@@ -8,11 +8,13 @@ that needs an engine this machine lacks skips and says which.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -185,16 +187,23 @@ def test_killed_coordinator_rerun_waits_for_live_jobs_and_runs_nothing_twice(ser
     out = tmp_path / "run"
     args = ["run", *SMALL, "--out", str(out), "--executor", "processes", "executor.lock_mode=soft"]
     proc = bench_subprocess(*args)
+    worker = None
     try:
         wait_for(lambda: running(out, "train/sftmix"), 900, proc, "train/sftmix to start")
         worker = states(out)["train/sftmix"]["pid"]
+        # Held (SIGSTOP) while the coordinator dies and `bench status` looks: the tiny training takes ~2 s, less than
+        # status's own start-up, so a free-running worker could be done before status sees it running.
+        os.kill(worker, signal.SIGSTOP)
         os.kill(proc.pid, signal.SIGKILL)  # the coordinator dies; its worker goes on
         proc.communicate(timeout=60)
+        status = subprocess.run([sys.executable, "-m", "bench.cli", "status", str(out)], capture_output=True,
+                                text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     finally:
         if proc.poll() is None:
             proc.kill()
-    status = subprocess.run([sys.executable, "-m", "bench.cli", "status", str(out)], capture_output=True, text=True,
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        if worker is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGCONT)
     assert status.returncode == 0, status.stderr
     assert re.search(rf"running +train/sftmix .*on \S+ as processes job {worker}", status.stdout), status.stdout
     proc = bench_subprocess(*args)
@@ -384,3 +393,28 @@ def test_second_coordinator_is_refused_in_soft_lock_mode_too(tmp_path):
         assert sorted(p.name for p in out.iterdir()) == [".bench.lock", ".bench.lock.holder"]  # nothing written
     finally:
         held.release()
+
+
+def test_job_record_reads_old_files_and_writes_them_byte_for_byte(tmp_path):
+    """``executor/jobs/<stage>.json`` as the coordinator wrote it before the record was typed: read, written back
+    identical; a file lacking fields reads with defaults; a live worker of this host is found from it."""
+    from bench.executors.processes import ProcessExecutor
+    from bench.rundir import RunDir
+    from bench.rundir.paths import write_json
+    from bench.rundir.records import JobRecord
+
+    rd = RunDir(tmp_path / "run")
+    old = {"stage": "train/ntp", "executor": "processes", "job_id": str(os.getpid()), "host": socket.gethostname(),
+           "attempt": 2, "time": 1764000000.25, "note": "a field no version names"}
+    write_json(rd.stage_job("train/ntp"), old)
+    before = rd.stage_job("train/ntp").read_bytes()
+    record = JobRecord.read(rd, "train/ntp")
+    assert (record.executor, record.job_id, record.attempt, record.extra) == ("processes", str(os.getpid()), 2,
+                                                                               {"note": "a field no version names"})
+    record.write(rd)
+    assert rd.stage_job("train/ntp").read_bytes() == before
+    write_json(rd.stage_job("gen/x"), {"executor": "slurm", "job_id": 123})
+    assert JobRecord.read(rd, "gen/x") == JobRecord("gen/x", "slurm", "123", "", 1, 0.0, {})
+    assert JobRecord.read(rd, "absent") is None
+    # this test process is alive on this host but is no `bench stage` worker: not taken for one
+    assert ProcessExecutor(None, rd).find(record) is None

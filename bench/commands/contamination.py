@@ -8,8 +8,14 @@ same way, so a report made here is the one `bench run`'s contamination stage wou
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+from pathlib import Path
 from types import SimpleNamespace
 
+from bench.commands.run import build_config
+from bench.contamination import dirty_rows, summary_lines
+from bench.contamination.run import check_config, check_run_dir, store
 from core.io import write_text
 
 ACCEPTS_OVERRIDES = True
@@ -37,8 +43,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args):
-    from bench.commands.run import build_config
-
     flags = {"n": "contamination.n", "method": "contamination.method", "threshold": "contamination.threshold"}
     extra = [f"{key}={getattr(args, name)}" for name, key in flags.items() if getattr(args, name) is not None]
     ns = SimpleNamespace(config=args.config, variants=None, model=None, train_data=args.train_data, tasks=args.tasks,
@@ -49,18 +53,9 @@ def _config(args):
 
 
 def run(args) -> int:
-    import json
-    import logging
-    from pathlib import Path
-
-    from bench.contamination import dirty_rows, summary_lines
-    from bench.contamination.run import check_config, store
-
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     cfg = _config(args)
     if args.out:
-        from bench.contamination.run import check_run_dir
-
         check_run_dir(Path(args.out), cfg)  # before the work: a run of other training data is refused
     reports = check_config(cfg)
     print("\n".join(summary_lines(reports, show=args.show)))

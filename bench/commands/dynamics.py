@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sftmix.constants import CONFIDENT
 from core.errors import UserError
+from sftmix.constants import CONFIDENT
 
 from ._train_common import add_common, build_config
 
@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from sftmix.recipe import run_dynamics
+    from sftmix.recipe import run_dynamics  # heavy: imports torch
 
     cfg, variant_opts = build_config(args)
     ref = variant_opts.pop("reference_model", None) or args.reference_model

@@ -6,13 +6,21 @@ Extra ``key=value`` arguments are backend options (e.g. ``tensor_parallel_size=2
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 import yaml
 
+from bench.backends import get_backend
+from bench.cache import Cache
+from bench.generate import generate_task, record_metrics
+from bench.rundir import RunConfigRecord, RunDir
+from bench.tasks import load_task
+from bench.validate import check_backend, check_model, check_out
 from core.errors import UserError
 from core.io import write_json
+from sftmix.presets import resolve_model
 
 ACCEPTS_OVERRIDES = True
 DEFAULT_TASKS = "toy_open,toy_mcq,toy_exact"
@@ -60,8 +68,6 @@ def default_out(model: str) -> Path:
     """``runs/generate/<name>``: a trained variant (``<run>/variants/<variant>/model``) is ``<run>-<variant>`` and
     ``bench train --out DIR``'s ``DIR/model`` is ``DIR``'s name, so two variants' generations never share a folder;
     any other model is named by its last path part."""
-    from bench.rundir import RunDir
-
     p = Path(model.rstrip("/"))
     trained = RunDir.of_model_dir(p)
     if trained is not None:
@@ -76,13 +82,9 @@ def default_out(model: str) -> Path:
 def _claim(out: Path, model: str, model_path: str, force: bool, data_paths: dict | None = None) -> None:
     """Refuse to mix two models' generations (and scores) in one folder; record whose they are, and the local
     data each task was read from (``bench judge`` reads the same)."""
-    from bench.rundir import RunDir
-
     marker = RunDir(out).generate_marker
     ident = str(Path(model_path).resolve()) if Path(model_path).exists() else model_path
     if marker.is_file() and not force:
-        import json
-
         try:
             old = json.loads(marker.read_text(encoding="utf-8")).get("model_path")
         except (ValueError, UnicodeDecodeError, AttributeError):
@@ -98,10 +100,6 @@ def _claim(out: Path, model: str, model_path: str, force: bool, data_paths: dict
 
 
 def _resolve_model(name: str) -> str:
-    try:
-        from sftmix.presets import resolve_model
-    except ImportError:
-        return name
     return str(resolve_model(name))
 
 
@@ -109,8 +107,6 @@ def run_defaults(args: argparse.Namespace) -> None:
     """A trained variant (``RUN/variants/<v>/model``) is generated with its run's settings unless a flag says
     otherwise: tasks, limit, local data, backend, batch size, max_new_tokens, temperature, MT-Bench temperatures and
     chat template, from ``RUN/config.yaml``. Says which it took."""
-    from bench.rundir import RunConfigRecord, RunDir
-
     trained = RunDir.of_model_dir(Path(args.model.rstrip("/")))
     if trained is None or not trained[0].config.is_file():
         return
@@ -146,12 +142,6 @@ def run_defaults(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.backends import get_backend
-    from bench.cache import Cache
-    from bench.generate import generate_task, record_metrics
-    from bench.rundir import RunDir
-    from bench.tasks import load_task
-
     run_defaults(args)
     args.tasks = DEFAULT_TASKS if args.tasks is None else args.tasks
     args.backend = args.backend or "hf"
@@ -178,8 +168,6 @@ def run(args: argparse.Namespace) -> int:
                                   ("seed", args.seed), ("mcq_mode", args.mcq_mode)) if v is not None}
     if args.category_temperatures:
         override["greedy"] = False
-
-    from bench.validate import check_backend, check_model, check_out
 
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be >= 1, got {args.limit}")

@@ -16,6 +16,17 @@ import argparse
 import json
 from pathlib import Path
 
+from bench.cache import Cache
+from bench.config import JudgeArgs
+from bench.evaluate import evaluate_task, judge_config, judge_requests, make_judge
+from bench.judge.ledger import CostLedger, estimate
+from bench.lock import RunLock
+from bench.reliability import describe
+from bench.rundir import RunDir, read_json
+from bench.rundir.generations import read_generations
+from bench.scorers import get_scorer
+from bench.tasks import load_task
+from bench.validate import check_judge_key, check_judge_url, check_model
 from core.errors import UserError
 
 
@@ -44,10 +55,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from bench.config import JudgeArgs
-    from bench.rundir import RunDir
-    from bench.tasks import load_task
-
     gdir = Path(args.generations)
     rd = RunDir(gdir)
     if not gdir.is_dir():
@@ -68,13 +75,9 @@ def run(args) -> int:
                       local=args.judge_local, repeats=args.repeats, concurrency=args.concurrency,
                       prompts=args.judge_prompts, text_verdicts=args.text_verdicts, swap=args.swap,
                       alpaca_eval_prompt=args.alpaca_eval_prompt)
-    from bench.validate import check_judge_url
-
     if jargs.model:
         check_judge_url(jargs.base_url)
     if not args.dry_run:
-        from bench.validate import check_judge_key, check_model
-
         check_judge_key(jargs.model, jargs.base_url, jargs.api_key_env)
         if jargs.local:
             check_model(jargs.local, "--judge-local")
@@ -86,8 +89,6 @@ def run(args) -> int:
     if args.dry_run:
         return _run(args, gdir, names, local, jargs)
     rd.check()  # refuse, before judging, a folder in a run-directory format this bench cannot write
-    from bench.lock import RunLock
-
     with RunLock(gdir, "bench judge"):
         return _run(args, gdir, names, local, jargs)
 
@@ -95,8 +96,6 @@ def run(args) -> int:
 def _recorded_data_paths(rd, names: list[str], given: dict) -> dict:
     """The local data `bench generate` read each task from (``generate.json``), for the tasks not given
     ``--data-path`` here: the judge must see the items the answers were made for."""
-    from bench.rundir import read_json
-
     if not rd.generate_marker.is_file():
         return {}
     recorded = read_json(rd.generate_marker).get("data_paths") or {}
@@ -121,14 +120,6 @@ def _check_items(task, gens: list, items: list[dict], local: str | None) -> None
 
 
 def _run(args, gdir: Path, names: list[str], local: dict, jargs) -> int:
-    from bench.cache import Cache
-    from bench.evaluate import evaluate_task, judge_config, judge_requests, make_judge
-    from bench.rundir.generations import read_generations
-    from bench.judge.ledger import CostLedger, estimate
-    from bench.rundir import RunDir
-    from bench.scorers import get_scorer
-    from bench.tasks import load_task
-
     rd = RunDir(gdir)
     cache = Cache(rd.cache)
     ledger = CostLedger(jargs.prices)
@@ -157,8 +148,6 @@ def _run(args, gdir: Path, names: list[str], local: dict, jargs) -> int:
         causes = f" ({', '.join(f'{k} {n}' for k, n in failures.items())})" if failures else ""
         print(f"{name}: {shown}  judge={s['judge']}  failed={s['n_failed']}/{s['n_items']}{causes}")
         if s.get("reliability"):
-            from bench.reliability import describe
-
             print(f"  judge reliability: {describe(s['reliability'])}")
         if any(failures.values()):
             status = 1  # scores were written from the verdicts that came back; re-run to ask the failed ones again

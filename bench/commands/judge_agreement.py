@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from bench import agreement as ag
 from core.io import write_json
 
 
@@ -17,8 +18,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from bench import agreement as ag
-
     peer = args.peer_dir or ag.default_peer_dir()
     human = ag.read_votes(ag.peer_file("fastchat/human/mt_bench_human.csv", peer))
     gpt4 = ag.read_votes(ag.peer_file("fastchat/human/mt_bench_gpt4_pair.csv", peer))

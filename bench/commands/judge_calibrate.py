@@ -13,6 +13,16 @@ import json
 import re
 from pathlib import Path
 
+from bench import agreement as ag
+from bench import calibrate
+from bench.cache import Cache
+from bench.config import JudgeArgs
+from bench.evaluate import make_judge
+from bench.judge.ledger import CostLedger, estimate
+from bench.lock import RunLock
+from bench.provenance import git_commit, package_versions
+from bench.rundir import write_jsonl
+from bench.validate import check_judge_key
 from core.errors import UserError
 from core.io import write_json
 
@@ -32,13 +42,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from bench import agreement as ag
-    from bench import calibrate
-    from bench.cache import Cache
-    from bench.config import JudgeArgs
-    from bench.judge.ledger import CostLedger, estimate
-    from bench.rundir import write_jsonl
-
     for flag, value in (("--limit", args.limit), ("--concurrency", args.concurrency)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be >= 1, got {value}")
@@ -58,10 +61,6 @@ def run(args) -> int:
           + (f"cost ~${usd:,.2f}" if usd is not None else "cost: no price for this model"))
     if args.dry_run:
         return 0
-    from bench.evaluate import make_judge
-    from bench.lock import RunLock
-    from bench.validate import check_judge_key
-
     check_judge_key(args.judge_model, args.judge_base_url, args.api_key_env)
     jargs = JudgeArgs(model=args.judge_model, base_url=args.judge_base_url, api_key_env=args.api_key_env,
                       concurrency=args.concurrency)
@@ -76,8 +75,6 @@ def run(args) -> int:
         table = calibrate.table(data, args.judge_model, votes)
         write_jsonl(out / "judgments.jsonl", records)
         write_jsonl(out / "votes.jsonl", votes)
-        from bench.provenance import git_commit, package_versions
-
         write_json(out / "calibration.json", {
             "agreement": table, "judge": {"model": args.judge_model, "base_url": args.judge_base_url,
                                           "config": data["config"].name, "fingerprint": data["config"].fingerprint()},

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from bench.reliability import describe
+from bench.rundir import RunDir, TaskSummary, fail
 from core.io import write_json
 
 
@@ -14,9 +16,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from bench.reliability import describe
-    from bench.rundir import RunDir, TaskSummary, fail
-
     out: dict = {}
     for run_dir in args.run:
         rd = RunDir(run_dir).check()

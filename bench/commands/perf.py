@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from bench.perf import DEFAULT_VLLM_PYTHON, SECTIONS, render_markdown, run_perf
 from core.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from bench.perf import SECTIONS
-
     parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke run in seconds")
     parser.add_argument("--only", default="", help=f"comma-separated sections (default all): {','.join(SECTIONS)}")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda if visible, else cpu")
@@ -24,11 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from bench.perf import DEFAULT_VLLM_PYTHON, render_markdown, run_perf
-
     device = args.device
     if device is None:
-        import torch
+        import torch  # heavy optional dependency
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     for flag, value in (("--rounds", args.rounds), ("--threads", args.threads)):

@@ -5,8 +5,14 @@ With no arguments it runs the embedded default: the tiny preset on the bundled t
 from __future__ import annotations
 
 import argparse
+import logging
 
+from bench import threads
+from bench.config import experiment_path, load_run_config
+from bench.pipeline import run_pipeline
+from bench.rundir import RunDir
 from core.errors import UserError
+from sftmix.config import split_overrides
 
 ACCEPTS_OVERRIDES = True
 
@@ -37,10 +43,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_config(args):
-    from sftmix.config import split_overrides
-
-    from bench.config import experiment_path, load_run_config
-
     flags = {"run.variants": args.variants, "model.model": args.model, "data.data": args.train_data,
              "run.tasks": args.tasks, "generation.backend": args.backend, "judge.model": args.judge_model,
              "judge.base_url": args.judge_base_url, "judge.prompts": args.judge_prompts, "run.limit": args.limit,
@@ -67,16 +69,9 @@ def judge_count(cfg, summary: dict) -> str:
 
 
 def run(args) -> int:
-    import logging
-
-    from bench.pipeline import run_pipeline
-    from bench.rundir import RunDir
-
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     cfg = build_config(args)
     if cfg.run.threads and not getattr(args, "threads", None):  # --threads was applied by bench.cli already
-        from bench import threads
-
         threads.apply(cfg.run.threads, "run.threads")
     summary = run_pipeline(cfg, dry_run=args.dry_run, force=args.force)
     if args.dry_run:

@@ -7,6 +7,12 @@ failure (bad data, bad config), recorded in the stage's state file."""
 from __future__ import annotations
 
 import argparse
+import os
+
+from bench import threads as cpu_threads
+from bench.executors.slurm import slurm_job_id
+from bench.pipeline.worker import run_in_worker
+from bench.rundir import RunConfigRecord, RunDir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,26 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import os
-
-    from bench.pipeline.worker import run_in_worker
-    from bench.rundir import RunConfigRecord, RunDir
-
     threads = RunConfigRecord.read(RunDir(args.run_dir)).run.get("threads")
     if threads:  # the run's own run.threads beats the worker's automatic choice (bench.cli made that one)
-        from bench import threads as cpu_threads
-
         cpu_threads.apply(threads, "run.threads")
     job_id = args.job_id or slurm_job_id() or str(os.getpid())
     status = run_in_worker(args.run_dir, args.name, key=args.key, executor=args.executor, job_id=job_id,
                            attempt=args.attempt)
     print(f"bench stage: {args.name} {status}")
     return 0 if status == "done" else 1
-
-
-def slurm_job_id() -> str | None:
-    """``JOB`` or ``ARRAYJOB_TASK`` inside a Slurm job, as squeue shows it."""
-    import os
-
-    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from bench.pipeline.status import render_status, stage_rows
 from core.io import write_json
 
 
@@ -14,8 +15,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from bench.pipeline.status import render_status, stage_rows
-
     rows, header = stage_rows(args.run_dir)
     print(render_status(rows, header))
     if args.json_out:

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
+from bench.tables import FORMATS, LAYOUTS, render_table
 from core.errors import UserError
 from core.io import write_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from bench.tables import FORMATS, LAYOUTS
-
     parser.add_argument("runs", nargs="+", metavar="RUN", help="bench run result directories")
     parser.add_argument("--layout", default="default", choices=LAYOUTS,
                         help="table layout (default: every task's headline metric; auto: pick from the tasks)")
@@ -25,11 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import sys
-    from pathlib import Path
-
-    from bench.tables import render_table
-
     if args.resamples < 1:
         raise UserError(f"--resamples must be >= 1 (the bootstrap's resample count), got {args.resamples}")
     if not 0 <= args.seed < 2**32:

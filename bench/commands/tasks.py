@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import argparse
 
+from bench.scorers import SCORERS, get_scorer
+from bench.tasks import all_tasks
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", "-v", action="store_true", help="also show each task's YAML file")
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.scorers import SCORERS, get_scorer
-    from bench.tasks import all_tasks
-
     rows = [(t.name, t.kind, str(t.count_items() or "?"), t.scorer, t.describe_source(),
              t.path if args.verbose else "") for t in all_tasks()]
     header = ("task", "kind", "items", "scorer", "source", "file" if args.verbose else "")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from sftmix.variants import get_variant
+
 from ._train_common import add_common, build_config
 
 
@@ -14,8 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from sftmix.recipe import finetune
-    from sftmix.variants import get_variant
+    from sftmix.recipe import finetune  # heavy: imports torch
 
     cfg, variant_opts = build_config(args)
     variant = get_variant(args.variant, **variant_opts)

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import argparse
 
+from sftmix.variants import VARIANTS
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", "-v", action="store_true", help="also print each variant's settings")
 
 
 def run(args) -> int:
-    from sftmix.variants import VARIANTS
-
     width = max(len(n) for n in VARIANTS)
     for name, desc in VARIANTS.describe():
         print(f"{name:<{width}}  {desc}")

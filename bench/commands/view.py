@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
+from bench.tables import LAYOUTS
+from bench.view import write_report
+from bench.view.serve import serve
 from core.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from bench.tables import LAYOUTS
-
     parser.add_argument("runs", nargs="+", metavar="RUN", help="bench run result directories")
     parser.add_argument("--out", metavar="FILE", default="report.html",
                         help="the HTML file to write (default: report.html)")
@@ -25,11 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import sys
-    from pathlib import Path
-
-    from bench.view import write_report
-
     out = Path(args.out)
     if out.is_dir():  # a folder: the report goes inside it
         out = out / "report.html"
@@ -41,8 +39,6 @@ def run(args) -> int:
     size = out.stat().st_size
     print(f"wrote {out} ({size / 1e6:.1f} MB)" if size >= 1e5 else f"wrote {out} ({size / 1e3:.0f} kB)")
     if args.serve:
-        from bench.view.serve import serve
-
         sys.stdout.flush()
         try:
             serve(out, args.port, open_browser=not args.no_browser)

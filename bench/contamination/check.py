@@ -8,17 +8,21 @@ and row id, with the longest matched span for the first few rows.
 """
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
+from tqdm.auto import tqdm
+
 from core.errors import UserError
 from core.io import hash_obj, stable_json
 
 from .fields import TRAIN_FIELDS, item_fields, item_texts
-from .ngram import EvalText, detect
 from .janitor import RULES, implementation, normaliser
+from .minhash import detect_near
+from .ngram import EvalText, detect
 
 if TYPE_CHECKING:
     from ..tasks import Task
@@ -41,6 +45,12 @@ class Settings:
     num_perm: int = 128
     max_matches: int = 10
 
+    @classmethod
+    def of(cls, args) -> Settings:
+        """The settings of a run config's ``contamination`` section (:class:`bench.config.ContaminationArgs`)."""
+        return cls(n=args.n, method=args.method, threshold=args.threshold, shingle=args.shingle,
+                   num_perm=args.num_perm, max_matches=args.max_matches)
+
     def __post_init__(self):
         if self.method not in METHODS:
             raise UserError(f"contamination method must be one of {', '.join(METHODS)}, got {self.method!r}")
@@ -62,8 +72,6 @@ class Settings:
 
 def rows_hash(rows: Sequence[dict]) -> str:
     """Short sha256 of the rows as loaded (row by row: the whole set is never serialised at once)."""
-    import hashlib
-
     h = hashlib.sha256()
     for row in rows:
         h.update(stable_json(row).encode("utf-8") + b"\n")
@@ -90,16 +98,12 @@ def check(train_rows: Sequence[dict], train_data: dict, tasks: Sequence[tuple["T
     n_items = [len(items) for _, items in tasks]
 
     def bar(rows):
-        from tqdm.auto import tqdm
-
         return tqdm(rows, desc="contamination: training rows", unit="row", file=sys.stderr,
                     disable=not progress, mininterval=1.0)
 
     if settings.method == "ngram":
         found = detect(train_rows, texts, n_items, settings.n, progress=bar, max_matches=settings.max_matches)
     else:
-        from .minhash import detect_near
-
         found = detect_near(train_rows, texts, n_items, n=settings.n, threshold=settings.threshold,
                             shingle=settings.shingle, num_perm=settings.num_perm, progress=bar,
                             max_matches=settings.max_matches)

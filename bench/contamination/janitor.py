@@ -19,6 +19,7 @@ import string
 from functools import lru_cache
 from typing import Callable, Iterator
 
+from bench.provenance import versions
 from core.io import package_file
 
 PORT = "bench port of lm_eval Janitor.normalize_string + word_ngrams"
@@ -58,8 +59,6 @@ def _functions() -> tuple[Callable[[str], str], str]:
     mod = _janitor_module()
     if mod is None:
         return _port_normalise, PORT
-    from bench.provenance import versions
-
     return mod.Janitor().normalize_string, f"lm_eval {versions(['lm_eval'])['lm_eval']} decontamination/janitor.py"
 
 

@@ -14,8 +14,8 @@ from typing import Callable, Iterable, Sequence
 from core.errors import UserError
 
 from .fields import train_texts
-from .ngram import EvalText, Findings
 from .janitor import normaliser
+from .ngram import EvalText, Findings
 
 
 def _shingles(words: list[str], k: int) -> set[str]:
@@ -23,7 +23,7 @@ def _shingles(words: list[str], k: int) -> set[str]:
 
 
 def _minhash(shingles: set[str], num_perm: int):
-    from datasketch import MinHash
+    from datasketch import MinHash  # heavy optional dependency
 
     m = MinHash(num_perm=num_perm, seed=1)
     m.update_batch([s.encode("utf-8") for s in shingles])
@@ -35,7 +35,7 @@ def detect_near(train_rows: Sequence[dict], texts: Sequence[EvalText], n_items: 
                 progress: Callable[[Iterable], Iterable] = lambda it: it, max_matches: int = 10) -> list[Findings]:
     """Which evaluation items have a near duplicate among the training rows' texts (see the module docstring)."""
     try:
-        from datasketch import MinHashLSH
+        from datasketch import MinHashLSH  # optional dependency
     except ImportError:
         raise UserError("contamination method minhash needs datasketch: pip install 'sftmix-bench[contamination]' "
                         "(or pip install datasketch)") from None

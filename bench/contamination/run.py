@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING, Sequence
 from core.errors import UserError
 from sftmix.sources import data_identity
 
+from ..provenance import git_commit, versions
 from ..rundir import ContaminationReport, Provenance, RunConfigRecord, RunDir
-from .check import check
+from ..tasks import load_task
+from .check import Settings, check
 
 if TYPE_CHECKING:
     from ..config import RunConfig
@@ -25,15 +27,13 @@ def train_data(cfg: RunConfig) -> dict:
 
 def train_rows(cfg: RunConfig) -> list[dict]:
     """The training rows as training loads them (``data.max_examples`` applied): row i is training row i."""
-    from sftmix.data import load_rows
+    from sftmix.data import load_rows  # heavy: imports torch
 
     return load_rows(cfg.data.data, split=cfg.data.split, limit=cfg.data.max_examples)
 
 
 def task_items(cfg: RunConfig) -> list[tuple[Task, list[dict]]]:
     """Each task of the config with its items (``run.limit`` and ``--data-path`` applied, every item otherwise)."""
-    from ..tasks import load_task
-
     for name in cfg.run.data_paths:
         if name not in cfg.run.tasks:
             raise UserError(f"--data-path names task {name!r}, which is not in --tasks ({', '.join(cfg.run.tasks)})")
@@ -48,8 +48,6 @@ def task_items(cfg: RunConfig) -> list[tuple[Task, list[dict]]]:
 
 def provenance() -> dict:
     """When and with which code a report was made."""
-    from ..provenance import git_commit, versions
-
     return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": git_commit()["commit"],
             "packages": {k: v for k, v in versions(("sftmix-bench", "lm_eval", "datasketch")).items() if v}}
 
@@ -58,7 +56,7 @@ def check_config(cfg: RunConfig, tasks: Sequence[tuple[Task, list[dict]]] | None
                  progress: bool = True) -> dict[str, dict]:
     """The reports of ``cfg``'s training data against ``tasks`` (default: the config's tasks and their items)."""
     tasks = task_items(cfg) if tasks is None else tasks
-    reports = check(train_rows(cfg), train_data(cfg), tasks, cfg.contamination.settings(), progress=progress)
+    reports = check(train_rows(cfg), train_data(cfg), tasks, Settings.of(cfg.contamination), progress=progress)
     made = provenance()
     return {name: {**r, **made} for name, r in reports.items()}
 

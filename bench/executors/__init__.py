@@ -6,9 +6,9 @@
 - ``ray``: one Ray task per stage on an existing cluster or a local one (``pip install -e '.[ray]'``).
 
 Every executor but ``local`` runs a stage in a fresh process from the run directory alone (``bench stage RUN
-NAME``, :func:`bench.pipeline.worker.run_in_worker`); the coordinator (:mod:`bench.pipeline.coordinator`) only
-submits, watches the stage state files, retries and merges. A new engine is a class with the interface of
-:class:`bench.executors.base.Executor`, registered here.
+NAME``, or the worker function the pipeline hands it, :func:`bench.pipeline.worker.run_in_worker`); the coordinator
+(:mod:`bench.pipeline.coordinator`) only submits, watches the stage state files, retries and merges. A new engine
+is a class with the interface of :class:`bench.executors.base.Executor`, registered here.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import importlib
 
 from core.registry import Registry
 
-from .base import Executor, Job
+from .base import Executor, Job, Worker
 
 EXECUTORS: Registry[str] = Registry("executor")
 EXECUTORS.add("local", "bench.executors.local:LocalExecutor", "in this process, one stage at a time (default)")
@@ -26,10 +26,11 @@ EXECUTORS.add("slurm", "bench.executors.slurm:SlurmExecutor", "one Slurm job per
 EXECUTORS.add("ray", "bench.executors.ray_cluster:RayExecutor", "one Ray task per stage (executor.ray_address)")
 
 
-def get_executor(cfg, rd) -> Executor:
-    """The executor ``cfg.executor.kind`` for run directory ``rd``."""
+def get_executor(cfg, rd, worker: Worker | None = None) -> Executor:
+    """The executor ``cfg.executor.kind`` for run directory ``rd``; ``worker`` is what its jobs run (needed to
+    submit, not to describe or find jobs)."""
     module, _, attr = EXECUTORS.get(cfg.executor.kind).partition(":")
-    return getattr(importlib.import_module(module), attr)(cfg, rd)
+    return getattr(importlib.import_module(module), attr)(cfg, rd, worker)
 
 
 __all__ = ["EXECUTORS", "Executor", "Job", "get_executor"]

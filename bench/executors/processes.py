@@ -60,12 +60,12 @@ class ProcessExecutor(Executor):
 
     def find(self, record):
         """A worker an earlier coordinator started on this host, if it still runs ``bench stage``."""
-        pid = int(record.get("job_id") or 0)
-        if not pid or record.get("host") != socket.gethostname() or not pid_alive(pid):
+        pid = int(record.job_id) if record.job_id.isdigit() else 0
+        if not pid or record.host != socket.gethostname() or not pid_alive(pid):
             return None
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             return None
-        mine = b"stage" in cmd and b"bench.cli" in cmd and str(record.get("stage", "")).encode() in cmd
+        mine = b"stage" in cmd and b"bench.cli" in cmd and record.stage.encode() in cmd
         return ProcessJob(None, pid) if mine else None

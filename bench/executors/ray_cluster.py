@@ -13,19 +13,17 @@ from pathlib import Path
 
 from core.errors import UserError
 
-from .base import Executor, Job, worker_env
+from .base import Executor, Job, Worker, redirect_output, worker_env
 
 
-def _run_stage_task(run_dir: str, name: str, key: str, attempt: int, cwd: str, log: str) -> str:
-    """The Ray task: ``bench stage`` in the task's worker process."""
-    import ray
-
-    from bench.pipeline.worker import redirect_output, run_in_worker
+def _run_stage_task(worker: Worker, run_dir: str, name: str, key: str, attempt: int, cwd: str, log: str) -> str:
+    """The Ray task: the pipeline's worker (``bench stage``'s body) in the task's worker process."""
+    import ray  # optional dependency (the ray extra); this runs only inside a Ray task
 
     os.chdir(cwd)
     redirect_output(Path(log))
     job_id = ray.get_runtime_context().get_task_id()
-    return run_in_worker(run_dir, name, key=key, executor="ray", job_id=job_id, attempt=attempt)
+    return worker(run_dir, name, key=key, executor="ray", job_id=job_id, attempt=attempt)
 
 
 class RayJob(Job):
@@ -35,7 +33,7 @@ class RayJob(Job):
         self._error: str | None = None
 
     def alive(self) -> bool:
-        import ray
+        import ray  # heavy optional dependency
 
         ready, _ = ray.wait([self.ref], timeout=0)
         if not ready:
@@ -50,7 +48,7 @@ class RayJob(Job):
         return self._error
 
     def cancel(self) -> None:
-        import ray
+        import ray  # heavy optional dependency
 
         ray.cancel(self.ref, force=True)
 
@@ -58,14 +56,14 @@ class RayJob(Job):
 class RayExecutor(Executor):
     name = "ray"
 
-    def __init__(self, cfg, rd):
-        super().__init__(cfg, rd)
+    def __init__(self, cfg, rd, worker=None):
+        super().__init__(cfg, rd, worker)
         self._remote = None
 
     def _ray(self):
         if self._remote is None:
             try:
-                import ray
+                import ray  # optional dependency
             except ImportError:
                 raise UserError("the ray executor needs ray: pip install -e '.[ray]'") from None
             if self.cfg.run.num_nodes > 1:
@@ -87,13 +85,14 @@ class RayExecutor(Executor):
                     "name": f"bench:{s.name}"}
             if s.resources.mem_gb:
                 opts["memory"] = int(s.resources.mem_gb * 2**30)
-            ref = remote.options(**opts).remote(str(self.rd.root.resolve()), s.name, s.key, attempts[s.name],
-                                                os.getcwd(), str(self.rd.stage_log(s.name).resolve()))
+            ref = remote.options(**opts).remote(self.worker, str(self.rd.root.resolve()), s.name, s.key,
+                                                attempts[s.name], os.getcwd(),
+                                                str(self.rd.stage_log(s.name).resolve()))
             jobs[s.name] = RayJob(ref)
         return jobs
 
     def close(self) -> None:
         if self._remote is not None:
-            import ray
+            import ray  # heavy optional dependency
 
             ray.shutdown()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from core.errors import UserError
 
-from .base import Executor, Job
+from .base import Executor, Job, Worker, last_line, redirect_output
 
 ALIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING", "REQUEUE_HOLD",
          "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "STOPPED",
@@ -28,23 +28,22 @@ ALIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPEND
 
 
 class StageJob:
-    """The callable submitit pickles into the job: ``bench stage`` in the job's own process."""
+    """The callable submitit pickles into the job: the pipeline's worker (``bench stage``'s body) in the job's own
+    process."""
 
-    def __init__(self, run_dir: str, name: str, key: str, attempt: int, cwd: str, log: str):
+    def __init__(self, worker: Worker, run_dir: str, name: str, key: str, attempt: int, cwd: str, log: str):
+        self.worker = worker
         self.run_dir, self.name, self.key, self.attempt, self.cwd, self.log = run_dir, name, key, attempt, cwd, log
 
     def __call__(self) -> str:
-        from bench.commands.stage import slurm_job_id
-        from bench.pipeline.worker import redirect_output, run_in_worker
-
         os.chdir(self.cwd)  # relative data paths in the config are the coordinator's
         redirect_output(Path(self.log))
-        return run_in_worker(self.run_dir, self.name, key=self.key, executor="slurm", job_id=slurm_job_id(),
-                             attempt=self.attempt)
+        return self.worker(self.run_dir, self.name, key=self.key, executor="slurm", job_id=slurm_job_id(),
+                           attempt=self.attempt)
 
     def checkpoint(self, *args, **kwargs):
         """Preempted or timed out: requeue the same call (the stage resumes from its last checkpoint)."""
-        import submitit
+        import submitit  # heavy optional dependency
 
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
@@ -59,13 +58,17 @@ class SlurmJob(Job):
     def error(self) -> str | None:
         base = self.id.split("_")[0]
         for p in sorted(self.executor.rd.slurm_dir.glob(f"{base}*/{self.id}_0_log.err")):
-            from ..pipeline.coordinator import last_line
-
             return last_line(p)
         return None
 
     def cancel(self) -> None:
         subprocess.run(["scancel", self.id], check=False, capture_output=True)
+
+
+def slurm_job_id() -> str | None:
+    """``JOB`` or ``ARRAYJOB_TASK`` inside a Slurm job, as squeue shows it."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
 
 
 def sbatch_parameters(cfg, resources, name: str) -> dict:
@@ -91,15 +94,15 @@ def sbatch_parameters(cfg, resources, name: str) -> dict:
 class SlurmExecutor(Executor):
     name = "slurm"
 
-    def __init__(self, cfg, rd):
-        super().__init__(cfg, rd)
+    def __init__(self, cfg, rd, worker=None):
+        super().__init__(cfg, rd, worker)
         self._squeue: tuple[float, dict[str, str]] = (0.0, {})
         self._submitit = None
 
     def _executor(self):
         if self._submitit is None:
             try:
-                import submitit
+                import submitit  # optional dependency
             except ImportError:
                 raise UserError("the slurm executor needs submitit: pip install -e '.[slurm]'") from None
             if shutil.which("sbatch") is None or shutil.which("srun") is None:
@@ -130,7 +133,7 @@ class SlurmExecutor(Executor):
         return jobs
 
     def _call(self, stage, attempt: int) -> StageJob:
-        return StageJob(str(self.rd.root.resolve()), stage.name, stage.key, attempt, os.getcwd(),
+        return StageJob(self.worker, str(self.rd.root.resolve()), stage.name, stage.key, attempt, os.getcwd(),
                         str(self.rd.stage_log(stage.name).resolve()))
 
     def job_state(self, job_id: str) -> str | None:
@@ -146,7 +149,7 @@ class SlurmExecutor(Executor):
         return states.get(job_id)
 
     def find(self, record):
-        job_id = str(record.get("job_id") or "")
+        job_id = record.job_id
         return SlurmJob(self, job_id) if job_id and self.job_state(job_id) in ALIVE else None
 
     def describe(self, stages):
@@ -155,7 +158,7 @@ class SlurmExecutor(Executor):
         if not stages:
             return []
         try:
-            from submitit.slurm.slurm import _make_sbatch_string
+            from submitit.slurm.slurm import _make_sbatch_string  # optional dependency
         except ImportError:
             return ["(install submitit, pip install -e '.[slurm]', to see the sbatch script)"]
         s = next((x for x in stages if x.resources.gpus), stages[0])

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
+from bench.contamination import Settings, check
+from bench.tasks import Task
+
+from .meter import Memory
+
 TARGET_S = 60.0  # the issue's bound: 52k rows x 8.6k items within a minute on the 2-core machine
 PLANT_EVERY = 100
 
 
 def _texts(rng, vocab, n_texts: int, mean_words: int) -> list[str]:
-    import numpy as np
-
     lengths = np.maximum(1, rng.poisson(mean_words, n_texts))
     p = 1.0 / np.arange(1, len(vocab) + 1)
     idx = rng.choice(len(vocab), size=int(lengths.sum()), p=p / p.sum())
@@ -30,8 +35,6 @@ def _texts(rng, vocab, n_texts: int, mean_words: int) -> list[str]:
 
 def synthetic(rows: int, items: int, words: int, seed: int = 0) -> tuple[list[dict], list[dict], dict[str, int]]:
     """(training rows, MCQ items, planted item id -> training row index)."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
     vocab = ["".join(rng.choice(letters, rng.integers(2, 10))) for _ in range(20000)]
@@ -63,11 +66,6 @@ def synthetic(rows: int, items: int, words: int, seed: int = 0) -> tuple[list[di
 
 def contamination_worker(spec: dict) -> dict:
     """Time one check of the synthetic data (see the module docstring)."""
-    from bench.contamination import Settings, check
-    from bench.tasks import Task
-
-    from .meter import Memory
-
     shape = spec["shape"]
     mem = Memory("cpu")
     rows, items, planted = synthetic(shape["contam_rows"], shape["contam_items"], shape["contam_words"])

@@ -2,19 +2,21 @@
 response part varies per row, and the training collator to batch them."""
 from __future__ import annotations
 
+from sftmix.constants import IGNORE_INDEX as IGNORE
+
 PAD_ID = 0  # build_model's pad_token_id
 
 
 def dtype_of(name: str):
-    import torch
+    import torch  # heavy optional dependency
 
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
 
 
 def build_model(shape: dict, device: str):
     """Random-init Llama of the given shape (seeded), on ``device`` in the shape's dtype."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import torch  # heavy optional dependency
+    from transformers import LlamaConfig, LlamaForCausalLM  # heavy optional dependency
 
     cfg = LlamaConfig(
         vocab_size=shape["vocab"], hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
@@ -30,9 +32,7 @@ def build_model(shape: dict, device: str):
 
 def random_examples(shape: dict, n: int, seed: int = 0) -> list[dict]:
     """``n`` rows of random token ids whose last 50-70% (varying per row) are the response (labels != -100)."""
-    import torch
-
-    from sftmix.constants import IGNORE_INDEX as IGNORE
+    import torch  # heavy optional dependency
 
     g = torch.Generator().manual_seed(seed)
     seq, vocab = shape["seq"], shape["vocab"]
@@ -50,6 +50,6 @@ def random_examples(shape: dict, n: int, seed: int = 0) -> list[dict]:
 def collate(rows: list[dict]) -> dict:
     """Right-padded ``input_ids`` / ``labels`` / ``attention_mask`` tensors: the trainer's own collator (pad id 0,
     label -100)."""
-    from sftmix.data import PaddedCollator
+    from sftmix.data import PaddedCollator  # heavy: imports torch
 
     return PaddedCollator(PAD_ID)(rows)

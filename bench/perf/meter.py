@@ -16,7 +16,7 @@ class Memory:
     """Peak-memory meter: CUDA allocator statistics on GPU, the process's RSS high-water mark on CPU."""
 
     def __init__(self, device: str):
-        import torch
+        import torch  # heavy optional dependency
 
         self.torch, self.cuda = torch, device == "cuda"
         self.base = self.current()
@@ -52,6 +52,6 @@ class Memory:
 def sync(device: str) -> None:
     """Wait for queued CUDA work, so a timer stops after it (no-op on CPU)."""
     if device == "cuda":
-        import torch
+        import torch  # heavy optional dependency
 
         torch.cuda.synchronize()

@@ -17,7 +17,7 @@ RESULT_TAG = "PERF_RESULT "
 def worker_main(spec_json: str) -> int:
     """Worker side: run the measurement ``spec_json`` names and print its result line; the exit status."""
     spec = json.loads(spec_json)
-    import torch
+    import torch  # heavy optional dependency
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))

@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
+from ..provenance import cpu_name, git_commit, versions
 from .contamination import contamination_lines
+from .view import render_view
 
 
 def machine_info(device: str) -> dict:
     """CPU model, cores, torch threads, library versions, GPU name; git commit and date (provenance)."""
-    import torch
-
-    from ..provenance import cpu_name, git_commit, versions
+    import torch  # heavy optional dependency
 
     git = git_commit()
     return {
@@ -65,7 +65,6 @@ def _margin(t: dict) -> str:
 def _load(r: dict) -> str:
     la = r.get("load_avg")
     return f"{la[0]:.1f}–{la[1]:.1f}" if la else "–"
-
 
 
 @dataclass(frozen=True)
@@ -125,8 +124,6 @@ def render_markdown(rep: PerfReport) -> str:
     lines = _header(rep) + _targets(rep)
     for section in (_step, _scaling, _dynamics, _scoring, _generation, _rerun, contamination_lines, _contention):
         lines += section(rep)
-    from .view import render_view
-
     lines += render_view(rep.sections.get("view", {}))
     return "\n".join(lines) + "\n"
 

@@ -1,6 +1,7 @@
 """Orchestration (parent side): which workers each section runs, interleaved in rounds, and the report files."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import statistics
 import sys
@@ -9,6 +10,10 @@ from pathlib import Path
 from typing import Callable
 
 from core.errors import UserError
+from core.io import write_json
+from sftmix.presets import resolve_model
+
+from ..threads import usable_cores
 from .protocol import run_worker
 from .report import PerfReport, machine_info, render_markdown
 from .shapes import CUDA_STEP_CONFIGS, DEFAULT_VLLM_PYTHON, SCALING_CONFIGS, SECTIONS, SHAPES, STEP_CONFIGS, vocab_label
@@ -52,7 +57,7 @@ def run_perf(
     if device not in ("cpu", "cuda"):
         raise UserError(f"--device must be cpu or cuda, got {device!r}")
     if device == "cuda":
-        import torch
+        import torch  # heavy optional dependency
 
         if not torch.cuda.is_available():
             raise UserError("--device cuda: no CUDA device is visible")
@@ -113,7 +118,7 @@ def run_perf(
         res = round_robin([(f"dynamics {m}", {"kind": "dynamics", "mode": m}) for m in ("ntp", "offline", "online")])
         dyn = {k.split()[-1]: v for k, v in res.items()}
         if all("error" not in dyn[m] for m in ("offline", "online")):
-            from sftmix.dynamics import split_agreement
+            from sftmix.dynamics import split_agreement  # heavy: imports accelerate, torch
 
             dyn["agreement"] = split_agreement(dyn["offline"]["split"], dyn["online"]["split"])
         for m in ("offline", "online", "ntp"):
@@ -131,8 +136,6 @@ def run_perf(
                 scoring[label]["_worker"] = {"load_avg": r.get("load_avg")}
         rep.sections["scoring"] = scoring
     if "generation" in only:
-        from sftmix.presets import resolve_model
-
         try:
             model_path = resolve_model(shape["gen_model"])
         except Exception as e:  # e.g. the smol preset's package is missing: fall back to the tiny one
@@ -159,8 +162,6 @@ def run_perf(
             gen["parity"] = sum(x == y for x, y in zip(a, b)) / max(len(a), 1)
         rep.sections["generation"] = gen
     if "rerun" in only:
-        import importlib.util
-
         if importlib.util.find_spec("bench.pipeline") is None:
             rep.sections["rerun"] = {"rerun": {"error": "bench run not available"}}
         else:
@@ -170,8 +171,6 @@ def run_perf(
     if "contamination" in only:
         rep.sections["contamination"] = round_robin([("check", {"kind": "contamination"})])
     if "contention" in only and shape.get("contention_busy"):
-        from ..threads import usable_cores
-
         n = int(shape["contention_busy"])
         jobs = [("idle", {"kind": "contention", "busy": 0}), ("busy", {"kind": "contention", "busy": n})]
         rounds_before = shape["rounds"]
@@ -186,8 +185,6 @@ def run_perf(
     rep.wall_s = time.perf_counter() - t_start
     rep.targets = evaluate_targets(rep.sections)
     if out is not None:
-        from core.io import write_json
-
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"perf-{device}.md").write_text(render_markdown(rep), encoding="utf-8")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .contamination import contamination_target
+from .view import view_targets
 
 # (target name, numerator, denominator, field, comparison, bound) over the main step table and the other sections.
 TARGETS = [
@@ -129,8 +130,6 @@ def evaluate_targets(sections: dict[str, dict]) -> list[dict]:
     elif "rerun" in sections:
         out.append({"target": "finished-run re-run: 0 requests, < 5 s", "ratio": None, "value": None, "margin": None,
                     "bound": "0 req, < 5 s", "status": "n/a"})
-    from .view import view_targets
-
     out += view_targets(sections.get("view", {}))
     out += contamination_target(sections)
     return out

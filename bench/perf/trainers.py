@@ -2,15 +2,17 @@
 loss), and TRL's SFTTrainer, all on the same rows with the same TrainingArguments."""
 from __future__ import annotations
 
+from dataclasses import fields
+
 from sftmix.constants import CONFIDENT, UNCONFIDENT
+from sftmix.presets import train_tiny_tokenizer
+from sftmix.variants import get_variant
 
 from .fabricate import collate
 
 
 def training_args(cls, shape: dict, device: str, out: str, optim: str = "adamw_torch", **extra):
     """``cls`` (TrainingArguments or TRL's SFTConfig) for one measured step: same batch, optimizer, precision."""
-    from dataclasses import fields
-
     # No activation checkpointing for anyone (TRL's SFTConfig turns it on by default); the field was renamed
     # from gradient_checkpointing in transformers 5.
     names = {f.name for f in fields(cls)}
@@ -27,11 +29,10 @@ def training_args(cls, shape: dict, device: str, out: str, optim: str = "adamw_t
 def our_trainer(config: str, model, rows: list[dict], shape: dict, device: str, out: str, optim: str = "adamw_torch"):
     """SFTMixTrainer set up as ``config`` (ntp, sftmix, sftmix-2pass, sftmix-naive, ntp-liger, ntp-cce; a suffix
     -eager / -compile / -fast only changes the loss body, set by the worker), and the batch it steps on."""
-    import torch
-    from transformers import TrainingArguments
+    import torch  # heavy optional dependency
+    from transformers import TrainingArguments  # heavy optional dependency
 
-    from sftmix.trainer import ExampleDataset, SFTMixTrainer
-    from sftmix.variants import get_variant
+    from sftmix.trainer import ExampleDataset, SFTMixTrainer  # heavy: imports accelerate, datasets
 
     variant = get_variant("sftmix" if config.startswith("sftmix") else "ntp")
     n = len(rows)
@@ -49,9 +50,9 @@ def our_trainer(config: str, model, rows: list[dict], shape: dict, device: str, 
 
 def hf_trainer(model, rows: list[dict], shape: dict, device: str, out: str):
     """A plain ``transformers.Trainer``: its loss is the model's own ``model(input_ids, labels=...)`` (full logits)."""
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments  # heavy optional dependency
 
-    from sftmix.trainer import ExampleDataset
+    from sftmix.trainer import ExampleDataset  # heavy: imports accelerate, datasets
 
     trainer = Trainer(model=model, args=training_args(TrainingArguments, shape, device, out),
                       train_dataset=ExampleDataset(rows), data_collator=collate)
@@ -60,10 +61,8 @@ def hf_trainer(model, rows: list[dict], shape: dict, device: str, out: str):
 
 def trl_trainer(model, rows: list[dict], shape: dict, device: str, out: str):
     """TRL's SFTTrainer on the same token rows (completion-only loss), and the batch its own collator makes."""
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
-    from sftmix.presets import train_tiny_tokenizer
+    from datasets import Dataset  # heavy optional dependency
+    from trl import SFTConfig, SFTTrainer  # heavy optional dependency
 
     # Same token ids and loss positions as ours, given pre-tokenized with a completion mask.
     data = Dataset.from_dict({

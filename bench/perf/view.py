@@ -16,6 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..rundir import ItemValues, RunDir, TaskSummary, TrainRecord, write_jsonl
+from ..view import write_report
+
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FIRST_RENDER_TARGET_MS = 1000.0  # the first items on screen within a second of opening the file
 WORDS = ("the model answers with care and detail about data training mixup confidence split judge prompt "
@@ -42,8 +45,6 @@ def _text(rng: random.Random, chars: int) -> str:
 def fabricate_view_run(root: str | Path, n_items: int = 805, n_variants: int = 8, chars: int = 1500,
                        seed: int = 0) -> Path:
     """An AlpacaEval-shaped finished run under ``root`` (no model, no training); returns its path."""
-    from ..rundir import ItemValues, RunDir, TaskSummary, TrainRecord, write_jsonl
-
     rng = random.Random(seed)
     root = Path(root)
     rd = RunDir(root)
@@ -110,7 +111,7 @@ def measure_page(html: Path, loads: int = 3, browser_path: str | None = None, on
     """Open ``html`` in headless Chromium ``loads`` times (the fastest counts): ms from navigation start to the first
     items painted and to the first page complete, the JS heap; with ``one_page`` also one load with every item on
     one page (``?per-page=all``), the cost the pagination avoids."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright  # heavy optional dependency
 
     exe = browser_path or find_chromium()
     if exe is None:
@@ -132,8 +133,6 @@ def measure_page(html: Path, loads: int = 3, browser_path: str | None = None, on
 
 def view_worker(spec: dict) -> dict:
     """Fabricate the run, build the report (timed), measure the page in Chromium."""
-    from ..view import write_report
-
     shape = spec.get("shape") or {}
     n_items, n_variants = int(shape.get("view_items", 805)), int(shape.get("view_variants", 8))
     with tempfile.TemporaryDirectory() as tmp:

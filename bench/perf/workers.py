@@ -2,8 +2,10 @@
 result dict out."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -12,18 +14,28 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
+from bench.backends import get_backend
+from bench.backends.base import GenRequest, GenSettings
+from bench.config import experiment_path, load_run_config
+from bench.pipeline import run_pipeline
+from bench.rundir import Provenance, RunDir
+from sftmix.config import TrainConfig, apply_overrides, split_overrides
+from sftmix.constants import IGNORE_INDEX as IGNORE
+from sftmix.variants import get_variant
+
 from ..provenance import REPO
 from .contamination import contamination_worker
 from .fabricate import build_model, collate, random_examples
 from .meter import Memory, sync
 from .shapes import PEAK_FLOPS, loss_body, model_flops_per_step
 from .trainers import hf_trainer, our_trainer, trl_trainer
+from .view import view_worker
 
 
 def step_worker(spec: dict) -> dict:
     """Time and meter ``steps`` optimizer steps of one configuration (see STEP_CONFIGS, CUDA_STEP_CONFIGS, trl)."""
-    import importlib.util
-
     shape, device, config = spec["shape"], spec["device"], spec["config"]
     need = {"ntp-liger": "liger_kernel", "ntp-cce": "cut_cross_entropy"}.get(config)
     if need and (device != "cuda" or importlib.util.find_spec(need) is None):
@@ -32,12 +44,11 @@ def step_worker(spec: dict) -> dict:
         os.environ["SFTMIX_LCE_BACKEND"] = loss_body(config)
     # Every library any configuration uses is imported before the baseline, so all share the same baseline.
     import datasets  # noqa: F401
-    import trl  # noqa: F401
     import transformers  # noqa: F401
+    import trl  # noqa: F401
 
     import sftmix.trainer  # noqa: F401
-    from sftmix.constants import IGNORE_INDEX as IGNORE
-    from sftmix.loss import fused
+    from sftmix.loss import fused  # heavy: imports torch
 
     fused.prepare(device)  # a fused loss body's one-time build (C++ on CPU), outside the memory and the clock
     mem = Memory(device)
@@ -91,7 +102,7 @@ def step_worker(spec: dict) -> dict:
         "optim": str(trainer.args.optim), "compiled_layers": fast,
     }
     if device == "cuda":
-        import torch
+        import torch  # heavy optional dependency
 
         name = torch.cuda.get_device_name(0)
         peak_flops = next((f for k, f in PEAK_FLOPS.items() if k in name), None)
@@ -101,9 +112,9 @@ def step_worker(spec: dict) -> dict:
 
 def scoring_worker(spec: dict) -> dict:
     """``response_nll`` vs a bare no-grad forward over the same batches: tokens/s and step-peak memory of each."""
-    import torch
+    import torch  # heavy optional dependency
 
-    from sftmix.dynamics import response_nll
+    from sftmix.dynamics import response_nll  # heavy: imports accelerate, torch
 
     shape, device = spec["shape"], spec["device"]
     mem = Memory(device)
@@ -147,10 +158,8 @@ def dynamics_worker(spec: dict) -> dict:
     """One of: ``ntp`` (a one-epoch NTP reference run alone), ``offline`` (the run + C scoring passes, the paper)
     or ``online`` (the run recording its own losses) on the tiny preset; wall/CPU seconds and the split. Every
     mode includes writing the confidence table and its histogram."""
-    from sftmix.config import TrainConfig, apply_overrides, split_overrides
-    from sftmix.recipe import _collator, load_model, prepare, run_dynamics, training_arguments
-    from sftmix.trainer import ExampleDataset, SFTMixTrainer
-    from sftmix.variants import get_variant
+    from sftmix.recipe import _collator, load_model, prepare, run_dynamics, training_arguments  # heavy: imports torch
+    from sftmix.trainer import ExampleDataset, SFTMixTrainer  # heavy: imports accelerate, datasets
 
     shape, mode = spec["shape"], spec["mode"]
     cfg = TrainConfig()
@@ -167,8 +176,7 @@ def dynamics_worker(spec: dict) -> dict:
     with tempfile.TemporaryDirectory() as out:
         t0, c0 = time.perf_counter(), time.process_time()
         if mode == "ntp":
-            import numpy as np
-
+            # heavy: imports accelerate, torch
             from sftmix.dynamics import confidence_table, plot_histogram, write_table
 
             model = load_model(prep.model_path, cfg)
@@ -194,9 +202,6 @@ def dynamics_worker(spec: dict) -> dict:
 
 def generation_worker(spec: dict) -> dict:
     """Completion tokens/s of one backend on ``gen_prompts`` fixed prompts (greedy), after load and a warm-up."""
-    from bench.backends import get_backend
-    from bench.backends.base import GenRequest, GenSettings
-
     shape = spec["shape"]
     t0 = time.perf_counter()
     backend = get_backend(spec["backend"], spec["model_path"], **spec.get("backend_opts", {}))
@@ -218,9 +223,6 @@ def generation_worker(spec: dict) -> dict:
 def rerun_worker(spec: dict) -> dict:
     """Run the embedded default ``bench run`` once, then re-run the finished run twice: in-process
     (``run_pipeline``) and as the user would, a fresh ``python -m bench.cli run`` (wall time incl. start-up)."""
-    from bench.config import experiment_path, load_run_config
-    from bench.pipeline import run_pipeline
-
     overrides = dict(spec["shape"].get("rerun_overrides", {}))
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "run")
@@ -253,8 +255,6 @@ def rerun_worker(spec: dict) -> dict:
 def contention_worker(spec: dict) -> dict:
     """The embedded default ``bench run`` as a user starts it (a fresh ``python -m bench.cli run``, its own thread
     choice) beside ``busy`` processes that spin on a core each: wall seconds, and the threads the run chose."""
-    from bench.rundir import Provenance, RunDir
-
     busy = int(spec["busy"])
     overrides = spec["shape"].get("rerun_overrides", {})
     # The run decides its threads itself, as a user's would: none of the perf workers' thread settings.
@@ -283,16 +283,8 @@ def contention_worker(spec: dict) -> dict:
 
 def _children_cpu_s() -> float:
     """User + system CPU seconds of this process's finished children (the spinners are reaped after)."""
-    import resource
-
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
-
-
-def view_worker(spec: dict) -> dict:
-    from .view import view_worker as worker
-
-    return worker(spec)
 
 
 WORKERS: dict[str, Callable[[dict], dict]] = {

@@ -8,18 +8,22 @@ from pathlib import Path
 
 from core.errors import UserError, first_line
 from core.io import write_text
+from sftmix.presets import resolve_model
+from sftmix.templates import template_hash
 
 from ..config import RunConfig
+from ..evaluate import make_judge
+from ..lock import HOLDER, LOCK, RunLock
+from ..provenance import git_commit, hardware, package_versions
 from ..rundir import Provenance, RunDir
+from ..validate import validate_run
+from .planning import plan
 from .runner import Runner
+from .worker import run_in_worker
 
 
 def provenance(cfg: RunConfig, runner: Runner) -> dict:
     """How these results were made: config, hashes, seeds, code, packages, backend, judge, data, hardware."""
-    from sftmix.presets import resolve_model
-
-    from ..provenance import git_commit, hardware, package_versions
-
     ctx = runner.ctx
     prov = {"config_hash": cfg.config_hash(), "seed": cfg.train.seed, "seeds": cfg.run.seeds, "git": git_commit(),
             "packages": package_versions(), "hardware": hardware(),
@@ -31,8 +35,7 @@ def provenance(cfg: RunConfig, runner: Runner) -> dict:
             "stage_keys": {s.name: s.key for s in runner.stages},
             "executor": {k: v for k, v in cfg.executor.__dict__.items() if v not in (None, [], {})}}
     try:
-        from sftmix.recipe import load_tokenizer
-        from sftmix.templates import template_hash
+        from sftmix.recipe import load_tokenizer  # heavy: imports torch
 
         prov["model"] = {"id": cfg.model.model, "path": resolve_model(cfg.model.model)}
         prov["chat_template_hash"] = template_hash(load_tokenizer(prov["model"]["path"], cfg.model.template))
@@ -46,8 +49,6 @@ def check_out_dir(cfg: RunConfig, out: Path, force: bool) -> None:
     rd = RunDir(out).check()  # a directory in a format this bench cannot read (or write) is refused here
     prov = Provenance.read(rd)
     if prov is None:
-        from ..lock import HOLDER, LOCK
-
         if out.exists() and any(p.name not in (LOCK, HOLDER) for p in out.iterdir()) \
                 and not rd.config.exists():
             raise UserError(f"{out} exists and is not a bench run directory: choose another --out")
@@ -64,24 +65,17 @@ def run_pipeline(cfg: RunConfig, *, dry_run: bool = False, force: bool = False, 
     Everything is validated first (:mod:`bench.validate`); then the results directory is locked for this process
     (:mod:`bench.lock`): a second run on it is refused at once, naming the holder.
     """
-    from ..lock import RunLock
-    from ..validate import validate_run
-
     out = Path(cfg.run.out)
     t0 = time.time()
     runner = Runner(cfg, out, progress=progress)
     # Validation first, so that a changed option's own mistake is reported rather than "different config".
     warnings = validate_run(cfg, runner, dry_run=dry_run)
     if dry_run:
-        from .planning import plan
-
         text = plan(cfg, runner, warnings)
         print(text)
         return {"plan": text}
     check_out_dir(cfg, out, force)
     if cfg.judge.model and _needs_judge(runner):
-        from ..evaluate import make_judge
-
         make_judge(cfg.judge).preflight()  # fail fast, before hours of training; no cache, so nothing is written
     for task, protocol in runner.ctx.protocols().items():
         if protocol.startswith("NOT "):  # loud, once per run: these numbers cannot be set beside the benchmark's
@@ -120,7 +114,7 @@ def _run_locked(cfg: RunConfig, runner: Runner, out: Path, force: bool, t0: floa
 def _stages_and_report(cfg: RunConfig, runner: Runner, out: Path, before: Provenance | None, prov: dict | None,
                        t0: float) -> dict:
     rd = RunDir(out)
-    summary = runner.run()
+    summary = runner.run(run_in_worker)
     stored = rd.table(cfg.run.layout, "md")
     ledger = runner.ledger
     current = before is not None and before.status == "done" and before.config_hash == cfg.config_hash()
@@ -156,8 +150,8 @@ def _record_stop(rd: RunDir, e: BaseException) -> None:
 
 def _report(cfg: RunConfig, out: Path) -> tuple[str, list[Path]]:
     """Write the run's tables (built once) and plots; return the Markdown table and the plot paths."""
-    from ..plots import make_plots
-    from ..tables import has_paper_rows, write_tables
+    from ..plots import make_plots  # start-up cost: imports numpy, pandas
+    from ..tables import has_paper_rows, write_tables  # start-up cost: imports numpy, pandas
 
     # The paper's reported numbers go beside ours, in rows marked as the paper's, in the layouts that have them.
     paths = write_tables(out, layout=cfg.run.layout, paper=has_paper_rows(cfg.run.layout))

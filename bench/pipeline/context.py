@@ -7,12 +7,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import UserError
-from sftmix.sources import data_identity
 from core.io import hash_obj
-from sftmix.variants import Variant
+from sftmix.sources import data_identity
+from sftmix.variants import Variant, reference_stands_in
 
+from ..cache import Cache
 from ..config import RunConfig
-from ..rundir import RunDir
+from ..evaluate import judge_config, task_scorer
+from ..judge.reference import NAME
+from ..provenance import git_commit
+from ..rundir import RunDir, split_seed
 from ..tasks import limit_rows
 from .selection import SEED_SEP, per_seed, run_tasks, run_variants
 
@@ -75,10 +79,8 @@ class RunContext:
 
     def reference_stands_in(self, v: Variant) -> bool:
         """Whether the run's own reference run (target model, ``v``'s seed) trains exactly ``v``
-        (:func:`sftmix.recipe.reference_stands_in`): then it keeps its model and ``v`` adopts it, one training
+        (:func:`sftmix.variants.reference_stands_in`): then it keeps its model and ``v`` adopts it, one training
         fewer per seed. Single-process runs only."""
-        from sftmix.recipe import reference_stands_in
-
         seed = self.seed_arg(v)
         has_reference = any(w.needs_confidence and w.reference_model in (None, self.cfg.model.model)
                             and self.seed_arg(w) == seed for w in self.variants)
@@ -107,14 +109,10 @@ class RunContext:
     # -- scorers and judges -------------------------------------------------------------------------------------
     def scorer(self, task: Task) -> Scorer:
         """The task's scorer in this run (its pairwise form under ``judge.mode: pairwise``)."""
-        from ..evaluate import task_scorer
-
         return task_scorer(task, self.cfg.judge)
 
     def pairwise_baseline(self, v: Variant) -> Variant | None:
         """``judge.mode: pairwise``: the NTP variant (same seed) that ``v`` is compared with; None for NTP itself."""
-        from ..rundir import split_seed
-
         name, seed = split_seed(v.name)
         if name == PAIRWISE_BASELINE:
             return None
@@ -132,15 +130,11 @@ class RunContext:
             return {"kind": "llm", "model": j.model, "base_url": j.base_url}
         if j.local:
             return {"kind": "local", "model": j.local}
-        from ..judge.reference import NAME
-
         return {"kind": "reference", "model": NAME}
 
     def judge_config(self, task: Task) -> JudgeConfig | None:
         """The judge config the task's scorer uses in this run (None if unjudged), loaded once per run."""
         if task.name not in self._judge_configs:
-            from ..evaluate import judge_config
-
             self._judge_configs[task.name] = judge_config(task, self.cfg.judge)
         return self._judge_configs[task.name]
 
@@ -187,15 +181,11 @@ class RunContext:
     def cache(self):
         """The run's content-addressed cache of generations and judgments (``cache.sqlite``)."""
         if self._cache is None:
-            from ..cache import Cache
-
             self._cache = Cache(self.cache_path, wal=self.cache_path == self.rd.cache)
         return self._cache
 
     def git(self) -> dict:
         """This checkout's commit, looked up once per run."""
         if self._git is None:
-            from ..provenance import git_commit
-
             self._git = git_commit()
         return self._git

@@ -16,11 +16,12 @@ import time
 
 from core.errors import UserError
 
+from ..executors.base import last_line
 from ..rundir import JudgeLog, StageState
-from ..rundir.paths import read_json, write_json
+from ..rundir.records import JobRecord
+from .execution import execute, where
 from .graph import Stage
 from .state import mark, read_state
-from .execution import execute, where
 
 FINISHED = ("done", "incomplete")
 
@@ -120,9 +121,8 @@ class Coordinator:
         for s in stages:
             job = jobs[s.name]
             self.jobs[s.name] = job
-            write_json(self.rd.stage_job(s.name), {"stage": s.name, "executor": self.executor.name, "job_id": job.id,
-                                                   "host": socket.gethostname(), "attempt": self.attempts[s.name],
-                                                   "time": time.time()})
+            JobRecord(s.name, self.executor.name, job.id, socket.gethostname(), self.attempts[s.name],
+                      time.time()).write(self.rd)
             self.seen[s.name] = "queued"
             retry = f", attempt {self.attempts[s.name]}" if self.attempts[s.name] > 1 else ""
             say(f"{self.tag(s)} queued {s.name} as {self.executor.name} job {job.id} "
@@ -132,17 +132,14 @@ class Coordinator:
         """Wait for stages an earlier coordinator submitted and whose jobs are still alive."""
         for s in pending:
             st = self.state(s)
-            path = self.rd.stage_job(s.name)
-            if st is None or st.status not in ("queued", "running") or not path.exists():
-                continue
-            record = read_json(path)
-            if record.get("executor") != self.executor.name:
+            record = JobRecord.read(self.rd, s.name) if st is not None and st.status in ("queued", "running") else None
+            if record is None or record.executor != self.executor.name:
                 continue
             job = self.executor.find(record)
             if job is None:
                 continue
             self.jobs[s.name] = job
-            self.attempts[s.name] = int(record.get("attempt") or 1)
+            self.attempts[s.name] = record.attempt
             self.seen[s.name] = st.status
             say(f"{self.tag(s)} waiting for {s.name}: still {st.status} as {self.executor.name} job {job.id} "
                 "(submitted by an earlier coordinator)")
@@ -210,15 +207,3 @@ def runs_on_coordinator(runner, executor, stage: Stage) -> bool:
     return stage.kind == "score" and runner.cfg.executor.score_on == "coordinator" \
         and runner.ctx.scorer(runner.ctx.task(stage.task)).judged
 
-
-def last_line(path) -> str | None:
-    """The last non-blank line of a log (progress bars' carriage returns split lines too)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - 8192))
-            tail = f.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    lines = [ln.strip() for ln in tail.replace("\r", "\n").splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else None

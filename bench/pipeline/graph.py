@@ -12,7 +12,8 @@ from pathlib import Path
 
 from .context import RunContext
 from .keys import contamination_key, dyn_key, gen_key, score_key, train_key
-from .resources import Resources, stage_resources
+from ..executors.base import Resources
+from .resources import stage_resources
 from .selection import SEED_SEP
 
 KINDS = ("contamination", "dynamics", "train", "generate", "score")

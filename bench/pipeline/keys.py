@@ -14,6 +14,7 @@ from sftmix.keyschema import (GENERATE_ADDED, hashed_section, score_extras, task
                               without_added)
 from sftmix.variants import Variant
 
+from ..contamination import Settings, item_fields
 from .context import RunContext
 
 if TYPE_CHECKING:
@@ -64,8 +65,6 @@ def contamination_key(ctx: RunContext) -> str:
     """Key of the contamination check: the training data's identity (file hash or hub id; split, row limit), each
     task's data identity (its definition, the hash of a local data file, what selects its items) and the fields it
     compares, and the check's settings. Loads no data (the graph is built without it)."""
-    from ..contamination import item_fields
-
     cfg = ctx.cfg
     tasks = {}
     for t in ctx.tasks:
@@ -75,4 +74,4 @@ def contamination_key(ctx: RunContext) -> str:
                          "referenced_only": ctx.referenced_only(t), "fields": list(item_fields(t))}
     return hash_obj({"stage": "contamination", "train_data": ctx.train_data, "split": cfg.data.split,
                      "max_examples": cfg.data.max_examples, "limit": cfg.run.limit, "limit_mode": cfg.run.limit_mode,
-                     "tasks": tasks, "settings": cfg.contamination.settings().key()})
+                     "tasks": tasks, "settings": Settings.of(cfg.contamination).key()})

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..config import RunConfig
+from ..executors import get_executor
 from ..judge.ledger import rough_estimate
+from .coordinator import runs_on_coordinator
 from .graph import n_generations, n_judge_calls
 from .runner import Runner
 
@@ -43,14 +45,10 @@ def plan(cfg: RunConfig, runner: Runner, warnings: Sequence[str] = ()) -> str:
 def executor_lines(cfg: RunConfig, runner: Runner) -> list[str]:
     """Where the stages would run: for a cluster executor, each job with its resources and dependencies, and what
     the executor would submit (Slurm: one generated sbatch script)."""
-    from ..executors import get_executor
-
     if cfg.executor.kind == "local":
         return ["executor: local (every stage in this process, one at a time)"]
     todo = [s for s in runner.stages if runner.status(s) != "done"]
     ex = get_executor(cfg, runner.ctx.rd)
-    from .coordinator import runs_on_coordinator
-
     lines = [f"executor: {cfg.executor.kind}; {len(todo)} job(s) (max retries {cfg.executor.max_retries}):"]
     for s in todo:
         where = "coordinator" if runs_on_coordinator(runner, ex, s) else s.resources.describe()

@@ -5,29 +5,10 @@ nodes; generation gets the GPUs its backend uses (vLLM: tensor x data parallel; 
 scoring gets none unless an in-process local judge needs one."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..config import RunConfig
+from ..executors.base import Resources
 
 CPUS_PER_GPU = 8
-
-
-@dataclass(frozen=True)
-class Resources:
-    gpus: int = 0  # per node
-    nodes: int = 1
-    cpus: int = 1  # per node (one task per node)
-    mem_gb: float | None = None  # per node; None: the scheduler's default
-    time_min: int | None = None
-
-    def describe(self) -> str:
-        parts = [f"{self.nodes} node{'s' if self.nodes > 1 else ''}", f"{self.gpus} GPU{'s' if self.gpus != 1 else ''}",
-                 f"{self.cpus} CPU{'s' if self.cpus != 1 else ''}"]
-        if self.mem_gb:
-            parts.append(f"{self.mem_gb:g} GB")
-        if self.time_min:
-            parts.append(f"{self.time_min} min")
-        return ", ".join(parts)
 
 
 def train_gpus(cfg: RunConfig) -> int:

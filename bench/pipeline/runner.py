@@ -8,7 +8,7 @@ from core.errors import UserError
 from core.registry import nearest
 
 from ..config import RunConfig
-from ..executors import get_executor
+from ..executors import Worker, get_executor
 from .context import RunContext
 from .coordinator import Coordinator
 from .graph import Stage, build_stages
@@ -39,9 +39,11 @@ class Runner:
         """done | partial (same key, unfinished: resumes) | stale (other key: redone) | todo."""
         return stage_status(self.out, stage)
 
-    def run(self) -> dict:
-        """Run every stage not done on ``cfg.executor``; return the names run and skipped, and request counters."""
-        executor = get_executor(self.cfg, self.ctx.rd)
+    def run(self, worker: Worker) -> dict:
+        """Run every stage not done on ``cfg.executor``; return the names run and skipped, and request counters.
+        ``worker`` is what a job runs in its own process (:func:`bench.pipeline.worker.run_in_worker`: the worker
+        rebuilds a Runner, so this module cannot import it)."""
+        executor = get_executor(self.cfg, self.ctx.rd, worker)
         try:
             return Coordinator(self, executor).run()
         finally:

@@ -8,6 +8,7 @@ from sftmix.variants import Variant, get_variant
 
 from ..config import RunConfig
 from ..rundir import SEED_SEP  # run.seeds: variant "sftmix" at seed 1 is "sftmix@s1"
+from ..tasks import load_task
 
 
 def run_variants(cfg: RunConfig) -> list[tuple[Variant, str]]:
@@ -47,8 +48,6 @@ def per_seed(pairs: list[tuple[Variant, str]], seeds: list[int]) -> tuple[list[t
 
 def run_tasks(cfg: RunConfig) -> list:
     """The run's tasks, loaded (definitions only: items load on demand)."""
-    from ..tasks import load_task
-
     if not cfg.run.tasks:
         raise UserError("no tasks to run: run.tasks is empty")
     twice = next((t for i, t in enumerate(cfg.run.tasks) if t in cfg.run.tasks[:i]), None)

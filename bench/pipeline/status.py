@@ -7,7 +7,7 @@ from pathlib import Path
 from ..executors import EXECUTORS, get_executor
 from ..executors.processes import pid_alive
 from ..lock import HOLDER, RunLock
-from ..rundir.paths import read_json
+from ..rundir.records import JobRecord
 from .state import read_state
 from .worker import worker_runner
 
@@ -25,10 +25,10 @@ def stage_rows(run_dir: str | Path) -> tuple[list[dict], dict]:
             # the state file's word, unless its outputs say otherwise (a "done" whose outputs are gone resumes)
             status = row["status"] if row["status"] == "done" or st.status == "done" else st.status
             row.update({k: v for k, v in st.details().items() if k != "counters"}, status=status, time=st.time)
-            job = read_json(rd.stage_job(s.name)) if rd.stage_job(s.name).exists() else {}
-            if st.status in ("queued", "running") and job:
-                row.update(job_id=row.get("job_id") or job.get("job_id"), executor=job.get("executor"))
-                kind = job.get("executor")
+            job = JobRecord.read(rd, s.name)
+            if st.status in ("queued", "running") and job is not None:
+                row.update(job_id=row.get("job_id") or job.job_id or None, executor=job.executor or None)
+                kind = job.executor
                 if kind in EXECUTORS and kind not in ("local", "ray"):  # ray: a task dies with its coordinator
                     if kind not in executors:
                         runner.cfg.executor.kind = kind

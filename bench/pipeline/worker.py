@@ -5,6 +5,7 @@ the stage's key is the one the coordinator submitted, and runs it with the worke
 :func:`bench.pipeline.execution.execute` as the coordinator does."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -13,10 +14,10 @@ from pathlib import Path
 from core.errors import UserError
 
 from ..config import load_run_config
-from ..executors.base import open_log
 from ..rundir import RunDir
 from .execution import execute, where
 from .runner import Runner
+from .stages import run_stage
 
 # A worker whose stage another live process holds waits this long for it (a straggler finishing) before giving up.
 STAGE_LOCK_WAIT_S = 6 * 3600
@@ -43,8 +44,6 @@ def run_in_worker(run_dir: str | Path, name: str, key: str | None = None, execut
     rank = int(os.environ.get("SLURM_PROCID", "0") or 0)
     if stage.resources.nodes > 1 and rank > 0:
         # A multi-node training: every node runs the launcher; only the first one holds the lock and marks state.
-        from .stages import run_stage
-
         run_stage(runner.ctx, stage)
         return "done"
     ctx = runner.ctx
@@ -59,8 +58,6 @@ def run_in_worker(run_dir: str | Path, name: str, key: str | None = None, execut
 def log_recipe_info() -> None:
     """The recipe's INFO lines (e.g. which checkpoint a training resumed from) to stderr, the stage's log. Only
     sftmix's logger: engines' own loggers (submitit's) keep their single handler."""
-    import logging
-
     lg = logging.getLogger("sftmix")
     lg.setLevel(logging.INFO)
     if not any(getattr(h, "_bench_worker", False) for h in lg.handlers):
@@ -69,13 +66,3 @@ def log_recipe_info() -> None:
         h._bench_worker = True
         lg.addHandler(h)
         lg.propagate = False  # not twice, should the root logger have a handler too
-
-
-def redirect_output(log: Path) -> None:
-    """Send this process's stdout and stderr (file descriptors too: subprocesses, C libraries) to ``log``."""
-    fd = open_log(log)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)

@@ -518,3 +518,37 @@ class RunConfigRecord:
             if isinstance(v, dict) and v.get("name") == name:
                 return dict(v)
         return None
+
+
+@dataclass
+class JobRecord:
+    """``executor/jobs/<stage>.json``: the job the coordinator last submitted for a stage (which executor, the
+    engine's job id, the coordinator's host, the attempt, when). A later coordinator waits for that job while it
+    lives, and ``bench status`` says whether it does. Fields no version names stay in ``extra``."""
+
+    stage: str
+    executor: str
+    job_id: str
+    host: str
+    attempt: int = 1
+    time: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def write(self, rd: RunDir) -> None:
+        write_json(rd.stage_job(self.stage), {"stage": self.stage, "executor": self.executor, "job_id": self.job_id,
+                                              "host": self.host, "attempt": self.attempt, "time": self.time,
+                                              **self.extra})
+
+    @classmethod
+    def read(cls, rd: RunDir, stage: str) -> "JobRecord | None":
+        path = rd.stage_job(stage)
+        if not path.exists():
+            return None
+        d = read_json(path)
+        if not isinstance(d, dict):
+            fail(f"{path}: damaged (not a JSON object)")
+        own, rest = _split(cls, d)
+        return cls(stage=str(own.get("stage") or stage), executor=str(own.get("executor") or ""),
+                   job_id=str(own.get("job_id") or ""), host=str(own.get("host") or ""),
+                   attempt=int(own.get("attempt") or 1), time=float(own.get("time") or 0.0),
+                   extra=rest)

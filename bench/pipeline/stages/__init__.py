@@ -14,20 +14,17 @@ if TYPE_CHECKING:
 
 def run_stage(ctx: RunContext, stage: Stage) -> Any:
     """Run ``stage``'s body; a score stage returns ``{"incomplete": True}`` when judge verdicts failed."""
-    from .generate import generate_stage
-    from .score import score_stage
-    from .train import run_dynamics_stage, train_stage
+    # start-up cost: the bodies (generation, judging, contamination) load when a stage runs, not for bench status
+    from . import contamination, generate, score, train
 
     if stage.kind == "contamination":
-        from .contamination import contamination_stage
-
-        return contamination_stage(ctx, stage.key)
+        return contamination.contamination_stage(ctx, stage.key)
     if stage.kind == "dynamics":
-        return run_dynamics_stage(ctx, stage.reference, ctx.dyn_dir(stage.reference, stage.seed), stage.seed)
+        return train.run_dynamics_stage(ctx, stage.reference, ctx.dyn_dir(stage.reference, stage.seed), stage.seed)
     if stage.kind == "train":
-        return train_stage(ctx, ctx.variant(stage.variant))
+        return train.train_stage(ctx, ctx.variant(stage.variant))
     if stage.kind == "generate":
-        return generate_stage(ctx, ctx.variant(stage.variant), ctx.task(stage.task))
+        return generate.generate_stage(ctx, ctx.variant(stage.variant), ctx.task(stage.task))
     if stage.kind == "score":
-        return score_stage(ctx, ctx.variant(stage.variant), ctx.task(stage.task), stage.key)
+        return score.score_stage(ctx, ctx.variant(stage.variant), ctx.task(stage.task), stage.key)
     raise ValueError(f"unknown stage kind {stage.kind!r}")

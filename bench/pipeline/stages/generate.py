@@ -5,7 +5,9 @@ from typing import TYPE_CHECKING, Any
 
 from sftmix.variants import Variant
 
+from ...backends import get_backend
 from ...backends.base import takes_on_result
+from ...generate import generate_task
 from ..context import RunContext
 
 if TYPE_CHECKING:
@@ -14,8 +16,6 @@ if TYPE_CHECKING:
 
 def generate_stage(ctx: RunContext, v: Variant, task: Task) -> None:
     """Generate ``v``'s answers to ``task``'s items (cached ones are served by the run's cache)."""
-    from ...generate import generate_task
-
     g = ctx.cfg.generation
     override = {k: val for k, val in (("max_new_tokens", g.max_new_tokens), ("temperature", g.temperature))
                 if val is not None}
@@ -28,8 +28,6 @@ def generate_stage(ctx: RunContext, v: Variant, task: Task) -> None:
 
 
 def _backend(ctx: RunContext, v: Variant) -> "Counting":
-    from ...backends import get_backend
-
     g = ctx.cfg.generation
     opts: dict[str, Any] = {"template": ctx.cfg.model.template}
     if g.backend == "hf":

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from core.errors import UserError
 from core.io import write_text
 from sftmix.variants import Variant
@@ -24,7 +26,7 @@ def run_dynamics_stage(ctx: RunContext, ref: str | None, d: Path, seed: int | No
     if distributed(ctx):
         args = ["dynamics", "--out", str(d)] + ([f"reference_model={ref}"] if ref else [])
         return launch(ctx, args, ctx.rd.launch_config(d), seed)
-    from sftmix.recipe import run_dynamics
+    from sftmix.recipe import run_dynamics  # heavy: imports torch
 
     keep = ref in (None, ctx.cfg.model.model) and any(ctx.reference_stands_in(v) for v in ctx.variants
                                                       if ctx.seed_arg(v) == seed)
@@ -35,7 +37,7 @@ def train_stage(ctx: RunContext, v: Variant) -> None:
     """Fine-tune variant ``v`` into its folder, resuming from its last checkpoint."""
     if distributed(ctx):
         return _train_distributed(ctx, v)
-    from sftmix.recipe import finetune
+    from sftmix.recipe import finetune  # heavy: imports torch
 
     conf = confidence_path(ctx, v) if v.needs_confidence else None
     reuse = ctx.dyn_dir(None, ctx.seed_arg(v)) if ctx.reference_stands_in(v) else None
@@ -63,8 +65,6 @@ def distributed(ctx: RunContext) -> bool:
 
 def launch(ctx: RunContext, bench_args: list[str], cfg_path: Path, seed: int | None = None) -> None:
     """Run ``bench <bench_args>`` under `accelerate launch` with the seed's TrainConfig written to ``cfg_path``."""
-    import yaml
-
     write_text(cfg_path, yaml.safe_dump(ctx.train_config(seed).to_dict(), sort_keys=False))
     subprocess.run(launch_command(train_gpus(ctx.cfg), ctx.cfg.run.num_nodes, bench_args, cfg_path), check=True)
 
