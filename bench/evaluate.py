@@ -100,7 +100,7 @@ def evaluate_task(task: Task, items: list[dict], generations: list[GenerationRec
     pair = {"versus": versus} if scorer.pairwise else {}
     result = scorer.score(task, items, generations, verdicts, config, **pair)
     summary.update(kind=task.kind, **result.info)
-    if scorer.judged:  # failed verdicts by cause (bench.judge.client.FAILURES); a re-run asks them again
+    if scorer.judged:  # failed verdicts by cause (bench.rundir.FAILURES); a re-run asks them again
         summary["failures"] = {c: sum(1 for v in verdicts if v.failure == c) for c in FAILURES}
         # How far the verdicts can be trusted (bench.judge.reliability), and how repeats became item values.
         summary["reliability"] = scorer.reliability(task, items, generations, verdicts, **pair)

@@ -12,7 +12,7 @@ bias and failures. Pure functions on plain values; each scorer feeds them its ow
   position won both times). An unbiased judge has 0.5 and 0.
 - **length** (alpaca_eval ``analyze.Analyzer.get_length_biases``): over pairs whose outputs' lengths differ by more
   than 30 characters, P(the preferred output is the longer one); preferences of exactly 1.5 count for neither.
-- **failures**: failed verdicts by cause (``bench.judge.client.FAILURES``).
+- **failures**: failed verdicts by cause (``bench.rundir.FAILURES``).
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ import math
 from typing import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
+
+from .rundir import FAILURES
 
 SIGNIFICANT_DELTA_LENGTH = 30  # alpaca_eval's get_length_biases default
 
@@ -84,9 +86,6 @@ def length_bias(pairs: Iterable[tuple[str, str, float]], delta: int = SIGNIFICAN
 
 def failures(records: Iterable) -> dict:
     """Failed verdicts (:class:`bench.rundir.Verdict`) by cause."""
-    # here, not at the top: bench.tables imports this module, and bench.judge's package would load sftmix
-    from .judge.client import FAILURES
-
     records = list(records)
     return {c: sum(1 for r in records if r.failure == c) for c in FAILURES}
 
