@@ -1,12 +1,14 @@
 """BIG-bench JSON tasks as data: the content-hash split, eval items (mcq), training rows, hhh subtasks, errors."""
+import hashlib
 import json
 
 import pytest
 
 from bench.tasks import load_task
+from core.errors import UserError
 from sftmix import bigbench
 from sftmix.data import load_rows
-from core.errors import UserError
+from sftmix.sources import data_identity
 
 
 def write_task(root, name, examples, **fmt):
@@ -17,7 +19,6 @@ def write_task(root, name, examples, **fmt):
 
 
 def place(i):  # a distinct destination per example: inputs differing in one digit only would be near-duplicates
-    import hashlib
 
     return hashlib.sha256(str(i).encode()).hexdigest()[:12]
 
@@ -123,8 +124,6 @@ def test_local_copy_beats_the_environment(bb, tmp_path_factory):
 
 
 def test_data_identity_hashes_the_task_files(bb):
-    from sftmix.sources import data_identity
-
     before = data_identity("bigbench:navigate")
     write_task(bb, "navigate", mc_examples(201))
     assert data_identity("bigbench:navigate")["sha256_16"] != before["sha256_16"]
