@@ -50,8 +50,6 @@ def test_bucket_is_a_pure_function_of_the_input_with_the_given_fractions():
     share = {b: buckets.count(b) / len(texts) for b in bigbench.SPLITS}
     assert abs(share["train"] - 0.6) < 0.04 and abs(share["validation"] - 0.1) < 0.03 and abs(share["eval"] - 0.3) < 0.04
     # the hand computation: sha256 of the text as a number in [0, 1), cut at 0.6 and 0.7
-    import hashlib
-
     u = int(hashlib.sha256(b"example 7").hexdigest()[:15], 16) / 16**15
     assert bigbench.bucket("example 7") == ("train" if u < 0.6 else "validation" if u < 0.7 else "eval")
     assert {bigbench.bucket(t, (0, 0, 1)) for t in texts[:50]} == {"eval"}

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench import backends, evaluate
 from bench.bootstrap import paired_bootstrap
 from bench.contamination import Settings, check, dirty_rows, normalise, word_ngrams
 from bench.contamination import janitor as normalise_mod
@@ -408,8 +409,6 @@ def test_table_scores_clean_items_with_paired_ci_from_stored_values(tmp_path, mo
     write_report(run, "medqa_4", ids, dirty)
 
     # nothing may be generated or judged: any backend or judge use fails the test
-    from bench import backends, evaluate
-
     def forbidden(*a, **k):
         raise AssertionError("no generation or judge request may be made")
 

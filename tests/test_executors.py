@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from support import ROOT, bench, bench_subprocess, error_lines
 
@@ -280,8 +281,6 @@ def test_deterministic_failure_stops_the_run_in_one_line_without_retry(serial, t
     for name in ("train__sftmix", "generate__sftmix__toy_mcq", "score__sftmix__toy_mcq"):
         (out / "state" / f"{name}.json").unlink()  # sftmix trains again, from a confidence table now broken
     # a whole parquet file of something else (a damaged, cut-short one is found and made again: issue 18)
-    import pandas as pd
-
     pd.DataFrame({"not": ["a confidence table"]}).to_parquet(out / "dynamics" / "confidence.parquet")
     rc, _, stderr = run(out, "--executor", "processes")
     assert rc == 2

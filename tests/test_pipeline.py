@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.commands.run import add_arguments, build_config
 from bench.config import experiment_path, load_run_config
+from bench.pipeline import check_out_dir
 from bench.rundir import ContaminationReport, RunDir
 from core.io import hash_file
 from openai_server import FakeOpenAIServer, prompt_key
@@ -289,9 +291,6 @@ def test_dead_judge_fails_fast_before_training(tmp_path):
     assert stderr.strip() == lines[0]
     assert not out.exists()  # checked before training, before the results directory is even made
     # ... so the same --out is still usable once the judge is up.
-    from bench.commands.run import add_arguments, build_config
-    from bench.pipeline import check_out_dir
-
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     check_out_dir(build_config(parser.parse_args(run_args(out)[1:])), out, force=False)

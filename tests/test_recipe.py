@@ -112,8 +112,6 @@ def test_sftmix_lowers_loss_and_is_deterministic(tmp_path, confidence_file):
     mix = [h["mixup_loss"] for h in r1.log_history if "mixup_loss" in h]
     assert len(mix) >= 10 and all(np.isfinite(mix))
     # training lowers the response NLL on the training data (the untrained model is the seed's random init)
-    from transformers import AutoModelForCausalLM
-
     prep = prepare(cfg)
     collate = PaddedCollator(prep.tokenizer.pad_token_id)
     torch.manual_seed(cfg.train.seed)

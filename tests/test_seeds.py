@@ -10,6 +10,7 @@ import pytest
 
 from bench.config import RunConfig, load_run_config
 from bench.pipeline import Runner
+from bench.rundir import RunDir, read_jsonl
 from core.errors import UserError
 from core.io import hash_obj
 from sftmix import bigbench
@@ -129,8 +130,6 @@ def test_study_report_reproduces_the_per_seed_deltas_and_writes_its_files(seeded
         assert (dest / f).exists(), f
     assert json.loads((dest / "provenance.json").read_text())["report"]["baseline"] == "ntp"
     # answer distributions: each variant's picks over seeds and items, beside the gold answers
-    from bench.rundir import RunDir, read_jsonl
-
     dist = json.loads((dest / "answers.json").read_text())["bigbench:navigate"]
     recs = [r for s in SEEDS for r in read_jsonl(RunDir(out).generations(f"sftmix@s{s}", "bigbench:navigate"))]
     assert dist["n"] == len(recs) == 24
