@@ -230,7 +230,7 @@ def _auto(ctx: Comparison) -> str:
 
 
 def _layout_notes(ctx: Comparison, spec: Layout) -> list[str]:
-    if spec.note != "mcq":
+    if spec.note != "mcq_metrics":
         return []
     # the MCQ metrics this note defines, as the tasks' summaries name their headline metric
     shown = sorted({m for m in map(headline_metric, ctx.results) if m in MCQ_METRICS})
