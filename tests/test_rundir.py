@@ -393,7 +393,8 @@ def test_provenance_fields_are_typed_and_its_json_is_unchanged(tmp_path):
 def test_summaries_without_item_selections_read_as_their_kind_implied(tmp_path):
     """A summary that records no item selections (older ones, and ones with units but no ``items``) has the headline,
     per-item selection and first turn its kind implied (compat.legacy_*); reading and writing it back adds none of
-    the new fields. One that records them is read as recorded, whatever its kind; a bad selection is a one-line error."""
+    the new fields. One that records them is read as recorded, whatever its kind; a bad selection is a one-line
+    error."""
     rd = RunDir(tmp_path)
     rd.summary("ntp", "x").parent.mkdir(parents=True)
     old = {"mcq": ("mcq", {"acc": 0.5, "acc_norm": 0.25}, None),

@@ -13,9 +13,10 @@ Reporting (``bench table``, ``bench view``) never imports the scorers: it reads 
 them in the task summary - the headline metric (``metric_shown``, the scorer's :attr:`Scorer.primary`), each
 :class:`Metric`'s unit, whether it is stored as a fraction and which item values stand behind it (``metric_units``:
 ``unit``, ``fraction``, ``items``), and the first turn's number (``turn_base``) - and the generations records'
-fields (a text record's ``pred``, its gold ``answer``). Adding a benchmark of a new kind = one scorer module + one task YAML (README, "Add a benchmark
-of a new kind"); the base classes of the built-in kinds are :class:`~bench.scorers.chat.ChatScorer` (judged
-conversations), :class:`~bench.scorers.mcq.MCQScorer` and :class:`~bench.scorers.exact.ShortAnswerScorer`.
+fields (a text record's ``pred``, its gold ``answer``). Adding a benchmark of a new kind = one scorer module + one
+task YAML (README, "Add a benchmark of a new kind"); the base classes of the built-in kinds are
+:class:`~bench.scorers.chat.ChatScorer` (judged conversations), :class:`~bench.scorers.mcq.MCQScorer` and
+:class:`~bench.scorers.exact.ShortAnswerScorer`.
 
 What a scorer reads is typed (:mod:`bench.rundir`): each answered model request is a
 :class:`~bench.rundir.generations.GenerationRecord` (``example_id``, ``turn``, ``category``, ``text`` or ``logliks``,
