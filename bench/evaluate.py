@@ -100,6 +100,7 @@ def evaluate_task(task: Task, items: list[dict], generations: list[GenerationRec
     pair = {"versus": versus} if scorer.pairwise else {}
     result = scorer.score(task, items, generations, verdicts, config, **pair)
     summary.update(kind=task.kind, **result.info)
+    summary.setdefault("metric_shown", scorer.primary or None)  # the headline metric, whatever the kind
     if scorer.judged:  # failed verdicts by cause (bench.rundir.FAILURES); a re-run asks them again
         summary["failures"] = {c: sum(1 for v in verdicts if v.failure == c) for c in FAILURES}
         # How far the verdicts can be trusted (bench.judge.reliability), and how repeats became item values.
@@ -108,8 +109,11 @@ def evaluate_task(task: Task, items: list[dict], generations: list[GenerationRec
         if config is not None and config.both_orders:
             summary["both_orders"] = True
     summary["metrics"] = dict(result.metrics)
-    # how each metric is stored and shown (the scorer's Metric), so tables need not know the kind
-    summary["metric_units"] = {m.name: {"unit": m.unit, "fraction": m.fraction} for m in scorer.metrics}
+    # how each metric is stored and shown and which item values stand behind it (the scorer's Metric), and how
+    # its turns are numbered, so reporting need not know the kind
+    summary["metric_units"] = {m.name: {"unit": m.unit, "fraction": m.fraction, "items": m.item_selection}
+                               for m in scorer.metrics}
+    summary["turn_base"] = scorer.turn_base
     record = TaskSummary.from_dict(summary, variant=variant, task=task.name)
     record.write(rd)
     ItemValues(result.items).write(rd, variant, task.name)

@@ -8,12 +8,19 @@ import re
 
 import pytest
 
+from bench.backends.base import Generation
 from bench.cli import main
+from bench.evaluate import evaluate_task
 from bench.generate import generate_task, record_metrics
+from bench.rundir import RunDir, TaskSummary
 from bench.rundir.generations import GenerationRecord, read_generations
 from bench.scorers import SCORERS, get_scorer
 from bench.scorers.base import GenRequest, Metric, Scorer, ScoreResult
+from bench.tables import load_results
+from bench.tables.deltas import Comparison
+from bench.tables.results import headline_metric, item_values
 from bench.tasks import load_task
+from bench.view.data import items_data
 from core.errors import UserError
 from support import bench
 
@@ -243,8 +250,6 @@ class Answering(Scripted):
 def test_a_new_kinds_fraction_metric_shows_in_percent_in_bench_table(numeric_kind, tmp_path):
     """The tables learn a metric's unit from the summary (the scorer's Metric.fraction), not from the kind: the
     new kind's 0-1 metric is shown in percent, its column labelled (%), its delta in points."""
-    from bench.evaluate import evaluate_task
-    from bench.rundir import RunDir, TaskSummary
 
     task = load_task(numeric_kind)
     items = task.load_records()
@@ -254,7 +259,7 @@ def test_a_new_kinds_fraction_metric_shows_in_percent_in_bench_table(numeric_kin
                                                                                                            task.name))
         summary = evaluate_task(task, items, gens, None, run_dir=run, variant=variant, meta={"model": "m"})
         assert summary["metrics"] == {"within_tol": len(knows) / 3}  # stored as a fraction
-        assert summary["metric_units"] == {"within_tol": {"unit": "%", "fraction": True}}
+        assert summary["metric_units"] == {"within_tol": {"unit": "%", "fraction": True, "items": "all"}}
     assert TaskSummary.read(RunDir(run).summary("ntp", task.name)).units()["within_tol"].fraction
     rc, table, err = bench("table", str(run))
     assert rc == 0, err
@@ -264,3 +269,93 @@ def test_a_new_kinds_fraction_metric_shows_in_percent_in_bench_table(numeric_kin
     sftmix = next(line for line in table.splitlines() if "| SFTMix |" in line)
     assert ntp.rstrip(" |").endswith("33.33"), ntp
     assert "66.67 (+33.33 [" in sftmix, sftmix
+
+
+class FollowUpScorer(NumericToleranceScorer):
+    """A judged-chat-like new kind: each question, then "Are you sure?" on the model's answer; one value per (item,
+    turn), its turns numbered from 1 (as FastChat numbers judged turns), per-turn metrics ``try1``/``try2`` whose
+    item values are that turn's, and a headline (``within_tol``, not the first metric) it does not repeat in its
+    summary fields: the score stage records all of it from the class attributes."""
+
+    name, kind = "follow_up_test", "follow_up"
+    primary, turn_base = "within_tol", 1
+    metrics = (Metric("try1", "first answer", "first answer within 1%", "%", fraction=True, items="turn"),
+               Metric("try2", "after 'Are you sure?'", "second answer within 1%", "%", fraction=True, items="turn"),
+               Metric("within_tol", "within 1%", "both answers within 1%", "%", fraction=True))
+
+    def model_requests(self, task, item, step, answers, options):
+        if step == 0:
+            return super().model_requests(task, item, step, answers, options)
+        if step == 1:
+            msgs = [*task.messages(item), {"role": "assistant", "content": answers[0].text},
+                    {"role": "user", "content": "Are you sure?"}]
+            return [GenRequest(task.name, item["id"], 1, msgs, task.settings(item, options.settings))]
+        return []
+
+    def generation_fields(self, task, item, request, answer, options):
+        # the gold answer as text: a view shows a text record's text answer as its reference
+        return {**super().generation_fields(task, item, request, answer, options), "answer": f"{item['answer']:g}"}
+
+    def score(self, task, items, generations, verdicts=(), config=None):
+        values = [{"example_id": g.example_id, "turn": g.turn + self.turn_base, "category": g.category,
+                   "value": g.values["within_tol"]} for g in generations]
+        by_turn = {t: [v["value"] for v in values if v["turn"] == t] for t in (1, 2)}
+        metrics = {f"try{t}": sum(vs) / len(vs) for t, vs in by_turn.items()}
+        metrics["within_tol"] = sum(v["value"] for v in values) / len(values)
+        return ScoreResult(metrics, values, {"n_items": len(items), "n_failed": 0, "protocol": "test"})
+
+
+class Knowing(Scripted):
+    """Answers (item, turn) pairs it knows with the gold number, the others with no number."""
+
+    def __init__(self, knows):
+        super().__init__([])
+        self.knows = knows
+
+    def generate(self, requests):
+        gold = dict(QUESTIONS)
+        return [Generation(f"It is {gold[r.messages[0]['content']]}." if (r.example_id, r.turn) in self.knows
+                           else "No idea.", 1, 2) for r in requests]
+
+
+def test_a_new_kinds_per_item_metrics_get_bootstrap_cis_and_its_items_line_up_in_bench_view(numeric_kind, tmp_path):
+    """What reporting needs of a new kind comes from the summary the score stage writes from its scorer (the
+    headline = its primary, each metric's item selection, its turn numbering), not from a kind name: its headline
+    is the table's column, its per-turn metric has paired per-item deltas with a bootstrap CI (as MT-Bench's turn
+    columns do), and `bench view` lines its item values and verdict turns up with the answers (turn 1 = the first
+    answer) and shows its parsed prediction and text reference."""
+    SCORERS.add(FollowUpScorer.name, FollowUpScorer())
+    (tmp_path / "tasks" / "follow.yaml").write_text(
+        (tmp_path / "tasks" / "arith_tol.yaml").read_text().replace("arith_tol", "follow")
+        .replace(NumericToleranceScorer.name, FollowUpScorer.name))
+    task = load_task("follow")
+    items = task.load_records()
+    run = tmp_path / "run"
+    knows = {"ntp": {("q0", 0), ("q0", 1)},
+             "sftmix": {("q0", 0), ("q1", 0), ("q0", 1), ("q1", 1), ("q2", 1)}}
+    for variant, known in knows.items():
+        gens = generate_task(task, items, Knowing(known), model_id=variant, out=RunDir(run).generations(variant,
+                                                                                                         "follow"))
+        summary = evaluate_task(task, items, gens, None, run_dir=run, variant=variant, meta={"model": "m"})
+        assert summary["metric_shown"] == "within_tol" and summary["turn_base"] == 1
+        assert summary["metric_units"]["try2"] == {"unit": "%", "fraction": True, "items": "turn"}
+    results = load_results([run])
+    ntp, sftmix = sorted(results, key=lambda r: r.variant != "ntp")
+    assert headline_metric(sftmix) == "within_tol"
+    # try2's item values are turn 2's alone, in percent
+    assert item_values(sftmix, "try2") == {("q0", 2): 100.0, ("q1", 2): 100.0, ("q2", 2): 100.0}
+    assert item_values(ntp, "try1") == {("q0", 1): 100.0, ("q1", 1): 0.0, ("q2", 1): 0.0}
+    cell = Comparison(results, 200, 0).cell(sftmix.system, "follow", "try2", "try2")
+    assert cell.value == pytest.approx(100.0) and cell.delta == pytest.approx(200 / 3)
+    assert cell.lo is not None and cell.lo <= cell.delta <= cell.hi and cell.n == 3  # paired over the 3 items
+    rc, table, err = bench("table", str(run))
+    assert rc == 0, err
+    assert "| follow within_tol (%) |" in table, table
+    row = next(line for line in table.splitlines() if "| SFTMix |" in line)
+    assert "83.33 (+50.00 [" in row, row  # 5 of 6 answers vs 2 of 6, with a paired-bootstrap interval
+    view = items_data([run], list(results))
+    q1 = next(it for it in view["items"] if it["id"] == "q1")
+    cell = q1["cells"]["sftmix"]
+    assert cell["answers"] == ["It is 2.5.", "It is 2.5."] and cell["values"] == [100.0, 100.0]
+    assert cell["pred"] == 2.5 and q1["turns"][0]["reference"] == "2.5"
+    assert q1["cells"]["ntp"]["values"] == [0.0, 0.0]

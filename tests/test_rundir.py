@@ -388,3 +388,46 @@ def test_provenance_fields_are_typed_and_its_json_is_unchanged(tmp_path):
     assert made.seed == 1 and made.git_commit == "a" and made.extra == {"other": 2}
     assert made.to_dict() == {"config_hash": "h", "status": "running", "seed": 1, "git": {"commit": "a",
                                                                                            "dirty": None}, "other": 2}
+
+
+def test_summaries_without_item_selections_read_as_their_kind_implied(tmp_path):
+    """A summary that records no item selections (older ones, and ones with units but no ``items``) has the headline,
+    per-item selection and first turn its kind implied (compat.legacy_*); reading and writing it back adds none of
+    the new fields. One that records them is read as recorded, whatever its kind; a bad selection is a one-line
+    error."""
+    rd = RunDir(tmp_path)
+    rd.summary("ntp", "x").parent.mkdir(parents=True)
+    old = {"mcq": ("mcq", {"acc": 0.5, "acc_norm": 0.25}, None),
+           "ex": ("exact", {"exact_match": 0.5, "numeric": 0.0}, {"exact_match": {"unit": "%", "fraction": True},
+                                                                   "numeric": {"unit": "%", "fraction": True}}),
+           "mt": ("chat", {"turn1": 6.0, "turn2": 5.0, "overall": 5.5, "category/writing": 7.0}, None),
+           "pair": ("chat", {"win_rate_adjusted": 50.0, "win_rate": 40.0, "category/math": 30.0}, None)}
+    for task, (kind, metrics, units) in old.items():
+        d = {"task": task, "variant": "ntp", "kind": kind, "metrics": metrics}
+        rd.summary("ntp", task).write_text(json.dumps({**d, **({"metric_units": units} if units else {})}))
+    read = {t: TaskSummary.read(rd.summary("ntp", t)) for t in old}
+    assert {t: s.headline() for t, s in read.items()} == {"mcq": "acc", "ex": "exact_match", "mt": "overall",
+                                                          "pair": "win_rate_adjusted"}
+    behind = {t: {k: s.items_behind(k) for k in s.metrics} for t, s in read.items()}
+    assert behind == {"mcq": {"acc": "all", "acc_norm": "none"}, "ex": {"exact_match": "all", "numeric": "none"},
+                      "mt": {"turn1": "turn", "turn2": "turn", "overall": "all", "category/writing": "category"},
+                      "pair": {"win_rate_adjusted": "all", "win_rate": "none", "category/math": "category"}}
+    assert {t: s.first_turn() for t, s in read.items()} == {"mcq": 0, "ex": 0, "mt": 1, "pair": 1}
+    for task, (_, _, units) in old.items():  # nothing added on reading: a rewritten file has no new field
+        d = read[task].to_dict()
+        assert "turn_base" not in d and "metric_shown" not in d and d.get("metric_units") == units
+
+    # recorded: the kind name says nothing (a "chat" summary numbering its turns from 0, an mcq metric per turn)
+    s = TaskSummary(task="n", variant="ntp", metrics={"a1": 0.5, "b": 0.25, "category/c": 0.5}, kind="mcq",
+                    metric_shown="b", turn_base=0,
+                    metric_units={"a1": MetricUnit("%", True, "turn"), "b": MetricUnit("%", True, "all")})
+    s.write(rd)
+    back = TaskSummary.read(rd.summary("ntp", "n"))
+    assert back == s and back.headline() == "b" and back.first_turn() == 0
+    assert [back.items_behind(k) for k in ("a1", "b", "category/c", "acc", "zz")] == ["turn", "all", "category",
+                                                                                      "none", "none"]
+    assert json.loads(rd.summary("ntp", "n").read_text())["metric_units"]["a1"] == {"unit": "%", "fraction": True,
+                                                                                    "items": "turn"}
+    rd.summary("ntp", "bad").write_text(json.dumps({"metrics": {}, "metric_units": {"acc": {"items": "some"}}}))
+    with pytest.raises(UserError, match="metric_units has items 'some'"):
+        TaskSummary.read(rd.summary("ntp", "bad"))

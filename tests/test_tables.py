@@ -1,6 +1,7 @@
 """Tables from hand-made run directories (docs/RUNDIR.md, written through bench.rundir), checked cell by cell."""
 from __future__ import annotations
 
+import ast
 import io
 from pathlib import Path
 
@@ -8,8 +9,10 @@ import pandas as pd
 import pytest
 
 from bench.rundir import ItemValues, RunDir, TaskSummary, TrainRecord
+from bench.scorers import SCORERS, get_scorer
 from bench.tables import build_table, render_table, write_tables
 from core.errors import UserError
+from support import ROOT
 
 REGISTERED = {
     "ntp": {"name": "ntp", "ntp_weight": 1.0, "mu": 0.0, "alpha": 0.5, "pairing": "conf_unconf", "reference_model": None},
@@ -304,3 +307,55 @@ def test_protocol_notes_and_dagger_on_non_conformant_columns(tmp_path):
     assert not any(c.startswith("AE2") and c.endswith("†") for c in table.value_cols)
     assert any(n.startswith("† mt_bench: NOT MT-Bench") for n in table.notes)
     assert any(n.startswith("alpaca_eval: AlpacaEval 2.0 (weighted_alpaca_eval_gpt4_turbo)") for n in table.notes)
+
+
+# ---- reporting knows no kind -------------------------------------------------------------------------------------
+
+def kind_comparisons(source: str, kinds: set[str]) -> list[str]:
+    """Comparisons (==, !=, in, not in) of something with a kind name literal ("mcq", ("mcq", "exact"), ...), and
+    dicts keyed by kind names (a lookup by kind), as 'line: source'."""
+    found = []
+
+    def names(node) -> set[str]:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return {node.value}
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return set().union(*map(names, node.elts)) if node.elts else set()
+        return set()
+
+    for node in ast.walk(ast.parse(source)):
+        hit = None
+        if isinstance(node, ast.Compare) and any(isinstance(op, (ast.Eq, ast.NotEq, ast.In, ast.NotIn))
+                                                 for op in node.ops):
+            hit = set().union(*map(names, [node.left, *node.comparators])) & kinds
+        elif isinstance(node, ast.Dict):
+            hit = set().union(*(names(k) for k in node.keys if k is not None)) & kinds
+        if hit:
+            found.append(f"{node.lineno}: {ast.get_source_segment(source, node)}")
+    return found
+
+
+def builtin_kinds() -> set[str]:
+    get_scorer("mcq")  # loads the built-in scorers
+    return {SCORERS.get(name).kind or name for name in SCORERS}
+
+
+def test_reporting_compares_no_kind_name():
+    """bench/tables and bench/view decide from what summaries and records say (the scorer's metric_shown, item
+    selections, turn numbering, record fields), never by a built-in kind's name: the rules for older files that
+    did live in bench/rundir/compat.py."""
+    kinds = builtin_kinds()
+    assert {"mcq", "exact", "chat", "perplexity"} <= kinds
+    offenders = {str(p.relative_to(ROOT)): hits for folder in ("bench/tables", "bench/view")
+                 for p in sorted((ROOT / folder).rglob("*.py"))
+                 if (hits := kind_comparisons(p.read_text(), kinds))}
+    assert offenders == {}
+
+
+def test_the_kind_name_check_catches_each_form():
+    kinds = builtin_kinds()
+    assert kind_comparisons('if s.kind == "mcq":\n    pass\n', kinds) == ['1: s.kind == "mcq"']
+    assert kind_comparisons('x = kind in ("mcq", "exact")\n', kinds) == ['1: kind in ("mcq", "exact")']
+    assert kind_comparisons('y = "chat" != kind\n', kinds) == ['1: "chat" != kind']
+    assert kind_comparisons('OFFSET = {"chat": 1}\n', kinds) == ['1: {"chat": 1}']
+    assert kind_comparisons('if s.note == "mcq_metrics" or s.kind == other:\n    pass\n', kinds) == []

@@ -573,13 +573,13 @@ def test_a_log_likelihood_record_of_another_kind_shows_its_text_and_score():
     it = {"task": "wiki", "id": "1", "turns": [], "cells": {}}
     rec = GenerationRecord.from_dict({"task": "wiki", "example_id": "1", "turn": 0, "context": "",
                                       "continuations": ["The cat sat."], "logliks": [-7.25], "answer": "The cat sat."})
-    cell = _add_generations(it, [rec], "perplexity")
+    cell = _add_generations(it, [rec])
     assert it["turns"][0]["reference"] == "The cat sat." and "prompt" not in it["turns"][0]
     assert cell["answers"] == ["log-likelihood -7.250"] and cell["logliks"] == [-7.25]
     it = {"task": "m", "id": "2", "turns": [], "cells": {}}
     mcq = GenerationRecord.from_dict({"task": "m", "example_id": "2", "turn": 0, "context": "Q?",
                                       "continuations": [" A", " B"], "logliks": [-1.0, -2.0], "answer": 1, "pred": 0,
                                       "scoring": "loglik"})
-    cell = _add_generations(it, [mcq], "mcq")
+    cell = _add_generations(it, [mcq])
     assert cell["answers"] == [" A"] and it["turns"][0] == {"prompt": "Q?", "reference": " B"}
 

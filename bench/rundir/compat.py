@@ -14,9 +14,13 @@ Rules (docs/RUNDIR.md "Version"):
   (:func:`combine_repeats`, the median of each item's values, as the scorers do now).
 - A task summary without ``metric_units`` (written before the scorer's units were recorded) has the units the
   tables used to infer from its kind (:func:`legacy_metric_units`).
+- A task summary whose ``metric_units`` do not say which item values stand behind each metric (``items``, written
+  since the scorer's ``Metric.items``) has the headline metric, item selection and first judged turn that reporting
+  used to infer from its kind (:func:`legacy_headline`, :func:`legacy_items`, :func:`legacy_turn_base`).
 """
 from __future__ import annotations
 
+import re
 from statistics import median
 from typing import Any, Iterable
 
@@ -78,3 +82,48 @@ def legacy_metric_units(kind: str, metrics: Iterable[str]) -> dict[str, tuple[st
 def combine_repeats(values: list[float]) -> float:
     """One item's value from several lines of an older file (one per judge repeat): their median."""
     return float(median(values))
+
+
+def legacy_headline(kind: str, metric_shown: str | None, metrics: Iterable[str]) -> str:
+    """The headline metric of a summary that predates item selections: the MCQ metric shown (``acc`` when none),
+    exact match, the scorer's ``metric_shown``, else the first of overall / adjusted win rate / win rate / score."""
+    metrics = list(metrics)
+    if kind == "mcq":
+        return metric_shown or "acc"
+    if kind == "exact":
+        if metric_shown and metric_shown in metrics:  # the scorer's primary metric (exact_match, f1, ...)
+            return metric_shown
+        return "exact_match" if "exact_match" in metrics or "em" not in metrics else "em"
+    if metric_shown and metric_shown in metrics:  # another kind's scorer names its primary metric
+        return metric_shown
+    for k in ("overall", "win_rate_adjusted", "win_rate", "score"):  # win_rate_adjusted: MT-Bench pairwise
+        if k in metrics:
+            return k
+    plain = [k for k in metrics if "/" not in k]
+    return plain[0] if plain else "overall"
+
+
+def legacy_items(kind: str, metric_shown: str | None, metrics: Iterable[str], key: str) -> str:
+    """Which item values stood behind metric ``key`` of a summary that predates item selections ("all", "turn",
+    "category" or "none", as ``MetricUnit.items``): an MCQ summary's items are the metric shown's; an exact one's
+    exact match's; an MT-Bench pairwise one's the adjusted win rate's (and its categories'); a chat summary's
+    items stand behind overall / win rate / score / the headline, ``turn<N>`` and ``category/<c>``."""
+    metrics = list(metrics)
+    if kind == "mcq":
+        return "all" if key == (metric_shown or "acc") else "none"
+    if kind == "exact":
+        return "all" if key in ("exact_match", "em", metric_shown) else "none"
+    headline = legacy_headline(kind, metric_shown, metrics)
+    if "win_rate_adjusted" in metrics and key != headline and not key.startswith("category/"):
+        return "none"  # a pairwise summary has no 1-10 turn scores: its items stand for the adjusted win rate only
+    if re.fullmatch(r"turn(\d+)", key):
+        return "turn"
+    if key.startswith("category/"):
+        return "category"
+    return "all" if key in ("overall", "win_rate", "score", headline) else "none"
+
+
+def legacy_turn_base(kind: str) -> int:
+    """The number of the first turn in the judgments and item values of a summary that predates ``turn_base``:
+    chat scorers numbered judged turns from 1 (FastChat), every other kind from 0 (as generations records do)."""
+    return 1 if kind == "chat" else 0

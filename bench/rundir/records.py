@@ -82,10 +82,20 @@ class MetricUnit:
 
     unit: str = ""
     fraction: bool = False
+    # which per-item values stand behind it (the scorer's Metric.items): "all" (every line's value), "turn" (the
+    # lines of turn N, N the number ending the metric's name), "category" (the lines of category c, for
+    # "category/<c>"), "none"; None: not recorded (an older summary, read by its kind: compat.legacy_items)
+    items: str | None = None
 
     @property
     def percent(self) -> bool:
         return self.unit == "%"
+
+    def to_dict(self) -> dict:
+        return {"unit": self.unit, "fraction": self.fraction, **({"items": self.items} if self.items else {})}
+
+
+ITEM_SELECTIONS = ("all", "turn", "category", "none")  # MetricUnit.items
 
 
 @dataclass
@@ -107,7 +117,7 @@ class TaskSummary:
     n_items: int | None = None
     n_failed: int = 0
     repeats: int = 1
-    metric_shown: str | None = None  # mcq: which metric the task reports (acc, acc_norm, ...)
+    metric_shown: str | None = None  # the headline metric (the scorer's primary); older chat summaries have none
     failures: dict[str, int] | None = None  # failed verdicts by cause (judgments.FAILURES)
     protocol: str | None = None  # the peer protocol the numbers follow (scorer + judge prompts)
     conformant: bool | None = None  # False: made another way, not comparable with the published benchmark
@@ -129,6 +139,9 @@ class TaskSummary:
     # metric -> its unit and whether it is stored as a fraction (the scorer's Metric); None in older summaries,
     # which read as compat.legacy_metric_units says (see units())
     metric_units: dict[str, MetricUnit] | None = None
+    # the number of the first turn in its judgments and item values (FastChat's judged turns: 1; generations
+    # records count from 0); None in older summaries (compat.legacy_turn_base)
+    turn_base: int | None = None
     # which run and stage made it (bench run; `bench judge` records none of these)
     run: str | None = None
     stage_key: str | None = None
@@ -140,6 +153,8 @@ class TaskSummary:
     def to_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k != "extra" and v is not None}
         d["metrics"] = {k: _none_if_nan(v) for k, v in self.metrics.items()}
+        if self.metric_units is not None:  # a unit without a recorded selection is written as it was read
+            d["metric_units"] = {k: u.to_dict() for k, u in self.metric_units.items()}
         return {**self.extra, **d}
 
     def write(self, rd: RunDir) -> Path:
@@ -171,9 +186,43 @@ class TaskSummary:
         if units is not None:
             if not isinstance(units, dict) or not all(isinstance(u, dict) for u in units.values()):
                 fail(f"{where}: metric_units is {units!r}, not a mapping of metric name to {{unit, fraction}}")
-            own["metric_units"] = {k: MetricUnit(str(u.get("unit") or ""), bool(u.get("fraction")))
+            bad = next((u["items"] for u in units.values() if u.get("items") not in (None, *ITEM_SELECTIONS)), None)
+            if bad is not None:
+                fail(f"{where}: metric_units has items {bad!r}, not one of {', '.join(ITEM_SELECTIONS)}")
+            own["metric_units"] = {k: MetricUnit(str(u.get("unit") or ""), bool(u.get("fraction")), u.get("items"))
                                    for k, u in units.items()}
+        if own.get("turn_base") is not None and (isinstance(own["turn_base"], bool)
+                                                  or not isinstance(own["turn_base"], int)):
+            fail(f"{where}: turn_base is {own['turn_base']!r}, not a turn number")
         return cls(**own, extra=extra)
+
+    def _selections_recorded(self) -> bool:
+        return bool(self.metric_units) and self.metric_shown is not None and all(
+            u.items is not None for u in self.metric_units.values())
+
+    def headline(self) -> str:
+        """The one metric the task is summarised by: ``metric_shown`` (the scorer's primary), or in an older
+        summary what its kind implied (:func:`.compat.legacy_headline`)."""
+        if self._selections_recorded():
+            return str(self.metric_shown)
+        return compat.legacy_headline(self.kind, self.metric_shown, self.metrics)
+
+    def items_behind(self, key: str) -> str:
+        """Which item values stand behind metric ``key``: "all", "turn", "category" or "none" (as
+        :attr:`MetricUnit.items`). A ``category/<c>`` metric has its category's items when the headline has items;
+        the headline has every item unless the scorer said otherwise; an older summary: its kind's rule."""
+        if not self._selections_recorded():
+            return compat.legacy_items(self.kind, self.metric_shown, self.metrics, key)
+        units, headline = self.metric_units or {}, self.headline()
+        if key in units:
+            return units[key].items or "none"
+        if key.startswith("category/"):
+            return "category" if self.items_behind(headline) != "none" else "none"
+        return "all" if key == headline else "none"
+
+    def first_turn(self) -> int:
+        """The number its judgments and item values give a conversation's first turn (generations records: 0)."""
+        return self.turn_base if self.turn_base is not None else compat.legacy_turn_base(self.kind)
 
     def units(self) -> dict[str, MetricUnit]:
         """Every metric's unit: as recorded, else (an older summary) as :func:`.compat.legacy_metric_units`

@@ -8,10 +8,15 @@ Inspect AI's solver/scorer pair do:
   executes them against a backend and stores the answers with the fields :meth:`Scorer.generation_fields` adds;
 - its judge requests, verdict parsing, per-item values, aggregation (metric names, units, direction) and call count.
 
-The pipeline, ``bench generate``/``bench judge`` and the tables ask the scorer; nothing else branches on a
-benchmark's kind. Adding a benchmark of a new kind = one scorer module + one task YAML (README, "Add a benchmark
-of a new kind"); the base classes of the built-in kinds are :class:`~bench.scorers.chat.ChatScorer` (judged
-conversations), :class:`~bench.scorers.mcq.MCQScorer` and :class:`~bench.scorers.exact.ShortAnswerScorer`.
+The pipeline, ``bench generate``/``bench judge`` ask the scorer; nothing else branches on a benchmark's kind.
+Reporting (``bench table``, ``bench view``) never imports the scorers: it reads what the score stage recorded from
+them in the task summary - the headline metric (``metric_shown``, the scorer's :attr:`Scorer.primary`), each
+:class:`Metric`'s unit, whether it is stored as a fraction and which item values stand behind it (``metric_units``:
+``unit``, ``fraction``, ``items``), and the first turn's number (``turn_base``) - and the generations records'
+fields (a text record's ``pred``, its gold ``answer``). Adding a benchmark of a new kind = one scorer module + one
+task YAML (README, "Add a benchmark of a new kind"); the base classes of the built-in kinds are
+:class:`~bench.scorers.chat.ChatScorer` (judged conversations), :class:`~bench.scorers.mcq.MCQScorer` and
+:class:`~bench.scorers.exact.ShortAnswerScorer`.
 
 What a scorer reads is typed (:mod:`bench.rundir`): each answered model request is a
 :class:`~bench.rundir.generations.GenerationRecord` (``example_id``, ``turn``, ``category``, ``text`` or ``logliks``,
@@ -69,8 +74,21 @@ class Metric:
     definition: str
     unit: str = ""  # "%" (stored 0-1 and shown x100 when ``fraction``), "1-10", "chars", ...
     higher_is_better: bool = True
-    per_item: bool = True  # has per-item values (so tables can bootstrap a CI)
+    per_item: bool = True  # has per-item values (so tables can bootstrap a CI and pair items for deltas)
     fraction: bool = False  # stored as 0-1, shown in percent
+    # which lines of the item values stand behind it, when ``per_item``: "all" (every line's ``value``: the item
+    # values a scorer returns are its primary metric's), "turn" (the lines of turn N, for a metric named ``turn<N>``)
+    # or "category"; recorded in the task summary (``metric_units``), so reporting needs no kind
+    items: str = "all"
+
+    def __post_init__(self):
+        if self.items not in ("all", "turn", "category"):
+            raise ValueError(f"metric {self.name!r}: items is {self.items!r}, not all, turn or category")
+
+    @property
+    def item_selection(self) -> str:
+        """What the task summary records as this metric's ``items``: its selection, or "none" without items."""
+        return self.items if self.per_item else "none"
 
 
 ModelRequest = Union[GenRequest, LoglikRequest]
@@ -108,7 +126,10 @@ class Scorer:
     judge_config: str | None = None  # judge config name (``bench/judge/configs``)
     text_judge_config: str | None = None  # config for judges without log-probabilities (flagged when used)
     metrics: tuple[Metric, ...] = ()
-    primary: str = ""  # the headline metric
+    primary: str = ""  # the headline metric (every summary records it as ``metric_shown``)
+    # the number of a conversation's first turn in its verdicts and item values (generations records count from 0;
+    # FastChat numbers judged turns from 1); recorded in the task summary for `bench view`
+    turn_base: int = 0
     repeat_combine: str = "median"  # how judge repeats of one item become its value ("median" or "mean")
     pairwise: bool = False  # scores a variant against another variant's generations (``versus``)
     pairwise_scorer: str | None = None  # the scorer that replaces this one under ``judge.mode: pairwise``

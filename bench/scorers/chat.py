@@ -17,6 +17,7 @@ class ChatScorer(Scorer):
 
     kind = "chat"
     judged = True
+    turn_base = 1  # FastChat numbers judged turns from 1
     contamination_fields = ("turns", "reference")
 
     def prepare_item(self, task, item, where):

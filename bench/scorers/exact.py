@@ -83,7 +83,7 @@ class ExactScorer(ShortAnswerScorer):
     metrics = (Metric("exact_match", "exact match", "normalised exact match (SQuAD-style normalisation)", "%",
                       fraction=True),
                Metric("numeric", "numeric match", "last number in the answer equals the gold number", "%",
-                      fraction=True))
+                      fraction=True, per_item=False))  # the item values are exact match's
 
     def score(self, task, items, generations, verdicts=(), config=None) -> ScoreResult:
         agg = aggregate([g.values for g in generations])

@@ -83,12 +83,12 @@ class MCQScorer(Scorer):
     contamination_fields = ("question", "choices")
     version = "2"  # 2: acc_norm over characters without the delimiter (lm-eval), acc_bytes
     primary = "acc"
-    metrics = (
+    metrics = (  # the item values are the primary's (each line also holds every metric's value, for `bench view`)
         Metric("acc", "acc", "lm-eval acc: argmax of option log-likelihood", "%", fraction=True),
         Metric("acc_norm", "acc_norm", "lm-eval acc_norm: argmax of log-likelihood / option length in characters "
-               "(without the target delimiter)", "%", fraction=True),
+               "(without the target delimiter)", "%", fraction=True, per_item=False),
         Metric("acc_bytes", "acc_bytes", "lm-eval acc_bytes: argmax of log-likelihood / option length in UTF-8 "
-               "bytes", "%", fraction=True),
+               "bytes", "%", fraction=True, per_item=False),
     )
 
     def prepare_item(self, task, item, where):

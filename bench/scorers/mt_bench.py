@@ -124,8 +124,8 @@ class MTBenchScorer(ChatScorer):
     judge_config = "mt_bench_single"
     primary = "overall"
     metrics = (
-        Metric("turn1", "turn 1", "MT-Bench first-turn score (FastChat show_result)", "1-10"),
-        Metric("turn2", "turn 2", "MT-Bench second-turn score (FastChat show_result)", "1-10"),
+        Metric("turn1", "turn 1", "MT-Bench first-turn score (FastChat show_result)", "1-10", items="turn"),
+        Metric("turn2", "turn 2", "MT-Bench second-turn score (FastChat show_result)", "1-10", items="turn"),
         Metric("overall", "overall", "MT-Bench score: mean over both turns (FastChat show_result)", "1-10"),
     )
 

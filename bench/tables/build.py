@@ -230,9 +230,10 @@ def _auto(ctx: Comparison) -> str:
 
 
 def _layout_notes(ctx: Comparison, spec: Layout) -> list[str]:
-    if spec.note != "mcq":
+    if spec.note != "mcq_metrics":
         return []
-    shown = sorted({s.metric_shown or "acc" for s in ctx.results if s.kind == "mcq"})
+    # the MCQ metrics this note defines, as the tasks' summaries name their headline metric
+    shown = sorted({m for m in map(headline_metric, ctx.results) if m in MCQ_METRICS})
     return [f"Accuracy in % ({' / '.join(shown)}: " + ", ".join(f"{m} = {MCQ_METRICS.get(m, m)}" for m in shown)
             + "). " + HEALTH_NOTE]
 

@@ -43,13 +43,13 @@ class Layout:
     extra_columns: tuple = ()  # after the average
     empty_fallback: str | None = None  # columns when none of ``columns`` is present ("headline")
     labels: str | None = None  # extra label columns: "roles" (NTP/Mixup role) or "settings" (SETTINGS)
-    note: str | None = None  # "mcq": the MCQ metrics and the average's definition under the table
+    note: str | None = None  # "mcq_metrics": the MCQ metrics and the average's definition under the table
 
 
 LAYOUT_SPECS: dict[str, Layout] = {
     "main": Layout("main", MAIN_COLS, requires=MAIN_TASKS, auto=MAIN_TASKS, paper=True),
     "health": Layout("health", HEALTH_COLS, requires=HEALTH_TASKS + EXTRA_HEALTH_TASKS, auto=HEALTH_TASKS,
-                     paper=True, average=(HEALTH_AVG, HEALTH_TASKS), extra_columns=HEALTH_EXTRA, note="mcq"),
+                     paper=True, average=(HEALTH_AVG, HEALTH_TASKS), extra_columns=HEALTH_EXTRA, note="mcq_metrics"),
     "mixup-role": Layout("mixup-role", ROLE_COLS, paper=True, empty_fallback="headline", labels="roles"),
     "ablation": Layout("ablation", "every-metric", run_column="always", labels="settings"),
     "default": Layout("default", "headline", run_column="runs"),

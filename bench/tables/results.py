@@ -46,6 +46,8 @@ class TaskResult:
     repeat_combine: str | None = None  # how judge repeats became item values: "median" | "mean"
     pairwise_baseline: bool = False  # MT-Bench pairwise: the reference row the others were compared with
     units: dict[str, MetricUnit] = field(default_factory=dict)  # metric -> unit and fraction (TaskSummary.units)
+    # the summary it was read from: its headline metric and which item values stand behind each metric
+    summary: TaskSummary | None = field(default=None, repr=False, compare=False)
 
     @property
     def system(self) -> tuple[str, str, str, str]:
@@ -143,7 +145,8 @@ def load_results(run_dirs: Sequence[str | Path]) -> Results:
                 task_rank=task_order.index(s.task) if s.task in task_order else 1 << 30,
                 variant_rank=variant_order.index(variant) if variant in variant_order else 1 << 30,
                 protocol=s.protocol, conformant=s.conformant, reliability=s.reliability,
-                repeat_combine=s.repeat_combine, pairwise_baseline=bool(s.pairwise_baseline), units=s.units()))
+                repeat_combine=s.repeat_combine, pairwise_baseline=bool(s.pairwise_baseline), units=s.units(),
+                summary=s))
     results = Results(merge_seeds(out))
     results.missing, results.left_out, results.status = missing, left_out, status
     return results
@@ -191,21 +194,16 @@ def results_frame(run_dirs: Sequence[str | Path]):
 # ---------------------------------------------------------------------------------------------------- metrics
 
 
+def _summary(s: TaskResult) -> TaskSummary:
+    """The task summary behind a result (one made from its fields when it was built by hand)."""
+    return s.summary or TaskSummary(task=s.task, variant=s.variant, metrics=s.metrics, kind=s.kind,
+                                    metric_shown=s.metric_shown)
+
+
 def headline_metric(s: TaskResult) -> str:
-    """The one metric a task is summarised by: chat overall/win rate, the MCQ metric shown, exact match."""
-    if s.kind == "mcq":
-        return s.metric_shown or "acc"
-    if s.kind == "exact":
-        if s.metric_shown and s.metric_shown in s.metrics:  # the scorer's primary metric (exact_match, f1, ...)
-            return s.metric_shown
-        return "exact_match" if "exact_match" in s.metrics or "em" not in s.metrics else "em"
-    if s.metric_shown and s.metric_shown in s.metrics:  # another kind's scorer names its primary metric
-        return s.metric_shown
-    for k in ("overall", "win_rate_adjusted", "win_rate", "score"):  # win_rate_adjusted: MT-Bench pairwise
-        if k in s.metrics:
-            return k
-    plain = [k for k in s.metrics if "/" not in k]
-    return plain[0] if plain else "overall"
+    """The one metric a task is summarised by: the scorer's primary as its summary records it (``metric_shown``;
+    an older summary: as its kind implied, :meth:`~bench.rundir.TaskSummary.headline`)."""
+    return _summary(s).headline()
 
 
 def resolve(s: TaskResult, metric: str) -> str:
@@ -239,31 +237,22 @@ def item_scale(s: TaskResult, key: str) -> float:
     return 100.0 if metric_unit(s, key).percent else 1.0
 
 
-def _pairwise(s: TaskResult) -> bool:
-    """MT-Bench pairwise: item values are match outcomes (1 / 0.5 / 0) behind the adjusted win rate alone."""
-    return "win_rate_adjusted" in s.metrics
-
-
 def item_values(s: TaskResult, key: str) -> dict | None:
     """Per-item values behind metric ``key`` keyed by (example_id, turn), in the metric's display unit, or None
-    when the metric has no per-item values (LC win rate, average length, an MCQ metric other than the one shown)."""
+    when the metric has no per-item values (LC win rate, average length, an MCQ metric other than the one shown):
+    which lines of the item values stand behind it is what the summary records
+    (:meth:`~bench.rundir.TaskSummary.items_behind`)."""
     if not s.items:
         return None
     recs = s.items
-    if s.kind == "mcq" and key != (s.metric_shown or "acc"):
+    selection = _summary(s).items_behind(key)
+    if selection == "none":
         return None
-    if s.kind == "exact" and key not in ("exact_match", "em", s.metric_shown):
-        return None
-    if _pairwise(s) and key != headline_metric(s) and not key.startswith("category/"):
-        return None  # a pairwise summary has no 1-10 turn scores: its items stand for the adjusted win rate only
-    if s.kind not in ("mcq", "exact"):
-        m = re.fullmatch(r"turn(\d+)", key)
-        if m:
-            recs = [r for r in recs if r.turn is not None and int(r.turn) == int(m.group(1))]
-        elif key.startswith("category/"):
-            recs = [r for r in recs if r.category == key.split("/", 1)[1]]
-        elif key not in ("overall", "win_rate", "score", headline_metric(s)):
-            return None
+    if selection == "turn":
+        m = re.search(r"(\d+)$", key)
+        recs = [r for r in recs if m and r.turn is not None and int(r.turn) == int(m.group(1))]
+    elif selection == "category":
+        recs = [r for r in recs if r.category == key.split("/", 1)[-1]]
     scale = item_scale(s, key)
     return {(r.example_id, r.turn): float(r.value) * scale for r in recs}
 

@@ -22,10 +22,7 @@ from ..rundir import (ContaminationReport, Judgments, Provenance, RunConfigRecor
 from ..rundir.generations import GenerationRecord, read_generations
 from ..tables import (BASELINE, LAYOUTS, METHOD_NAMES, Cell, Table, TaskResult, build_table, headline_metric,
                       load_results)
-from ..tables.results import _run_labels, item_scale, item_values
-
-# Chat scorers number judged turns from 1 (FastChat); generation records number them from 0.
-JUDGED_TURN_OFFSET = {"chat": 1}
+from ..tables.results import _run_labels, _summary, item_scale, item_values
 
 
 @dataclass
@@ -238,9 +235,11 @@ class _ItemBuilder:
         return self.items[key]
 
 
-def _add_generations(it: dict, recs: list[GenerationRecord], kind: str) -> dict:
+def _add_generations(it: dict, recs: list[GenerationRecord]) -> dict:
     """Item-level fields (category, prompt per turn, reference, choices) from one column's records, and that
-    column's answers per turn."""
+    column's answers per turn. What a record shows follows from its fields, whatever its kind: a text record's
+    ``reference``, else its gold ``answer`` when that is text (a short answer; an MCQ answer is a choice index), and
+    its parsed ``pred`` (a generated MCQ answer's choice) when the scorer recorded one."""
     cell: dict[str, Any] = {"answers": []}
     for rec in sorted(recs, key=lambda r: int(r.turn or 0)):
         t = int(rec.turn or 0)
@@ -280,15 +279,15 @@ def _add_generations(it: dict, recs: list[GenerationRecord], kind: str) -> dict:
         if user is not None:
             turn.setdefault("prompt", user)
         ref = rec.reference
-        if ref is None and kind in ("exact", "mcq") and rec.answer is not None:
-            ref = rec.answer if kind == "exact" else None
+        if ref is None and isinstance(rec.answer, str):
+            ref = rec.answer
         if ref is not None:
             turn.setdefault("reference", str(ref))
         while len(cell["answers"]) < t:
             cell["answers"].append(None)
         cell["answers"].append(rec.text)
-        if kind == "mcq":
-            cell["pred"] = rec.values.get("pred")
+        if "pred" in rec.values:
+            cell["pred"] = rec.values["pred"]
     return cell
 
 
@@ -360,7 +359,7 @@ def items_data(run_dirs: Sequence[Path], results: list[TaskResult]) -> dict:
                                        "judged": res.judge_kind != "none", "judges": [], "rank": res.task_rank})
         if res.judge_kind != "none" and res.judge not in info["judges"]:
             info["judges"].append(res.judge)
-        offset = JUDGED_TURN_OFFSET.get(res.kind, 0)
+        offset = _summary(res).first_turn()  # verdicts and item values may number turns from 1 (FastChat)
         gen_path = _generation_path(col.rd, col.folder, task)
         gens: dict[str, list[GenerationRecord]] = {}
         for rec in read_generations(gen_path) if gen_path else []:
@@ -372,7 +371,7 @@ def items_data(run_dirs: Sequence[Path], results: list[TaskResult]) -> dict:
             by_item.setdefault(str(eid), {})[int(turn or 0) - offset] = v
         for eid in list(dict.fromkeys([*gens, *by_item, *verdicts])):
             it = b.item(task, eid)
-            cell = _add_generations(it, gens.get(eid, []), res.kind)
+            cell = _add_generations(it, gens.get(eid, []))
             n = max(len(cell["answers"]), len(it["turns"]), 1 + max(by_item.get(eid) or {0: None}))
             cell["values"] = [by_item.get(eid, {}).get(t) for t in range(n)]
             cell["score"] = _score(cell["values"])
