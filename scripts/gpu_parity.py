@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sftmix.loss import LogitTransform, LossOptions, ntp_loss, ntp_mixup_loss
+from sftmix.loss import LogitTransform, LossOptions, fused, ntp_loss, ntp_mixup_loss
 
 
 def rel(a, b):
@@ -76,8 +76,6 @@ def loss_bodies(hidden, labels, head, backends, repeats=3):
                     sync()
                     best = min(best, time.perf_counter() - t0)
                 times[name] = best
-            from sftmix.loss import fused
-
             res[backend] = {"body": fused.status()["last"], "loss": float(got[0]),
                             "loss_rel": abs(float(got[0] - ref[0])) / abs(float(ref[0])),
                             "grad_hidden_rel": rel(got[1], ref[1]), "grad_w_rel": rel(got[2], ref[2]),

@@ -23,11 +23,17 @@ import math
 import sys
 from pathlib import Path
 
+import matplotlib
 import numpy as np
+import pandas as pd
+import yaml
 
 from bench.bootstrap import two_level_bootstrap
 from bench.rundir import RunDir, read_jsonl, split_seed
 from bench.tables import headline_metric, item_values, load_results
+from bench.tasks import load_task
+from sftmix.data import load_rows, to_messages
+from sftmix.neardup import THRESHOLD, matches
 
 N_RESAMPLES = 2000
 
@@ -52,8 +58,6 @@ def _row(name: str, base: dict[int, dict], other: dict[int, dict]) -> dict:
 
 
 def _config(run_dir: Path) -> dict:
-    import yaml
-
     path = run_dir / "config.yaml"
     return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
 
@@ -130,10 +134,8 @@ def write_table(rows: list[dict], baseline: str, out: Path) -> None:
 
 
 def plot_deltas(rows: list[dict], baseline: str, out: Path) -> None:
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg"): pyplot takes its backend when first imported
 
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     tasks = list(dict.fromkeys(r["task"] for r in rows))
@@ -157,11 +159,8 @@ def plot_deltas(rows: list[dict], baseline: str, out: Path) -> None:
 
 
 def plot_confidence(run_dir: Path, out: Path) -> bool:
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
+    import matplotlib.pyplot as plt  # after use("Agg"): pyplot takes its backend when first imported
 
     tables = sorted(run_dir.glob("dynamics*/confidence.parquet"))
     if not tables:
@@ -237,8 +236,6 @@ def write_answers(dist: dict, variants: list[str], out: Path) -> None:
 
 
 def confidence_by_source(run_dir: Path, out: Path) -> bool:
-    import pandas as pd
-
     tables = sorted(run_dir.glob("dynamics*/confidence.parquet"))
     frames = [pd.read_parquet(p).assign(seed=p.parent.name) for p in tables]
     frames = [f for f in frames if "source" in f.columns and f["source"].notna().any()]
@@ -262,12 +259,6 @@ def confidence_by_source(run_dir: Path, out: Path) -> bool:
 def near_duplicates(run_dir: Path, out: Path) -> int:
     """Every evaluated item with a near-duplicate training row; returns how many. Loads the run's training data and
     tasks as the run did (limit, limit_mode, local data)."""
-    import yaml
-
-    from bench.tasks import load_task
-    from sftmix.data import load_rows, to_messages
-    from sftmix.neardup import THRESHOLD, matches
-
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     run, data = cfg["run"], cfg["data"]
     rows = load_rows(data["data"], split=data.get("split", "train"), limit=data.get("max_examples"))

@@ -1,6 +1,7 @@
 """Shared fixtures: everything offline, presets built once per session into a temporary SFTMIX_HOME."""
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,8 +50,6 @@ def sftmix_home(tmp_path_factory):
 def keep_torch_threads():
     """`bench.cli.main` sets torch's thread count for the machine (bench.threads); a test that calls it in process
     must not change it for the tests after it."""
-    import sys
-
     torch = sys.modules.get("torch")
     before = torch.get_num_threads() if torch else None
     yield
@@ -61,6 +60,7 @@ def keep_torch_threads():
 @pytest.fixture(scope="session")
 def tiny_model_dir(sftmix_home) -> str:
     """Folder of the tiny-llama preset (built once per session)."""
+    # here, not at the top: the offline environment above must be set before transformers is first imported
     from sftmix.presets import resolve_model
 
     return resolve_model("tiny-llama")
@@ -69,7 +69,7 @@ def tiny_model_dir(sftmix_home) -> str:
 @pytest.fixture
 def tiny_tokenizer(tiny_model_dir):
     """A fresh tiny-llama tokenizer per test (tests may change its chat template)."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # after the offline environment above (see tiny_model_dir)
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
@@ -82,8 +82,8 @@ def toy_train_path() -> Path:
 @pytest.fixture(scope="module")
 def hf_backend(tiny_model_dir):
     """The hf backend on the tiny preset, one per test module."""
+    # after the offline environment above (see tiny_model_dir)
     import torch
-
     from bench.backends import get_backend
 
     threads = torch.get_num_threads()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+
 ORGANS = ["heart", "liver", "lung", "kidney", "brain", "spleen", "skin"]
 
 
@@ -95,8 +97,6 @@ def write_fixtures(directory: str | Path) -> dict[str, Path]:
         "mt_bench": _jsonl(d / "question.jsonl", mt_bench(N_ROWS["mt_bench"])),
     }
     paths["mmlu_medical"] = d / "mmlu_test.parquet"
-    import pandas as pd  # here, not at the top: most users of this module never write parquet
-
     pd.DataFrame(mmlu(N_ROWS["mmlu_medical"])).to_parquet(paths["mmlu_medical"])
     paths["alpaca_eval"] = d / "alpaca_eval_gpt4_baseline.json"
     paths["alpaca_eval"].write_text(json.dumps(alpaca_eval(N_ROWS["alpaca_eval"]), indent=1), encoding="utf-8")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 import time
 from collections import Counter
@@ -48,8 +49,6 @@ def hash_p_m(messages: list[dict]) -> float:
 
 def hash_logprobs(messages: list[dict]) -> list[tuple[str, float]]:
     """Top-5 log-probabilities of a one-token m/M verdict, with P(m)/(P(m)+P(M)) = hash_p_m and 1 % elsewhere."""
-    import math
-
     p = hash_p_m(messages)
     top = [("m", math.log(0.99 * p)), ("M", math.log(0.99 * (1 - p))), ("The", math.log(0.005)),
            ("Both", math.log(0.003)), ("Output", math.log(0.002))]

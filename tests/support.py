@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
+from bench.judge.config import load_judge_config
+from core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,9 +68,6 @@ def the_error(cmd: str, result: tuple[int, str, str], *needles: str) -> str:
 def alpaca_eval_template_missing() -> str | None:
     """Why AlpacaEval's annotator template cannot be loaded here (no alpaca-eval package, no
     ``$ALPACA_EVAL_PROMPT``, no peer copy, offline), or None when it can."""
-    from bench.judge.config import load_judge_config
-    from core.errors import UserError
-
     try:
         load_judge_config("alpaca_eval_weighted")
     except UserError:

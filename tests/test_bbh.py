@@ -11,10 +11,11 @@ import pytest
 
 from bench.generate import generate_task
 from bench.tasks import load_task
+from core.errors import UserError
 from sftmix import bbh
 from sftmix.data import load_rows
-from core.errors import UserError
 from sftmix.neardup import matches
+from support import bench, error_lines
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbh"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} (BBH's task files) is not on this machine")
@@ -219,8 +220,6 @@ def test_real_eval_buckets_hold_no_near_duplicate_of_their_training_rows(monkeyp
 
 
 def test_an_empty_bucket_fails_a_dry_run_too(tmp_path, monkeypatch):
-    from support import bench, error_lines
-
     (tmp_path / "navigate.json").write_text(json.dumps({"examples": [  # one near-duplicate group: one bucket
         {"input": "Take 1 step. Do you return?\nOptions:\n- Yes\n- No", "target": "No"}] * 12}))
     monkeypatch.setenv(bbh.ENV_DIR, str(tmp_path))

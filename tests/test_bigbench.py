@@ -1,12 +1,14 @@
 """BIG-bench JSON tasks as data: the content-hash split, eval items (mcq), training rows, hhh subtasks, errors."""
+import hashlib
 import json
 
 import pytest
 
 from bench.tasks import load_task
+from core.errors import UserError
 from sftmix import bigbench
 from sftmix.data import load_rows
-from core.errors import UserError
+from sftmix.sources import data_identity
 
 
 def write_task(root, name, examples, **fmt):
@@ -17,7 +19,6 @@ def write_task(root, name, examples, **fmt):
 
 
 def place(i):  # a distinct destination per example: inputs differing in one digit only would be near-duplicates
-    import hashlib
 
     return hashlib.sha256(str(i).encode()).hexdigest()[:12]
 
@@ -49,8 +50,6 @@ def test_bucket_is_a_pure_function_of_the_input_with_the_given_fractions():
     share = {b: buckets.count(b) / len(texts) for b in bigbench.SPLITS}
     assert abs(share["train"] - 0.6) < 0.04 and abs(share["validation"] - 0.1) < 0.03 and abs(share["eval"] - 0.3) < 0.04
     # the hand computation: sha256 of the text as a number in [0, 1), cut at 0.6 and 0.7
-    import hashlib
-
     u = int(hashlib.sha256(b"example 7").hexdigest()[:15], 16) / 16**15
     assert bigbench.bucket("example 7") == ("train" if u < 0.6 else "validation" if u < 0.7 else "eval")
     assert {bigbench.bucket(t, (0, 0, 1)) for t in texts[:50]} == {"eval"}
@@ -123,8 +122,6 @@ def test_local_copy_beats_the_environment(bb, tmp_path_factory):
 
 
 def test_data_identity_hashes_the_task_files(bb):
-    from sftmix.sources import data_identity
-
     before = data_identity("bigbench:navigate")
     write_task(bb, "navigate", mc_examples(201))
     assert data_identity("bigbench:navigate")["sha256_16"] != before["sha256_16"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.bootstrap import aggregate_repeats, paired_bootstrap, paired_bootstrap_macro
+from bench.bootstrap import (
+    aggregate_repeats, paired_bootstrap, paired_bootstrap_macro, two_level_bootstrap, two_level_replicates,
+)
 
 
 def test_constant_shift_gives_exact_delta_and_degenerate_ci():
@@ -96,8 +98,6 @@ def test_aggregate_repeats_takes_median_and_drops_failures():
 
 # ---- two-level (seeds, then items) ------------------------------------------------------------------------------
 def test_two_level_with_one_seed_is_the_single_level_bootstrap():
-    from bench.bootstrap import two_level_bootstrap
-
     rng = np.random.default_rng(3)
     a = {i: float(v) for i, v in enumerate(rng.integers(0, 2, 60))}
     b = {i: float(v) for i, v in enumerate(rng.integers(0, 2, 60))}
@@ -110,8 +110,6 @@ def test_two_level_with_one_seed_is_the_single_level_bootstrap():
 def test_two_level_by_hand_seed_spread_only():
     """Seeds with constant item differences (1 and 3): items add no noise, so a replicate is the mean of two
     seeds drawn with replacement: 1 (p 1/4), 2 (p 1/2) or 3 (p 1/4); the 95% interval is [1, 3]."""
-    from bench.bootstrap import two_level_bootstrap, two_level_replicates
-
     zeros = {i: 0.0 for i in range(5)}
     pairs = {0: (zeros, {i: 1.0 for i in range(5)}), 1: (zeros, {i: 3.0 for i in range(5)})}
     r = two_level_bootstrap(pairs, n_resamples=4000, seed=0)
@@ -124,8 +122,6 @@ def test_two_level_by_hand_seed_spread_only():
 
 def test_two_level_matches_a_plain_loop_of_its_documented_draws():
     """The vectorised replicates equal an explicit loop over replicates and slots with the same generators."""
-    from bench.bootstrap import two_level_replicates
-
     diffs = [np.array([1.0, 0.0, -1.0, 1.0]), np.array([0.0, 1.0, 1.0]), np.array([-1.0, 0.0, 0.0, 0.0, 1.0])]
     got = two_level_replicates(diffs, n_resamples=50, seed=5)
     draws = np.random.default_rng([5, 1]).integers(0, 3, size=(50, 3))

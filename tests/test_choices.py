@@ -2,9 +2,11 @@
 import json
 
 import pytest
+import yaml
 
 from bench.tasks import Task, letters
 from core.errors import UserError
+from support import bench, error_lines
 
 
 def mcq_task(tmp_path, n_choices: int, **extra) -> Task:
@@ -16,7 +18,6 @@ def mcq_task(tmp_path, n_choices: int, **extra) -> Task:
             "fields": {"id": "id", "question": "q", "choices": "opts", "answer": "gold"},
             "prompt": "{{ question }}\n{% for l, c in options %}{{ l }}. {{ c }}\n{% endfor %}Answer:", **extra}
     path = tmp_path / "many.yaml"
-    import yaml
 
     path.write_text(yaml.safe_dump(spec))
     return Task.from_yaml(path)
@@ -48,8 +49,6 @@ def test_explicit_labels_too_short_fail_only_where_a_template_uses_them(tmp_path
 
 
 def test_validation_renders_every_item_before_training(tmp_path, monkeypatch):
-    from support import bench, error_lines
-
     task = mcq_task(tmp_path, 4, prompt="{{ question }} {{ missing_field }}")
     monkeypatch.setenv("BENCH_TASKS_DIR", str(tmp_path))
     del task

@@ -3,12 +3,12 @@ and config hashes / stage keys / finished-training records from before the remov
 import logging
 from dataclasses import asdict
 
+import sftmix.keyschema
+from bench.config import RunConfig, load_run_config
 from sftmix.config import TrainArgs, TrainConfig, apply_overrides, hashed_section, without_removed
 
 
 def test_old_config_with_the_removed_option_is_accepted_with_a_warning(tmp_path, caplog):
-    from bench.config import load_run_config
-
     path = tmp_path / "old.yaml"
     path.write_text("train:\n  mixup_reduction: pair\n  learning_rate: 1.0e-5\n")
     with caplog.at_level(logging.WARNING, logger="sftmix"):
@@ -24,9 +24,6 @@ def test_old_config_with_the_removed_option_is_accepted_with_a_warning(tmp_path,
 
 
 def test_hashes_and_records_from_before_the_removal_stay_valid(monkeypatch):
-    import sftmix.keyschema
-    from bench.config import RunConfig
-
     train = TrainArgs()
     assert "mixup_reduction" not in asdict(train)
     assert hashed_section("train", train) == {**asdict(train), "mixup_reduction": "pair"}

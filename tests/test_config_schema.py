@@ -6,11 +6,12 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+import sftmix.keyschema as ks
 from bench.config import RunConfig, experiment_path, load_run_config
 from bench.judge.config import CONFIG_DIR, load_judge_config
 from bench.tasks import Task
-from sftmix.config import TrainArgs, TrainConfig, apply_overrides
 from core.errors import UserError
+from sftmix.config import TrainArgs, TrainConfig, apply_overrides
 
 TASK = {"name": "t", "kind": "mcq", "scorer": "mcq", "data": {"local": "x.jsonl"}, "fields": {"question": "q"}}
 
@@ -98,8 +99,6 @@ def test_sections_are_models_that_validate_and_forbid_unknown_fields():
 
 def test_every_hash_reads_the_one_key_schema(monkeypatch):
     """A rule changed in sftmix.keyschema changes the config hash and the stage keys alike (no other copy)."""
-    import sftmix.keyschema as ks
-
     cfg = RunConfig()
     before = cfg.config_hash()
     monkeypatch.setitem(ks.ADDED, "train", {"seed": 42})  # as if train.seed had been added, default 42

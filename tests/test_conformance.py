@@ -3,13 +3,19 @@ AlpacaEval 2.0's leaderboard with six models' annotations. Skipped with a reason
 clone); CI has it. Copies with one value changed show that each check can fail."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from bench import conformance
 from bench.cli import main
+from bench.judge import load_judge_config
+from bench.scorers import alpaca_eval as ae
+from bench.tasks import load_task
 
 PEER = Path(__file__).resolve().parents[2] / "shared" / "peer"
 needs_peer = pytest.mark.skipif(not (PEER / "fastchat").is_dir() or not (PEER / "alpaca_eval").is_dir(),
@@ -91,8 +97,6 @@ def test_conformance_bad_folder_is_one_line(tmp_path, capsys):
 @needs_peer
 def test_mt_bench_task_data_equals_fastchats(monkeypatch):
     """Offline, MT-Bench's questions and GPT-4 reference answers come from flexeval's copies: they must be FastChat's."""
-    from bench.tasks import load_task
-
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     task = load_task("mt_bench")
     try:
@@ -113,8 +117,6 @@ def test_mt_bench_task_data_equals_fastchats(monkeypatch):
 
 def _hide_alpaca_eval(monkeypatch):
     """As on a machine without the alpaca-eval package, offline (no pinned download)."""
-    import importlib.util
-
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.split(".")[0] == "alpaca_eval"
                         else real(name, *a))
@@ -127,9 +129,6 @@ def _hide_alpaca_eval(monkeypatch):
 def test_alpaca_eval_order_checked_item_by_item(monkeypatch):
     """Every annotation whose order can be inferred (recorded preference vs the raw reply's p) must have the order
     our requests use; with the processor's default seed (123, the old bug) about half disagree and the check fails."""
-    from bench import conformance
-    from bench.scorers import alpaca_eval as ae
-
     _hide_alpaca_eval(monkeypatch)  # the peer folder's template suffices
     figures, checks = conformance.alpaca_eval(PEER)
     order = [c for c in checks if "output order item by item" in c.name]
@@ -146,8 +145,6 @@ def test_alpaca_eval_order_checked_item_by_item(monkeypatch):
 
 @needs_peer
 def test_conformance_runs_without_the_alpaca_eval_package(monkeypatch, capsys):
-    from bench.judge import load_judge_config
-
     _hide_alpaca_eval(monkeypatch)
     with pytest.raises(Exception, match="no source could be loaded"):
         load_judge_config("alpaca_eval_weighted")  # nothing else to take it from here
@@ -159,10 +156,6 @@ def test_conformance_runs_without_the_alpaca_eval_package(monkeypatch, capsys):
 def test_pairwise_conformance_reproduces_fastchats_pair_file(tmp_path):
     """75 real GPT-4 pairwise judgments: prompts of both games byte for byte, winners, show_result's tally (checked
     here by hand from the file: a game-1 tie or disagreeing games is a tie; error matches dropped)."""
-    from collections import Counter
-
-    from bench import conformance
-
     figures, checks = conformance.mt_bench_pair(PEER)
     assert all(c.ok for c in checks), conformance.render([c for c in checks if not c.ok])
     rows = [json.loads(line) for line in

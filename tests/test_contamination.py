@@ -4,20 +4,28 @@ lm-eval's own Janitor on real text, the near-duplicate mode, the command, the st
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import random
 import string
+import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
+from bench import backends, evaluate
+from bench.bootstrap import paired_bootstrap
 from bench.contamination import Settings, check, dirty_rows, normalise, word_ngrams
-from bench.contamination import ngram as ngram_mod
 from bench.contamination import janitor as normalise_mod
-from bench.rundir import ContaminationReport, ItemValues, RunDir, TaskSummary, TrainRecord
-from bench.tasks import Task, package_file
+from bench.contamination import ngram as ngram_mod
+from bench.rundir import ContaminationReport, ItemValues, Provenance, RunDir, TaskSummary, TrainRecord
+from bench.tables.formats import render_table
+from bench.tasks import Task, load_task, package_file
+from bench.view.data import dirty_items
 from core.errors import UserError
+from core.io import hash_file
 from support import bench
 
 MT_EN = "core/chat_dataset/chatbot_bench_datasets/mt-en.jsonl"
@@ -30,7 +38,7 @@ needs_flexeval = pytest.mark.skipif(package_file("flexeval", MT_EN) is None,
 def lm_eval_janitor():
     """lm-eval's own janitor module (imported the ordinary way, its C++ warning swallowed)."""
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        from lm_eval.decontamination import janitor
+        from lm_eval.decontamination import janitor  # optional lm-eval; its import prints a C++ warning
     return janitor
 
 
@@ -42,7 +50,6 @@ def words_from(rng: random.Random, k: int) -> list[str]:
 def task_file(tmp_path: Path, name: str, kind: str, rows: list[dict], fields: dict, **extra) -> Task:
     data = tmp_path / f"{name}.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    import yaml
 
     spec = {"name": name, "kind": kind, "scorer": {"chat": "reference", "mcq": "mcq", "exact": "exact"}[kind],
             "data": {"local": str(data)}, "fields": fields, **extra}
@@ -236,8 +243,6 @@ def mt_bench_rows(items: list[dict], n: int, seed: int) -> list[dict]:
 @needs_flexeval
 @pytest.mark.parametrize("n", [13, 8])
 def test_flagged_items_equal_lm_evals_janitor_on_mt_bench(n):
-    from bench.tasks import load_task
-
     janitor = lm_eval_janitor()
     task = load_task("mt_bench")
     items = task.load_records()
@@ -288,7 +293,6 @@ def test_lm_evals_two_janitor_paths_differ_on_lone_punctuation_and_we_follow_dec
     item = "Let f(x) = 4x^3 - 9x - 14 and g(x) = x^2 + 1 ; find f(2) - g(2) and explain each step you take = done"
     rows = [{"instruction": "Solve: " + item, "output": "ok"}]
     task_rows = [{"id": "q", "question": item, "answer": "x"}]
-    import tempfile
 
     with tempfile.TemporaryDirectory() as d:
         task = task_file(Path(d), "lone", "exact", task_rows,
@@ -334,14 +338,12 @@ def test_command_prints_writes_json_and_stores_the_report(small_files, tmp_path)
     assert "| toy_mcq | 6 | 2 | 33.33 | question, choices |" in stdout
     assert "mcq-2: training rows 1" in stdout and "question ~ instruction" in stdout
     assert json.loads(RunDir(out).contamination.read_text()) == json.loads((tmp_path / "c.json").read_text())
-    from bench.view.data import dirty_items
 
     assert dirty_items(RunDir(out)) == {"toy_mcq": {"mcq-2", "mcq-4"}}  # what bench view's dirty filter reads
     report = ContaminationReport.read(RunDir(out).contamination_report("toy_mcq"))
     assert report.item_ids == [f"mcq-{i}" for i in range(6)] and report.clean_ids() == {"mcq-0", "mcq-1", "mcq-3",
                                                                                           "mcq-5"}
     x = report.extra
-    from core.io import hash_file
 
     assert x["train_data"]["sha256_16"] == hash_file(train) and x["train_data"]["n_rows"] == 5
     assert x["n"] == 13 and x["method"] == "ngram" and x["normalisation"].startswith("lm-eval Janitor")
@@ -363,7 +365,6 @@ def test_command_errors_are_one_line(small_files, tmp_path):
     assert rc == 2 and "threshold" in stderr
     # a run directory trained on other data is refused before any work
     out = tmp_path / "run"
-    from bench.rundir import Provenance
 
     Provenance("abc", "done", {"train_data": {"source": "toy", "sha256_16": "0" * 16}}).write(RunDir(out))
     rc, _, stderr = bench("contamination", "--data", str(train), "--tasks", "toy_mcq", "--data-path",
@@ -398,8 +399,6 @@ def parse_md(text: str) -> list[dict]:
 
 
 def test_table_scores_clean_items_with_paired_ci_from_stored_values(tmp_path, monkeypatch):
-    from bench.bootstrap import paired_bootstrap
-
     run = tmp_path / "run"
     ids = [f"q{i}" for i in range(12)]
     ntp = [1, 0, 1, 1, 0, 0, 1, 0, 1, 1, 0, 1]
@@ -410,8 +409,6 @@ def test_table_scores_clean_items_with_paired_ci_from_stored_values(tmp_path, mo
     write_report(run, "medqa_4", ids, dirty)
 
     # nothing may be generated or judged: any backend or judge use fails the test
-    from bench import backends, evaluate
-
     def forbidden(*a, **k):
         raise AssertionError("no generation or judge request may be made")
 
@@ -447,7 +444,6 @@ def test_table_clean_items_over_turns_and_seeds(tmp_path):
             write_score(run, f"{v}@s{seed}", "mt_bench", "chat", vals, ids + ids,
                         {"overall": sum(vals) / 8}, turns=[1] * 4 + [2] * 4)
     write_report(run, "mt_bench", ids, {"84": [2]})
-    from bench.tables.formats import render_table
 
     text = render_table([run], "default", "md", contamination="only")
     rows = {r["Method"]: r for r in parse_md(text)}
@@ -497,8 +493,6 @@ def test_command_refuses_a_run_trained_on_other_rows_and_unknown_data_paths(smal
 
 
 def test_bench_run_refuses_minhash_without_datasketch_before_creating_anything(tmp_path, monkeypatch):
-    import importlib.util
-
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "datasketch" else real(name, *a))
     out = tmp_path / "run"

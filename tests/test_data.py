@@ -1,13 +1,14 @@
 import json
 import logging
 
+import pandas as pd
 import pytest
 import torch
 
+from core.errors import UserError
 from sftmix.data import (
     IGNORE, PaddedCollator, build_examples, example_hash, example_id, load_rows, to_messages, tokenize_chat,
 )
-from core.errors import UserError
 from sftmix.templates import TEMPLATES, apply_template, template_hash
 
 SYSTEM = "You answer briefly."
@@ -202,8 +203,6 @@ def test_empty_file(tmp_path):
 
 
 def test_invalid_parquet_row_names_row(tmp_path):
-    import pandas as pd
-
     path = tmp_path / "d.parquet"
     pd.DataFrame({"instruction": ["a", "b"], "output": ["x", None]}).to_parquet(path)
     msg = one_line_error(load_rows, str(path))
@@ -217,8 +216,6 @@ def test_hub_id_offline():
 
 
 def test_mixed_formats_in_parquet(tmp_path, tiny_tokenizer):
-    import pandas as pd
-
     path = tmp_path / "mixed.parquet"
     pd.DataFrame([{"id": "a", "instruction": "Hi", "output": "Hello"},
                   {"id": "b", "prompt": "Say yes.", "completion": "yes"}]).to_parquet(path)

@@ -20,8 +20,18 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from support import ROOT, bench, bench_subprocess, error_lines
+
+from bench.config import experiment_path, load_run_config
+from bench.executors.processes import ProcessExecutor
+from bench.lock import RunLock
+from bench.pipeline import Runner
+from bench.pipeline.stages.train import launch_command
+from bench.rundir import RunDir
+from bench.rundir.paths import write_json
+from bench.rundir.records import JobRecord
 
 
 # Two variants on one small task: contamination, dynamics, 2 trainings, 2 generations, 2 scores (8 stages, all on
@@ -271,8 +281,6 @@ def test_deterministic_failure_stops_the_run_in_one_line_without_retry(serial, t
     for name in ("train__sftmix", "generate__sftmix__toy_mcq", "score__sftmix__toy_mcq"):
         (out / "state" / f"{name}.json").unlink()  # sftmix trains again, from a confidence table now broken
     # a whole parquet file of something else (a damaged, cut-short one is found and made again: issue 18)
-    import pandas as pd
-
     pd.DataFrame({"not": ["a confidence table"]}).to_parquet(out / "dynamics" / "confidence.parquet")
     rc, _, stderr = run(out, "--executor", "processes")
     assert rc == 2
@@ -285,9 +293,6 @@ def test_deterministic_failure_stops_the_run_in_one_line_without_retry(serial, t
 # ---- fast checks -------------------------------------------------------------------------------------------------
 
 def _runner(tmp_path, **overrides):
-    from bench.config import experiment_path, load_run_config
-    from bench.pipeline import Runner
-
     cfg = load_run_config(experiment_path("ci"), {"run.out": str(tmp_path / "run"), **overrides})
     return Runner(cfg, cfg.run.out, progress=False)
 
@@ -338,8 +343,6 @@ def test_help_lists_the_executor_option():
 
 
 def test_multi_node_launch_takes_the_rendezvous_from_slurm(tmp_path):
-    from bench.pipeline.stages.train import launch_command
-
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "scontrol").write_text("#!/bin/sh\necho gpu-017\necho gpu-018\n")
@@ -358,8 +361,6 @@ def test_multi_node_launch_takes_the_rendezvous_from_slurm(tmp_path):
 
 
 def test_soft_lock_is_taken_over_from_a_dead_holder(tmp_path):
-    from bench.lock import RunLock
-
     code = ("import sys, time; from bench.lock import RunLock; l = RunLock(sys.argv[1], 'holder', mode='soft'); "
             "l.acquire(); print('held', flush=True); time.sleep(600)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True,
@@ -380,8 +381,6 @@ def test_soft_lock_is_taken_over_from_a_dead_holder(tmp_path):
 
 
 def test_second_coordinator_is_refused_in_soft_lock_mode_too(tmp_path):
-    from bench.lock import RunLock
-
     out = tmp_path / "run"
     held = RunLock(out, "bench run", mode="soft")
     held.acquire()
@@ -398,11 +397,6 @@ def test_second_coordinator_is_refused_in_soft_lock_mode_too(tmp_path):
 def test_job_record_reads_old_files_and_writes_them_byte_for_byte(tmp_path):
     """``executor/jobs/<stage>.json`` as the coordinator wrote it before the record was typed: read, written back
     identical; a file lacking fields reads with defaults; a live worker of this host is found from it."""
-    from bench.executors.processes import ProcessExecutor
-    from bench.rundir import RunDir
-    from bench.rundir.paths import write_json
-    from bench.rundir.records import JobRecord
-
     rd = RunDir(tmp_path / "run")
     old = {"stage": "train/ntp", "executor": "processes", "job_id": str(os.getpid()), "host": socket.gethostname(),
            "attempt": 2, "time": 1764000000.25, "note": "a field no version names"}

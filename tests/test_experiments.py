@@ -1,5 +1,7 @@
 """Every bundled experiment in bench/experiments/ plans offline (`bench run --config X --dry-run`), and the paper
 configs carry the paper's hyperparameters (PAPER.md §2)."""
+import hashlib
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -8,6 +10,7 @@ import pytest
 
 from bench import cli
 from bench.config import EXPERIMENTS, load_run_config
+from bench.judge import load_judge_config
 from bench.pipeline import run_variants
 from support import alpaca_eval_template_missing
 
@@ -122,8 +125,6 @@ PEER_TEMPLATE = Path(__file__).resolve().parents[2] / "shared" / "peer" / "alpac
 
 
 def _no_alpaca_eval_package(monkeypatch):
-    import importlib.util
-
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.split(".")[0] == "alpaca_eval"
                         else real(name, *a))
@@ -149,10 +150,6 @@ def test_dry_run_with_alpaca_eval_needs_no_package_given_a_template_file(tmp_pat
 @pytest.mark.skipif(not PEER_TEMPLATE.is_file(), reason=f"peer template not found at {PEER_TEMPLATE}")
 def test_dry_run_with_alpaca_eval_uses_the_pinned_download(tmp_path, capsys, offline, monkeypatch):
     """The pinned download, once fetched (here: placed in the download cache, sha256-checked), serves offline."""
-    import hashlib
-
-    from bench.judge import load_judge_config
-
     _no_alpaca_eval_package(monkeypatch)
     monkeypatch.setenv("SFTMIX_HOME", str(tmp_path / "home"))
     src = load_judge_config.__globals__["CONFIG_DIR"] / "alpaca_eval_weighted.yaml"

@@ -1,10 +1,12 @@
 """generate_task: MT-Bench turn order, cache (a re-run makes no backend call), --limit, output records, CLI."""
+import hashlib
 import json
 import shutil
 
 import pytest
 from fixtures import write_fixtures
 
+from bench.backends.base import Generation
 from bench.cache import Cache
 from bench.cli import main
 from bench.generate import generate_task, model_fingerprint, record_metrics
@@ -153,8 +155,6 @@ class _Scripted:
         return "".join(f"<{m['role']}>{m['content']}\n" for m in messages) + "<assistant>"
 
     def generate(self, requests):
-        from bench.backends.base import Generation
-
         return [Generation(f"answer {r.example_id}/{r.turn}: A", len(r.messages), 3) for r in requests]
 
     def loglikelihood(self, requests):
@@ -166,8 +166,6 @@ def test_generations_files_and_cache_keys_of_the_built_in_kinds_are_pinned(tmp_p
     before. The digests were made by the code before scorers owned their requests (merge-18-23, 6dbb4f1): chat
     turns, mcq by log-likelihood and by generated letter, exact match. A change here must be a format change on
     purpose (a rundir version bump), never a side effect."""
-    import hashlib
-
     cache = Cache(tmp_path / "c.sqlite")
     digests = {}
     for name, settings in [("toy_mcq", {}), ("toy_mcq", {"mcq_mode": "generate"}), ("toy_exact", {}),

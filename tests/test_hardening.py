@@ -3,19 +3,41 @@ correct result, with nothing lost and no traceback. Bad CLI values, damaged file
 prompts, no network, tables that say what they lack. The judge's own probes are in test_judge_hardening.py."""
 from __future__ import annotations
 
+import builtins
 import errno
 import json
 import os
 import re
+import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+import bench.commands.variants as variants
+from bench.backends.base import GenRequest, GenSettings, Generation, LoglikRequest, fit_prompt
+from bench.backends.hf import HFBackend
+from bench.cache import Cache
+from bench.commands.run import judge_count
+from bench.config import experiment_path, load_run_config
+from bench.generate import generate_task
+from bench.judge import JudgeRequest, OpenAIJudge, Parser
+from bench.judge.reference import ReferenceJudge
+from bench.pipeline.graph import Stage
+from bench.pipeline.selection import run_variants
+from bench.pipeline.state import mark, stage_status
 from bench.rundir import ItemValues, Provenance, RunDir, TaskSummary
-from core.errors import UserError
+from bench.rundir.generations import read_generations as read_jsonl
+from bench.tasks import load_task
+from core.errors import Interrupted, UserError
+from core.io import model_dir_problem, package_file
+from openai_server import FakeOpenAIServer
+from sftmix.presets import resolve_model
 from support import ROOT, bench, the_error
 
 
@@ -124,9 +146,6 @@ def test_generate_mistakes(case, inputs, tmp_path):
 # ---- variant options and the closing summary ---------------------------------------------------------------------
 
 def test_run_variant_options_apply_to_the_sftmix_family():
-    from bench.config import experiment_path, load_run_config
-    from bench.pipeline.selection import run_variants
-
     cfg = load_run_config(experiment_path("default"), {"alpha": 1.0, "mu": 0.5,
                                                        "run.variants": "ntp,sftmix,mixup-only,irdro"})
     got = {v.name: (v.alpha, v.mu, v.irdro_tau) for v, _ in run_variants(cfg)}
@@ -139,9 +158,6 @@ def test_run_variant_options_apply_to_the_sftmix_family():
 
 
 def test_closing_summary_counts_reference_verdicts_honestly():
-    from bench.commands.run import judge_count
-    from bench.config import load_run_config
-
     cfg = load_run_config(None, {})
     assert judge_count(cfg, {"judge_requests": 0, "judge_verdicts": 140}) == \
         "judge verdicts: 140 (reference rubric, no requests)"
@@ -221,8 +237,6 @@ def test_csv_has_no_float_noise(tmp_path):
 # ---- damaged files -----------------------------------------------------------------------------------------------
 
 def _fill_cache(path: Path, n: int = 2000):
-    from bench.cache import Cache
-
     c = Cache(path)
     for i in range(n):
         c.put("judge", f"k{i}", {"raw": "Rating: [[5]] " + "x" * 200, "usage": {}})
@@ -235,8 +249,6 @@ def _fill_cache(path: Path, n: int = 2000):
 
 @pytest.mark.parametrize("damage", ["truncated", "overwritten", "zeroed_page", "empty_file"])
 def test_damaged_cache_is_rebuilt_from_what_can_be_read(damage, tmp_path, capsys):
-    from bench.cache import Cache
-
     path = tmp_path / "cache.sqlite"
     size = _fill_cache(path)
     with open(path, "r+b") as f:
@@ -266,8 +278,6 @@ def test_damaged_cache_is_rebuilt_from_what_can_be_read(damage, tmp_path, capsys
 
 
 def test_cache_errors_are_one_line(tmp_path):
-    from bench.cache import Cache
-
     (tmp_path / "dir.sqlite").mkdir()
     with pytest.raises(UserError, match="is a directory"):
         Cache(tmp_path / "dir.sqlite")
@@ -278,8 +288,6 @@ def test_cache_errors_are_one_line(tmp_path):
 
 
 def test_damaged_generations_file_is_one_line(tmp_path):
-    from bench.rundir.generations import read_generations as read_jsonl
-
     p = tmp_path / "toy_open.generations.jsonl"
     p.write_text('{"task": "toy_open", "example_id": "1"}\n{"example_id": \n')
     with pytest.raises(UserError, match=r"toy_open.generations.jsonl: line 2: invalid JSON"):
@@ -296,9 +304,6 @@ def test_damaged_generations_file_is_one_line(tmp_path):
 
 
 def test_damaged_preset_cache_is_rebuilt(tmp_path, monkeypatch, caplog):
-    from core.io import model_dir_problem
-    from sftmix.presets import resolve_model
-
     monkeypatch.setenv("SFTMIX_HOME", str(tmp_path / "home"))
     folder = Path(resolve_model("tiny-llama"))
     weights = folder / "model.safetensors"
@@ -315,11 +320,6 @@ def test_damaged_preset_cache_is_rebuilt(tmp_path, monkeypatch, caplog):
 
 
 def test_model_dir_problem_names_what_is_wrong(tmp_path):
-    from core.io import model_dir_problem
-    from sftmix.presets import resolve_model
-
-    import shutil
-
     src = Path(resolve_model("tiny-llama"))
     d = tmp_path / "m"
     shutil.copytree(src, d)
@@ -335,10 +335,6 @@ def test_model_dir_problem_names_what_is_wrong(tmp_path):
 
 
 def test_generate_refuses_a_damaged_local_model_in_one_line(tmp_path):
-    import shutil
-
-    from sftmix.presets import resolve_model
-
     d = tmp_path / "my-model"
     shutil.copytree(resolve_model("tiny-llama"), d)
     with open(d / "model.safetensors", "r+b") as f:
@@ -370,8 +366,6 @@ def test_os_errors_on_write_are_one_line_and_keep_the_old_file(code, tmp_path, m
 
 
 def test_os_error_anywhere_is_one_line(tmp_path, monkeypatch):
-    import bench.commands.variants as variants
-
     def full(args):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "some-cache"))
 
@@ -396,8 +390,6 @@ def test_read_only_results_folder_is_one_line(tmp_path):
 # ---- prompts longer than the model's context ----------------------------------------------------------------------
 
 def test_fit_prompt_left_truncates_as_lm_eval_and_caps_when_needed():
-    from bench.backends.base import fit_prompt
-
     ids = list(range(1000))
     assert fit_prompt(ids[:100], 512, 128) == (ids[:100], 0, 128)  # fits: unchanged
     kept, cut, new = fit_prompt(ids, 512, 128)  # lm-eval: keep the last context - max_new_tokens tokens
@@ -409,14 +401,6 @@ def test_fit_prompt_left_truncates_as_lm_eval_and_caps_when_needed():
 
 
 def test_hf_generation_cuts_long_prompts_to_the_context_and_says_so(tmp_path, capsys):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from bench.backends.base import GenRequest, GenSettings
-    from bench.backends.hf import HFBackend
-    from bench.generate import generate_task
-    from bench.tasks import load_task
-    from sftmix.presets import resolve_model
-
     path = resolve_model("tiny-llama")
     tok = AutoTokenizer.from_pretrained(path)
     cfg = LlamaConfig.from_pretrained(path)
@@ -442,12 +426,6 @@ def test_hf_generation_cuts_long_prompts_to_the_context_and_says_so(tmp_path, ca
 
 
 def test_loglikelihood_choice_longer_than_the_context_is_one_line():
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from bench.backends.base import LoglikRequest
-    from bench.backends.hf import HFBackend
-    from sftmix.presets import resolve_model
-
     path = resolve_model("tiny-llama")
     cfg = LlamaConfig.from_pretrained(path)
     cfg.max_position_embeddings = 32
@@ -495,9 +473,6 @@ def test_typo_hub_id_without_offline_variable_creates_no_folder(tmp_path):
 def local_gens(tmp_path_factory):
     """Generations of toy_open made from a local copy of its data (--data-path), with ids of their own."""
     d = tmp_path_factory.mktemp("localgens")
-    from bench.tasks import load_task
-
-    from core.io import package_file
 
     task = load_task("toy_open")
     fb = task.data["fallback"]
@@ -514,8 +489,6 @@ def local_gens(tmp_path_factory):
 
 
 def test_judge_reads_the_data_path_the_generations_were_made_with(local_gens, tmp_path):
-    import shutil
-
     src, data = local_gens
     gdir = tmp_path / "gens"
     shutil.copytree(src, gdir)
@@ -535,8 +508,6 @@ def test_judge_reads_the_data_path_the_generations_were_made_with(local_gens, tm
 
 
 def test_judge_without_the_recorded_data_file_is_one_line(local_gens, tmp_path):
-    import shutil
-
     src, data = local_gens
     gdir = tmp_path / "gens"
     shutil.copytree(src, gdir)
@@ -548,12 +519,6 @@ def test_judge_without_the_recorded_data_file_is_one_line(local_gens, tmp_path):
 
 def test_ctrl_c_under_bench_judge_sends_nothing_queued(local_gens, tmp_path):
     """The issue's probe: after SIGINT every queued judge request used to be sent anyway (22 -> 70)."""
-    import shutil
-    import signal
-    import time
-
-    from openai_server import FakeOpenAIServer
-
     gdir = tmp_path / "gens"
     shutil.copytree(local_gens[0], gdir)
     n_calls = sum(1 for _ in (gdir / "toy_open.generations.jsonl").open())  # one verdict per turn
@@ -603,11 +568,6 @@ def _run(out: Path, *extra, env=None, timeout=900) -> subprocess.CompletedProces
 
 @pytest.mark.slow
 def test_bench_run_interrupt_force_and_damaged_model(tmp_path):
-    import signal
-    import time
-
-    from openai_server import FakeOpenAIServer
-
     out = tmp_path / "run"
     judge = lambda url: ["--judge-model", "judge-model", "--judge-base-url", url]  # noqa: E731
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "sk-test"}
@@ -665,12 +625,6 @@ def test_bench_run_interrupt_force_and_damaged_model(tmp_path):
 # ---- Ctrl-C during generation keeps what was generated --------------------------------------------------------------
 
 def test_ctrl_c_during_generation_keeps_finished_batches(tmp_path):
-    from bench.backends.base import Generation
-    from bench.cache import Cache
-    from bench.generate import generate_task
-    from bench.tasks import load_task
-    from core.errors import Interrupted
-
     class Backend:
         name = "fake"
         model_path = "fake-model"
@@ -755,10 +709,6 @@ def test_damaged_records_in_a_run_directory(tmp_path):
 
 
 def test_judge_400_about_one_long_request_fails_only_that_verdict(tmp_path):
-    from openai_server import FakeOpenAIServer
-
-    from bench.judge import JudgeRequest, OpenAIJudge, Parser
-
     parse = Parser(pattern=r"\[\[(\d+\.?\d*)\]\]", range=(1, 10))
     reqs = [JudgeRequest(task="t", example_id=str(i), turn=1, parse=parse, max_tokens=16,
                          messages=[{"role": "user", "content": f"Rate item-{i} please." + " long" * (i == 0) * 50}])
@@ -774,9 +724,6 @@ def test_judge_400_about_one_long_request_fails_only_that_verdict(tmp_path):
 
 
 def test_damaged_state_and_outputs_rerun_their_stage(tmp_path, capsys):
-    from bench.pipeline.graph import Stage
-    from bench.pipeline.state import mark, stage_status
-
     out = tmp_path / "run"
     path = RunDir(out).summary("ntp", "toy_open")
     stage = Stage("score/ntp/toy_open", "score", "k1", outputs=(path,))
@@ -793,11 +740,6 @@ def test_damaged_state_and_outputs_rerun_their_stage(tmp_path, capsys):
 
 
 def test_full_disk_in_the_cache_and_the_judge_log_is_one_line(tmp_path, monkeypatch):
-    import builtins
-
-    from bench.cache import Cache
-    from bench.judge.reference import ReferenceJudge
-
     c = Cache(tmp_path / "c.sqlite")
 
     class Full:

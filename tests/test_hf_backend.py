@@ -7,6 +7,7 @@ import torch
 
 from bench.backends import backend_factory
 from bench.backends.base import GenRequest, GenSettings, LoglikRequest
+from bench.backends.hf import HFBackend
 from bench.generate import generate_task
 from bench.tasks import Task
 
@@ -23,8 +24,6 @@ def _requests(settings=GenSettings(max_new_tokens=12)):
 
 
 def test_registry_resolves_hf_lazily():
-    from bench.backends.hf import HFBackend
-
     assert backend_factory("hf") is HFBackend
 
 
@@ -111,9 +110,6 @@ def test_mcq_accuracy_matches_hand_computation(hf_backend, tmp_path):
 
 
 def test_shared_prefix_scores_equal_the_per_pair_path(tiny_model_dir):
-    from bench.backends.base import LoglikRequest
-    from bench.backends.hf import HFBackend
-
     plain = HFBackend(tiny_model_dir, batch_size=3, progress=False)
     shared = HFBackend(tiny_model_dir, batch_size=3, progress=False, share_prefix=True)
     reqs = [LoglikRequest("a", "Question: which colour is the sky?\nAnswer:", [" blue", " a pale grey", " (C)"]),

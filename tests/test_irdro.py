@@ -1,6 +1,7 @@
 """IR-DRO (Chen et al. 2024): closed-form weights against a hand computation, the lean loss against full logits
 (value and gradient), the variant's validation and a training step through the trainer."""
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +9,9 @@ import torch.nn.functional as F
 
 from core.errors import UserError
 from sftmix.loss.irdro import irdro_loss, irdro_weights
+from sftmix.recipe import finetune
 from sftmix.variants import get_variant
+from test_recipe import tiny_cfg, weights
 
 
 def test_weights_by_hand():
@@ -73,11 +76,6 @@ def test_variant_registered_and_validated():
 
 
 def test_irdro_trains_through_the_trainer(tmp_path, tiny_model_dir):
-    from test_recipe import tiny_cfg, weights
-    from pathlib import Path
-
-    from sftmix.recipe import finetune
-
     res = finetune(get_variant("irdro"), tiny_cfg("max_steps=2", "save_steps=0"), tmp_path / "irdro", resume=False)
     assert math.isfinite(res.metrics["train_loss"])
     base, after = weights(Path(tiny_model_dir)), weights(tmp_path / "irdro" / "model")

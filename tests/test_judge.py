@@ -12,6 +12,7 @@ from bench.cache import Cache
 from bench.judge import JudgeRequest, OpenAIJudge, Parser, load_judge_config
 from bench.judge.client import JudgeRefused
 from bench.judge.ledger import CostLedger, count_tokens, estimate
+from bench.judge.local import LocalJudge
 from bench.judge.reference import NAME as REF_NAME
 from bench.judge.reference import ReferenceJudge, rubric_score
 from core.errors import UserError
@@ -230,8 +231,6 @@ def test_configs_load_and_bad_config_fails(tmp_path, monkeypatch):
 
 
 def test_local_judge_same_verdicts_and_cache(tmp_path, tiny_model_dir):
-    from bench.judge.local import LocalJudge
-
     path = tiny_model_dir  # conftest: the tiny-llama preset, built once per session
     cache = Cache(tmp_path / "c.sqlite")
     reqs = requests_for(2)

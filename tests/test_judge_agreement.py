@@ -4,17 +4,20 @@ from the fschat wheel's files (installed with --no-deps by scripts/test.sh; noth
 that need them or ../shared/peer skip with a reason when they are absent."""
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import random
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from openai_server import FakeOpenAIServer, prompt_key
 
 from bench import agreement as ag
 from bench.cli import main
+from bench.scorers.mt_bench_pair import show_result_pairwise
 
 PEER = Path(__file__).resolve().parents[2] / "shared" / "peer"
 needs_peer = pytest.mark.skipif(not (PEER / "fastchat" / "human").is_dir(),
@@ -86,12 +89,6 @@ def test_judge_agreement_equals_compute_agreement_on_the_shared_votes(tmp_path, 
 @needs_peer
 def test_show_result_pairwise_tally_equals_fastchats_script(capsys):
     """Our show_result_pairwise on the 75 real GPT-4 pairwise judgments against FastChat's show_result.py."""
-    import argparse
-
-    import pandas as pd
-
-    from bench.scorers.mt_bench_pair import show_result_pairwise
-
     sr = fastchat_script("show_result")
     shown = []
     sr.print = lambda *a, **k: shown.append(a[0])  # the script prints its DataFrame

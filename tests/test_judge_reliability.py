@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +16,9 @@ from openai_server import FakeOpenAIServer
 
 from bench import reliability as rel
 from bench.bootstrap import paired_bootstrap
+from bench.cli import main
 from bench.judge import load_judge_config
+from bench.judge.parser import parser_from_config
 from bench.rundir import Verdict
 from bench.rundir.generations import GenerationRecord
 from bench.scorers import alpaca_eval as ae
@@ -105,8 +108,6 @@ def test_pairwise_requests_are_fastchats_both_games():
 
 
 def test_pairwise_parser_is_fastchats_priority():
-    from bench.judge.parser import parser_from_config
-
     parser = parser_from_config(
         Path("x.yaml"), "pairwise", {"kind": "contains", "choices": {"[[A]]": 1, "[[B]]": 2, "[[C]]": 1.5}})
     assert parser("Hmm [[B]] ... no wait, [[A]]") == 1.0  # "[[A]]" in judgment is checked first
@@ -139,8 +140,6 @@ def test_pairwise_scoring_follows_fastchats_rule():
 # ---- AlpacaEval both orders -----------------------------------------------------------------------------------
 
 def test_alpaca_swap_judges_both_orders_and_measures_position_bias():
-    from dataclasses import replace
-
     cfg = replace(load_judge_config("alpaca_eval_pairwise"), both_orders=True)
     items = [{"example_id": str(i), "instruction": f"Do thing {i}", "output": "m" * (10 + 50 * (i % 2)),
               "reference_output": "r" * 30} for i in range(40)]
@@ -170,8 +169,6 @@ def test_alpaca_swap_judges_both_orders_and_measures_position_bias():
 def test_pairwise_run_compares_each_variant_with_ntp(tmp_path, monkeypatch):
     """ci config on 2 MT-Bench questions: sftmix vs NTP, both games per match; a judge that always answers [[A]]
     makes every match a tie (FastChat's rule) with a 100 % flip rate; NTP's own row calls no judge."""
-    from bench.cli import main
-
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")

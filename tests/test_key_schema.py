@@ -8,6 +8,8 @@ say why in the commit.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench.config import EXPERIMENTS, experiment_path, load_run_config
@@ -101,8 +103,6 @@ JUDGED_KEYS = {("pairwise", False): "30daf21acda40968", ("pairwise", True): "30d
 
 @pytest.mark.parametrize("mode,swap", sorted(JUDGED_KEYS))
 def test_judged_stage_keys(mode, swap, tmp_path, monkeypatch):
-    from pathlib import Path
-
     prompts = Path(__file__).resolve().parents[2] / "shared" / "peer" / "fastchat" / "judge_prompts.jsonl"
     if not prompts.is_file():
         pytest.skip(f"FastChat's judge prompts not found at {prompts}")

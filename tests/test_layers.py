@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 cli = pytest.importorskip("importlinter.cli", reason="import-linter is in the test extra (pip install -e '.[test]')")
 grimp = pytest.importorskip("grimp", reason="grimp comes with import-linter (pip install -e '.[test]')")
 PACKAGES = ("core", "sftmix", "bench")
+# Where an import inside a function must say why: the three packages, the test suite and the scripts.
+SOURCES = ("core/**/*.py", "sftmix/**/*.py", "bench/**/*.py", "tests/*.py", "tests/scripts/*.py", "scripts/*.py")
 
 
 def _lint(cwd: Path, pythonpath: Path) -> subprocess.CompletedProcess:
@@ -142,12 +144,13 @@ def test_the_circle_check_catches_a_two_module_circle(tmp_path):
     assert import_cycles(_graph(tmp_path, "pkg")) == []
 
 
-def uncommented_function_imports(root: Path, packages=PACKAGES) -> list[str]:
-    """``path:line`` of every import inside a function with no comment on its line or the line before: an import
-    belongs at the module top unless a comment says why not (a heavy optional dependency, a start-up cost)."""
+def uncommented_function_imports(root: Path, patterns=SOURCES) -> list[str]:
+    """``path:line`` of every import inside a function with no comment on its line or the line before, in the files
+    ``patterns`` match under ``root``: an import belongs at the module top unless a comment says why not (a heavy or
+    optional dependency, a start-up cost, an import that must follow a change of environment)."""
     found = []
-    for package in packages:
-        for path in sorted((root / package).rglob("*.py")):
+    for pattern in patterns:
+        for path in sorted(root.glob(pattern)):
             lines = path.read_text(encoding="utf-8").splitlines()
             for fn in ast.walk(ast.parse("\n".join(lines), str(path))):
                 if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -172,8 +175,12 @@ def _says_why(lines: list[str], i: int) -> bool:
         i -= 1
 
 
+# Edited by a parallel change of issue 24 when this check grew to the tests: left out until their imports are hoisted.
+PENDING = ("tests/test_new_kind.py", "tests/test_rundir.py", "tests/test_tables.py", "tests/test_view.py")
+
+
 def test_function_level_imports_say_why():
-    left = uncommented_function_imports(ROOT)
+    left = [f for f in uncommented_function_imports(ROOT) if f.split(":")[0] not in PENDING]
     assert left == [], "imports inside functions without a comment saying why (hoist them to the module top): " + \
         ", ".join(left)
 
@@ -203,7 +210,13 @@ def test_the_import_comment_check_catches_a_bare_one(tmp_path):
                 from bench import view
                 return tables, view
     """))
-    assert uncommented_function_imports(tmp_path, ("bench",)) == ["bench/m.py:14", "bench/m.py:15"]
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "tests/test_m.py").write_text("def test_bare():\n    import json\n    assert json\n")
+    (tmp_path / "scripts/s.py").write_text("def main():\n    import yaml  # optional here\n    yaml.x = 1\n"
+                                           "    from csv import reader\n")
+    assert uncommented_function_imports(tmp_path) == ["bench/m.py:14", "bench/m.py:15", "scripts/s.py:4",
+                                                      "tests/test_m.py:2"]
 
 
 LIGHT_COMMANDS = {"--help": ["--help"], "table": ["table", "{run}"], "status": ["status", "{run}"],

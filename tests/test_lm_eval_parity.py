@@ -15,8 +15,11 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from fixtures import ORGANS, medqa_4
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from bench.backends.hf import HFBackend
 from bench.generate import generate_task
 from bench.tasks import load_task
 
@@ -91,13 +94,10 @@ def request_texts(sample: dict) -> tuple[str, list[str]]:
 
 @pytest.mark.slow
 def test_choices_equal_lm_eval_per_document(tmp_path, tiny_model_dir):
-    import torch
+    # lm-eval is optional (the module skips above without it); its evaluator loads only for this slow test
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from bench.backends.hf import HFBackend
 
     rows = {"pubmedqa": pubmedqa_rows(24), "medqa_4": medqa_4(12), "medmcqa": medmcqa_rows(8),
             "mmlu_medical": mmlu_rows(8)}

@@ -3,9 +3,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from core.errors import UserError
-from sftmix.loss import linear_cross_entropy, mixup_loss, ntp_loss, sample_lambda
+from sftmix.loss import LogitTransform, chunk_rows, linear_cross_entropy, mixup_loss, ntp_loss, sample_lambda
 
 V, D = 37, 8
 
@@ -182,8 +183,6 @@ def test_linear_cross_entropy_no_grad_mode():
 
 @pytest.fixture(scope="module")
 def tiny_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                       num_attention_heads=4, num_key_value_heads=4)
@@ -344,8 +343,6 @@ def test_ntp_mixup_float32_close_to_separate():
 def test_autocast_bf16_matmuls_with_fp32_master_weights():
     """Under autocast the kernel's matmuls run in bf16 like F.linear would, the softmax and the weight-gradient
     accumulation in fp32: the same loss as autocast F.linear + fp32 cross-entropy, gradients to bf16 accuracy."""
-    from sftmix.loss import LogitTransform
-
     z, w, b, ya, yb, coef, tw = _lce_inputs(n=40, v=300, d=32)
     z32, w32 = z.detach().float().requires_grad_(), w.detach().float().requires_grad_()
     tr = LogitTransform(softcap=5.0)
@@ -366,8 +363,6 @@ def test_autocast_bf16_matmuls_with_fp32_master_weights():
 
 
 def test_chunk_rows_follow_the_memory_budget(monkeypatch):
-    from sftmix.loss import chunk_rows
-
     cpu = torch.device("cpu")
     # Default CPU budget: 192 MiB of [chunk, V] temporaries (fp32 logits + 2 fp32 buffers), rounded down to 8 rows.
     assert chunk_rows(32000, torch.float32, torch.float32, cpu) == 520  # 201,326,592 // (32,000 * 12) = 524

@@ -9,11 +9,14 @@ import transformers
 from test_loss import naive_mixup
 from torch import nn
 
+import sftmix.loss.warn
 from core.errors import UserError
 from sftmix.loss import (
     LogitTransform, LossOptions, linear_cross_entropy, logit_transform, mixup_loss, ntp_loss, ntp_mixup_loss,
     response_token_nll,
 )
+from sftmix.trainer import SFTMixTrainer
+from sftmix.variants import get_variant
 from support import ROOT
 
 VOCAB = 97
@@ -37,8 +40,6 @@ TRANSFORMED = {"gemma2", "gemma3", "cohere", "granite"}
 @pytest.fixture(autouse=True)
 def fresh_fallback_warnings(monkeypatch):
     """Fallbacks warn once per process: start each test with none seen, so a fallback can't pass unnoticed."""
-    import sftmix.loss.warn
-
     monkeypatch.setattr(sftmix.loss.warn, "_WARNED", set())
 
 
@@ -271,8 +272,6 @@ def test_ntp_kernel_choice_off_cuda_is_ours_and_bad_names_are_refused():
         torch.testing.assert_close(ntp_loss(hidden, labels, head, kernel=kernel), ref)
     with pytest.raises(UserError, match="kernel"):
         ntp_loss(hidden, labels, head, kernel="fast")
-    from sftmix.trainer import SFTMixTrainer
-    from sftmix.variants import get_variant
 
     with pytest.raises(UserError, match="ntp_kernel"):
         SFTMixTrainer(model=_model("llama"), variant=get_variant("ntp"), ntp_kernel="fast")

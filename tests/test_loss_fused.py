@@ -9,19 +9,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import sftmix.loss.warn
 import test_loss_kernel
 from core.errors import UserError
-from sftmix.loss import (LogitTransform, LossOptions, linear_cross_entropy, mixup_loss, ntp_loss, ntp_mixup_loss,
-                         response_token_nll)
-from sftmix.loss import fused
+from sftmix.loss import (
+    LogitTransform, LossOptions, fused, linear_cross_entropy, mixup_loss, ntp_loss, ntp_mixup_loss,
+    response_token_nll,
+)
+from sftmix.loss.kernel import chunk_rows, kernel_chunk
 
 ENV = fused.ENV
 
 
 @pytest.fixture(autouse=True)
 def fresh_warnings(monkeypatch):
-    import sftmix.loss.warn
-
     monkeypatch.setattr(sftmix.loss.warn, "_WARNED", set())
 
 
@@ -216,7 +217,7 @@ def test_backend_choice(monkeypatch):
 
 
 def test_a_failed_build_falls_back_to_eager_with_one_warning(monkeypatch, caplog):
-    from torch.utils import cpp_extension
+    from torch.utils import cpp_extension  # imports setuptools, which a bare Python >= 3.12 venv lacks
 
     def no_compiler(*a, **k):
         raise RuntimeError("Ninja is required to load C++ extensions\n(and a long build log)")
@@ -266,8 +267,6 @@ def test_linear_cross_entropy_fast_lane_stays_eager(monkeypatch):
 def test_chunk_budget_per_body(monkeypatch):
     """Eager: a Mixup pass keeps one more [chunk, V] buffer; the fused C++ body: NTP's buffers plus one scratch row
     per thread for a Mixup pass, taken out of the same budget."""
-    from sftmix.loss.kernel import chunk_rows, kernel_chunk
-
     monkeypatch.setitem(fused._state, "ext", object())
     monkeypatch.setitem(fused._state, "ext_error", None)
     monkeypatch.setenv("SFTMIX_LCE_CHUNK_MB", "192")

@@ -7,6 +7,7 @@ from torch import nn
 
 from sftmix.loss import LogitTransform, LossOptions, ntp_loss, ntp_mixup_loss
 from sftmix.loss.kernel import Terms, fused_linear_cross_entropy
+from sftmix.trainer import GradAccumScale, grad_accum_scale
 
 V, D = 41, 8
 TRANSFORMS = {"identity": LogitTransform(), "softcap": LogitTransform(softcap=2.0),
@@ -81,8 +82,6 @@ def test_kernel_row_term_without_slots_is_weighted_cross_entropy(tr):
 
 
 def test_grad_accum_scale_is_the_one_place():
-    from sftmix.trainer import GradAccumScale, grad_accum_scale
-
     # No num_items: each micro-batch's token mean (and any per-micro-batch mean) is divided by the step count.
     sc = grad_accum_scale(4)
     assert sc == GradAccumScale(ga=4, num_items=None, ntp_scale=0.25) and sc.mean_scale == 0.25

@@ -12,13 +12,15 @@ import torch
 import torch.nn.functional as F
 import transformers
 from test_loss import naive_mixup
+from transformers import TrainingArguments
 
-from sftmix.data import PaddedCollator
 from core.errors import UserError
+from sftmix.data import PaddedCollator
 from sftmix.loss import (
     LOSSES, GradAccumScale, IRDROLoss, LossContext, LossOptions, MixupLoss, NTPLoss, SFTLoss, irdro_loss, loss_for,
     ntp_loss, ntp_mixup_loss, register_loss, response_token_nll, sample_lambda,
 )
+from sftmix.trainer import ExampleDataset, SFTMixTrainer
 from sftmix.variants import VARIANTS, get_variant
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,10 +216,6 @@ def count_host_syncs(model):
 
 
 def _trainer(tmp_path, variant, **kw):
-    from transformers import TrainingArguments
-
-    from sftmix.trainer import ExampleDataset, SFTMixTrainer
-
     g = torch.Generator().manual_seed(0)
     rows = []
     for i in range(8):

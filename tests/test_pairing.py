@@ -4,10 +4,15 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from accelerate import Accelerator
+from accelerate.data_loader import BatchSamplerShard, prepare_data_loader, skip_first_batches
+from accelerate.state import AcceleratorState, GradientState
 from torch.utils.data import DataLoader, Dataset
+from transformers import TrainerControl, TrainerState
 
 from core.errors import UserError
 from sftmix.pairing import PAIRINGS, PairedBatchSampler, epoch_callback, mix_pair_mask, split_pairs
+from sftmix.variants import PAIRINGS as VARIANT_PAIRINGS
 
 
 def make_labels(n_conf, n_unconf, seed=0):
@@ -43,15 +48,12 @@ def collate(rows):
 @pytest.fixture
 def reset_accelerate():
     yield
-    from accelerate.state import AcceleratorState, GradientState
 
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
 
 
 def test_pairings_match_variants():
-    from sftmix.variants import PAIRINGS as VARIANT_PAIRINGS
-
     assert tuple(PAIRINGS) == tuple(VARIANT_PAIRINGS)
 
 
@@ -194,8 +196,6 @@ def test_small_pool_padded_when_not_dropping_last():
 @pytest.mark.parametrize("drop_last", [True, False])
 @pytest.mark.parametrize("even_batches", [True, False])
 def test_per_rank_balance_through_batch_sampler_shard(drop_last, even_batches):
-    from accelerate.data_loader import BatchSamplerShard
-
     labels, B = make_labels(25, 24), 4  # 25 pairs -> 12 batches (drop_last) or 13: an odd tail to shard
     flags = is_conf(labels)
     s = PairedBatchSampler(labels, B, seed=5, drop_last=drop_last)
@@ -216,8 +216,6 @@ def test_per_rank_balance_through_batch_sampler_shard(drop_last, even_batches):
 
 
 def test_dataloader_and_gradient_accumulation_micro_batches(reset_accelerate):
-    from accelerate import Accelerator
-
     labels, B = make_labels(18, 18), 4
     s = PairedBatchSampler(labels, B, seed=4)
     dl = DataLoader(IdxDataset(labels), batch_sampler=s, collate_fn=collate)
@@ -242,8 +240,6 @@ def test_dataloader_and_gradient_accumulation_micro_batches(reset_accelerate):
 @pytest.mark.parametrize("num_processes", [1, 2])
 def test_accelerate_set_epoch_and_skip_reach_sampler(num_processes, reset_accelerate):
     """Through prepare_data_loader (1 or 2 simulated ranks) and skip_first_batches (resume)."""
-    from accelerate.data_loader import prepare_data_loader, skip_first_batches
-
     labels = make_labels(17, 17)
     for r in range(num_processes):
         s = PairedBatchSampler(labels, 2, seed=9)
@@ -265,8 +261,6 @@ def test_accelerate_set_epoch_and_skip_reach_sampler(num_processes, reset_accele
 
 
 def test_epoch_callback_sets_epoch_from_trainer_state():
-    from transformers import TrainerControl, TrainerState
-
     s = PairedBatchSampler(make_labels(4, 4), 2)
     cb = epoch_callback(s)
     cb.on_epoch_begin(None, TrainerState(epoch=2.5), TrainerControl())  # resumed mid-epoch 2

@@ -7,7 +7,10 @@ import math
 import pytest
 
 from bench.cli import main
-from bench.perf import SHAPES, _merge_rounds, evaluate_targets, render_markdown, run_perf, run_worker
+from bench.perf import (
+    PerfReport, SHAPES, WORKERS, _merge_rounds, evaluate_targets, render_markdown, run_perf, run_worker,
+)
+from bench.perf.contamination import synthetic
 from core.errors import UserError
 
 
@@ -82,8 +85,6 @@ def test_worker_in_fresh_process():
 
 @pytest.mark.slow
 def test_contention_runs_the_default_as_a_user_would_beside_busy_processes():
-    from bench.perf import WORKERS
-
     r = WORKERS["contention"]({"busy": 1, "shape": SHAPES["quick"], "device": "cpu"})
     assert r["busy"] == 1 and r["seconds"] > 0 and 0 < r["cpu_s"]
     # the run chose its own threads (no perf worker settings leaked into it), with a passive wait policy
@@ -156,8 +157,6 @@ def test_target_evaluation_and_margins():
 
 
 def _fake_report(sections):
-    from bench.perf import PerfReport
-
     machine = {"device": "cpu", "cpu": "x", "cores": 2, "affinity_cores": 2, "torch_threads": 1, "versions": {},
                "git_commit": "abc", "git_dirty": False, "date": "today", "load_avg": [1.0, 1.0, 1.0]}
     rep = PerfReport(machine, dict(SHAPES["quick"]), sections)
@@ -183,8 +182,6 @@ def test_bad_section_is_a_user_error(tmp_path, capsys):
 
 
 def test_contamination_case_finds_exactly_the_planted_overlaps(tmp_path):
-    from bench.perf.contamination import synthetic
-
     rows, items, planted = synthetic(600, 250, 150, seed=1)
     words = sum(len(t.split()) for r in rows for t in (r["instruction"], r["input"], r["output"])) / len(rows)
     assert 120 <= words <= 180 and len(items) == 250 and len(planted) == 3

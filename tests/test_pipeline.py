@@ -16,8 +16,16 @@ from pathlib import Path
 
 import pytest
 
+from bench.commands.run import add_arguments, build_config
+from bench.config import experiment_path, load_run_config
+from bench.pipeline import check_out_dir
+from bench.rundir import ContaminationReport, RunDir
+from core.io import hash_file
 from openai_server import FakeOpenAIServer, prompt_key
+from sftmix.config import split_overrides
+from sftmix.sources import BUNDLED
 from support import ROOT, bench, bench_subprocess, error_lines
+from test_rundir import undocumented
 
 SMALL = ["max_examples=48", "num_train_epochs=1", "limit=6", "max_new_tokens=16", "num_checkpoints=2"]
 VARIANTS, TASKS = ("ntp", "sftmix"), ("toy_open", "toy_mcq", "toy_exact")
@@ -81,11 +89,6 @@ def copy_of(finished, tmp_path):
 # ---- the run ----------------------------------------------------------------------------------------------------
 
 def test_end_to_end_results_directory(finished):
-    from bench.config import experiment_path, load_run_config
-    from sftmix.config import split_overrides
-    from core.io import hash_file
-    from sftmix.sources import BUNDLED
-
     out, rc, stdout, stderr = finished
     assert rc == 0, stderr[-3000:]
     assert sorted(ran_stages(stderr)) == sorted(all_stages())
@@ -140,8 +143,6 @@ def test_rerun_of_finished_run_does_nothing(finished):
 def test_contamination_stage_added_to_a_finished_run_sends_no_request(copy_of):
     """A finished run without the check (or with other settings) gets it on the next `bench run`: only the
     contamination stage runs, no generation or judge request is made, and its table shows the clean-item scores."""
-    from bench.rundir import ContaminationReport, RunDir
-
     shutil.rmtree(copy_of / "contamination")
     (copy_of / "state" / "contamination.json").unlink()
     made = {d: listing(copy_of / d) for d in ("generations", "judgments", "scores", "variants")}
@@ -290,9 +291,6 @@ def test_dead_judge_fails_fast_before_training(tmp_path):
     assert stderr.strip() == lines[0]
     assert not out.exists()  # checked before training, before the results directory is even made
     # ... so the same --out is still usable once the judge is up.
-    from bench.commands.run import add_arguments, build_config
-    from bench.pipeline import check_out_dir
-
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     check_out_dir(build_config(parser.parse_args(run_args(out)[1:])), out, force=False)
@@ -467,8 +465,6 @@ def test_bench_view_of_the_finished_run_shows_it_item_by_item(finished, browser,
 def test_every_file_a_run_writes_is_documented(finished):
     """docs/RUNDIR.md stays true: each file (and empty folder) the finished run left matches a path pattern of its
     "Files" table."""
-    from test_rundir import undocumented
-
     out = finished[0]
     assert finished[1] == 0, finished[3][-2000:]
     written = [p for p in out.rglob("*") if p.is_file() or (p.is_dir() and not any(p.iterdir()))]

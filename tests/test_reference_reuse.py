@@ -5,8 +5,12 @@ import json
 import pytest
 import torch
 
+from bench.config import experiment_path, load_run_config
+from bench.pipeline import Runner
 from sftmix.recipe import finetune, reference_stands_in, run_dynamics
 from sftmix.variants import get_variant
+from support import bench
+from test_pipeline import SMALL, run_args
 from test_recipe import tiny_cfg, weights
 
 
@@ -44,9 +48,6 @@ def test_adopted_reference_model_equals_a_separate_ntp_training(tmp_path, tiny_m
 
 @pytest.mark.slow
 def test_bench_run_plans_and_reuses_the_reference_run_as_ntp(tmp_path, tiny_model_dir):
-    from support import bench
-    from test_pipeline import run_args
-
     out = tmp_path / "run"
     rc, plan, err = bench(*run_args(out, "--dry-run", "reference_epochs=1"))  # SMALL: num_train_epochs=1
     assert rc == 0, err[-2000:]
@@ -65,11 +66,6 @@ def test_bench_run_plans_and_reuses_the_reference_run_as_ntp(tmp_path, tiny_mode
 def test_a_reused_ntp_training_waits_for_the_reference_run(tmp_path):
     """Executors run a stage as soon as its dependencies are done: NTP's adopted model comes from the dynamics
     stage, so that stage is its dependency (else a worker would train NTP itself, racing the reference run)."""
-    from bench.config import experiment_path, load_run_config
-    from bench.pipeline import Runner
-
-    from test_pipeline import SMALL
-
     overrides = dict(o.split("=", 1) for o in SMALL + ["reference_epochs=1"])
     cfg = load_run_config(experiment_path("ci"), {"run.out": str(tmp_path / "run"), **overrides})
     r = Runner(cfg, cfg.run.out, progress=False)

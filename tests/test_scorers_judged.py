@@ -7,7 +7,7 @@ import statistics
 import numpy as np
 import pandas as pd
 import pytest
-from openai_server import FakeOpenAIServer, hash_rating
+from openai_server import FakeOpenAIServer, hash_p_m, hash_rating
 
 from bench.judge import OpenAIJudge, load_judge_config
 from bench.judge.reference import ReferenceJudge, rubric_score
@@ -174,8 +174,6 @@ def test_winrate_equals_alpaca_evals_get_winrate():
 
 @needs_alpaca_eval_template
 def test_alpaca_end_to_end_weighted_through_server():
-    from openai_server import hash_p_m
-
     cfg = load_judge_config("alpaca_eval_weighted")
     reqs = ae.build_requests(cfg, ITEMS)
     with FakeOpenAIServer() as server:
@@ -200,8 +198,8 @@ def _fake_gamed_table(folder, n, rng):
 
 
 def test_alpaca_length_controlled_via_package(tmp_path, monkeypatch):
-    pytest.importorskip("alpaca_eval.metrics.glm_winrate", reason="needs the alpaca-eval package (LC win rate)")
-    from alpaca_eval.metrics import glm_winrate
+    glm_winrate = pytest.importorskip("alpaca_eval.metrics.glm_winrate",
+                                      reason="needs the alpaca-eval package (LC win rate)")
 
     rng = np.random.default_rng(0)
     n = 60

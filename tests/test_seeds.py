@@ -1,16 +1,21 @@
 """Seeds as an axis of `bench run` (run.seeds) on BIG-bench fixture tasks: per-seed stages and folders, every
 variant of a seed trained with that seed, and tables with the mean over seeds, per-seed Δ and a two-level CI."""
+import csv
+import importlib.util
 import json
 import re
+from pathlib import Path
 
 import pytest
 
 from bench.config import RunConfig, load_run_config
-from sftmix import bigbench
+from bench.pipeline import Runner
+from bench.rundir import RunDir, read_jsonl
 from core.errors import UserError
 from core.io import hash_obj
-from test_bigbench import mc_examples, write_task
+from sftmix import bigbench
 from support import bench
+from test_bigbench import mc_examples, write_task
 
 STAGE = re.compile(r"\[\d+/\d+\] (?:run|redo|resume) ([\w/.:@-]+)$", re.M)
 
@@ -60,8 +65,6 @@ def test_each_seed_trains_every_variant_with_that_seed(seeded_run):
 
 @pytest.mark.slow
 def test_table_has_the_mean_over_seeds_and_per_seed_deltas(seeded_run):
-    import csv
-
     out = seeded_run[0]
     acc = {(v, s): json.loads((out / "scores" / f"{v}@s{s}" / "bigbench:navigate.json").read_text())["metrics"]["acc"]
            for v in ("ntp", "sftmix") for s in SEEDS}
@@ -101,17 +104,12 @@ def test_seeds_are_validated_and_absent_seeds_keep_the_old_config_hash():
     assert load_run_config(None, {"seeds": "0,1,2"}).run.seeds == [0, 1, 2]
     with pytest.raises(UserError, match="run.seeds"):
         load_run_config(None, {"seeds": "0,-1"})
-    from bench.pipeline import Runner
 
     with pytest.raises(UserError, match="distinct seeds"):
         Runner(load_run_config(None, {"seeds": "1,1"}), "unused")
 
 
 def test_study_report_reproduces_the_per_seed_deltas_and_writes_its_files(seeded_run, tmp_path):
-    import csv
-    import importlib.util
-    from pathlib import Path
-
     spec = importlib.util.spec_from_file_location("study_report", Path(__file__).parents[1] / "scripts" / "study_report.py")
     report = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(report)
@@ -132,8 +130,6 @@ def test_study_report_reproduces_the_per_seed_deltas_and_writes_its_files(seeded
         assert (dest / f).exists(), f
     assert json.loads((dest / "provenance.json").read_text())["report"]["baseline"] == "ntp"
     # answer distributions: each variant's picks over seeds and items, beside the gold answers
-    from bench.rundir import RunDir, read_jsonl
-
     dist = json.loads((dest / "answers.json").read_text())["bigbench:navigate"]
     recs = [r for s in SEEDS for r in read_jsonl(RunDir(out).generations(f"sftmix@s{s}", "bigbench:navigate"))]
     assert dist["n"] == len(recs) == 24

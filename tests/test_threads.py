@@ -5,9 +5,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from bench import threads
 from bench.cli import main
+from bench.config import experiment_path, load_run_config
+from bench.provenance import hardware
 from core.errors import UserError
 from support import ROOT
 
@@ -94,10 +97,6 @@ def test_usable_cores_take_the_quota(monkeypatch):
 
 
 def test_apply_sets_torch_and_the_provenance_records_it(monkeypatch):
-    import torch
-
-    from bench.provenance import hardware
-
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     threads.apply(1, "run.threads")
     assert torch.get_num_threads() == 1
@@ -116,7 +115,5 @@ def test_bad_thread_counts_are_one_line_errors(tmp_path, capsys):
 
 
 def test_thread_count_is_not_part_of_the_config_hash():
-    from bench.config import experiment_path, load_run_config
-
     base = load_run_config(experiment_path("default"), {})
     assert load_run_config(experiment_path("default"), {"run.threads": 2}).config_hash() == base.config_hash()

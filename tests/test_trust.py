@@ -10,12 +10,21 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from openai_server import FakeOpenAIServer, prompt_key
 
+import sftmix.recipe
+from bench.commands.generate import default_out
+from bench.config import experiment_path, load_run_config
+from bench.lock import RunLock
+from bench.pipeline import Runner
+from bench.scorers import get_scorer
 from core.errors import UserError
+from core.io import UMASK, write_json
+from sftmix.presets import resolve_model
 from support import ROOT, bench, the_error
 
 SMALL = ["max_examples=48", "num_train_epochs=1", "limit=6", "max_new_tokens=16", "num_checkpoints=2"]
@@ -62,7 +71,6 @@ def test_mistakes_fail_before_anything_runs(case, files, tmp_path, monkeypatch):
         pytest.skip("vLLM is installed here")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    import sftmix.recipe
 
     def no_training(*a, **kw):
         raise AssertionError("training started")
@@ -90,9 +98,6 @@ def test_dry_run_counts_come_from_the_data(tmp_path):
 # ---- stage keys --------------------------------------------------------------------------------------------------
 
 def test_score_stage_keys_follow_the_judge_prompt_file_and_the_scorer_version(tmp_path, monkeypatch):
-    from bench.config import experiment_path, load_run_config
-    from bench.pipeline import Runner
-
     prompts = tmp_path / "judge_prompts.jsonl"
     line = {"name": "single-v1", "system_prompt": "You are a judge.", "prompt_template": "Rate: {question} {answer}"}
     prompts.write_text(json.dumps(line) + "\n")
@@ -109,8 +114,6 @@ def test_score_stage_keys_follow_the_judge_prompt_file_and_the_scorer_version(tm
     changed = {n for n in k1 if k1[n] != k2[n]}
     assert changed == {"score/ntp/toy_open", "score/sftmix/toy_open"}  # only the judged tasks' scores
 
-    from bench.scorers import get_scorer
-
     monkeypatch.setattr(get_scorer("mcq"), "version", "99")
     k3 = keys()
     assert {n for n in k2 if k2[n] != k3[n]} == {"score/ntp/toy_mcq", "score/sftmix/toy_mcq"}
@@ -119,8 +122,6 @@ def test_score_stage_keys_follow_the_judge_prompt_file_and_the_scorer_version(tm
 # ---- locks -------------------------------------------------------------------------------------------------------
 
 def test_lock_refuses_a_live_holder_naming_its_pid_and_takes_over_after_kill(tmp_path):
-    from bench.lock import RunLock
-
     out = tmp_path / "run"
     code = ("import sys; from bench.lock import RunLock; lock = RunLock(sys.argv[1], 'holder'); lock.acquire(); "
             "print('held', flush=True); sys.stdin.read()")
@@ -215,8 +216,6 @@ def test_judge_refusal_exits_nonzero_and_keeps_earlier_scores(gens, refusal):
 # ---- smaller defaults ----------------------------------------------------------------------------------------------
 
 def test_results_get_the_users_umask(tmp_path):
-    from core.io import UMASK, write_json
-
     write_json(tmp_path / "x.json", {"a": 1})
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~UMASK
     assert 0o666 & ~UMASK != 0o600 or UMASK == 0o066  # not mkstemp's private mode under a usual umask
@@ -230,8 +229,6 @@ def test_bare_bench_prints_help_and_runs_nothing(tmp_path, monkeypatch):
 
 
 def test_generate_default_folders_do_not_collide_and_another_models_folder_is_refused(tmp_path, monkeypatch):
-    from bench.commands.generate import default_out
-
     assert default_out("runs/x/variants/ntp/model") != default_out("runs/x/variants/sftmix/model")
     assert default_out("runs/x/variants/ntp/model") == Path("runs/generate/x-ntp")
     assert default_out("runs/sftmix/model") == Path("runs/generate/sftmix")
@@ -241,7 +238,6 @@ def test_generate_default_folders_do_not_collide_and_another_models_folder_is_re
     assert rc == 0, stderr
     before = (tmp_path / "gen" / "toy_exact.generations.jsonl").read_bytes()
     model = tmp_path / "other-model"
-    from sftmix.presets import resolve_model
 
     shutil.copytree(resolve_model("tiny-llama"), model)
     the_error("generate", bench("generate", "--model", model, "--tasks", "toy_exact", "--limit", "1", "--out", "gen"),
@@ -268,8 +264,6 @@ def test_judge_repeats_give_the_judges_noise_in_the_summary_and_report(gens, tmp
     """A judge whose rating varies between repeats: the summary's reliability has spread, disagreement and a
     test-retest r, the item values keep every repeat, and `bench judge-report` prints them; one repeat is "not
     estimable"."""
-    from collections import Counter
-
     asked: Counter = Counter()
 
     def noisy(messages):

@@ -18,6 +18,13 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+from bench.backends.base import GenRequest, GenSettings, LoglikRequest
+from bench.backends.hf import HFBackend
+from bench.backends.vllm import VLLMBackend
+from sftmix.presets import TINY_CONFIG
 
 pytestmark = [
     pytest.mark.vllm,
@@ -32,11 +39,6 @@ TOPICS = ["rivers", "bread", "the moon", "chess", "volcanoes", "bees", "trains",
 
 def build_vllm_tiny(tokenizer_dir: str, out: Path) -> str:
     """tiny-llama's tokenizer + a random Llama like the preset's but with head size 32 (vLLM-CPU's minimum)."""
-    import torch
-    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
-
-    from sftmix.presets import TINY_CONFIG
-
     if (out / "config.json").exists():
         return str(out)
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -75,8 +77,6 @@ def model_dir(tiny_model_dir, tmp_path_factory) -> str:
 
 
 def chat_requests(n: int, max_new_tokens: int, **settings):
-    from bench.backends.base import GenRequest, GenSettings
-
     s = GenSettings(max_new_tokens=max_new_tokens, **settings)
     return [GenRequest("t", f"p{i}", 0, [{"role": "user", "content": f"Write a short note about {TOPICS[i % 8]} "
                                                                        f"(number {i})."}], s) for i in range(n)]
@@ -91,10 +91,6 @@ def timed(fn, *args):
 @pytest.fixture(scope="module")
 def hf_run(model_dir):
     """The hf backend's greedy outputs and timing, taken before vLLM starts (it changes torch's thread count)."""
-    import torch
-
-    from bench.backends.hf import HFBackend
-
     hf = HFBackend(model_dir, dtype="float32", batch_size=8, progress=False)
     hf.generate(chat_requests(1, 2))  # warm-up
     reqs = chat_requests(32, 64)
@@ -104,16 +100,12 @@ def hf_run(model_dir):
 
 @pytest.fixture(scope="module")
 def vllm_backend(vllm_env, model_dir, hf_run):
-    from bench.backends.vllm import VLLMBackend
-
     backend, secs = timed(lambda: VLLMBackend(model_dir, progress=False, **ENGINE))
     backend.load_s = secs
     return backend
 
 
 def test_greedy_matches_hf_and_throughput(hf_run, vllm_backend, record_property):
-    import torch
-
     assert vllm_backend.dtype == "float32"  # auto on a machine without CUDA
     vllm_backend.generate(chat_requests(1, 2))  # warm-up
     gens, secs = timed(vllm_backend.generate, hf_run["requests"])
@@ -133,12 +125,6 @@ def test_greedy_matches_hf_and_throughput(hf_run, vllm_backend, record_property)
 def test_long_prompts_cut_to_the_context_like_hf(model_dir, vllm_backend):
     """A prompt longer than the context is cut on the left by both backends alike (bench.backends.base.fit_prompt);
     vLLM would otherwise refuse it. An answer length that alone fills the context is capped the same way."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from bench.backends.base import GenRequest, GenSettings
-    from bench.backends.hf import HFBackend
-
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.config.max_position_embeddings = vllm_backend.max_model_len  # the same context as the engine's
     hf = HFBackend(model_dir, model=model, tokenizer=AutoTokenizer.from_pretrained(model_dir), device="cpu",
@@ -156,8 +142,6 @@ def test_long_prompts_cut_to_the_context_like_hf(model_dir, vllm_backend):
 
 
 def test_loglikelihood_matches_hf(hf_run, vllm_backend):
-    from bench.backends.base import LoglikRequest
-
     hf = hf_run["backend"]
     context = hf.chat_prompt([{"role": "user", "content": "Which planet is red? A. Mars B. Venus\nAnswer:"}])
     reqs = [LoglikRequest("q1", context, [" A", " B", " Mars, the red planet"]),
@@ -171,8 +155,6 @@ def test_loglikelihood_matches_hf(hf_run, vllm_backend):
 
 
 def test_stop_strings_and_seeded_sampling(vllm_backend):
-    from bench.backends.base import GenRequest, GenSettings
-
     free = vllm_backend.generate(chat_requests(4, 32))
     # a stop string taken from the middle of the greedy output cuts the text just before it
     long = next(g for g in free if len(g.text) > 12)
@@ -192,9 +174,6 @@ def test_stop_strings_and_seeded_sampling(vllm_backend):
 
 def test_data_parallel_replicas_match_single_engine(vllm_env, model_dir, vllm_backend):
     """data_parallel_size=2 runs two spawned replicas; the split and re-assembly must not change any output."""
-    from bench.backends.base import LoglikRequest
-    from bench.backends.vllm import VLLMBackend
-
     reqs = chat_requests(5, 16)
     ll = [LoglikRequest(f"q{i}", f"Question {i}: the answer is", [" yes", " no"]) for i in range(3)]
     dp = VLLMBackend(model_dir, data_parallel_size=2, progress=False, **ENGINE)

@@ -19,6 +19,11 @@ import urllib.request
 
 import pytest
 
+from bench.cache import Cache
+from bench.judge import OpenAIJudge, load_judge_config
+from bench.scorers import alpaca_eval as ae
+from test_vllm_backend import build_vllm_tiny
+
 pytestmark = [
     pytest.mark.vllm,
     pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="needs vllm (scripts/ci_vllm.sh)"),
@@ -42,8 +47,6 @@ def _get(url: str, timeout: float = 2.0) -> str:
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
     """A vLLM OpenAI server in its own process group, always killed at the end (even when startup fails)."""
-    from test_vllm_backend import build_vllm_tiny
-
     model = build_vllm_tiny(tiny_model_dir, tmp_path_factory.mktemp("judge_model"))
     port = _free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
@@ -95,9 +98,6 @@ def _log_lines(path) -> list[dict]:
 
 
 def test_judge_client_against_vllm_server(server, tmp_path):
-    from bench.cache import Cache
-    from bench.judge import OpenAIJudge, load_judge_config
-
     config = load_judge_config("mt_bench_single")
     strict, mt_parse = [], config.parser
     for i, (q, a) in enumerate([("What is 2+2?", "4."), ("Name a red fruit.", "An apple."),
@@ -148,9 +148,6 @@ def test_judge_client_against_vllm_server(server, tmp_path):
 
 def test_logprob_judge_against_vllm_server(server, tmp_path):
     """AlpacaEval 2.0's request shape (one token, top-5 log-probabilities) against a real vLLM server."""
-    from bench.judge import OpenAIJudge, load_judge_config
-    from bench.scorers import alpaca_eval as ae
-
     config = load_judge_config("alpaca_eval_weighted")
     items = [{"example_id": str(i), "instruction": f"Say something nice number {i}.", "output": f"Nice {i}!",
               "reference_output": "You are great."} for i in range(3)]

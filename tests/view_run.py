@@ -17,6 +17,7 @@ from bench.backends.base import Generation
 from bench.evaluate import evaluate_task
 from bench.generate import generate_task
 from bench.judge.client import BaseJudge
+from bench.plots import plot_categories, plot_loss_curves
 from bench.rundir import Provenance, RunDir, TrainRecord
 from bench.tasks import load_task
 from fixtures import write_fixtures
@@ -124,7 +125,6 @@ def make_view_run(root: Path, variants=("ntp", "sftmix"), hostile: bool = True) 
         "judge": {"kind": "llm", "model": "scripted-judge"}, "backend": {"name": "scripted"},
         "task_data": {n: {"data_hash": t.data_hash, "prompt_hash": t.prompt_hash} for n, t in tasks.items()},
         "variants": {v: {"name": v} for v in variants}}).write(rd)
-    from bench.plots import plot_categories, plot_loss_curves
 
     plot_loss_curves(run)
     plot_categories(run)

@@ -11,7 +11,7 @@ import sys
 
 import torch
 import torch.distributed as dist
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import FullyShardedDataParallel, fully_shard
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from sftmix.loss import ntp_mixup_loss
@@ -56,8 +56,6 @@ def loss_of(model, ids, labels, step):
 def full_state(model):
     out = {}
     if hasattr(model, "module"):  # FSDP1: gather the full parameters
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
         with FullyShardedDataParallel.summon_full_params(model):
             return {k.replace("_fsdp_wrapped_module.", ""): v.detach().clone()
                     for k, v in model.module.state_dict().items()}
