@@ -175,12 +175,8 @@ def _says_why(lines: list[str], i: int) -> bool:
         i -= 1
 
 
-# Edited by a parallel change of issue 24 when this check grew to the tests: left out until their imports are hoisted.
-PENDING = ("tests/test_new_kind.py", "tests/test_rundir.py", "tests/test_tables.py", "tests/test_view.py")
-
-
 def test_function_level_imports_say_why():
-    left = [f for f in uncommented_function_imports(ROOT) if f.split(":")[0] not in PENDING]
+    left = uncommented_function_imports(ROOT)
     assert left == [], "imports inside functions without a comment saying why (hoist them to the module top): " + \
         ", ".join(left)
 

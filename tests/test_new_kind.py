@@ -8,12 +8,12 @@ import re
 
 import pytest
 
-from bench.backends.base import Generation
+from bench.backends.base import Generation, LoglikRequest
 from bench.cli import main
 from bench.evaluate import evaluate_task
 from bench.generate import generate_task, record_metrics
 from bench.rundir import RunDir, TaskSummary
-from bench.rundir.generations import GenerationRecord, read_generations
+from bench.rundir.generations import GenerationRecord, read_generations, write_generations
 from bench.scorers import SCORERS, get_scorer
 from bench.scorers.base import GenRequest, Metric, Scorer, ScoreResult
 from bench.tables import load_results
@@ -150,8 +150,6 @@ def test_perplexity_kind_gives_lm_evals_numbers(tmp_path):
 
 def test_generation_records_keep_their_bytes(tmp_path):
     """Reading then writing a generations file leaves it byte for byte (older and other kinds' fields too)."""
-    from bench.rundir.generations import write_generations
-
     lines = [{"task": "t", "example_id": "1", "turn": 0, "category": None, "model": "m", "backend": "hf",
               "prompt_hash": "p", "data_hash": "d", "repeat": 0, "context": "c", "continuations": [" a", " b"],
               "logliks": [-1.0, -2.5], "answer": 0, "scoring": "loglik", "pred": 0, "acc": 1.0},
@@ -177,8 +175,6 @@ class BothKinds(Scripted):
         self.batches = []
 
     def generate(self, requests):
-        from bench.backends.base import Generation
-
         self.batches.append([(r.example_id, r.turn) for r in requests])
         return [Generation(f"echo {r.messages[-1]['content']}", 1, 2) for r in requests]
 
@@ -193,8 +189,6 @@ class TwoStepScorer(NumericToleranceScorer):
     name, kind = "two_step_test", "two_step"
 
     def model_requests(self, task, item, step, answers, options):
-        from bench.backends.base import LoglikRequest
-
         if step == 0:
             return [LoglikRequest(item["id"], item["question"], [" yes"]),
                     GenRequest(task.name, item["id"], 0, task.messages(item), task.settings(item))]
@@ -240,8 +234,6 @@ class Answering(Scripted):
         self.knows = knows
 
     def generate(self, requests):
-        from bench.backends.base import Generation
-
         gold = dict(QUESTIONS)
         return [Generation(f"It is {gold[r.messages[-1]['content']]}." if r.example_id in self.knows else "No idea.",
                            1, 2) for r in requests]

@@ -15,6 +15,9 @@ import pytest
 from bench.rundir import (FORMAT, VERSION, ItemValues, JudgeLog, JudgeLogEntry, Judgments, MetricUnit,
                           Provenance, RunConfigRecord, RunDir, StageState, TaskSummary, TrainRecord, Verdict,
                           read_jsonl, split_seed, write_jsonl)
+from bench.cli import main
+from bench.config import experiment_path, load_run_config
+from bench.pipeline import check_out_dir
 from bench.tables import build_table, render_table
 from core.errors import UserError
 from support import ROOT
@@ -127,8 +130,6 @@ def test_first_write_stamps_the_version_and_unstamped_dirs_read_as_version_1(tmp
     ({"format": FORMAT, "version": "1"}, "unknown run-directory format"),
 ], ids=["newer", "older", "other-format", "bad-version"])
 def test_unreadable_versions_are_refused_with_one_line(tmp_path, capsys, stamp, why):
-    from bench.cli import main
-
     run = tmp_path / "run"
     write_run(run)
     RunDir(run).stamp.write_text(json.dumps(stamp))
@@ -142,9 +143,6 @@ def test_unreadable_versions_are_refused_with_one_line(tmp_path, capsys, stamp, 
 
 
 def test_bench_run_refuses_a_newer_run_directory(tmp_path):
-    from bench.config import experiment_path, load_run_config
-    from bench.pipeline import check_out_dir
-
     run = tmp_path / "run"
     run.mkdir()
     RunDir(run).stamp.write_text(json.dumps({"format": FORMAT, "version": VERSION + 1}))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench.cli import main
 from bench.rundir import ItemValues, RunDir, TaskSummary, TrainRecord
 from bench.scorers import SCORERS, get_scorer
 from bench.tables import build_table, render_table, write_tables
@@ -276,8 +277,6 @@ def test_bad_input_is_user_error(tmp_path):
 
 
 def test_cli_table(tmp_path, capsys):
-    from bench.cli import main
-
     run = tmp_path / "default"
     write_default_run(run)
     assert main(["table", str(run), "--format", "csv"]) == 0

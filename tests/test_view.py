@@ -16,8 +16,11 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
+from bench.perf.view import fabricate_view_run, find_chromium
+from bench.rundir.generations import GenerationRecord
 from bench.tables import render_table
 from bench.view import gather, write_report
+from bench.view.data import _add_generations
 from view_run import HOSTILE, HOSTILE_JUDGE, TASKS, UNPARSABLE, make_view_run, write_contamination
 from support import ROOT
 
@@ -273,8 +276,6 @@ def test_serve_serves_the_file_on_localhost_only(report):
 @pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-    from bench.perf.view import find_chromium
-
     exe = find_chromium()
     if exe is None:
         pytest.skip("no Chromium found (apt-get install chromium, or set BENCH_CHROMIUM)")
@@ -401,7 +402,7 @@ def test_items_found_by_data_attributes_match_the_run_directory(loaded, files):
 
 
 def test_filters_change_the_visible_item_count(loaded, files):
-    from playwright.sync_api import expect
+    from playwright.sync_api import expect  # optional: the browser fixture skips without playwright
 
     page = loaded.page
     total = sum(len(item_ids(files, t)) for t in TASKS)
@@ -498,7 +499,7 @@ def test_sort_by_difference_and_links_to_items(browser, loaded, report, files):
     target.wait_for()
     assert (target.get_attribute("data-task"), target.get_attribute("data-item")) == ("mt_bench", "83")
     assert page.input_value("#f-task") == "mt_bench"
-    from playwright.sync_api import expect
+    from playwright.sync_api import expect  # optional: the browser fixture skips without playwright
 
     expect(target).to_be_in_viewport()
     # opening the file with the link works too
@@ -527,9 +528,7 @@ def test_contamination_report_turns_on_the_dirty_filter(browser, view_run, tmp_p
 
 @pytest.mark.slow
 def test_a_large_run_is_paged_and_filters_run_over_all_of_it(browser, tmp_path):
-    from playwright.sync_api import expect
-
-    from bench.perf.view import fabricate_view_run
+    from playwright.sync_api import expect  # optional: the browser fixture skips without playwright
 
     run = fabricate_view_run(tmp_path / "run", n_items=400, n_variants=8, chars=40)  # 3,200 answers: paged
     report = write_report([run], tmp_path / "r.html")
@@ -567,8 +566,6 @@ def test_a_large_run_is_paged_and_filters_run_over_all_of_it(browser, tmp_path):
 def test_a_log_likelihood_record_of_another_kind_shows_its_text_and_score():
     """A perplexity record (no generated text, not mcq): the scored text is the item's reference, the column's
     answer the model's log-likelihood of it; an mcq record is still read as a choice."""
-    from bench.rundir.generations import GenerationRecord
-    from bench.view.data import _add_generations
 
     it = {"task": "wiki", "id": "1", "turns": [], "cells": {}}
     rec = GenerationRecord.from_dict({"task": "wiki", "example_id": "1", "turn": 0, "context": "",
